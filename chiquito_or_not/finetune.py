@@ -1,0 +1,174 @@
+"""The finetune stage: LR finder, three training stages with checkpoints, export, evaluation."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+from fastai.callback.schedule import ParamScheduler, SchedCos, combine_scheds
+from fastai.torch_core import set_seed
+
+from . import portable
+from .dataset import write_csv
+from .errors import RunError
+from .files import atomic_write_text
+from .learner import LogProgress, class_weights, make_dls, make_learner
+from .lr_find import find_lr
+from .paths import dataset_dir, run_dir
+from .plots import plot_history
+from .recipe import Recipe, recipe_to_dict, write_resolved
+
+__all__ = ["STAGES", "finetune", "fit_sgdr", "export_learner", "FinetuneResult"]
+
+STAGES = ("frozen", "augmented", "unfrozen")
+HISTORY_COLUMNS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy"]
+
+
+@dataclass
+class FinetuneResult:
+    run: Path
+    learn: object
+    timings: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    lr: dict = field(default_factory=dict)
+
+
+def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max, cycle_mult: int = 1, cbs=None) -> None:
+    """SGDR: cosine from lr_max to 0, restarting each cycle; cycles grow by cycle_mult (1 allowed,
+    unlike fastai's fit_sgdr which divides by cycle_mult - 1)."""
+    lens = [cycle_len * cycle_mult ** i for i in range(n_cycles)]
+    n_epoch = sum(lens)
+    lr_max = np.array(lr_max) if np.ndim(lr_max) else lr_max
+    scheds = {"lr": combine_scheds([n / n_epoch for n in lens], [SchedCos(lr_max, 0) for _ in lens])}
+    learn.fit(n_epoch, cbs=[ParamScheduler(scheds), *(cbs or [])])
+
+
+def export_learner(learn, path: Path) -> Path:
+    """fastai export with our splitter embedded by value: the file loads without chiquito_or_not."""
+    cloudpickle.register_pickle_by_value(portable)
+    try:
+        learn.export(path.resolve())
+    finally:
+        cloudpickle.unregister_pickle_by_value(portable)
+    return path
+
+
+def _fingerprint(recipe: Recipe) -> str:
+    d = recipe_to_dict(recipe)
+    d.pop("path", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _stage_epochs(recipe: Recipe, stage: str) -> int:
+    f = recipe.finetune
+    if stage == "frozen":
+        return f.frozen.epochs
+    s = f.augmented if stage == "augmented" else f.unfrozen
+    return sum(s.cycle_len * s.cycle_mult ** i for i in range(s.cycles))
+
+
+def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None) -> FinetuneResult:
+    """Train the recipe's model in three stages into its run folder, export model.pkl, evaluate it."""
+    from .evaluate import evaluate
+
+    run = run_dir(recipe.name)
+    root = Path(data_root) if data_root else dataset_dir(recipe.name)
+    state_path, ckpt = run / "state.json", run / "checkpoints"
+    state = {"fingerprint": _fingerprint(recipe), "done": [], "timings": {}, "dataset": str(root.resolve())}
+    if resume:
+        if not state_path.is_file():
+            raise RunError(f"{run}: nothing to resume (no state.json); run without --resume")
+        saved = json.loads(state_path.read_text())
+        if saved.get("fingerprint") != state["fingerprint"]:
+            raise RunError(f"{run}: the recipe changed since this run started; run without --resume "
+                           "to start over")
+        state = saved
+    else:
+        for p in (state_path, run / "history.csv", run / "lr_find.json", run / "model.pkl"):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    write_resolved(recipe, run)
+
+    set_seed(recipe.seed, reproducible=True)
+    t0 = time.time()
+    dls_plain = make_dls(recipe, augment=False, root=root)
+    dls_aug = make_dls(recipe, augment=True, root=root)
+    learn = make_learner(recipe, dls_plain, run, class_weights(recipe, root))
+    log(f"  data: {len(dls_plain.train_ds)} train / {len(dls_plain.valid_ds)} valid images, "
+        f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px")
+
+    f = recipe.finetune
+    lr_info = {}
+    if (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
+        if resume and (run / "lr_find.json").is_file():
+            lr_info = json.loads((run / "lr_find.json").read_text())
+        else:
+            t = time.time()
+            lr_info = find_lr(learn, run, num_it=f.lr_find_iters)
+            state["timings"]["lr_find"] = round(time.time() - t, 1)
+            sug = ", ".join(f"{k} {v:.1e}" for k, v in lr_info["suggestions"].items()) or "none"
+            log(f"  lr_find: {lr_info['points']} points; suggestions: {sug}; "
+                f"chosen {lr_info['chosen']:.1e} ({lr_info['chosen_by']})")
+
+    def lr_of(value):
+        return lr_info["chosen"] if value == "auto" else value
+
+    if state["done"]:
+        learn.load(f"stage-{state['done'][-1]}", with_opt=True)
+        log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
+    history = _read_history(run / "history.csv")
+    for i, stage in enumerate(STAGES, 1):
+        n_ep = _stage_epochs(recipe, stage)
+        if stage in state["done"] or n_ep == 0:
+            continue
+        t = time.time()
+        cbs = [LogProgress(stage)]
+        if stage == "frozen":
+            log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr_of(f.frozen.lr):.1e}")
+            learn.dls = dls_plain
+            learn.freeze()
+            learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
+        elif stage == "augmented":
+            s = f.augmented
+            log(f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, "
+                f"lr {lr_of(s.lr):.1e}")
+            learn.dls = dls_aug
+            learn.freeze()
+            fit_sgdr(learn, s.cycles, s.cycle_len, lr_of(s.lr), s.cycle_mult, cbs=cbs)
+        else:
+            s = f.unfrozen
+            log(f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
+                + ", ".join(f"{x:.0e}" for x in s.lrs))
+            learn.dls = dls_aug
+            learn.unfreeze()
+            fit_sgdr(learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=cbs)
+        history += [dict(zip(HISTORY_COLUMNS, [stage, len(history) + k + 1, *map(float, v)]))
+                    for k, v in enumerate(learn.recorder.values)]
+        write_csv(run / "history.csv", history, HISTORY_COLUMNS)
+        learn.save(f"stage-{stage}", with_opt=True)
+        state["done"].append(stage)
+        state["timings"][stage] = round(time.time() - t, 1)
+        atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")  # the stage is now finished
+
+    if history:
+        plot_history(history, run / "loss_curve.png")
+    learn.dls = dls_plain
+    export_learner(learn, run / "model.pkl")
+    state["timings"]["train_total"] = round(time.time() - t0, 1)
+    atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
+    metrics = evaluate(run, log=log)
+    return FinetuneResult(run=run, learn=learn, timings=state["timings"], metrics=metrics, lr=lr_info)

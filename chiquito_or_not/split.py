@@ -1,0 +1,112 @@
+"""Split: balance the classes and place each image in train/valid/test from the seed and its content."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+from .clean import Record, near_duplicate_clusters
+from .errors import DataError
+from .recipe import DatasetSpec
+
+__all__ = ["SPLITS", "unit_hash", "assign_splits", "materialize"]
+
+SPLITS = ("train", "valid", "test")
+
+
+def unit_hash(seed: int, salt: str, key: str) -> float:
+    """A number in [0, 1) that depends only on the seed and the key: stable when other images come and go."""
+    digest = hashlib.sha256(f"{seed}:{salt}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int) -> list[dict]:
+    """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset."""
+    labels = sorted({r.label for r in kept})
+    by_label = {lab: sorted((r for r in kept if r.label == lab), key=lambda r: unit_hash(seed, "keep", r.sha256))
+                for lab in labels}
+    target = min(len(v) for v in by_label.values()) if spec.balance == "downsample" else None
+    if spec.per_class:
+        target = min(target or spec.per_class, spec.per_class)
+    if target is not None:  # keep the images with the lowest hash: adding images rarely changes the pick
+        by_label = {lab: v[:target] for lab, v in by_label.items()}
+    chosen = [r for lab in labels for r in by_label[lab]]
+
+    # near-duplicate groups stay in one split: the group's key (its smallest sha) decides for all
+    cluster = near_duplicate_clusters([r.phash for r in chosen], spec.group_distance)
+    group_key: dict[int, str] = {}
+    for r, c in zip(chosen, cluster):
+        group_key[c] = min(group_key.get(c, r.sha256), r.sha256)
+    key_of = {id(r): group_key[c] for r, c in zip(chosen, cluster)}
+
+    split_of: dict[int, str] = {}
+    for lab in labels:
+        rs = sorted(by_label[lab], key=lambda r: (unit_hash(seed, "split", key_of[id(r)]), r.sha256))
+        if isinstance(spec.valid, float) and isinstance(spec.test, float):
+            for r in rs:
+                u = unit_hash(seed, "split", key_of[id(r)])
+                split_of[id(r)] = "test" if u < spec.test else "valid" if u < spec.test + spec.valid else "train"
+        else:  # counts per class: whole groups are placed in hash order until each count is reached
+            n = len(rs)
+            want = {s: (int(v) if isinstance(v, int) else round(v * n)) for s, v in
+                    (("test", spec.test), ("valid", spec.valid))}
+            have = {"test": 0, "valid": 0}
+            placed: dict[str, str] = {}
+            for r in rs:
+                k = key_of[id(r)]
+                if k not in placed:
+                    placed[k] = next((s for s in ("test", "valid") if have[s] < want[s]), "train")
+                split_of[id(r)] = placed[k]
+                if placed[k] != "train":
+                    have[placed[k]] += 1
+    rows = []
+    for lab in labels:
+        train_seen = 0
+        for r in sorted(by_label[lab], key=lambda r: unit_hash(seed, "split", key_of[id(r)])):
+            s = split_of[id(r)]
+            if s == "train":
+                train_seen += 1
+                if spec.train and train_seen > spec.train:
+                    continue  # the recipe caps train images per class
+            rows.append(dict(split=s, label=lab, file=f"{s}/{r.clean_path}", sha256=r.sha256,
+                             group=key_of[id(r)][:16], clean_path=r.clean_path))
+    for s in ("train", "valid") + (("test",) if spec.test else ()):
+        missing = [lab for lab in labels if not any(x["split"] == s and x["label"] == lab for x in rows)]
+        if missing:
+            raise DataError(f"split '{s}' has no image of class {', '.join(missing)}; add images, "
+                            f"or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe")
+    return sorted(rows, key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copyfile(src, dst)
+
+
+def materialize(rows: list[dict], clean_root: Path, out_root: Path) -> dict[str, int]:
+    """Make `out_root/<split>/<label>/` hold exactly the rows' files; returns counts added/removed."""
+    wanted = {out_root / r["file"]: clean_root / r["clean_path"] for r in rows}
+    removed = 0
+    for s in SPLITS:
+        d = out_root / s
+        if d.is_dir():
+            for p in sorted(d.rglob("*")):
+                if p.is_file() and p not in wanted:
+                    p.unlink()
+                    removed += 1
+            for p in sorted(d.rglob("*"), reverse=True):  # drop class folders left empty
+                if p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
+            if not any(d.iterdir()):
+                d.rmdir()
+    added = 0
+    for dst, src in wanted.items():
+        if not dst.is_file():
+            _link(src, dst)
+            added += 1
+    return {"added": added, "removed": removed}
