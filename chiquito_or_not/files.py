@@ -50,6 +50,10 @@ def _glob_regex(pattern: str) -> re.Pattern:
             out, i = out + ".*", i + 2
         elif pattern[i] == "*":
             out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "{" and "}" in pattern[i:]:  # {a,b} alternatives, as in shells
+            end = pattern.index("}", i)
+            out += "(?:" + "|".join(re.escape(x) for x in pattern[i + 1:end].split(",")) + ")"
+            i = end + 1
         elif pattern[i] == "?":
             out, i = out + "[^/]", i + 1
         else:
@@ -58,6 +62,7 @@ def _glob_regex(pattern: str) -> re.Pattern:
 
 
 def glob_match(rel_path: str, include: tuple[str, ...], exclude: tuple[str, ...] = ()) -> bool:
-    """Whether a relative POSIX path matches an include glob and no exclude glob (`**` spans folders)."""
+    """Whether a relative POSIX path matches an include glob and no exclude glob (`**` spans folders,
+    `{a,b}` gives alternatives)."""
     return any(_glob_regex(p).match(rel_path) for p in include) and \
         not any(_glob_regex(p).match(rel_path) for p in exclude)

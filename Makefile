@@ -1,0 +1,37 @@
+# `make demo` builds the offline default dataset and fine-tunes on it; `make test` runs the tests.
+RECIPE ?= recipes/face-or-not.toml
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install dataset finetune demo evaluate test clean-runs
+
+install: $(STAMP)
+
+# torch 2.14.1/torchvision 0.29.1 are pinned in pyproject.toml (the pair fastai runs on here).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@# Debian sources use `apt-get download`, which needs package lists: fetch them once when root.
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -qq; fi
+	touch $(STAMP)
+
+dataset: install
+	$(BIN)/chiquito dataset $(RECIPE)
+
+finetune: install
+	$(BIN)/chiquito finetune $(RECIPE)
+
+demo: dataset finetune
+
+evaluate: install
+	$(BIN)/chiquito evaluate $(RECIPE)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean-runs:
+	rm -rf runs
