@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +46,7 @@ def _torch_load(path: Path, name: str) -> dict:
 
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:  # unpickling/zip errors come as RuntimeError
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError, struct.error) as e:
         raise WeightsError(f"{name}: cannot read weights file {path} ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:120]}); replace it with a good copy") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
@@ -85,10 +88,11 @@ def _torchvision_state(b: Backbone, weights: str) -> dict:
         if path.is_file():
             return _torch_load(path, b.name)
     folder = Path(torch.hub.get_dir()) / "checkpoints"
+    # torchvision file names carry the first hex digits of their sha256 (resnet34-b627a593.pth): check them
+    check = re.search(r"-([a-f0-9]{6,})\.", url.rsplit("/", 1)[-1]) is not None
     try:
-        # check_hash: torchvision file names carry the first digits of their sha256
         return torch.hub.load_state_dict_from_url(url, model_dir=str(folder), map_location="cpu",
-                                                  check_hash=path is not None, progress=False)
+                                                  check_hash=check, progress=False)
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; hash mismatch a RuntimeError
         raise WeightsError(
             f"{b.name}: pretrained weights not found: expected {b.weights_file} in {folder} and the "

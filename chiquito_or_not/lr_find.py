@@ -15,7 +15,7 @@ from .plots import plot_lr_find
 
 __all__ = ["find_lr", "suggest", "FALLBACK_LR"]
 
-FALLBACK_LR = 1e-3  # used for lr = "auto" only when the curve is too short for any suggestion
+FALLBACK_LR = 1e-3  # used for lr = "auto" only when the finder recorded no finite loss at all
 PREFERENCE = ("valley", "minimum", "steep", "slide")
 
 
@@ -47,8 +47,12 @@ def find_lr(learn, out_dir: Path, num_it: int = 100) -> dict:
     lrs = [float(x) for x in learn.recorder.lrs]
     losses = [float(x) for x in learn.recorder.losses]
     found, errors = suggest(lrs, losses, num_it)
-    chosen_by = next((n for n in PREFERENCE if n in found), "fallback")
-    chosen = found.get(chosen_by, FALLBACK_LR)
+    chosen_by = next((n for n in PREFERENCE if n in found), None)
+    chosen = found[chosen_by] if chosen_by else None
+    if chosen is None:  # too short to trim: a tenth of the lr at the lowest loss seen, as fastai's `minimum`
+        finite = [(loss, lr) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
+        chosen, chosen_by = (min(finite)[1] / 10, "short curve: lowest loss / 10") if finite else \
+            (FALLBACK_LR, "fallback")
     info = dict(suggestions=found, errors=errors, chosen=chosen, chosen_by=chosen_by,
                 points=len(lrs), lrs=lrs, losses=losses)
     plot_lr_find(np.array(lrs), np.array(losses), found, chosen, out_dir / "lr_find.png")
