@@ -132,8 +132,9 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_de
         _fail("no images found in the given paths")
     results = predict_paths(learn, files, bs=bs)
     if as_json:
-        typer.echo(json.dumps([{k: v for k, v in vars(r).items() if v not in ("", {})} for r in results],
-                              indent=1))
+        typer.echo(json.dumps([{"path": r.path, "error": r.error} if r.error else
+                               {"path": r.path, "label": r.label, "probability": r.probability,
+                                "probabilities": r.probabilities} for r in results], indent=1))
     else:
         for r in results:
             if r.error:

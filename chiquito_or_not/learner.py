@@ -13,6 +13,7 @@ import torch.nn as nn
 from fastai.callback.core import Callback
 from fastcore.basics import noop
 from fastai.callback.progress import ProgressCallback
+from fastai.optimizer import SGD, Adam
 from fastai.vision.all import (CrossEntropyLossFlat, ImageDataLoaders, Learner, Normalize, Resize, accuracy,
                                apply_init, aug_transforms, create_head, num_features_model)
 
@@ -72,7 +73,9 @@ def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = 
     head = create_head(num_features_model(body), dls.c)
     apply_init(head, nn.init.kaiming_normal_)
     loss = CrossEntropyLossFlat(weight=torch.tensor(weights, dtype=torch.float32) if weights else None)
-    learn = Learner(dls, nn.Sequential(body, head), loss_func=loss, metrics=[accuracy],
+    # the tutorial (fastai 0.7) trained with SGD and momentum 0.9; fastai 2 defaults to Adam
+    opt_func = partial(SGD, mom=0.9) if f.opt == "sgd" else Adam
+    learn = Learner(dls, nn.Sequential(body, head), loss_func=loss, metrics=[accuracy], opt_func=opt_func,
                     splitter=partial(three_groups, cut=BACKBONES[f.backbone].cut),
                     path=path, model_dir="checkpoints")
     learn.remove_cb(ProgressCallback)  # LogProgress prints instead: readable in a terminal and a CI log

@@ -156,6 +156,7 @@ class FinetuneSpec:
     size: int = _range(16, 2048, default=224)
     bs: int = _range(1, 4096, default=32)
     workers: int = _range(0, 64, default=0)
+    opt: Literal["adam", "sgd"] = "adam"
     lr_find: bool = True
     lr_find_iters: int = _range(10, 1000, default=100)
     frozen: FrozenStage = FrozenStage()

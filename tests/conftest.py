@@ -39,6 +39,7 @@ lr = "auto"
 
 [finetune.unfrozen]
 cycles = 1
+lrs = [1e-5, 1e-4, 1e-3]  # batches of 8: the tutorial's 1e-2 on the last group would be too hot
 
 [[classes.face.sources]]
 kind = "npm"
