@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cloudpickle
 import numpy as np
-from fastai.callback.schedule import ParamScheduler, SchedCos, combine_scheds
+from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.torch_core import set_seed
 
 from . import portable
@@ -25,7 +25,7 @@ from .paths import dataset_dir, run_dir
 from .plots import plot_history
 from .recipe import Recipe, recipe_to_dict, write_resolved
 
-__all__ = ["STAGES", "finetune", "fit_sgdr", "export_learner", "FinetuneResult"]
+__all__ = ["STAGES", "finetune", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult"]
 
 STAGES = ("frozen", "augmented", "unfrozen")
 HISTORY_COLUMNS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy"]
@@ -40,14 +40,23 @@ class FinetuneResult:
     lr: dict = field(default_factory=dict)
 
 
+def sgdr_schedule(lr_max, lens: list[int]):
+    """lr at training position pos in [0, 1]: a cosine from lr_max to 0 in each cycle, cycles of `lens` epochs."""
+    bounds = np.cumsum([0, *lens]) / sum(lens)
+    cos = SchedCos(lr_max, 0)
+
+    def sched(pos):
+        i = min(int(np.searchsorted(bounds, pos, side="right")) - 1, len(lens) - 1)
+        return cos((pos - bounds[i]) / (bounds[i + 1] - bounds[i]))
+    return sched
+
+
 def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max, cycle_mult: int = 1, cbs=None) -> None:
-    """SGDR: cosine from lr_max to 0, restarting each cycle; cycles grow by cycle_mult (1 allowed,
-    unlike fastai's fit_sgdr which divides by cycle_mult - 1)."""
+    """SGDR: restart the learning rate each cycle; cycles grow by cycle_mult. fastai's own fit_sgdr
+    divides by cycle_mult - 1, so it cannot restart every epoch (cycle_mult = 1)."""
     lens = [cycle_len * cycle_mult ** i for i in range(n_cycles)]
-    n_epoch = sum(lens)
     lr_max = np.array(lr_max) if np.ndim(lr_max) else lr_max
-    scheds = {"lr": combine_scheds([n / n_epoch for n in lens], [SchedCos(lr_max, 0) for _ in lens])}
-    learn.fit(n_epoch, cbs=[ParamScheduler(scheds), *(cbs or [])])
+    learn.fit(sum(lens), cbs=[ParamScheduler({"lr": sgdr_schedule(lr_max, lens)}), *(cbs or [])])
 
 
 def export_learner(learn, path: Path) -> Path:

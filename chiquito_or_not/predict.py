@@ -62,6 +62,7 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
 def predict_images(learn, images: list, bs: int = 64):
     """Class probabilities (N x C tensor) for PIL images or paths, in batches through learn.dls.test_dl."""
     import torch
+    from fastai.callback.progress import ProgressCallback  # noqa: F401  (adds Learner.no_bar)
 
     if not images:
         return torch.zeros(0, len(learn.dls.vocab))

@@ -133,3 +133,21 @@ def test_cli_help_answers_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("lens", [[1] * 6, [1, 2, 4], [2, 2, 2]])
+def test_sgdr_schedule_restarts_at_each_cycle(lens):
+    import numpy as np
+
+    from chiquito_or_not.finetune import sgdr_schedule
+
+    f = sgdr_schedule(np.array([1e-4, 1e-3, 1e-2]), lens)
+    n = sum(lens)
+    starts = np.cumsum([0, *lens[:-1]]) / n
+    for s in starts:  # the full rate at each restart, for every layer group
+        np.testing.assert_allclose(f(s), [1e-4, 1e-3, 1e-2])
+    ends = (np.cumsum(lens) - 1e-9 * n) / n
+    for e in ends:  # annealed to (almost) zero just before each restart
+        assert np.all(f(e) < 1e-8)
+    mid = starts[-1] + lens[-1] / n / 2
+    np.testing.assert_allclose(f(mid), np.array([1e-4, 1e-3, 1e-2]) / 2, rtol=1e-6)

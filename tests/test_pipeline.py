@@ -60,7 +60,7 @@ def test_exported_model_loads_without_the_package(tiny_run, tmp_path):
         "from fastai.learner import load_learner\n"
         "learn = load_learner(sys.argv[1])\n"
         "dl = learn.dls.test_dl(sys.argv[2:], num_workers=0)\n"
-        "with learn.no_bar(): probs, _ = learn.get_preds(dl=dl)\n"
+        "probs, _ = learn.get_preds(dl=dl)\n"
         "print(json.dumps({'vocab': list(learn.dls.vocab), 'probs': probs.tolist()}))\n")
     out = subprocess.run([sys.executable, "-c", script, str(res.run / "model.pkl"), *map(str, valid)],
                          capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=300)
@@ -146,3 +146,21 @@ def test_interrupted_finetune_resumes_after_the_last_finished_stage(shared_roots
     r = subprocess.run(cmd + ["finetune", str(path), "--resume"], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 2 and "the recipe changed since this run started" in r.stderr
+
+
+def test_dataset_rerun_downloads_nothing_and_changes_nothing(tiny_run, env_roots, monkeypatch, tmp_path):
+    from chiquito_or_not.dataset import build_dataset
+
+    recipe, _ = tiny_run
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no npm, no apt-get: any download would fail
+    s = build_dataset(recipe, log=lambda *_: None)
+    assert s.changes == {"added": 0, "removed": 0}
+
+
+def test_lr_find_command(tiny_run, env_roots):
+    recipe, _ = tiny_run
+    r = CliRunner().invoke(app, ["lr-find", recipe.path])
+    assert r.exit_code == 0, r.output
+    run = env_roots[1] / recipe.name
+    info = json.loads((run / "lr_find.json").read_text())
+    assert f"chosen {info['chosen']:.2e}" in r.output and (run / "lr_find.png").stat().st_size > 1000
