@@ -8,7 +8,7 @@ import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .files import atomic_write_bytes, atomic_write_text
@@ -218,7 +218,3 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
     clean_root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(index_path, json.dumps({"params": params, "records": per_file}))
     return recs
-
-
-def record_dict(r: Record) -> dict:
-    return asdict(r)

@@ -21,11 +21,10 @@ from .backbones import BACKBONES, create_body
 from .errors import DataError
 from .paths import dataset_dir
 from .portable import three_groups
+from .predict import IMAGE_EXTS
 from .recipe import Recipe
 
 __all__ = ["make_dls", "make_learner", "LogProgress", "class_weights"]
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _count(root: Path, split: str, classes: list[str]) -> Counter:

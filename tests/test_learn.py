@@ -151,3 +151,18 @@ def test_sgdr_schedule_restarts_at_each_cycle(lens):
         assert np.all(f(e) < 1e-8)
     mid = starts[-1] + lens[-1] / n / 2
     np.testing.assert_allclose(f(mid), np.array([1e-4, 1e-3, 1e-2]) / 2, rtol=1e-6)
+
+
+def test_class_weights_follow_the_balanced_formula(tmp_path):
+    from chiquito_or_not.learner import class_weights
+    from chiquito_or_not.recipe import load_recipe
+
+    from .conftest import save_crops, write_recipe
+
+    save_crops(tmp_path / "d" / "train" / "a", "chelsea", 6)
+    save_crops(tmp_path / "d" / "train" / "b", "rocket", 2)
+    src = '[[classes.{0}.sources]]\nkind = "folder"\npath = "x"\n'
+    text = "[dataset]\nbalance = '{}'\n" + src.format("a") + src.format("b")
+    weighted = load_recipe(write_recipe(tmp_path, text.format("weights")))
+    assert class_weights(weighted, tmp_path / "d") == [8 / (2 * 6), 8 / (2 * 2)]
+    assert class_weights(load_recipe(write_recipe(tmp_path, text.format("downsample"))), tmp_path / "d") is None
