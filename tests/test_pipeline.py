@@ -121,7 +121,10 @@ def test_interrupted_finetune_resumes_after_the_last_finished_stage(shared_roots
     cmd = [sys.executable, "-m", "chiquito_or_not"]
     assert subprocess.run(cmd + ["dataset", str(path)], env=env, capture_output=True, timeout=300).returncode == 0
     state = runs / "resume" / "state.json"
-    proc = subprocess.Popen(cmd + ["finetune", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # a shell's background job starts with SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # give the child the default disposition, as a terminal would
+    proc = subprocess.Popen(cmd + ["finetune", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if state.is_file() and "frozen" in state.read_text():
