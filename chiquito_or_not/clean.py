@@ -61,12 +61,12 @@ def _to_rgb(im, background):
     return im.convert("RGB")
 
 
-def clean_one(raw_path: Path, spec: DatasetSpec) -> tuple[str, str, object | None]:
-    """Decode one file: (reason, detail, RGB image) where reason is "" when the image is kept."""
+def clean_one(raw: Path | bytes, spec: DatasetSpec) -> tuple[str, str, object | None]:
+    """Decode one file (or its bytes): (reason, detail, RGB image) where reason is "" when it is kept."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        data = raw_path.read_bytes()
+        data = raw if isinstance(raw, bytes) else raw.read_bytes()
     except OSError as e:
         return "unreadable", str(e), None
     if not data:

@@ -1,0 +1,206 @@
+"""Download: fetch image URLs concurrently and politely; every URL ends with a recorded outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+from .clean import clean_one
+from .files import atomic_write_bytes
+from .recipe import DatasetSpec
+
+__all__ = ["DownloadPolicy", "download_urls", "sniff_image", "read_outcomes", "OUTCOMES_FILE"]
+
+OUTCOMES_FILE = "downloads.jsonl"
+MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
+         (b"BM", "bmp"), (b"II*\x00", "tif"), (b"MM\x00*", "tif")]
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """How hard and how politely to download."""
+    workers: int = 32
+    per_host: int = 12
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    retries: int = 3
+    backoff: float = 0.5  # seconds, doubled on each retry
+    max_retry_after: float = 30.0
+    max_bytes: int = 20 * 1024 * 1024
+    max_redirects: int = 5
+    min_size: int = 32
+    verify: bool | str = True  # or a CA bundle path
+    user_agent: str = "chiquito_or_not/0.1 (+image dataset builder)"
+
+
+def sniff_image(head: bytes) -> str:
+    """The image type from the first bytes ("" when they are not an image we know)."""
+    for magic, ext in MAGIC:
+        if head.startswith(magic):
+            return ext
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return ""
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None, transient=False):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.retry_after, self.transient = reason, detail, retry_after, transient
+
+
+def read_outcomes(path: Path) -> dict[str, dict]:
+    """URL → last recorded outcome; a torn last line (killed mid-write) is ignored."""
+    out = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+                out[rec["url"]] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return out
+
+
+class _Downloader:
+    def __init__(self, dest: Path, policy: DownloadPolicy):
+        import requests
+
+        self.requests = requests
+        self.dest, self.p = dest, policy
+        self.local = threading.local()
+        self.host_locks: dict[str, threading.BoundedSemaphore] = {}
+        self.lock = threading.Lock()
+        self.spec = DatasetSpec(min_size=policy.min_size, max_pixels=89_478_485,
+                                formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
+
+    def session(self):
+        if not hasattr(self.local, "s"):
+            s = self.requests.Session()
+            s.headers["User-Agent"] = self.p.user_agent
+            s.verify = self.p.verify
+            s.trust_env = False  # no proxies from the environment for image hosts
+            self.local.s = s
+        return self.local.s
+
+    def host_slot(self, url: str) -> threading.BoundedSemaphore:
+        host = urlsplit(url).netloc.lower()
+        with self.lock:
+            return self.host_locks.setdefault(host, threading.BoundedSemaphore(self.p.per_host))
+
+    def fetch_once(self, url: str) -> tuple[bytes, str, str]:
+        """(body, final url, content type) following at most max_redirects http(s) redirects."""
+        req = self.requests
+        for _ in range(self.p.max_redirects + 1):
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise _Failure("bad_scheme", url[:100])
+            with self.host_slot(url):
+                try:
+                    r = self.session().get(url, stream=True, allow_redirects=False,
+                                           timeout=(self.p.connect_timeout, self.p.read_timeout))
+                except req.exceptions.Timeout as e:
+                    raise _Failure("timeout", str(e)[:120], transient=True) from None
+                except (req.exceptions.ConnectionError, req.exceptions.InvalidURL,
+                        req.exceptions.InvalidSchema, req.exceptions.MissingSchema) as e:
+                    raise _Failure("connection_error", str(e)[:120], transient=True) from None
+                with r:
+                    if r.status_code in (301, 302, 303, 307, 308):
+                        loc = r.headers.get("Location")
+                        if not loc:
+                            raise _Failure("bad_redirect", f"HTTP {r.status_code} without Location")
+                        url = urljoin(url, loc)
+                        continue
+                    if r.status_code == 429 or r.status_code >= 500:
+                        ra = r.headers.get("Retry-After", "")
+                        raise _Failure(f"http_{r.status_code}", r.reason or "",
+                                       retry_after=float(ra) if ra.replace(".", "", 1).isdigit() else None,
+                                       transient=True)
+                    if r.status_code != 200:
+                        raise _Failure(f"http_{r.status_code}", r.reason or "")
+                    ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                    if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
+                        raise _Failure("not_image_content_type", ctype)
+                    length = r.headers.get("Content-Length", "")
+                    if length.isdigit() and int(length) > self.p.max_bytes:
+                        raise _Failure("too_large", f"Content-Length {length} > {self.p.max_bytes}")
+                    body = bytearray()
+                    try:
+                        for chunk in r.iter_content(64 * 1024):
+                            body += chunk
+                            if len(body) > self.p.max_bytes:
+                                raise _Failure("too_large", f"body over {self.p.max_bytes} bytes")
+                    except req.exceptions.RequestException as e:  # read timeout or reset mid-body
+                        raise _Failure("timeout" if "timed out" in str(e).lower() else "connection_error",
+                                       str(e)[:120], transient=True) from None
+                    return bytes(body), url, ctype
+        raise _Failure("too_many_redirects", f"more than {self.p.max_redirects}")
+
+    def fetch(self, url: str) -> dict:
+        """Download one URL with retries; returns its outcome record."""
+        attempt = 0
+        while True:
+            try:
+                body, final, ctype = self.fetch_once(url)
+                break
+            except _Failure as f:
+                if not f.transient or attempt >= self.p.retries:
+                    return {"url": url, "status": "failed", "reason": f.reason, "detail": f.detail,
+                            "attempts": attempt + 1}
+                wait = f.retry_after if f.retry_after is not None else self.p.backoff * 2 ** attempt
+                time.sleep(min(wait, self.p.max_retry_after))
+                attempt += 1
+        ext = sniff_image(body[:16])
+        if not ext:
+            return {"url": url, "status": "failed", "reason": "not_an_image",
+                    "detail": f"served as {ctype or 'no type'}, starts with {body[:12]!r}", "attempts": attempt + 1}
+        sha = hashlib.sha256(body).hexdigest()
+        name = f"{sha[:16]}.{ext}"
+        reason, detail, _ = clean_one(body, self.spec)  # the full decode: truncated, 1x1, bombs
+        if reason:
+            return {"url": url, "status": "failed", "reason": reason, "detail": detail, "attempts": attempt + 1}
+        with self.lock:
+            duplicate = (self.dest / name).is_file()
+            if not duplicate:
+                atomic_write_bytes(self.dest / name, body)
+        return {"url": url, "status": "duplicate" if duplicate else "ok", "reason": "", "file": name,
+                "sha256": sha, "bytes": len(body), "final_url": final, "attempts": attempt + 1}
+
+
+def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = DownloadPolicy(),
+                  log=print, progress: bool | None = None) -> Counter:
+    """Download `urls` into `dest` (content-named files) and record each outcome in dest/downloads.jsonl.
+
+    Re-running skips every URL that already has an outcome, so an interrupted run resumes without
+    downloading anything twice."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for stale in dest.glob(".*.part"):  # temporary files of a killed run
+        stale.unlink()
+    journal = dest / OUTCOMES_FILE
+    done = read_outcomes(journal)
+    todo = list(dict.fromkeys(u for u in urls if u not in done))
+    d = _Downloader(dest, policy)
+    counts = Counter(rec["reason"] or rec["status"] for u, rec in done.items() if u in set(urls))
+    progress = sys.stdout.isatty() if progress is None else progress
+    write_lock = threading.Lock()
+    with open(journal, "a", encoding="utf-8") as out, ThreadPoolExecutor(policy.workers) as pool:
+        for i, rec in enumerate(pool.map(d.fetch, todo), 1):
+            with write_lock:
+                out.write(json.dumps(rec) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            counts[rec["reason"] or rec["status"]] += 1
+            if progress:
+                sys.stdout.write(f"\r  downloaded {i}/{len(todo)}  ok {counts['ok']}")
+                sys.stdout.flush()
+    if progress and todo:
+        sys.stdout.write("\n")
+    return counts

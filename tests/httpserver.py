@@ -1,0 +1,123 @@
+"""A real HTTP server on 127.0.0.1 that misbehaves on purpose, for the network tests and the benchmark."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import re
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+from PIL import Image
+
+
+def jpeg_bytes(seed: int, size: int = 96) -> bytes:
+    """A distinct real-photo JPEG per seed (a crop of scikit-image's coffee photo)."""
+    import skimage.data
+
+    arr = skimage.data.coffee()
+    rng = np.random.default_rng(seed)
+    y, x = rng.integers(0, arr.shape[0] - size), rng.integers(0, arr.shape[1] - size)
+    crop = arr[y:y + size, x:x + size].copy()
+    crop[:8, :8] = [(seed >> 16) & 255, (seed >> 8) & 255, seed & 255]  # distinct bytes for every seed
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def png_bytes(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (200, 10, 10)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class Server:
+    """Routes by path; counts hits per path; `latency` seconds added to every request."""
+
+    def __init__(self, latency: float = 0.0, ssl_context=None):
+        self.hits: Counter = Counter()
+        self.lock = threading.Lock()
+        self.latency = latency
+        self.files: dict[str, tuple[bytes, str]] = {}  # path -> (body, content type)
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def send_body(self, code, body, ctype, headers=()):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def do_GET(self):  # noqa: N802
+                path = self.path.split("?")[0]
+                with server.lock:
+                    server.hits[path] += 1
+                    n = server.hits[path]
+                if server.latency:
+                    time.sleep(server.latency)
+                server.route(self, path, n)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        if ssl_context is not None:
+            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if ssl_context is not None else "http"
+        self.base = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def route(self, h, path: str, n: int):
+        if path in self.files:
+            body, ctype = self.files[path]
+            return h.send_body(200, body, ctype)
+        if m := re.fullmatch(r"/img/(\d+)\.jpg", path):
+            return h.send_body(200, jpeg_bytes(int(m.group(1))), "image/jpeg")
+        if path == "/flaky.jpg":  # 500 twice, then the image
+            return h.send_body(500, b"oops", "text/plain") if n <= 2 else \
+                h.send_body(200, jpeg_bytes(1001), "image/jpeg")
+        if path == "/busy.jpg":  # 429 with Retry-After once, then the image
+            return h.send_body(429, b"slow down", "text/plain", [("Retry-After", "1")]) if n == 1 else \
+                h.send_body(200, jpeg_bytes(1002), "image/jpeg")
+        if path == "/always500.jpg":
+            return h.send_body(503, b"down", "text/plain")
+        if path == "/slow.jpg":
+            time.sleep(3)
+            return h.send_body(200, jpeg_bytes(1003), "image/jpeg")
+        if path == "/loop":
+            return h.send_body(302, b"", "text/plain", [("Location", "/loop")])
+        if path == "/to-ftp":
+            return h.send_body(302, b"", "text/plain", [("Location", "ftp://127.0.0.1/x.jpg")])
+        if path == "/redirect-ok":
+            return h.send_body(301, b"", "text/plain", [("Location", "/img/7.jpg")])
+        if path == "/big.jpg":
+            return h.send_body(200, jpeg_bytes(1004, size=300) + b"\0" * 300_000, "image/jpeg")
+        if path == "/html.jpg":
+            return h.send_body(200, b"<html><body>consent page</body></html>", "image/jpeg")
+        if path == "/page.html":
+            return h.send_body(200, b"<html>hi</html>", "text/html")
+        if path == "/truncated.jpg":
+            whole = jpeg_bytes(1005, size=200)
+            return h.send_body(200, whole[: len(whole) // 2], "image/jpeg")
+        if path == "/pixel.png":
+            return h.send_body(200, png_bytes(1, 1), "image/png")
+        return h.send_body(404, b"not found", "text/plain")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

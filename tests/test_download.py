@@ -1,0 +1,102 @@
+"""The downloader against a real loopback server that misbehaves on purpose."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chiquito_or_not.download import OUTCOMES_FILE, DownloadPolicy, download_urls, read_outcomes
+
+from .conftest import subprocess_env
+from .httpserver import Server
+
+FAST = DownloadPolicy(workers=8, per_host=8, read_timeout=0.5, connect_timeout=1, retries=2, backoff=0.05,
+                      max_bytes=100_000, max_redirects=3)
+
+
+@pytest.fixture
+def server():
+    with Server() as s:
+        yield s
+
+
+@pytest.mark.parametrize("path, status, reason", [
+    ("/img/1.jpg", "ok", ""),
+    ("/redirect-ok", "ok", ""),
+    ("/nothing.jpg", "failed", "http_404"),
+    ("/flaky.jpg", "ok", ""),  # 500, 500, then the image
+    ("/busy.jpg", "ok", ""),  # 429 with Retry-After: 1
+    ("/always500.jpg", "failed", "http_503"),
+    ("/slow.jpg", "failed", "timeout"),
+    ("/loop", "failed", "too_many_redirects"),
+    ("/to-ftp", "failed", "bad_scheme"),
+    ("/big.jpg", "failed", "too_large"),
+    ("/html.jpg", "failed", "not_an_image"),
+    ("/page.html", "failed", "not_image_content_type"),
+    ("/truncated.jpg", "failed", "truncated_or_corrupt"),
+    ("/pixel.png", "failed", "too_small"),
+])
+def test_each_case_ends_with_its_reason(server, tmp_path, path, status, reason):
+    url = server.base + path
+    t = time.time()
+    counts = download_urls([url], tmp_path, FAST, progress=False)
+    rec = read_outcomes(tmp_path / OUTCOMES_FILE)[url]
+    assert (rec["status"], rec["reason"]) == (status, reason), rec
+    assert counts[reason or status] == 1
+    files = [p for p in tmp_path.iterdir() if p.name != OUTCOMES_FILE]
+    assert len(files) == (1 if status == "ok" else 0), files  # nothing half-written, no temp files
+    if status == "ok":
+        assert files[0].name == rec["file"] and rec["sha256"].startswith(files[0].stem)
+    if path == "/busy.jpg":
+        assert time.time() - t >= 1.0 and server.hits[path] == 2  # it waited as Retry-After asked
+    if path == "/flaky.jpg":
+        assert server.hits[path] == 3 and rec["attempts"] == 3
+    if path == "/always500.jpg":
+        assert server.hits[path] == FAST.retries + 1
+
+
+def test_duplicates_are_written_once_and_rerun_fetches_nothing(server, tmp_path):
+    urls = [f"{server.base}/img/{i}.jpg" for i in range(10)] + [server.base + "/redirect-ok"]
+    counts = download_urls(urls, tmp_path, FAST, progress=False)
+    assert counts["ok"] == 10 and counts["duplicate"] == 1  # /redirect-ok serves img 7 again
+    assert len(list(tmp_path.glob("*.jpg"))) == 10
+    hits = sum(server.hits.values())
+    again = download_urls(urls, tmp_path, FAST, progress=False)
+    assert sum(server.hits.values()) == hits and again == counts
+
+
+def test_only_http_urls_are_followed(tmp_path):
+    counts = download_urls(["file:///etc/passwd", "ftp://127.0.0.1/a.jpg"], tmp_path, FAST, progress=False)
+    assert counts == {"bad_scheme": 2}
+
+
+def test_interrupted_run_resumes_without_downloading_twice(tmp_path):
+    with Server(latency=0.05) as server:
+        urls = [f"{server.base}/img/{i}.jpg" for i in range(60)]
+        (tmp_path / "urls.json").write_text(json.dumps(urls))
+        script = ("import json, sys\nfrom pathlib import Path\n"
+                  "from chiquito_or_not.download import download_urls, DownloadPolicy\n"
+                  "urls = json.loads(Path(sys.argv[1]).read_text())\n"
+                  "download_urls(urls, Path(sys.argv[2]), DownloadPolicy(workers=2, per_host=2), progress=False)\n")
+        dest = tmp_path / "out"
+        proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "urls.json"), str(dest)],
+                                env=subprocess_env())
+        journal = dest / OUTCOMES_FILE
+        deadline = time.time() + 60
+        while time.time() < deadline and not (journal.is_file() and journal.read_text().count("\n") >= 15):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # the hardest interruption: no cleanup at all
+        proc.wait()
+        before = read_outcomes(journal)
+        assert 15 <= len(before) < 60
+        counts = download_urls(urls, dest, FAST, progress=False)
+        assert counts["ok"] == 60
+        for url in before:  # what was finished before the kill was not fetched again
+            assert server.hits[url.removeprefix(server.base)] == 1
+        assert all(server.hits[u.removeprefix(server.base)] <= 2 for u in urls)
+        assert len(list(dest.glob("*.jpg"))) == 60 and not list(dest.glob(".*"))
+        assert len(read_outcomes(journal)) == 60
