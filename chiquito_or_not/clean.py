@@ -38,7 +38,7 @@ class Record:
 
 def _clean_params(spec: DatasetSpec) -> str:
     keys = dict(v=CLEAN_VERSION, min_size=spec.min_size, max_pixels=spec.max_pixels, max_side=spec.max_side,
-                formats=list(spec.formats), background=list(spec.background))
+                formats=list(spec.formats), background=list(spec.background), center_crop=spec.center_crop)
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -101,6 +101,10 @@ def clean_one(raw: Path | bytes, spec: DatasetSpec) -> tuple[str, str, object | 
     except (OSError, SyntaxError, ValueError, KeyError, TypeError) as e:
         return "corrupt_exif", str(e), None
     im = _to_rgb(im, spec.background)
+    if spec.center_crop < 1.0:  # the same crop for every class, e.g. so web photos look like LFW's face crops
+        side = max(1, round(min(im.size) * spec.center_crop))
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side))
     if spec.max_side and max(im.size) > spec.max_side:
         im.thumbnail((spec.max_side, spec.max_side), Image.Resampling.LANCZOS)
     return "", "", im

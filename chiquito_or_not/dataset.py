@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .clean import Record, clean_files
@@ -39,21 +39,37 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _fetch(label: str, src, where: str, seed: int, log) -> list:
+    files = fetch_source(src, where, seed)
+    log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
+    return [(label, f) for f in files]
+
+
 def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> DatasetSummary:
     """Fetch, clean, balance and split the recipe's images into `root` (default: the data root)."""
     root = Path(root) if root else dataset_dir(recipe.name)
-    raw = []
+    raw, deferred = [], []
     for label in recipe.class_names:
-        n_label = 0
         for i, src in enumerate(recipe.classes[label].sources):
-            files = fetch_source(src, f"{recipe.path}: classes.{label}.sources[{i}]")
-            log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
-            raw += [(label, f) for f in files]
-            n_label += len(files)
-        if not n_label:
-            raise DataError(f"class {label!r} has no input files; check its sources in {recipe.path}")
+            where = f"{recipe.path}: classes.{label}.sources[{i}]"
+            if src.kind == "lfw" and src.count == 0:  # "as many as the positives": known after cleaning
+                deferred.append((label, where, src))
+                continue
+            raw += _fetch(label, src, where, recipe.seed, log)
 
     recs: list[Record] = clean_files(raw, recipe.dataset, root / "clean")
+    if deferred:
+        kept = Counter(r.label for r in recs if r.status == "kept")
+        n = max(kept.values(), default=0)
+        if not n:
+            raise DataError(f"{recipe.path}: an lfw source with count = 0 takes as many images as the other "
+                            "classes have, and they have none; fix their sources or set 'count'")
+        for label, where, src in deferred:
+            raw += _fetch(label, replace(src, count=n), where, recipe.seed, log)
+        recs = clean_files(raw, recipe.dataset, root / "clean")  # cached: the first files are not decoded again
+    for label in recipe.class_names:
+        if not any(r.label == label for r in recs):
+            raise DataError(f"class {label!r} has no input files; check its sources in {recipe.path}")
     write_csv(root / "manifest.csv", [asdict(r) for r in recs], list(Record.__dataclass_fields__))
     kept = [r for r in recs if r.status == "kept"]
     for label in recipe.class_names:

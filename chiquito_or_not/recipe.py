@@ -78,8 +78,13 @@ class ImageSearchSource:
 
 @dataclass(frozen=True)
 class LfwSource:
-    """One random photo per person from Labeled Faces in the Wild (needs internet)."""
-    count: int = _range(0, 5749, default=0)
+    """One random photo per person from Labeled Faces in the Wild: downloaded, a local archive, or a folder."""
+    count: int = _range(0, 100_000, default=0)  # 0: as many as the largest other class has clean images
+    mirrors: tuple[str, ...] = ("https://ndownloader.figshare.com/files/5976018",)
+    size: int = _range(0, None, default=180_566_744)
+    sha256: str = "055f7d9c632d7370e6fb4afc7468d40f970c34a80d4c6f50ffec63f5a8d536c0"
+    archive: str = ""  # an lfw.tgz already downloaded
+    folder: str = ""  # an already extracted lfw/ folder
     kind: Literal["lfw"] = "lfw"
 
 
@@ -104,6 +109,7 @@ class DatasetSpec:
     formats: tuple[Literal["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"], ...] = (
         "JPEG", "PNG", "WEBP", "BMP", "TIFF")
     background: tuple[int, int, int] = (255, 255, 255)
+    center_crop: float = _range(0.1, 1.0, default=1.0)  # keep this share of the shorter side, centred
     near_duplicate_distance: int = _range(0, 64, default=4)
     group_distance: int = _range(0, 64, default=10)
     balance: Literal["downsample", "weights", "none"] = "downsample"

@@ -169,17 +169,48 @@ def fetch_python(src: PythonSource, where: str) -> list[RawFile]:
     return out
 
 
-def fetch_web(src: ImageSearchSource | LfwSource, where: str) -> list[RawFile]:
-    what = "web image search" if isinstance(src, ImageSearchSource) else "LFW"
-    raise SourceError(f"{where}: source kind {src.kind!r} ({what}) is not available in this version "
-                      "(it comes with the web-acquisition feature); download the images yourself into "
-                      "a folder and use kind = \"folder\", or run the offline recipe recipes/face-or-not.toml")
+def fetch_lfw(src: LfwSource, where: str, seed: int = 0) -> list[RawFile]:
+    from .files import sha256_file
+    from .lfw import extract_archive, fetch_archive, lfw_root, sample_one_per_person
+
+    if src.count == 0:
+        raise SourceError(f"{where}: 'count' is 0 here; the dataset stage sets it to the number of clean "
+                          "images of the other classes")  # a bug if reached through `dataset`
+    if src.folder:
+        folder = Path(src.folder).expanduser()
+        if not folder.is_dir():
+            raise SourceError(f"{where}: LFW folder {folder} does not exist; fix 'folder'")
+        root = lfw_root(folder)
+    else:
+        if src.archive:
+            archive = Path(src.archive).expanduser()
+            if not archive.is_file():
+                raise SourceError(f"{where}: LFW archive {archive} does not exist; fix 'archive'")
+            if src.sha256 and sha256_file(archive) != src.sha256:
+                raise SourceError(f"{where}: {archive} does not have the pinned sha256 {src.sha256[:16]}…; "
+                                  "download it again, or set sha256 = \"\" to accept it as it is")
+        else:
+            try:
+                archive = fetch_archive(src.mirrors, src.size, src.sha256, cache_dir() / "lfw" / "lfw.tgz")
+            except SourceError as e:
+                raise SourceError(f"{where}: {e}") from None
+        digest = src.sha256[:16] or sha256_file(archive)[:16]
+        root = lfw_root(extract_archive(archive, raw_dir() / "lfw" / digest))
+    return [RawFile(p, "lfw") for p in sample_one_per_person(root, src.count, seed)]
+
+
+def fetch_search(src: ImageSearchSource, where: str, seed: int = 0) -> list[RawFile]:
+    raise SourceError(f"{where}: source kind 'image_search' (web image search) is not available in this "
+                      "version; download the images yourself into a folder and use kind = \"folder\", "
+                      "or run the offline recipe recipes/face-or-not.toml")
 
 
 FETCHERS = {"folder": fetch_folder, "npm": fetch_npm, "deb": fetch_deb, "python": fetch_python,
-            "image_search": fetch_web, "lfw": fetch_web}
+            "image_search": fetch_search, "lfw": fetch_lfw}
 
 
-def fetch_source(src, where: str) -> list[RawFile]:
+def fetch_source(src, where: str, seed: int = 0) -> list[RawFile]:
     """Fetch (once) and list the raw files of one recipe source."""
+    if src.kind in ("lfw", "image_search"):
+        return FETCHERS[src.kind](src, where, seed)
     return FETCHERS[src.kind](src, where)
