@@ -40,7 +40,7 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 
 def _fetch(label: str, src, where: str, seed: int, log) -> list:
-    files = fetch_source(src, where, seed)
+    files = fetch_source(src, where, seed, log)
     log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
     return [(label, f) for f in files]
 

@@ -69,10 +69,19 @@ class PythonSource:
 
 @dataclass(frozen=True)
 class ImageSearchSource:
-    """Web image search (needs internet; arrives with the web-acquisition work)."""
+    """Web image search: candidate URLs go to a JSONL manifest, then are downloaded (needs internet)."""
     query: str
-    limit: int = _range(1, 10_000, default=100)
+    queries: tuple[str, ...] = ()  # more queries for the same class, merged without duplicate URLs
+    limit: int = _range(1, 10_000, default=100)  # per query
     backend: Literal["google", "ddgs"] = "ddgs"
+    engine: str = "auto"  # ddgs: "auto", "bing", "duckduckgo"
+    safesearch: Literal["on", "moderate", "off"] = "moderate"
+    size: str = ""  # ddgs: Small, Medium, Large, Wallpaper; google: large, medium, icon, ...
+    chromedriver: str = "/usr/bin/chromedriver"  # google: the driver for headless Chrome
+    url: str = ""  # google: a custom search results URL instead of Google's
+    verify: str = ""  # a CA bundle for https (empty: the system's)
+    proxy: str = ""
+    refresh: bool = False  # search again even when a manifest of candidates exists
     kind: Literal["image_search"] = "image_search"
 
 

@@ -199,18 +199,41 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0) -> list[RawFile]:
     return [RawFile(p, "lfw") for p in sample_one_per_person(root, src.count, seed)]
 
 
-def fetch_search(src: ImageSearchSource, where: str, seed: int = 0) -> list[RawFile]:
-    raise SourceError(f"{where}: source kind 'image_search' (web image search) is not available in this "
-                      "version; download the images yourself into a folder and use kind = \"folder\", "
-                      "or run the offline recipe recipes/face-or-not.toml")
+def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
+    import re
+
+    from .download import OUTCOMES_FILE, DownloadPolicy, download_urls
+    from .search import search_images
+
+    slug = re.sub(r"[^a-z0-9]+", "-", src.query.lower()).strip("-")[:60] or "query"
+    base = raw_dir() / "search" / f"{src.backend}-{slug}-{src.limit}"
+    opts = dict(engine=src.engine, safesearch=src.safesearch, size=src.size, chromedriver=src.chromedriver,
+                url=src.url, verify=src.verify or True, proxy=src.proxy)
+    try:
+        cands, reports = search_images(src.backend, [src.query, *src.queries], src.limit,
+                                       base / "candidates.jsonl", opts, refresh=src.refresh)
+    except SourceError as e:
+        raise SourceError(f"{where}: {e}") from None
+    for rep in reports:
+        log(f"  search  {rep.summary()}")
+    if not cands:
+        raise SourceError(f"{where}: the search found no image URLs "
+                          f"({'; '.join(r.stopped for r in reports) or 'empty manifest'}); see {base}")
+    counts = download_urls([c["image_url"] for c in cands], base / "images",
+                           DownloadPolicy(verify=src.verify or True), progress=None)
+    log("  download " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    return [RawFile(p, f"search:{src.backend}:{src.query}") for p in sorted((base / "images").iterdir())
+            if p.is_file() and p.name != OUTCOMES_FILE]
 
 
 FETCHERS = {"folder": fetch_folder, "npm": fetch_npm, "deb": fetch_deb, "python": fetch_python,
             "image_search": fetch_search, "lfw": fetch_lfw}
 
 
-def fetch_source(src, where: str, seed: int = 0) -> list[RawFile]:
+def fetch_source(src, where: str, seed: int = 0, log=print) -> list[RawFile]:
     """Fetch (once) and list the raw files of one recipe source."""
-    if src.kind in ("lfw", "image_search"):
-        return FETCHERS[src.kind](src, where, seed)
+    if src.kind == "image_search":
+        return fetch_search(src, where, seed, log)
+    if src.kind == "lfw":
+        return fetch_lfw(src, where, seed)
     return FETCHERS[src.kind](src, where)

@@ -1,0 +1,149 @@
+"""Web image search on loopback: ddgs against recorded Bing pages, google-images-download driving real Chromium."""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from chiquito_or_not.dataset import build_dataset
+from chiquito_or_not.errors import SourceError
+from chiquito_or_not.recipe import load_recipe
+from chiquito_or_not.search import search_images
+
+from .conftest import save_crops, write_recipe
+from .httpserver import Server
+
+
+def bing_page(base: str, first: int, n: int) -> bytes:
+    """A page in the markup Bing's images/async endpoint answers with (what ddgs parses)."""
+    items = []
+    for i in range(first, first + n):
+        m = json.dumps({"murl": f"{base}/img/{i}.jpg", "purl": f"{base}/article/{i}.html",
+                        "turl": f"{base}/thumb/{i}.jpg", "t": f"photo {i}"})
+        items.append(f"<div><div class='imgpt'><a class='iusc' m='{m}' href='#'>img</a>"
+                     f"<div class='img_info hon'><span class='nowrap'>96 x 96 · jpeg</span></div></div>"
+                     f"<div class='infopt'><div class='lnkw'><a>example.org</a></div></div></div>")
+    return ("<html><body>" + "".join(items) + "</body></html>").encode()
+
+
+@pytest.fixture
+def bing(monkeypatch):
+    """A loopback server answering like Bing images for two pages, then with 429; ddgs pointed at it."""
+    import ddgs.engines.bing_images as bing_images
+
+    with Server() as s:
+        plain = s.route
+
+        def route(h, path, n):
+            if path == "/images/async":
+                first = int(parse_qs(urlsplit(h.path).query).get("first", ["1"])[0])
+                if first > 70:
+                    return h.send_body(429, b"Too Many Requests", "text/plain")
+                return h.send_body(200, bing_page(s.base, first, 35), "text/html")
+            return plain(h, path, n)
+
+        s.route = route
+        monkeypatch.setattr(bing_images.BingImages, "search_url", s.base + "/images/async")
+        yield s
+
+
+def test_ddgs_pages_until_it_is_refused_and_says_so(bing, tmp_path):
+    manifest = tmp_path / "candidates.jsonl"
+    cands, reports = search_images("ddgs", ["chiquito de la calzada"], 200, manifest, {"engine": "bing"})
+    assert len(cands) == 70 and [c["rank"] for c in cands] == list(range(1, 71))
+    assert cands[0]["image_url"].endswith("/img/1.jpg") and cands[0]["source_page"].endswith("/article/1.html")
+    assert reports[0].summary().startswith("ddgs 'chiquito de la calzada': found 70 of 200: ")
+    assert "after 2 page(s)" in reports[0].summary()
+    lines = manifest.read_text().splitlines()
+    assert len(lines) == 70 and json.loads(lines[0])["backend"] == "ddgs"
+    hits = bing.hits["/images/async"]
+    replay, again = search_images("ddgs", ["chiquito de la calzada"], 200, manifest, {"engine": "bing"})
+    assert replay == cands and again == [] and bing.hits["/images/async"] == hits  # replayed offline
+
+
+def test_ddgs_merges_queries_and_stops_at_the_limit(bing, tmp_path):
+    cands, reports = search_images("ddgs", ["a", "b"], 40, tmp_path / "m.jsonl", {"engine": "bing"})
+    assert [r.stopped for r in reports] == ["limit reached", "limit reached"]
+    assert len(cands) == 40  # both queries return the same URLs: merged without duplicates
+
+
+def test_image_search_source_downloads_into_a_dataset(bing, roots, tmp_path):
+    save_crops(tmp_path / "neg", "rocket", 12, seed=4)
+    text = f"""
+[dataset]
+min_size = 32
+valid = 3
+balance = "none"
+[[classes.hit.sources]]
+kind = "image_search"
+query = "coffee"
+backend = "ddgs"
+engine = "bing"
+limit = 20
+[[classes.other.sources]]
+kind = "folder"
+path = "{tmp_path / 'neg'}"
+"""
+    logs = []
+    s = build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logs.append)
+    assert s.counts["train"]["hit"] + s.counts["valid"]["hit"] >= 15
+    assert any("found 20 of 20" in line for line in logs) and any("download ok 20" in line for line in logs)
+    hits = dict(bing.hits)
+    build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=lambda *_: None)
+    assert dict(bing.hits) == hits  # neither searched nor downloaded again
+
+
+def test_missing_backend_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ddgs", None)  # as if the web extra were not installed
+    with pytest.raises(SourceError, match=r"pip install 'chiquito-or-not\[web\]'"):
+        search_images("ddgs", ["x"], 5, tmp_path / "m.jsonl")
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
+                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path):
+    """google-images-download drives headless Chromium to a results page on 127.0.0.1; it only keeps
+    https image URLs, so the images are served over TLS by a loopback server with a test CA."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ctx = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with Server(ssl_context=ctx) as images, Server() as pages:
+        urls = [f"{images.base}/img/{i}.jpg" for i in range(1, 9)]
+        body = "<html><body><script>var data = [" + ",".join(f'["{u}",96,96]' for u in urls) + "];</script>"
+        pages.files["/search"] = ((body + "</body></html>").encode(), "text/html")
+        save_crops(tmp_path / "neg", "rocket", 8, seed=4)
+        text = f"""
+[dataset]
+min_size = 32
+valid = 2
+balance = "none"
+[[classes.hit.sources]]
+kind = "image_search"
+query = "chiquito de la calzada"
+backend = "google"
+limit = 8
+url = "{pages.base}/search"
+verify = "{ca_file}"
+[[classes.other.sources]]
+kind = "folder"
+path = "{tmp_path / 'neg'}"
+"""
+        logs = []
+        s = build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logs.append)
+        assert pages.hits["/search"] >= 1
+        assert any("google 'chiquito de la calzada': found 8 of 8" in line for line in logs), logs
+        assert all(images.hits[u.removeprefix(images.base)] == 1 for u in urls)
+        assert s.counts["train"]["hit"] + s.counts["valid"]["hit"] == 8
+        manifest = next(Path(os.environ["CHIQUITO_DATA"]).rglob("candidates.jsonl"))
+        assert [json.loads(x)["image_url"] for x in manifest.read_text().splitlines()] == urls
