@@ -78,6 +78,7 @@ class ImageSearchSource:
     safesearch: Literal["on", "moderate", "off"] = "moderate"
     size: str = ""  # ddgs: Small, Medium, Large, Wallpaper; google: large, medium, icon, ...
     chromedriver: str = "/usr/bin/chromedriver"  # google: the driver for headless Chrome
+    chrome: str = ""  # google: the Chrome/Chromium binary (empty: the driver's default)
     url: str = ""  # google: a custom search results URL instead of Google's
     verify: str = ""  # a CA bundle for https (empty: the system's)
     proxy: str = ""

@@ -50,9 +50,9 @@ def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
         except TimeoutException as e:
             rep.stopped = f"timed out ({str(e)[:60]})"
             break
-        except DDGSException as e:  # ddgs reports a 4xx/5xx page, a consent or CAPTCHA page as "no results"
-            rep.stopped = ("no more results" if page > 1 else "no results: the engine answered with an "
-                           "empty, error, consent or CAPTCHA page") + f" ({str(e)[:60]})"
+        except DDGSException as e:  # ddgs turns a 429/5xx, a consent or a CAPTCHA page into "no results"
+            rep.stopped = (f"page {page} gave nothing: the end of the results, a rate limit (HTTP 429) or a "
+                           f"consent/CAPTCHA page; ddgs does not say which ({str(e)[:40]})")
             break
         rep.pages = page
         new = [r for r in results if r.get("image") and r["image"] not in seen]
@@ -70,6 +70,29 @@ def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
     else:
         rep.stopped = "page cap reached"
     return rep
+
+
+@contextlib.contextmanager
+def _chrome_binary(path: str):
+    """google-images-download builds selenium's chrome Options itself and offers no binary path; while this
+    is active, the Options it builds start Chrome from `path` (the tutorial's config had that setting)."""
+    if not path:
+        yield
+        return
+    import selenium.webdriver.chrome.options as chrome_options
+
+    base = chrome_options.Options
+
+    class WithBinary(base):
+        def __init__(self):
+            super().__init__()
+            self.binary_location = path
+
+    chrome_options.Options = WithBinary
+    try:
+        yield
+    finally:
+        chrome_options.Options = base
 
 
 def _google(query: str, limit: int, opts: dict) -> SearchReport:
@@ -91,7 +114,7 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
 
     out = io.StringIO()
     try:
-        with contextlib.redirect_stdout(out):  # it prints even in silent mode
+        with contextlib.redirect_stdout(out), _chrome_binary(opts.get("chrome", "")):  # it prints when silent
             paths, _errors = google_images_download.googleimagesdownload().download(args)
     except SystemExit:  # it calls sys.exit() when Chrome or chromedriver cannot start
         raise SourceError(f"google backend: Chrome/chromedriver could not start ({out.getvalue().strip()[-160:]}); "

@@ -208,7 +208,7 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print) -
     slug = re.sub(r"[^a-z0-9]+", "-", src.query.lower()).strip("-")[:60] or "query"
     base = raw_dir() / "search" / f"{src.backend}-{slug}-{src.limit}"
     opts = dict(engine=src.engine, safesearch=src.safesearch, size=src.size, chromedriver=src.chromedriver,
-                url=src.url, verify=src.verify or True, proxy=src.proxy)
+                chrome=src.chrome, url=src.url, verify=src.verify or True, proxy=src.proxy)
     try:
         cands, reports = search_images(src.backend, [src.query, *src.queries], src.limit,
                                        base / "candidates.jsonl", opts, refresh=src.refresh)

@@ -134,6 +134,7 @@ query = "chiquito de la calzada"
 backend = "google"
 limit = 8
 url = "{pages.base}/search"
+chrome = "{shutil.which('chromium')}"
 verify = "{ca_file}"
 [[classes.other.sources]]
 kind = "folder"
@@ -147,3 +148,11 @@ path = "{tmp_path / 'neg'}"
         assert s.counts["train"]["hit"] + s.counts["valid"]["hit"] == 8
         manifest = next(Path(os.environ["CHIQUITO_DATA"]).rglob("candidates.jsonl"))
         assert [json.loads(x)["image_url"] for x in manifest.read_text().splitlines()] == urls
+
+
+@pytest.mark.skipif(not shutil.which("chromedriver"), reason="needs Debian's chromium-driver")
+def test_google_backend_with_a_chrome_that_does_not_exist_is_one_line(tmp_path):
+    with pytest.raises(SourceError, match="google backend: Chrome/chromedriver could not start"):
+        search_images("google", ["x"], 5, tmp_path / "m.jsonl", {"chrome": str(tmp_path / "no-chrome"),
+                                                                "url": "http://127.0.0.1:9/"})
+    assert not (tmp_path / "m.jsonl").exists()
