@@ -147,6 +147,26 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_de
         raise typer.Exit(1)
 
 
+@app.command()
+@_friendly
+def serve(model: Path = typer.Argument(..., help="Exported model.pkl", show_default=False),
+          host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)"),
+          port: int = typer.Option(8000, min=1, max=65535),
+          max_upload_mb: float = typer.Option(10.0, min=0.01, help="Largest upload or fetched image"),
+          allow_private_urls: bool = typer.Option(False, "--allow-private-urls",
+                                                  help="Let pasted URLs reach loopback/private addresses")):
+    """Serve a web page and a JSON API (POST /api/predict) that classify uploaded or linked pictures."""
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError:
+        _fail("the web app needs the serve extra: pip install 'chiquito-or-not[serve]'")
+    app_ = create_app(model, max_bytes=int(max_upload_mb * 2**20), allow_private_urls=allow_private_urls)
+    typer.echo(f"serving {model} on http://{host}:{port}/  (API docs: /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 # glibc hands freed blocks above 32 MB back to the OS and page-faults them in again on the next batch:
 # on a 2-core CPU that was ~40 % of a training step (EfficientNet-Lite0, bs 32, 224 px: 3.6-4.0 s per step
 # before, 2.3 s after). The thresholds must be in the environment before the process starts.

@@ -18,7 +18,8 @@ from .clean import clean_one
 from .files import atomic_write_bytes
 from .recipe import DatasetSpec
 
-__all__ = ["DownloadPolicy", "download_urls", "sniff_image", "read_outcomes", "OUTCOMES_FILE"]
+__all__ = ["DownloadPolicy", "download_urls", "fetch_bytes", "FetchError", "sniff_image", "read_outcomes",
+           "OUTCOMES_FILE"]
 
 OUTCOMES_FILE = "downloads.jsonl"
 MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
@@ -52,7 +53,9 @@ def sniff_image(head: bytes) -> str:
     return ""
 
 
-class _Failure(Exception):
+class FetchError(Exception):
+    """A URL that could not be fetched: `reason` is a short code (http_404, timeout, too_large, ...)."""
+
     def __init__(self, reason: str, detail: str = "", retry_after: float | None = None, transient=False):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail, self.retry_after, self.transient = reason, detail, retry_after, transient
@@ -72,11 +75,12 @@ def read_outcomes(path: Path) -> dict[str, dict]:
 
 
 class _Downloader:
-    def __init__(self, dest: Path, policy: DownloadPolicy):
+    def __init__(self, dest: Path | None, policy: DownloadPolicy, url_guard=None):
         import requests
 
         self.requests = requests
         self.dest, self.p = dest, policy
+        self.url_guard = url_guard  # called on every URL, redirects included; raises FetchError to refuse
         self.local = threading.local()
         self.host_locks: dict[str, threading.BoundedSemaphore] = {}
         self.lock = threading.Lock()
@@ -102,47 +106,49 @@ class _Downloader:
         req = self.requests
         for _ in range(self.p.max_redirects + 1):
             if urlsplit(url).scheme not in ("http", "https"):
-                raise _Failure("bad_scheme", url[:100])
+                raise FetchError("bad_scheme", url[:100])
+            if self.url_guard:
+                self.url_guard(url)
             with self.host_slot(url):
                 try:
                     r = self.session().get(url, stream=True, allow_redirects=False,
                                            timeout=(self.p.connect_timeout, self.p.read_timeout))
                 except req.exceptions.Timeout as e:
-                    raise _Failure("timeout", str(e)[:120], transient=True) from None
+                    raise FetchError("timeout", str(e)[:120], transient=True) from None
                 except (req.exceptions.ConnectionError, req.exceptions.InvalidURL,
                         req.exceptions.InvalidSchema, req.exceptions.MissingSchema) as e:
-                    raise _Failure("connection_error", str(e)[:120], transient=True) from None
+                    raise FetchError("connection_error", str(e)[:120], transient=True) from None
                 with r:
                     if r.status_code in (301, 302, 303, 307, 308):
                         loc = r.headers.get("Location")
                         if not loc:
-                            raise _Failure("bad_redirect", f"HTTP {r.status_code} without Location")
+                            raise FetchError("bad_redirect", f"HTTP {r.status_code} without Location")
                         url = urljoin(url, loc)
                         continue
                     if r.status_code == 429 or r.status_code >= 500:
                         ra = r.headers.get("Retry-After", "")
-                        raise _Failure(f"http_{r.status_code}", r.reason or "",
+                        raise FetchError(f"http_{r.status_code}", r.reason or "",
                                        retry_after=float(ra) if ra.replace(".", "", 1).isdigit() else None,
                                        transient=True)
                     if r.status_code != 200:
-                        raise _Failure(f"http_{r.status_code}", r.reason or "")
+                        raise FetchError(f"http_{r.status_code}", r.reason or "")
                     ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
                     if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
-                        raise _Failure("not_image_content_type", ctype)
+                        raise FetchError("not_image_content_type", ctype)
                     length = r.headers.get("Content-Length", "")
                     if length.isdigit() and int(length) > self.p.max_bytes:
-                        raise _Failure("too_large", f"Content-Length {length} > {self.p.max_bytes}")
+                        raise FetchError("too_large", f"Content-Length {length} > {self.p.max_bytes}")
                     body = bytearray()
                     try:
                         for chunk in r.iter_content(64 * 1024):
                             body += chunk
                             if len(body) > self.p.max_bytes:
-                                raise _Failure("too_large", f"body over {self.p.max_bytes} bytes")
+                                raise FetchError("too_large", f"body over {self.p.max_bytes} bytes")
                     except req.exceptions.RequestException as e:  # read timeout or reset mid-body
-                        raise _Failure("timeout" if "timed out" in str(e).lower() else "connection_error",
+                        raise FetchError("timeout" if "timed out" in str(e).lower() else "connection_error",
                                        str(e)[:120], transient=True) from None
                     return bytes(body), url, ctype
-        raise _Failure("too_many_redirects", f"more than {self.p.max_redirects}")
+        raise FetchError("too_many_redirects", f"more than {self.p.max_redirects}")
 
     def fetch(self, url: str) -> dict:
         """Download one URL with retries; returns its outcome record."""
@@ -151,7 +157,7 @@ class _Downloader:
             try:
                 body, final, ctype = self.fetch_once(url)
                 break
-            except _Failure as f:
+            except FetchError as f:
                 if not f.transient or attempt >= self.p.retries:
                     return {"url": url, "status": "failed", "reason": f.reason, "detail": f.detail,
                             "attempts": attempt + 1}
@@ -173,6 +179,11 @@ class _Downloader:
                 atomic_write_bytes(self.dest / name, body)
         return {"url": url, "status": "duplicate" if duplicate else "ok", "reason": "", "file": name,
                 "sha256": sha, "bytes": len(body), "final_url": final, "attempts": attempt + 1}
+
+
+def fetch_bytes(url: str, policy: DownloadPolicy = DownloadPolicy(), url_guard=None) -> tuple[bytes, str, str]:
+    """One URL's body, final URL and content type, once, with the downloader's checks; raises FetchError."""
+    return _Downloader(None, policy, url_guard).fetch_once(url)
 
 
 def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = DownloadPolicy(),

@@ -99,6 +99,9 @@ class Server:
             return h.send_body(302, b"", "text/plain", [("Location", "/loop")])
         if path == "/to-ftp":
             return h.send_body(302, b"", "text/plain", [("Location", "ftp://127.0.0.1/x.jpg")])
+        if path == "/to-localhost":  # same server, under a name that resolves to loopback
+            port = self.base.rsplit(":", 1)[1]
+            return h.send_body(302, b"", "text/plain", [("Location", f"http://localhost:{port}/img/1.jpg")])
         if path == "/redirect-ok":
             return h.send_body(301, b"", "text/plain", [("Location", "/img/7.jpg")])
         if path == "/big.jpg":

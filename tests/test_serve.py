@@ -1,0 +1,198 @@
+"""The web app: JSON API through FastAPI's test client, and the page driven by real headless Chromium."""
+
+import io
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from chiquito_or_not.download import DownloadPolicy, FetchError, fetch_bytes
+from chiquito_or_not.serve import check_public_url, create_app
+
+from .conftest import photo
+from .httpserver import Server, jpeg_bytes
+
+pytestmark = [pytest.mark.slow, pytest.mark.registry]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_run):
+    return tiny_run[1].run / "model.pkl"
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    from fastapi.testclient import TestClient
+
+    return TestClient(create_app(model, max_bytes=200_000, allow_private_urls=True, fetch_timeout=0.5))
+
+
+@pytest.fixture(scope="module")
+def strict_client(model):
+    from fastapi.testclient import TestClient
+
+    return TestClient(create_app(model))
+
+
+@pytest.fixture(scope="module")
+def images():
+    with Server() as s:
+        yield s
+
+
+def png(w, h, mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (w, h)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_health_page_and_docs(client):
+    assert client.get("/healthz").json() == {"status": "ok", "classes": ["face", "not_face"], "model": "model.pkl"}
+    page = client.get("/")
+    assert page.status_code == 200 and "face / not_face" in page.text
+    assert "http://" not in page.text.replace("http://127", "") and "https://cdn" not in page.text  # no CDN
+    assert 'name="viewport"' in page.text
+    assert "/api/predict" in client.get("/openapi.json").text and client.get("/docs").status_code == 200
+
+
+def test_upload_gives_label_probabilities_and_timing(client):
+    r = client.post("/api/predict", files={"file": ("cat.jpg", jpeg_bytes(3), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["label"] in ("face", "not_face") and set(body["probabilities"]) == {"face", "not_face"}
+    assert abs(sum(body["probabilities"].values()) - 1) < 1e-4 and body["probability"] >= 0.5
+    assert {"decode_ms", "predict_ms", "total_ms"} <= set(body["timing"])
+
+
+@pytest.mark.parametrize("payload, status, words", [
+    (("notes.txt", b"hello, not an image", "text/plain"), 415, "not_an_image"),
+    (("half.jpg", jpeg_bytes(4, 200)[:3000], "image/jpeg"), 422, "truncated_or_corrupt"),
+    (("big.jpg", b"\xff\xd8\xff" + b"0" * 300_000, "image/jpeg"), 413, "byte limit"),
+    (("bomb.png", png(12_000, 12_000, "1"), "image/png"), 413, "decompression_bomb"),
+    (("empty.jpg", b"", "image/jpeg"), 400, "empty"),
+])
+def test_bad_uploads_are_4xx_json(client, payload, status, words):
+    r = client.post("/api/predict", files={"file": payload})
+    assert r.status_code == status and words in r.json()["error"], r.text
+
+
+def test_bad_requests_are_4xx_json(client):
+    assert client.post("/api/predict", data={"x": "1"}).status_code == 415
+    assert client.post("/api/predict", json={"nourl": 1}).status_code == 400
+    r = client.post("/api/predict", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+
+
+@pytest.mark.parametrize("path, status, words", [
+    ("/img/5.jpg", 200, ""),
+    ("/slow.jpg", 422, "timeout"),
+    ("/page.html", 415, "not_image_content_type"),
+    ("/html.jpg", 415, "not_an_image"),
+    ("/big.jpg", 413, "too_large"),
+    ("/loop", 422, "too_many_redirects"),
+    ("/nothing", 422, "http_404"),
+])
+def test_urls(client, images, path, status, words):
+    r = client.post("/api/predict", json={"url": images.base + path})
+    assert r.status_code == status, r.text
+    if words:
+        assert words in r.json()["error"]
+    else:
+        assert "fetch_ms" in r.json()["timing"]
+
+
+def test_private_addresses_are_refused_by_default(strict_client, images):
+    for url in (images.base + "/img/1.jpg", "http://localhost/x.jpg", "http://[::1]/x.jpg",
+                "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/a.jpg"):
+        r = strict_client.post("/api/predict", json={"url": url})
+        assert r.status_code == 403 and "not a public address" in r.json()["error"], url
+    assert strict_client.post("/api/predict", json={"url": "ftp://example.org/a.jpg"}).status_code == 400
+    assert images.hits["/img/1.jpg"] == 0
+
+
+def test_redirects_are_checked_again(images):
+    """The guard runs on every hop: a public-looking first URL that redirects inward is refused."""
+    def guard(url):
+        if "localhost" in url:
+            raise FetchError("private_address", url)
+
+    with pytest.raises(FetchError) as e:
+        fetch_bytes(images.base + "/to-localhost", DownloadPolicy(), url_guard=guard)
+    assert e.value.reason == "private_address"
+    check_public_url("http://93.184.215.14/x.jpg")  # a public address passes
+    with pytest.raises(FetchError):
+        check_public_url("http://127.0.0.1:1/x.jpg")
+
+
+def test_concurrent_requests_are_all_answered(client):
+    results = []
+
+    def one(i):
+        r = client.post("/api/predict", files={"file": (f"{i}.jpg", jpeg_bytes(100 + i), "image/jpeg")})
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results == [200] * 12
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
+                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_browser_upload_then_url(model, images, tmp_path, shared_roots):
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(model, allow_private_urls=True), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--disable-background-networking", "--disable-component-update", "--no-first-run",
+              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=420,900"):
+        opts.add_argument(a)
+    opts.binary_location = shutil.which("chromium")
+    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        picture = tmp_path / "coffee.jpg"
+        Image.fromarray(photo("coffee")).save(picture)
+        browser.find_element(By.ID, "file").send_keys(str(picture))
+        verdict = WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.ID, "verdict").text or None)
+        assert verdict in ("face", "not_face")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 2
+        shots = shared_roots[1] / "artifacts"
+        shots.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(shots / "serve-upload.png"))
+
+        browser.execute_script("document.getElementById('verdict').textContent = ''")
+        browser.find_element(By.ID, "url").send_keys(images.base + "/img/9.jpg")
+        browser.find_element(By.ID, "go").click()
+        verdict = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "verdict").text or None)
+        assert verdict in ("face", "not_face") and images.hits["/img/9.jpg"] >= 1
+        assert "ms" in browser.find_element(By.ID, "status").text
+        browser.save_screenshot(str(shots / "serve-url.png"))
+        assert Path(shots / "serve-url.png").stat().st_size > 5000
+    finally:
+        browser.quit()
+        server.should_exit = True
+        thread.join(10)
