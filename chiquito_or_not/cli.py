@@ -122,6 +122,7 @@ def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder"
 def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_default=False),
             paths: list[Path] = typer.Argument(..., help="Image files or folders", show_default=False),
             as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout"),
+            top_k: int = typer.Option(1, "--top-k", min=1, help="Show the k most likely classes"),
             bs: int = typer.Option(64, min=1, help="Batch size")):
     """Predict label and probability for each image, in batches; exit 1 if any file failed."""
     from .predict import expand_paths, load_model, predict_paths
@@ -134,13 +135,13 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_de
     if as_json:
         typer.echo(json.dumps([{"path": r.path, "error": r.error} if r.error else
                                {"path": r.path, "label": r.label, "probability": r.probability,
-                                "probabilities": r.probabilities} for r in results], indent=1))
+                                "top": r.top(top_k), "probabilities": r.probabilities} for r in results], indent=1))
     else:
         for r in results:
             if r.error:
                 typer.echo(f"error: {r.path}: {r.error}", err=True)
             else:
-                typer.echo(f"{r.path}\t{r.label}\t{r.probability:.4f}")
+                typer.echo(f"{r.path}\t" + "\t".join(f"{lab}\t{p:.4f}" for lab, p in r.top(top_k)))
     failed = sum(1 for r in results if r.error)
     if failed:
         typer.echo(f"{failed} of {len(results)} file(s) could not be predicted", err=True)

@@ -56,6 +56,8 @@ def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str]) -> dict:
     k = list(range(len(vocab)))
     p, r, f1, sup = precision_recall_fscore_support(y, pred, labels=k, zero_division=0)
     cm = confusion_matrix(y, pred, labels=k)
+    confused = sorted(((int(cm[i, j]), vocab[i], vocab[j]) for i in k for j in k if i != j and cm[i, j]),
+                      key=lambda t: (-t[0], t[1], t[2]))
     return {
         "accuracy": float((y == pred).mean()),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
@@ -64,6 +66,7 @@ def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str]) -> dict:
         "confusion_matrix": {"labels": vocab, "rows_actual_cols_predicted": cm.tolist()},
         "counts": {"n": int(len(y)), **{vocab[i]: int(sup[i]) for i in k}},
         "errors": int((y != pred).sum()),
+        "most_confused": [{"actual": a, "predicted": p_, "count": n} for n, a, p_ in confused],
     }
 
 
@@ -93,6 +96,9 @@ def _evaluate_set(learn, name: str, folder: Path, out: Path, suffix: str, top_k:
                         "loss": round(float(loss[i]), 4)} for i in worst]
     log(f"  {name}: accuracy {m['accuracy']:.4f} ({m['counts']['n'] - m['errors']}/{m['counts']['n']}), "
         f"balanced {m['balanced_accuracy']:.4f}; confusion (rows actual) {cm.tolist()}")
+    if m["most_confused"]:
+        log("  most confused: " + ", ".join(f"{c['actual']} as {c['predicted']} x{c['count']}"
+                                             for c in m["most_confused"][:5]))
     return m
 
 

@@ -24,6 +24,10 @@ class Prediction:
     probabilities: dict = field(default_factory=dict)
     error: str = ""
 
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most likely (label, probability) pairs, most likely first."""
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
 
 def load_model(path: str | Path):
     """Load an exported learner onto the CPU; a clear error if it is missing or not a learner."""
