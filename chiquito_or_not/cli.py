@@ -150,6 +150,21 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_de
 
 @app.command()
 @_friendly
+def sanity(recipe: Path = RecipeArg,
+           images: int = typer.Option(16, min=2, help="How many training images (two batches)"),
+           max_epochs: int = typer.Option(60, min=1, help="Give up after this many epochs"),
+           target: float = typer.Option(0.99, min=0.0, max=1.0, help="Training accuracy that counts as learnt")):
+    """Check that the model can learn at all: memorise a couple of batches; exit 0 on pass, 1 on fail."""
+    from .recipe import load_recipe
+    from .sanity import sanity_check
+
+    res = sanity_check(load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target,
+                       log=typer.echo)
+    raise typer.Exit(0 if res["passed"] else 1)
+
+
+@app.command()
+@_friendly
 def serve(model: Path = typer.Argument(..., help="Exported model.pkl", show_default=False),
           host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)"),
           port: int = typer.Option(8000, min=1, max=65535),

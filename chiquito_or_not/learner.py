@@ -69,7 +69,12 @@ def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = 
     """A frozen Learner: pretrained body + fastai head, three layer groups, accuracy metric."""
     f = recipe.finetune
     body = create_body(f.backbone, f.weights)
-    head = create_head(num_features_model(body), dls.c)
+    if BACKBONES[f.backbone].head == "dense":  # flatten a 4x4 map, Dense(512), ReLU, dropout, Dense(classes)
+        nf = num_features_model(body)
+        head = nn.Sequential(nn.AdaptiveMaxPool2d(4), nn.Flatten(), nn.Linear(nf * 16, 512), nn.ReLU(inplace=True),
+                             nn.Dropout(0.5), nn.Linear(512, dls.c))
+    else:
+        head = create_head(num_features_model(body), dls.c)
     apply_init(head, nn.init.kaiming_normal_)
     loss = CrossEntropyLossFlat(weight=torch.tensor(weights, dtype=torch.float32) if weights else None)
     # the tutorial (fastai 0.7) trained with SGD and momentum 0.9; fastai 2 defaults to Adam

@@ -16,7 +16,7 @@ from .errors import RecipeError
 
 __all__ = [
     "Recipe", "DatasetSpec", "FinetuneSpec", "AugmentSpec", "ClassSpec", "SOURCE_KINDS",
-    "FolderSource", "NpmSource", "DebSource", "PythonSource", "ImageSearchSource", "LfwSource",
+    "FolderSource", "NpmSource", "DebSource", "ArchiveSource", "PythonSource", "ImageSearchSource", "LfwSource",
     "load_recipe", "recipe_to_dict", "write_resolved",
 ]
 
@@ -60,6 +60,17 @@ class DebSource:
 
 
 @dataclass(frozen=True)
+class ArchiveSource:
+    """Files inside a pinned .tar(.gz) archive, downloaded once from the first of `urls` that works."""
+    urls: tuple[str, ...]
+    sha256: str
+    size: int = _range(0, None, default=0)  # 0: unknown
+    kind: Literal["archive"] = "archive"
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PythonSource:
     """Images bundled in a Python package (scikit-image's `skimage.data`)."""
     images: tuple[str, ...]
@@ -98,7 +109,7 @@ class LfwSource:
     kind: Literal["lfw"] = "lfw"
 
 
-Source = Union[FolderSource, NpmSource, DebSource, PythonSource, ImageSearchSource, LfwSource]
+Source = Union[FolderSource, NpmSource, DebSource, ArchiveSource, PythonSource, ImageSearchSource, LfwSource]
 SOURCE_KINDS = {c.__dataclass_fields__["kind"].default: c for c in typing.get_args(Source)}
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from .errors import SourceError
 from .files import glob_match, sha256_file
 from .paths import cache_dir, raw_dir
-from .recipe import (DebSource, FolderSource, ImageSearchSource, LfwSource, NpmSource, PythonSource)
+from .recipe import (ArchiveSource, DebSource, FolderSource, ImageSearchSource, LfwSource, NpmSource,
+                     PythonSource)
 
 __all__ = ["RawFile", "fetch_source", "FETCHERS"]
 
@@ -136,6 +137,19 @@ def fetch_deb(src: DebSource, where: str) -> list[RawFile]:
     return _select(root, src.include, src.exclude, f"deb:{spec}")
 
 
+def fetch_archive_source(src: ArchiveSource, where: str) -> list[RawFile]:
+    from .archive import extract_archive, fetch_archive
+
+    name = src.urls[0].rstrip("/").rsplit("/", 1)[-1] or "archive"
+    try:
+        archive = fetch_archive(src.urls, src.size, src.sha256, cache_dir() / "archives" / f"{src.sha256[:16]}-{name}",
+                                what="'urls'", local="use a folder source on its extracted files")
+        root = extract_archive(archive, raw_dir() / "archives" / src.sha256[:16])
+    except SourceError as e:
+        raise SourceError(f"{where}: {e}") from None
+    return _select(root, src.include, src.exclude, f"archive:{name}")
+
+
 def fetch_python(src: PythonSource, where: str) -> list[RawFile]:
     import numpy as np
     import skimage
@@ -226,7 +240,8 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print) -
             if p.is_file() and p.name != OUTCOMES_FILE]
 
 
-FETCHERS = {"folder": fetch_folder, "npm": fetch_npm, "deb": fetch_deb, "python": fetch_python,
+FETCHERS = {"folder": fetch_folder, "npm": fetch_npm, "deb": fetch_deb, "archive": fetch_archive_source,
+            "python": fetch_python,
             "image_search": fetch_search, "lfw": fetch_lfw}
 
 

@@ -1,0 +1,51 @@
+"""Archive sources (the flowers recipe's kind), from a folder-per-class archive served on 127.0.0.1."""
+
+import hashlib
+import io
+import tarfile
+
+import pytest
+
+from chiquito_or_not.dataset import build_dataset
+from chiquito_or_not.errors import SourceError
+from chiquito_or_not.recipe import ArchiveSource, load_recipe
+from chiquito_or_not.sources import fetch_source
+
+from .conftest import write_recipe
+from .httpserver import Server, jpeg_bytes
+
+CLASSES = ("daisy", "roses", "tulips")
+
+
+def flowers_tgz(n: int = 10) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for c, name in enumerate(CLASSES):
+            for i in range(n):
+                data = jpeg_bytes(7000 + 100 * c + i)
+                info = tarfile.TarInfo(f"flower_photos/{name}/{i:04d}.jpg")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("flower_photos/LICENSE.txt")
+        info.size = 2
+        tf.addfile(info, io.BytesIO(b"cc"))
+    return buf.getvalue()
+
+
+def test_archive_download_extract_and_split(roots, tmp_path):
+    body = flowers_tgz()
+    sha = hashlib.sha256(body).hexdigest()
+    with Server() as s:
+        s.files["/flower_photos.tgz"] = (body, "application/gzip")
+        text = "[dataset]\nmin_size = 32\nvalid = 2\ntest = 2\nnear_duplicate_distance = 0\ngroup_distance = 0\n"
+        for name in CLASSES:
+            text += (f'[[classes.{name}.sources]]\nkind = "archive"\nurls = ["{s.base}/gone.tgz", '
+                     f'"{s.base}/flower_photos.tgz"]\nsize = {len(body)}\nsha256 = "{sha}"\n'
+                     f'include = ["flower_photos/{name}/*.jpg"]\n')
+        summary = build_dataset(load_recipe(write_recipe(tmp_path, text)), log=lambda *_: None)
+        assert s.hits["/flower_photos.tgz"] == 1  # downloaded once for the three classes
+        assert summary.counts["test"] == {c: 2 for c in CLASSES}
+        assert summary.counts["valid"] == {c: 2 for c in CLASSES} and summary.kept == 30
+
+        with pytest.raises(SourceError, match="no mirror gave a good .*use a folder source on its extracted files, or add a mirror to 'urls'"):
+            fetch_source(ArchiveSource(urls=(s.base + "/flower_photos.tgz",), sha256="f" * 64), "t")

@@ -1,0 +1,84 @@
+"""Any number of classes: three real-photo classes, a held-out test split, top-k, sanity, a CNN from scratch."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from chiquito_or_not.cli import app
+
+from .conftest import save_crops, write_recipe
+
+pytestmark = pytest.mark.slow
+
+RECIPE = """
+name = "three"
+seed = 5
+[dataset]
+min_size = 32
+near_duplicate_distance = 0
+group_distance = 0
+balance = "downsample"
+valid = 4
+test = 4
+[finetune]
+backbone = "{backbone}"
+size = 48
+bs = 8
+lr_find = false
+[finetune.frozen]
+epochs = {frozen}
+[finetune.augmented]
+cycles = 0
+[finetune.unfrozen]
+cycles = 1
+lrs = [{lr}, {lr}, {lr}]
+"""
+
+
+def make(tmp_path, backbone="efficientnet_lite0", frozen=2, lr="1e-3"):
+    text = RECIPE.format(backbone=backbone, frozen=frozen, lr=lr)
+    for i, name in enumerate(("chelsea", "coffee", "rocket")):
+        save_crops(tmp_path / "in" / name, name, 16, size=64, seed=i)
+        text += f'[[classes.{name}.sources]]\nkind = "folder"\npath = "{tmp_path / "in" / name}"\n'
+    return write_recipe(tmp_path / "r", text)
+
+
+def test_three_classes_end_to_end(roots, tmp_path):
+    recipe = make(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(app, ["dataset", str(recipe)])
+    assert r.exit_code == 0, r.output
+    assert "test   chelsea 4  coffee 4  rocket 4" in r.output
+    r = runner.invoke(app, ["finetune", str(recipe)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((roots / "runs" / "three" / "metrics.json").read_text())
+    assert set(m) == {"valid", "test", "model"}  # the test split is reported apart
+    for split in ("valid", "test"):
+        cm = m[split]["confusion_matrix"]["rows_actual_cols_predicted"]
+        assert len(cm) == 3 and all(len(row) == 3 for row in cm) and sum(map(sum, cm)) == 12
+        assert set(m[split]["per_class"]) == {"chelsea", "coffee", "rocket"}
+        off = sum(cm[i][j] for i in range(3) for j in range(3) if i != j)
+        assert sum(c["count"] for c in m[split]["most_confused"]) == off
+    assert m["test"]["accuracy"] >= 0.75, m["test"]  # three real photos, told apart from crops
+    assert (roots / "runs" / "three" / "confusion_matrix_test.png").is_file()
+
+    r = runner.invoke(app, ["predict", str(roots / "runs" / "three" / "model.pkl"),
+                            str(roots / "data" / "three" / "test"), "--top-k", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert len(doc) == 12 and all(len(d["top"]) == 3 for d in doc)
+    assert all(d["top"][0][1] >= d["top"][1][1] >= d["top"][2][1] for d in doc)
+
+    r = runner.invoke(app, ["sanity", str(recipe), "--images", "12"])
+    assert r.exit_code == 0 and "sanity: PASS" in r.output, r.output
+
+
+def test_simple_cnn_from_scratch_can_memorise(roots, tmp_path):
+    recipe = make(tmp_path, backbone="simple_cnn", frozen=0, lr="3e-3")
+    runner = CliRunner()
+    assert runner.invoke(app, ["dataset", str(recipe)]).exit_code == 0
+    r = runner.invoke(app, ["sanity", str(recipe), "--images", "12", "--max-epochs", "80"])
+    assert r.exit_code == 0 and "sanity: PASS" in r.output, r.output
+    r = runner.invoke(app, ["sanity", str(recipe), "--images", "12", "--max-epochs", "1"])
+    assert r.exit_code == 1 and "sanity: FAIL" in r.output  # one epoch from scratch is not enough
