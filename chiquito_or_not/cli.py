@@ -150,6 +150,40 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_de
 
 @app.command()
 @_friendly
+def compare(recipe: Path = RecipeArg,
+            backbones: str = typer.Option(..., help="Comma-separated, e.g. efficientnet_lite0,simple_cnn,resnet18:none")):
+    """Train each backbone on the same split and schedule; write runs/NAME/leaderboard.csv and .png."""
+    from .compare import compare as run_compare
+    from .compare import parse_backbones
+    from .recipe import load_recipe
+
+    r = load_recipe(recipe)
+    rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
+    typer.echo(f"{'backbone':<22} {'split':<6} {'acc':>6} {'bal.acc':>8} {'train s':>8} {'params':>10} {'ms/img':>7}")
+    for x in rows:
+        name = x["backbone"] + ("" if x["weights"] == "default" else f":{x['weights']}")
+        typer.echo(f"{name:<22} {x['split']:<6} {x['accuracy']:>6.3f} {x['balanced_accuracy']:>8.3f} "
+                   f"{x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}")
+
+
+@app.command()
+@_friendly
+def sweep(recipe: Path = RecipeArg,
+          freeze: str = typer.Option("0,1,2", help="Kept frozen in the unfrozen stage: layer groups (0, 1, 2) "
+                                                   "or shares of the body's blocks (0.25, 0.5, 0.75)")):
+    """Train once per amount frozen, choose on validation, report the test score of the chosen one only."""
+    from .recipe import load_recipe
+    from .sweep import parse_freeze
+    from .sweep import sweep as run_sweep
+
+    res = run_sweep(load_recipe(recipe), parse_freeze(freeze), log=typer.echo)
+    for x in res["rows"]:
+        typer.echo(f"  frozen {x['keep_frozen']:<5g} valid {x['valid_accuracy']:.4f}  "
+                   + (f"chosen: test {x['test_accuracy']:.4f}" if x["chosen"] else ""))
+
+
+@app.command()
+@_friendly
 def sanity(recipe: Path = RecipeArg,
            images: int = typer.Option(16, min=2, help="How many training images (two batches)"),
            max_epochs: int = typer.Option(60, min=1, help="Give up after this many epochs"),

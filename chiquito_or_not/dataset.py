@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,6 +40,33 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _class_folders(recipe: Recipe) -> dict:
+    """Classes from `class_folders`: one folder source per sub-folder."""
+    from .errors import SourceError
+    from .recipe import ClassSpec, FolderSource
+
+    cf = recipe.class_folders
+    if not cf.path:
+        return {}
+    top = Path(cf.path).expanduser()
+    if not top.is_dir():
+        raise SourceError(f"{recipe.path}: class_folders.path {str(top)!r} does not exist; put one sub-folder "
+                          "per class there (e.g. Kaggle's simpsons_dataset), or fix the path")
+    return {d.name: ClassSpec(sources=(FolderSource(path=str(d), include=cf.include, exclude=cf.exclude),))
+            for d in sorted(top.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+
+def _drop_small_classes(recs: list, minimum: int) -> dict[str, int]:
+    """Reject every image of a class with fewer than `minimum` kept images; returns {class: count}."""
+    kept = Counter(r.label for r in recs if r.status == "kept")
+    small = {lab: n for lab, n in kept.items() if n < minimum}
+    for r in recs:
+        if r.label in small and r.status == "kept":
+            r.status, r.reason = "rejected", "class_below_min_images"
+            r.detail = f"class {r.label!r} has {small[r.label]} clean images < {minimum}"
+    return small
+
+
 def _fetch(label: str, src, where: str, seed: int, log) -> list:
     files = fetch_source(src, where, seed, log)
     log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
@@ -48,9 +76,10 @@ def _fetch(label: str, src, where: str, seed: int, log) -> list:
 def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> DatasetSummary:
     """Fetch, clean, balance and split the recipe's images into `root` (default: the data root)."""
     root = Path(root) if root else dataset_dir(recipe.name)
+    specs = {**_class_folders(recipe), **recipe.classes}
     raw, deferred = [], []
-    for label in recipe.class_names:
-        for i, src in enumerate(recipe.classes[label].sources):
+    for label in sorted(specs):
+        for i, src in enumerate(specs[label].sources):
             where = f"{recipe.path}: classes.{label}.sources[{i}]"
             if src.kind == "lfw" and src.count == 0:  # "as many as the positives": known after cleaning
                 deferred.append((label, where, src))
@@ -67,12 +96,20 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> Datase
         for label, where, src in deferred:
             raw += _fetch(label, replace(src, count=n), where, recipe.seed, log)
         recs = clean_files(raw, recipe.dataset, root / "clean")  # cached: the first files are not decoded again
-    for label in recipe.class_names:
+    for label in sorted(specs):
         if not any(r.label == label for r in recs):
             raise DataError(f"class {label!r} has no input files; check its sources in {recipe.path}")
+    dropped = _drop_small_classes(recs, recipe.dataset.min_images_per_class)
+    for label, n in dropped.items():
+        log(f"  dropped class {label!r}: {n} clean images < min_images_per_class "
+            f"{recipe.dataset.min_images_per_class}")
+    classes = sorted(set(specs) - set(dropped))
+    if len(classes) < 2:
+        raise DataError(f"only {len(classes)} class(es) left after dropping small ones; lower "
+                        "'dataset.min_images_per_class' or add images")
     write_csv(root / "manifest.csv", [asdict(r) for r in recs], list(Record.__dataclass_fields__))
     kept = [r for r in recs if r.status == "kept"]
-    for label in recipe.class_names:
+    for label in classes:
         if not any(r.label == label for r in kept):
             raise DataError(f"class {label!r} has no usable image after cleaning; "
                             f"see the reasons in {root / 'manifest.csv'}")
@@ -80,6 +117,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> Datase
     write_csv(root / "split.csv", rows, ["split", "label", "file", "sha256", "group"])
     changes = materialize(rows, root / "clean", root)
     write_resolved(recipe, root)
+    atomic_write_text(root / "classes.json", json.dumps(classes) + "\n")
 
     counts: dict = {}
     for r in rows:

@@ -16,10 +16,11 @@ from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.torch_core import set_seed
 
 from . import portable
+from .backbones import BACKBONES
 from .dataset import write_csv
-from .errors import RunError
+from .errors import RecipeError, RunError
 from .files import atomic_write_text
-from .learner import LogProgress, class_weights, make_dls, make_learner
+from .learner import LogProgress, class_weights, keep_frozen, make_dls, make_learner
 from .lr_find import find_lr
 from .paths import dataset_dir, run_dir
 from .plots import plot_history
@@ -67,6 +68,21 @@ def export_learner(learn, path: Path) -> Path:
     finally:
         cloudpickle.unregister_pickle_by_value(portable)
     return path
+
+
+def _tensorboard(run: Path, stage: str | None, dls=None):
+    """fastai's TensorBoard callback for one stage (its own folder), or, with `dls`, a batch of inputs."""
+    try:
+        from fastai.callback.tensorboard import TensorBoardCallback
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise RecipeError("'finetune.tensorboard' needs the tensorboard package: "
+                          "pip install 'chiquito-or-not[tensorboard]'") from None
+    if dls is None:
+        return TensorBoardCallback(log_dir=run / "tensorboard" / stage, trace_model=False, log_preds=False)
+    x = dls.train.decode((dls.train.one_batch()[0],))[0][:16].float()
+    with SummaryWriter(run / "tensorboard" / "inputs") as w:
+        w.add_images("train inputs (augmented)", x / 255 if x.max() > 1 else x, 0)
 
 
 def _fingerprint(recipe: Recipe) -> str:
@@ -117,6 +133,8 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     dls_plain = make_dls(recipe, augment=False, root=root)
     dls_aug = make_dls(recipe, augment=True, root=root)
     learn = make_learner(recipe, dls_plain, run, class_weights(recipe, root))
+    if recipe.finetune.tensorboard:
+        _tensorboard(run, None, dls_aug)
     log(f"  data: {len(dls_plain.train_ds)} train / {len(dls_plain.valid_ds)} valid images, "
         f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px")
 
@@ -136,6 +154,8 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     def lr_of(value):
         return lr_info["chosen"] if value == "auto" else value
 
+    # a body trained from scratch has nothing worth freezing: its "frozen" stages train everything
+    freeze = learn.freeze if BACKBONES[f.backbone].family != "scratch" else learn.unfreeze
     if state["done"]:
         learn.load(f"stage-{state['done'][-1]}", with_opt=True)
         log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
@@ -145,25 +165,25 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         if stage in state["done"] or n_ep == 0:
             continue
         t = time.time()
-        cbs = [LogProgress(stage)]
+        cbs = [LogProgress(stage)] + ([_tensorboard(run, stage)] if f.tensorboard else [])
         if stage == "frozen":
             log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr_of(f.frozen.lr):.1e}")
             learn.dls = dls_plain
-            learn.freeze()
+            freeze()
             learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
         elif stage == "augmented":
             s = f.augmented
             log(f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, "
                 f"lr {lr_of(s.lr):.1e}")
             learn.dls = dls_aug
-            learn.freeze()
+            freeze()
             fit_sgdr(learn, s.cycles, s.cycle_len, lr_of(s.lr), s.cycle_mult, cbs=cbs)
         else:
             s = f.unfrozen
             log(f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
                 + ", ".join(f"{x:.0e}" for x in s.lrs))
             learn.dls = dls_aug
-            learn.unfreeze()
+            log(f"  {keep_frozen(learn, s.keep_frozen)}")
             fit_sgdr(learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=cbs)
         history += [dict(zip(HISTORY_COLUMNS, [stage, len(history) + k + 1, *map(float, v)]))
                     for k, v in enumerate(learn.recorder.values)]

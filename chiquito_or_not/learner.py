@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -14,7 +15,7 @@ from fastai.callback.core import Callback
 from fastcore.basics import noop
 from fastai.callback.progress import ProgressCallback
 from fastai.optimizer import SGD, Adam
-from fastai.vision.all import (CrossEntropyLossFlat, ImageDataLoaders, Learner, Normalize, Resize, accuracy,
+from fastai.vision.all import (CrossEntropyLossFlat, Dihedral, ImageDataLoaders, Learner, Normalize, Resize, accuracy,
                                apply_init, aug_transforms, create_head, num_features_model)
 
 from .backbones import BACKBONES, create_body
@@ -24,7 +25,7 @@ from .portable import three_groups
 from .predict import IMAGE_EXTS
 from .recipe import Recipe
 
-__all__ = ["make_dls", "make_learner", "LogProgress", "class_weights"]
+__all__ = ["make_dls", "make_learner", "LogProgress", "class_weights", "keep_frozen"]
 
 
 def _count(root: Path, split: str, classes: list[str]) -> Counter:
@@ -35,10 +36,16 @@ def _count(root: Path, split: str, classes: list[str]) -> Counter:
     return c
 
 
+def dataset_classes(recipe: Recipe, root: Path | None = None) -> list[str]:
+    """The classes the dataset stage kept (classes.json), else the recipe's."""
+    f = (Path(root) if root else dataset_dir(recipe.name)) / "classes.json"
+    return json.loads(f.read_text()) if f.is_file() else recipe.class_names
+
+
 def make_dls(recipe: Recipe, augment: bool, root: Path | None = None):
     """fastai DataLoaders over `<root>/train` and `<root>/valid`, with or without augmentation."""
     root = Path(root) if root else dataset_dir(recipe.name)
-    classes = recipe.class_names
+    classes = dataset_classes(recipe, root)
     for split in ("train", "valid"):
         counts = _count(root, split, classes)
         empty = [lab for lab in classes if not counts[lab]]
@@ -50,6 +57,8 @@ def make_dls(recipe: Recipe, augment: bool, root: Path | None = None):
     a = f.augment
     tfms = aug_transforms(max_rotate=a.max_rotate, max_zoom=a.max_zoom, do_flip=a.flip,
                           max_lighting=a.max_lighting, max_warp=a.max_warp) if augment else []
+    if augment and a.rotate90:
+        tfms.append(Dihedral(p=0.75))
     return ImageDataLoaders.from_folder(
         root, train="train", valid="valid", vocab=classes, seed=recipe.seed,
         item_tfms=Resize(f.size), batch_tfms=[*tfms, Normalize.from_stats(b.mean, b.std)],
@@ -60,9 +69,10 @@ def class_weights(recipe: Recipe, root: Path | None = None) -> list[float] | Non
     """Loss weights n_samples / (n_classes * count) when the recipe balances by weights, else None."""
     if recipe.dataset.balance != "weights":
         return None
-    counts = _count(Path(root) if root else dataset_dir(recipe.name), "train", recipe.class_names)
+    classes = dataset_classes(recipe, root)
+    counts = _count(Path(root) if root else dataset_dir(recipe.name), "train", classes)
     n, k = sum(counts.values()), len(counts)
-    return [n / (k * counts[lab]) for lab in recipe.class_names]
+    return [n / (k * counts[lab]) for lab in classes]
 
 
 def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = None):
@@ -86,6 +96,24 @@ def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = 
     learn.logger = noop  # the Recorder would print raw lists otherwise
     learn.freeze()
     return learn
+
+
+def keep_frozen(learn, amount: float) -> str:
+    """Unfreeze, then freeze `amount`: whole layer groups (1, 2) or a share of the body's blocks (0 < x < 1)."""
+    learn.unfreeze()
+    if amount >= 1:
+        learn.freeze_to(int(amount))
+        return f"{int(amount)} layer group(s) frozen"
+    if amount > 0:
+        body = learn.model[0]
+        n = round(len(body) * amount)
+        for block in list(body.children())[:n]:
+            for m in block.modules():  # BatchNorm stays trainable, as in fastai's freeze (train_bn)
+                if not isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    for p in m.parameters(recurse=False):
+                        p.requires_grad_(False)
+        return f"{n} of {len(body)} body blocks frozen"
+    return "nothing frozen"
 
 
 class LogProgress(Callback):

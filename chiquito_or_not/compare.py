@@ -1,0 +1,71 @@
+"""Compare: train several backbones on the same split with the same schedule; write a leaderboard."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .backbones import BACKBONES
+from .dataset import write_csv
+from .errors import RecipeError
+from .finetune import finetune
+from .paths import dataset_dir, run_dir
+from .plots import plot_leaderboard
+from .recipe import Recipe
+
+__all__ = ["compare", "parse_backbones", "cpu_ms_per_image"]
+
+COLUMNS = ["backbone", "weights", "split", "accuracy", "balanced_accuracy", "train_seconds", "params",
+           "cpu_ms_per_image", "run"]
+
+
+def parse_backbones(spec: str) -> list[tuple[str, str]]:
+    """"a,b:none" → [("a", ""), ("b", "none")]: a backbone name, optionally with its weights."""
+    out = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        name, _, weights = item.partition(":")
+        if name not in BACKBONES:
+            raise RecipeError(f"--backbones: {name!r} is not a backbone; choose from {', '.join(BACKBONES)}")
+        out.append((name, weights))
+    if not out:
+        raise RecipeError("--backbones is empty; give a comma-separated list, e.g. efficientnet_lite0,simple_cnn")
+    return out
+
+
+def cpu_ms_per_image(model: torch.nn.Module, size: int, bs: int = 32, repeats: int = 3) -> float:
+    """Forward time per image on the CPU, batch `bs`, after one warm-up batch."""
+    model = model.eval().cpu()
+    x = torch.randn(bs, 3, size, size)
+    with torch.no_grad():
+        model(x)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+    return (time.perf_counter() - t) / (repeats * bs) * 1000
+
+
+def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list[dict]:
+    """Fine-tune each backbone into runs/NAME--BACKBONE; write runs/NAME/leaderboard.{csv,png}."""
+    data = dataset_dir(recipe.name)
+    rows = []
+    for name, weights in backbones:
+        log(f"== {name}{':' + weights if weights else ''}")
+        r = replace(recipe, name=f"{recipe.name}--{name}{'-' + weights if weights else ''}",
+                    finetune=replace(recipe.finetune, backbone=name, weights=weights))
+        res = finetune(r, log=log, data_root=data)
+        split = "test" if "test" in res.metrics else "valid"
+        m = res.metrics[split]
+        rows.append(dict(backbone=name, weights=weights or "default", split=split,
+                         accuracy=round(m["accuracy"], 4), balanced_accuracy=round(m["balanced_accuracy"], 4),
+                         train_seconds=res.timings.get("train_total", 0.0),
+                         params=sum(p.numel() for p in res.learn.model.parameters()),
+                         cpu_ms_per_image=round(cpu_ms_per_image(res.learn.model, r.finetune.size), 2),
+                         run=str(res.run)))
+    rows.sort(key=lambda x: (-x["balanced_accuracy"], -x["accuracy"], x["train_seconds"]))
+    out = run_dir(recipe.name)
+    write_csv(out / "leaderboard.csv", rows, COLUMNS)
+    plot_leaderboard(rows, out / "leaderboard.png", f"{recipe.name}: {rows[0]['split']} split")
+    return rows
