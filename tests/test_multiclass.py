@@ -122,3 +122,25 @@ def test_tensorboard_logs_losses_metrics_and_inputs(roots, tmp_path):
     assert len(frozen.Scalars("train_loss")) >= 2
     inputs = EventAccumulator(str(tb / "inputs")).Reload()
     assert inputs.Tags()["images"]
+
+
+def test_sweep_chooses_on_validation_and_reports_one_test_score(roots, tmp_path):
+    import csv
+
+    recipe = make(tmp_path, frozen=1)
+    runner = CliRunner()
+    assert runner.invoke(app, ["dataset", str(recipe)]).exit_code == 0
+    r = runner.invoke(app, ["sweep", str(recipe), "--freeze", "0,2,0.5"])
+    assert r.exit_code == 0, r.output
+    assert "2 layer group(s) frozen" in r.output and "6 of 11 body blocks frozen" in r.output
+    with open(roots / "runs" / "three" / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(x["keep_frozen"]) for x in rows] == [0.0, 2.0, 0.5]
+    chosen = [x for x in rows if x["chosen"] == "True"]
+    assert len(chosen) == 1 and chosen[0]["test_accuracy"] != ""
+    assert all(x["test_accuracy"] == "" for x in rows if x["chosen"] != "True")
+    best_valid = max(float(x["valid_accuracy"]) for x in rows)
+    assert float(chosen[0]["valid_accuracy"]) == best_valid
+    assert (roots / "runs" / "three" / "sweep.png").is_file()
+    r = runner.invoke(app, ["sweep", str(recipe), "--freeze", "3"])
+    assert r.exit_code == 2 and "--freeze" in r.output
