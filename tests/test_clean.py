@@ -1,6 +1,5 @@
 """Clean: every bad kind of file is rejected with its reason; the rest becomes RGB; raw files stay as they were."""
 
-import io
 from pathlib import Path
 
 import numpy as np

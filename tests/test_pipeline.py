@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from chiquito_or_not.cli import app
 from chiquito_or_not.predict import predict_images
 
-from .conftest import ROOT, TINY_RECIPE, subprocess_env, write_recipe
+from .conftest import TINY_RECIPE, subprocess_env, write_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 

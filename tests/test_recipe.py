@@ -1,6 +1,5 @@
 """Recipes: every shipped recipe loads; every kind of mistake is refused with file, key and fix."""
 
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
