@@ -9,8 +9,9 @@ import tempfile
 from pathlib import Path
 
 from .errors import SourceError
+from .files import sha256_file
 
-__all__ = ["fetch_archive", "extract_archive"]
+__all__ = ["fetch_archive", "extract_once", "extract_archive"]
 
 
 def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | str = True,
@@ -19,7 +20,7 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
     works. `size` 0 means unknown (the sha256 still decides)."""
     import requests
 
-    if target.is_file() and (not size or target.stat().st_size == size) and _sha256(target) == sha256:
+    if target.is_file() and (not size or target.stat().st_size == size) and sha256_file(target) == sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
@@ -53,27 +54,31 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
                       f"and {local}, or add a mirror to {what}")
 
 
-def _sha256(path: Path) -> str:
-    from .files import sha256_file
-
-    return sha256_file(path)
-
-
-def extract_archive(archive: Path, dest: Path) -> Path:
-    """Stream-extract into a temporary folder beside `dest`, then rename; refuses `..`, absolute paths
-    and links that leave the folder, and leaves nothing behind when it refuses."""
+def extract_once(archive: Path, dest: Path, extract) -> Path:
+    """`extract(archive, folder)` into a temporary folder beside `dest`, then rename: a half-extracted
+    folder never looks finished, and a failed one leaves nothing behind."""
     if dest.is_dir():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     try:
-        with tarfile.open(archive, "r|*") as tf:
-            tf.extractall(tmp, filter="data")
+        extract(archive, tmp)
         tmp.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _untar(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive, "r|*") as tf:  # streamed; `data` refuses `..`, absolute paths, links leaving
+        tf.extractall(dest, filter="data")
+
+
+def extract_archive(archive: Path, dest: Path) -> Path:
+    """A .tar(.gz) stream-extracted safely into `dest` (see extract_once); unsafe members are refused."""
+    try:
+        return extract_once(archive, dest, _untar)
     except tarfile.FilterError as e:
         raise SourceError(f"{archive}: unsafe archive member ({e}); nothing was extracted") from None
     except (tarfile.TarError, EOFError, OSError) as e:
         raise SourceError(f"{archive}: cannot extract ({type(e).__name__}: {e}); download it again") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest

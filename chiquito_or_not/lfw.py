@@ -5,11 +5,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from .archive import extract_archive, fetch_archive
 from .errors import SourceError
 
-__all__ = ["LFW_MIRRORS", "LFW_SHA256", "LFW_SIZE", "fetch_archive", "extract_archive", "lfw_root",
-           "sample_one_per_person"]  # fetch/extract re-exported from .archive
+__all__ = ["LFW_MIRRORS", "LFW_SHA256", "LFW_SIZE", "lfw_root", "sample_one_per_person"]
 
 # The original host (vis-www.cs.umass.edu) is dead; this is the mirror scikit-learn uses.
 LFW_MIRRORS = ("https://ndownloader.figshare.com/files/5976018",)

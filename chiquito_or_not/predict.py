@@ -9,11 +9,11 @@ from .clean import clean_one
 from .errors import ChiquitoError
 from .recipe import DatasetSpec
 
-__all__ = ["Prediction", "load_model", "expand_paths", "predict_images", "predict_paths", "IMAGE_EXTS"]
+__all__ = ["Prediction", "load_model", "expand_paths", "predict_images", "predict_paths", "IMAGE_EXTS", "ACCEPT"]
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 # what predict accepts: any decodable still image of at least 8 px
-_ACCEPT = DatasetSpec(min_size=8, formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
+ACCEPT = DatasetSpec(min_size=8, formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
 
 
 @dataclass
@@ -87,7 +87,7 @@ def predict_paths(learn, paths: list[Path], bs: int = 64) -> list[Prediction]:
             if not paths[i].exists():
                 results[i].error = "missing: no such file"
                 continue
-            reason, detail, im = clean_one(paths[i], _ACCEPT)
+            reason, detail, im = clean_one(paths[i], ACCEPT)
             if reason:
                 results[i].error = f"{reason}: {detail}"
             else:

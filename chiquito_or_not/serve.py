@@ -15,12 +15,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from .clean import clean_one
 from .download import DownloadPolicy, FetchError, fetch_bytes
-from .predict import load_model, predict_images
-from .recipe import DatasetSpec
+from .predict import ACCEPT, load_model, predict_images
 
 __all__ = ["create_app", "check_public_url"]
 
-ACCEPT = DatasetSpec(min_size=8, formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
 # fetch failures → HTTP status; all are the client's problem (4xx), never a 500
 FETCH_STATUS = {"bad_scheme": 400, "private_address": 403, "too_large": 413, "not_image_content_type": 415,
                 "timeout": 422, "connection_error": 422, "too_many_redirects": 422, "bad_redirect": 422}

