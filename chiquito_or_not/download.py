@@ -81,6 +81,7 @@ class _Downloader:
         self.requests = requests
         self.dest, self.p = dest, policy
         self.url_guard = url_guard  # called on every URL, redirects included; raises FetchError to refuse
+        self.claimed: set[str] = set()  # files an "ok" outcome owns; a file a killed run left unrecorded is not one
         self.local = threading.local()
         self.host_locks: dict[str, threading.BoundedSemaphore] = {}
         self.lock = threading.Lock()
@@ -174,9 +175,11 @@ class _Downloader:
         if reason:
             return {"url": url, "status": "failed", "reason": reason, "detail": detail, "attempts": attempt + 1}
         with self.lock:
-            duplicate = (self.dest / name).is_file()
+            duplicate = name in self.claimed
             if not duplicate:
-                atomic_write_bytes(self.dest / name, body)
+                self.claimed.add(name)
+                if not (self.dest / name).is_file():  # content-named: an unrecorded file is this very body
+                    atomic_write_bytes(self.dest / name, body)
         return {"url": url, "status": "duplicate" if duplicate else "ok", "reason": "", "file": name,
                 "sha256": sha, "bytes": len(body), "final_url": final, "attempts": attempt + 1}
 
@@ -199,6 +202,7 @@ def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = Download
     done = read_outcomes(journal)
     todo = list(dict.fromkeys(u for u in urls if u not in done))
     d = _Downloader(dest, policy)
+    d.claimed = {rec["file"] for rec in done.values() if rec.get("status") == "ok" and rec.get("file")}
     counts = Counter(rec["reason"] or rec["status"] for u, rec in done.items() if u in set(urls))
     progress = sys.stdout.isatty() if progress is None else progress
     write_lock = threading.Lock()

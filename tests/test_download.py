@@ -69,6 +69,15 @@ def test_duplicates_are_written_once_and_rerun_fetches_nothing(server, tmp_path)
     assert sum(server.hits.values()) == hits and again == counts
 
 
+def test_a_file_written_but_not_recorded_before_a_kill_counts_as_ok(server, tmp_path):
+    url = f"{server.base}/img/3.jpg"
+    download_urls([url], tmp_path, FAST, progress=False)
+    (tmp_path / OUTCOMES_FILE).write_text("")  # killed after the file was written, before its line
+    counts = download_urls([url, server.base + "/img/4.jpg"], tmp_path, FAST, progress=False)
+    assert counts == {"ok": 2}
+    assert {r["status"] for r in read_outcomes(tmp_path / OUTCOMES_FILE).values()} == {"ok"}
+
+
 def test_only_http_urls_are_followed(tmp_path):
     counts = download_urls(["file:///etc/passwd", "ftp://127.0.0.1/a.jpg"], tmp_path, FAST, progress=False)
     assert counts == {"bad_scheme": 2}
