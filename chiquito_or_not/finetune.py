@@ -19,10 +19,11 @@ from . import portable
 from .backbones import BACKBONES
 from .dataset import write_csv
 from .errors import RecipeError, RunError
+from .features import fit_head_on_features
 from .files import atomic_write_text
 from .learner import LogProgress, class_weights, keep_frozen, make_dls, make_learner
 from .lr_find import find_lr
-from .paths import dataset_dir, run_dir
+from .paths import cache_dir, dataset_dir, run_dir
 from .plots import plot_history
 from .recipe import Recipe, recipe_to_dict, write_resolved
 
@@ -166,11 +167,19 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             continue
         t = time.time()
         cbs = [LogProgress(stage)] + ([_tensorboard(run, stage)] if f.tensorboard else [])
+        recorder = learn.recorder
         if stage == "frozen":
-            log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr_of(f.frozen.lr):.1e}")
+            cached = f.frozen.feature_cache and BACKBONES[f.backbone].family != "scratch"
+            log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr_of(f.frozen.lr):.1e}"
+                + (", head on cached body features" if cached else ""))
             learn.dls = dls_plain
             freeze()
-            learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
+            if cached:
+                hl, _ = fit_head_on_features(learn, f.backbone, n_ep, lr_of(f.frozen.lr),
+                                             cache_dir() / "features", cbs=cbs, log=log)
+                recorder = hl.recorder
+            else:
+                learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
         elif stage == "augmented":
             s = f.augmented
             log(f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, "
@@ -186,7 +195,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             log(f"  {keep_frozen(learn, s.keep_frozen)}")
             fit_sgdr(learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=cbs)
         history += [dict(zip(HISTORY_COLUMNS, [stage, len(history) + k + 1, *map(float, v)]))
-                    for k, v in enumerate(learn.recorder.values)]
+                    for k, v in enumerate(recorder.values)]
         write_csv(run / "history.csv", history, HISTORY_COLUMNS)
         learn.save(f"stage-{stage}", with_opt=True)
         state["done"].append(stage)

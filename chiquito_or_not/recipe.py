@@ -165,6 +165,9 @@ class FrozenStage:
     """Stage 1: train the new head on the frozen body, one cycle."""
     epochs: int = _range(0, 1000, default=2)
     lr: float | Literal["auto"] = 1e-2
+    # train the head on the body's activations, computed once per image and cached on disk
+    # (fastai 0.7's precompute=True); the body's BatchNorm statistics then stay as pretrained
+    feature_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,8 @@ class FinetuneSpec:
     workers: int = _range(0, 64, default=0)
     opt: Literal["adam", "sgd"] = "adam"
     tensorboard: bool = False  # log losses, metrics and a batch of inputs to runs/NAME/tensorboard/
+    # "auto": mixed precision (fp16) on a CUDA GPU, fp32 on a CPU; "bf16" needs an Ampere or newer GPU
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     lr_find: bool = True
     lr_find_iters: int = _range(10, 1000, default=100)
     frozen: FrozenStage = FrozenStage()

@@ -1,0 +1,86 @@
+"""The feature cache on the tiny run's real data and real EfficientNet-Lite0 body."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from chiquito_or_not.features import FeatureCache, cached_features, head_split, model_key
+from chiquito_or_not.learner import make_dls, make_learner
+from chiquito_or_not.paths import cache_dir, dataset_dir
+
+pytestmark = pytest.mark.slow
+
+
+def _learner(recipe, size=None):
+    if size:
+        recipe = replace(recipe, finetune=replace(recipe.finetune, size=size))
+    dls = make_dls(recipe, augment=False)
+    return make_learner(recipe, dls, Path("unused"))
+
+
+def _key(learn, backbone="efficientnet_lite0"):
+    dls, head = learn.dls, learn.model[1]
+    resize = next(t for t in dls.after_item if type(t).__name__ == "Resize")
+    norm = next(t for t in dls.after_batch if type(t).__name__ == "Normalize")
+    return model_key(backbone, learn.model[0], head[:head_split(head)], tuple(resize.size),
+                     norm.mean.flatten().tolist(), norm.std.flatten().tolist())
+
+
+def test_vectors_equal_the_body_computed_directly_then_hit_then_rebuild(tiny_run, env_roots, tmp_path):
+    recipe, _ = tiny_run
+    learn = _learner(recipe)
+    files = sorted((dataset_dir(recipe.name) / "valid").rglob("*.jpg"))
+    cache = FeatureCache(tmp_path / "features", _key(learn))
+
+    x1, c1 = cached_features(learn, files, cache)
+    assert c1 == {"hit": 0, "computed": len(files), "rebuilt": 0}
+    body, head = learn.model
+    body.eval(), head.eval()
+    with torch.no_grad():
+        xb = torch.cat([b[0] for b in learn.dls.test_dl(files, bs=4)])
+        direct = head[:2](body(xb))
+    assert x1.shape == direct.shape and torch.allclose(x1, direct, atol=1e-5)
+
+    x2, c2 = cached_features(learn, files, cache)
+    assert c2 == {"hit": len(files), "computed": 0, "rebuilt": 0} and torch.equal(x1, x2)
+
+    stored = sorted(cache.folder.rglob("*.f32"))
+    assert len(stored) == len(files)
+    stored[0].write_bytes(stored[0].read_bytes()[:-7])  # truncated
+    raw = bytearray(stored[1].read_bytes())
+    raw[-1] ^= 0xFF  # one flipped byte: same length, wrong checksum
+    stored[1].write_bytes(bytes(raw))
+    x3, c3 = cached_features(learn, files, cache)
+    assert c3 == {"hit": len(files) - 2, "computed": 0, "rebuilt": 2}
+    assert torch.allclose(x3, x1, atol=1e-5)
+    assert cached_features(learn, files, cache)[1]["hit"] == len(files)  # rewritten good
+
+
+def test_every_part_of_the_key_changes_it(tiny_run, env_roots):
+    recipe, _ = tiny_run
+    learn = _learner(recipe)
+    base = _key(learn)
+    assert _key(learn) == base  # stable
+    assert _key(_learner(recipe, size=72)) != base  # image size
+    assert _key(learn, backbone="other") != base  # backbone name
+    with torch.no_grad():
+        learn.model[0][0].weight[0, 0, 0, 0] += 1e-3  # the weights
+    assert _key(learn) != base
+    learn = _learner(recipe)
+    learn.model[0][1].running_mean[0] += 1e-3  # the BatchNorm statistics
+    assert _key(learn) != base
+    learn = _learner(recipe)
+    norm = next(t for t in learn.dls.after_batch if type(t).__name__ == "Normalize")
+    norm.mean = norm.mean + 0.01  # the preprocessing
+    assert _key(learn) != base
+
+
+def test_finetune_trained_the_frozen_stage_from_the_cache(tiny_run, env_roots):
+    recipe, result = tiny_run
+    folders = [p for p in (cache_dir() / "features").iterdir() if p.is_dir()]
+    n_images = sum(1 for _ in dataset_dir(recipe.name).glob("[tv][ra]*/*/*.jpg"))
+    assert len(folders) == 1 and len(list(folders[0].rglob("*.f32"))) == n_images
+    frozen = [r for r in (result.run / "history.csv").read_text().splitlines()[1:] if r.startswith("frozen,")]
+    assert len(frozen) == recipe.finetune.frozen.epochs
