@@ -119,7 +119,8 @@ def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder"
 
 @app.command()
 @_friendly
-def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_default=False),
+def predict(model: Path = typer.Argument(..., help="Exported model.pkl, or model.onnx (runs without torch)",
+                                         show_default=False),
             paths: list[Path] = typer.Argument(..., help="Image files or folders", show_default=False),
             as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout"),
             top_k: int = typer.Option(1, "--top-k", min=1, help="Show the k most likely classes"),
@@ -146,6 +147,22 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl", show_de
     if failed:
         typer.echo(f"{failed} of {len(results)} file(s) could not be predicted", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+@_friendly
+def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g. runs/face-or-not", show_default=False),
+           fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)"),
+           int8: bool = typer.Option(False, "--int8", help="Also write a dynamically quantised int8 copy"),
+           out: Optional[Path] = typer.Option(None, help="Output file (default RUN/model.onnx)")):
+    """Export model.pkl to ONNX with its classes and preprocessing; fails unless it matches PyTorch."""
+    if fmt != "onnx":
+        _fail(f"unknown format {fmt!r}; the only export format is onnx (model.pkl is already the fastai export)")
+    if not (run / "model.pkl").is_file():
+        _fail(f"{run}: no model.pkl; pass a run folder written by `chiquito finetune RECIPE`")
+    from .export import export_onnx
+
+    export_onnx(run, int8=int8, out=out, log=typer.echo)
 
 
 @app.command()
@@ -199,7 +216,7 @@ def sanity(recipe: Path = RecipeArg,
 
 @app.command()
 @_friendly
-def serve(model: Path = typer.Argument(..., help="Exported model.pkl", show_default=False),
+def serve(model: Path = typer.Argument(..., help="Exported model.pkl or model.onnx", show_default=False),
           host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)"),
           port: int = typer.Option(8000, min=1, max=65535),
           max_upload_mb: float = typer.Option(10.0, min=0.01, help="Largest upload or fetched image"),

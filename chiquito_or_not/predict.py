@@ -9,7 +9,8 @@ from .clean import clean_one
 from .errors import ChiquitoError
 from .recipe import DatasetSpec
 
-__all__ = ["Prediction", "load_model", "expand_paths", "predict_images", "predict_paths", "IMAGE_EXTS", "ACCEPT"]
+__all__ = ["Prediction", "load_model", "expand_paths", "predict_images", "predict_paths", "model_vocab",
+           "model_probabilities", "IMAGE_EXTS", "ACCEPT"]
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 # what predict accepts: any decodable still image of at least 8 px
@@ -30,13 +31,18 @@ class Prediction:
 
 
 def load_model(path: str | Path):
-    """Load an exported learner onto the CPU; a clear error if it is missing or not a learner."""
+    """Load an exported learner (.pkl) onto the CPU, or an exported .onnx file on onnxruntime (without
+    importing torch); a clear error if it is missing or not a model."""
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        from .onnxmodel import OnnxClassifier
+
+        return OnnxClassifier(p)
     import pickle
     import warnings
 
     from fastai.learner import load_learner
 
-    p = Path(path)
     if not p.is_file():
         raise ChiquitoError(f"{p}: no such model file; train one with `chiquito finetune RECIPE` "
                             "(it writes runs/<name>/model.pkl)")
@@ -76,9 +82,22 @@ def predict_images(learn, images: list, bs: int = 64):
     return probs
 
 
+def model_vocab(model) -> list[str]:
+    """Class names of a learner or an OnnxClassifier."""
+    return [str(v) for v in (model.vocab if hasattr(model, "session") else model.dls.vocab)]
+
+
+def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
+    """Class probabilities for PIL images, from a learner or an OnnxClassifier."""
+    if hasattr(model, "session"):
+        return model.probabilities(images, bs=bs).tolist()
+    return predict_images(model, images, bs=bs).tolist()
+
+
 def predict_paths(learn, paths: list[Path], bs: int = 64) -> list[Prediction]:
-    """Predict every file; a file that is not a usable image gets an error and the others go on."""
-    vocab = list(learn.dls.vocab)
+    """Predict every file with a learner or an OnnxClassifier; a file that is not a usable image gets an
+    error and the others go on."""
+    vocab = model_vocab(learn)
     results = [Prediction(str(p)) for p in paths]
     for start in range(0, len(paths), bs):  # decode one batch at a time: memory stays bounded
         chunk = list(range(start, min(start + bs, len(paths))))
@@ -93,8 +112,8 @@ def predict_paths(learn, paths: list[Path], bs: int = 64) -> list[Prediction]:
             else:
                 good.append(i)
                 images.append(im)
-        probs = predict_images(learn, images, bs=bs)
-        for i, row in zip(good, probs.tolist()):
+        probs = model_probabilities(learn, images, bs=bs) if images else []
+        for i, row in zip(good, probs):
             k = max(range(len(row)), key=row.__getitem__)
             results[i].label, results[i].probability = vocab[k], row[k]
             results[i].probabilities = dict(zip(vocab, row))

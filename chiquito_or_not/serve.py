@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from .clean import clean_one
 from .download import DownloadPolicy, FetchError, fetch_bytes
-from .predict import ACCEPT, load_model, predict_images
+from .predict import ACCEPT, load_model, model_probabilities, model_vocab
 
 __all__ = ["create_app", "check_public_url"]
 
@@ -46,7 +46,7 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
                fetch_timeout: float = 10.0) -> FastAPI:
     """The app; the model is loaded here, once, and never from a request."""
     learn = load_model(model_path)
-    vocab = list(learn.dls.vocab)
+    vocab = model_vocab(learn)
     lock = threading.Lock()  # one inference at a time: memory stays bounded under concurrent requests
     policy = DownloadPolicy(read_timeout=fetch_timeout, connect_timeout=min(5.0, fetch_timeout),
                             max_bytes=max_bytes, max_redirects=5, retries=0)
@@ -107,7 +107,7 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
 
         def infer():
             with lock:
-                return predict_images(learn, [im])[0].tolist()
+                return model_probabilities(learn, [im])[0]
 
         probs = await _in_thread(infer)
         timing["predict_ms"] = round((time.perf_counter() - t2) * 1000, 1)

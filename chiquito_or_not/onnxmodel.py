@@ -1,0 +1,75 @@
+"""An exported model.onnx as a classifier on onnxruntime, numpy and Pillow only: no torch, no fastai.
+
+The preprocessing is read from the file's metadata and reproduces fastai's validation pipeline
+exactly: a centred crop of the largest square (for "crop"), a bilinear Pillow resize, /255, then
+(x - mean) / std, channels first.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ChiquitoError
+
+__all__ = ["OnnxClassifier"]
+
+
+class OnnxClassifier:
+    """`vocab`, `preprocess(image)` and `probabilities(images)` for an ONNX file from `chiquito export`."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ChiquitoError("ONNX models need onnxruntime: pip install 'chiquito-or-not[onnx]'") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ChiquitoError(f"{self.path}: no such model file; write one with `chiquito export RUN --format onnx`")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ChiquitoError(f"{self.path}: not a readable ONNX model ({str(e).splitlines()[0][:120]}); "
+                                "export it again with `chiquito export RUN --format onnx`") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "classes" not in meta or "preprocess" not in meta:
+            raise ChiquitoError(f"{self.path}: no class names or preprocessing in its metadata; "
+                                "export it with `chiquito export RUN --format onnx`")
+        self.vocab = json.loads(meta["classes"])
+        self.spec = json.loads(meta["preprocess"])
+        self.input = self.session.get_inputs()[0].name
+        self._mean = np.array(self.spec["mean"], dtype=np.float32).reshape(3, 1, 1)
+        self._std = np.array(self.spec["std"], dtype=np.float32).reshape(3, 1, 1)
+
+    def preprocess(self, im) -> np.ndarray:
+        """One RGB Pillow image → a float32 3 x H x W array, as fastai's validation transforms make it."""
+        from PIL import Image
+
+        W, H = self.spec["size_wh"]
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        w, h = im.size
+        if self.spec["resize"] == "crop":
+            m = w / W if w / W < h / H else h / H
+            cw, ch = int(m * W), int(m * H)
+            left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
+            if (cw, ch) != (w, h):
+                im = im.crop((max(left, 0), max(top, 0), min(left + cw, w), min(top + ch, h)))
+        elif self.spec["resize"] != "squish":
+            raise ChiquitoError(f"{self.path}: resize method {self.spec['resize']!r} is not supported")
+        im = im.resize((W, H), Image.Resampling.BILINEAR)
+        x = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) * np.float32(self.spec["scale"])
+        return (x - self._mean) / self._std
+
+    def probabilities(self, images: list, bs: int = 64) -> np.ndarray:
+        """Class probabilities (N x C) for Pillow images, `bs` at a time."""
+        out = [np.zeros((0, len(self.vocab)), dtype=np.float32)]
+        for i in range(0, len(images), bs):
+            x = np.stack([self.preprocess(im) for im in images[i:i + bs]])
+            out.append(self.session.run(None, {self.input: x})[0])
+        return np.concatenate(out)
