@@ -19,7 +19,7 @@ import numpy as np
 
 from .files import atomic_write_bytes
 
-__all__ = ["FeatureCache", "model_key", "head_split", "cached_features", "fit_head_on_features"]
+__all__ = ["FeatureCache", "model_key", "head_split", "cached_features", "head_learner"]
 
 CACHE_VERSION = 1
 _HEADER = struct.Struct("<32sI")  # sha256 of the payload, number of float32 values
@@ -134,12 +134,12 @@ def cached_features(learn, files: list[Path], cache: FeatureCache, bs: int = 64)
     return torch.from_numpy(np.stack(out)), counts
 
 
-def fit_head_on_features(learn, backbone: str, n_epochs: int, lr: float, cache_root: Path, cbs=None, log=print):
-    """Train the head of a frozen `learn` for `n_epochs` one-cycle epochs on cached body features.
+def head_learner(learn, backbone: str, cache_root: Path, log=print):
+    """A Learner for the head of a frozen `learn` over cached body features (train and valid).
 
-    Same loss, optimiser, learning rate and batch size as `learn.fit_one_cycle`; the head's layers are
-    shared with `learn.model`, so `learn` holds the result. Returns the head's Learner (its recorder
-    has the epoch values) and the cache counts."""
+    Same loss, optimiser and batch size as `learn`; its model is `learn`'s head after pooling, shared,
+    so training it trains `learn`. Its `lr_find` and `fit_one_cycle` stand in for `learn`'s in the
+    frozen stage. `.cache_counts` says how many vectors were hit, computed and rebuilt."""
     import torch
     from fastai.callback.progress import ProgressCallback
     from fastai.data.core import DataLoaders
@@ -175,5 +175,5 @@ def fit_head_on_features(learn, backbone: str, n_epochs: int, lr: float, cache_r
                  metrics=[accuracy], path=learn.path, model_dir=learn.model_dir)
     hl.remove_cb(ProgressCallback)
     hl.logger = noop
-    hl.fit_one_cycle(n_epochs, lr, cbs=cbs or [])
-    return hl, total
+    hl.cache_counts = total
+    return hl

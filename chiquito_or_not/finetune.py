@@ -19,7 +19,7 @@ from . import portable
 from .backbones import BACKBONES
 from .dataset import write_csv
 from .errors import RecipeError, RunError
-from .features import fit_head_on_features
+from .features import head_learner
 from .files import atomic_write_text
 from .learner import LogProgress, class_weights, keep_frozen, make_dls, make_learner
 from .lr_find import find_lr
@@ -140,13 +140,20 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px")
 
     f = recipe.finetune
+    # the frozen stage (and the LR finder, which is about it) can train the head on cached body features
+    cached = f.frozen.feature_cache and BACKBONES[f.backbone].family != "scratch" and "frozen" not in state["done"]
+    hl = None
+    if cached:
+        t = time.time()
+        hl = head_learner(learn, f.backbone, cache_dir() / "features", log=log)
+        state["timings"]["features"] = round(time.time() - t, 1)
     lr_info = {}
     if (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
         if resume and (run / "lr_find.json").is_file():
             lr_info = json.loads((run / "lr_find.json").read_text())
         else:
             t = time.time()
-            lr_info = find_lr(learn, run, num_it=f.lr_find_iters)
+            lr_info = find_lr(hl or learn, run, num_it=f.lr_find_iters)
             state["timings"]["lr_find"] = round(time.time() - t, 1)
             sug = ", ".join(f"{k} {v:.1e}" for k, v in lr_info["suggestions"].items()) or "none"
             log(f"  lr_find: {lr_info['points']} points; suggestions: {sug}; "
@@ -169,14 +176,12 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         cbs = [LogProgress(stage)] + ([_tensorboard(run, stage)] if f.tensorboard else [])
         recorder = learn.recorder
         if stage == "frozen":
-            cached = f.frozen.feature_cache and BACKBONES[f.backbone].family != "scratch"
             log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr_of(f.frozen.lr):.1e}"
-                + (", head on cached body features" if cached else ""))
+                + (", head on cached body features" if hl else ""))
             learn.dls = dls_plain
             freeze()
-            if cached:
-                hl, _ = fit_head_on_features(learn, f.backbone, n_ep, lr_of(f.frozen.lr),
-                                             cache_dir() / "features", cbs=cbs, log=log)
+            if hl:
+                hl.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
                 recorder = hl.recorder
             else:
                 learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
