@@ -13,9 +13,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def main():
+    from bench._env import as_chiquito_runs
+
+    as_chiquito_runs()
     ap = argparse.ArgumentParser()
     ap.add_argument("recipe", nargs="?", default=str(ROOT / "recipes/face-or-not.toml"))
     ap.add_argument("--epochs", default="1,3,5")

@@ -6,11 +6,13 @@ Exports RUN_DIR/model.onnx first if it is missing. Bar: ONNX not slower (ratio t
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def timed(fn, reps):
@@ -24,6 +26,9 @@ def timed(fn, reps):
 
 
 def main():
+    from bench._env import as_chiquito_runs
+
+    as_chiquito_runs()
     ap = argparse.ArgumentParser()
     ap.add_argument("run", nargs="?", default=str(ROOT / "runs/face-or-not"))
     ap.add_argument("--bs", type=int, default=32)

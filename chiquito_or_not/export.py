@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import ChiquitoError
-from .predict import IMAGE_EXTS, load_model
+from .predict import IMAGE_EXTS, load_model, preprocess_spec
 
 __all__ = ["export_onnx", "preprocess_spec", "ExportError", "PARITY_ATOL"]
 
@@ -25,18 +25,6 @@ PARITY_ATOL = 1e-4
 
 class ExportError(ChiquitoError):
     """The exported file does not reproduce the model."""
-
-
-def preprocess_spec(learn) -> dict:
-    """What the ONNX input expects, read from the learner's own validation pipeline."""
-    resize = next((t for t in learn.dls.after_item if type(t).__name__ == "Resize"), None)
-    norm = next((t for t in learn.dls.after_batch if type(t).__name__ == "Normalize"), None)
-    if resize is None or norm is None:
-        raise ExportError("the learner has no Resize or Normalize transform; only models from "
-                          "`chiquito finetune` can be exported")
-    return {"resize": str(resize.method), "size_wh": [int(s) for s in resize.size], "resample": "bilinear",
-            "scale": 1 / 255, "mean": [float(x) for x in norm.mean.flatten()],
-            "std": [float(x) for x in norm.std.flatten()], "layout": "NCHW", "channels": "RGB"}
 
 
 def _valid_files(run: Path, limit: int) -> list[Path]:

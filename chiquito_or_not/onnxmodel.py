@@ -14,7 +14,31 @@ import numpy as np
 
 from .errors import ChiquitoError
 
-__all__ = ["OnnxClassifier"]
+__all__ = ["OnnxClassifier", "preprocess_image"]
+
+
+def preprocess_image(im, spec: dict) -> np.ndarray:
+    """One Pillow image → a float32 3 x H x W array, exactly as fastai's validation transforms make it:
+    centred crop of the largest box of the target shape ("crop"), bilinear resize, /255, normalise."""
+    from PIL import Image
+
+    W, H = spec["size_wh"]
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    w, h = im.size
+    if spec["resize"] == "crop":
+        m = w / W if w / W < h / H else h / H
+        cw, ch = int(m * W), int(m * H)
+        left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
+        if (cw, ch) != (w, h):
+            im = im.crop((max(left, 0), max(top, 0), min(left + cw, w), min(top + ch, h)))
+    elif spec["resize"] != "squish":
+        raise ChiquitoError(f"resize method {spec['resize']!r} is not supported")
+    im = im.resize((W, H), Image.Resampling.BILINEAR)
+    mean = np.asarray(spec["mean"], dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(spec["std"], dtype=np.float32).reshape(3, 1, 1)
+    x = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) * np.float32(spec["scale"])
+    return (x - mean) / std
 
 
 class OnnxClassifier:
@@ -43,33 +67,19 @@ class OnnxClassifier:
         self.vocab = json.loads(meta["classes"])
         self.spec = json.loads(meta["preprocess"])
         self.input = self.session.get_inputs()[0].name
-        self._mean = np.array(self.spec["mean"], dtype=np.float32).reshape(3, 1, 1)
-        self._std = np.array(self.spec["std"], dtype=np.float32).reshape(3, 1, 1)
 
     def preprocess(self, im) -> np.ndarray:
-        """One RGB Pillow image → a float32 3 x H x W array, as fastai's validation transforms make it."""
-        from PIL import Image
+        """One Pillow image → the float32 3 x H x W array the model takes."""
+        return preprocess_image(im, self.spec)
 
-        W, H = self.spec["size_wh"]
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        w, h = im.size
-        if self.spec["resize"] == "crop":
-            m = w / W if w / W < h / H else h / H
-            cw, ch = int(m * W), int(m * H)
-            left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
-            if (cw, ch) != (w, h):
-                im = im.crop((max(left, 0), max(top, 0), min(left + cw, w), min(top + ch, h)))
-        elif self.spec["resize"] != "squish":
-            raise ChiquitoError(f"{self.path}: resize method {self.spec['resize']!r} is not supported")
-        im = im.resize((W, H), Image.Resampling.BILINEAR)
-        x = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) * np.float32(self.spec["scale"])
-        return (x - self._mean) / self._std
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for a preprocessed N x 3 x H x W batch."""
+        return self.session.run(None, {self.input: x})[0]
 
     def probabilities(self, images: list, bs: int = 64) -> np.ndarray:
         """Class probabilities (N x C) for Pillow images, `bs` at a time."""
         out = [np.zeros((0, len(self.vocab)), dtype=np.float32)]
         for i in range(0, len(images), bs):
             x = np.stack([self.preprocess(im) for im in images[i:i + bs]])
-            out.append(self.session.run(None, {self.input: x})[0])
+            out.append(self.run(x))
         return np.concatenate(out)

@@ -10,7 +10,7 @@ from .errors import ChiquitoError
 from .recipe import DatasetSpec
 
 __all__ = ["Prediction", "load_model", "expand_paths", "predict_images", "predict_paths", "model_vocab",
-           "model_probabilities", "IMAGE_EXTS", "ACCEPT"]
+           "model_probabilities", "preprocess_spec", "IMAGE_EXTS", "ACCEPT"]
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 # what predict accepts: any decodable still image of at least 8 px
@@ -82,6 +82,44 @@ def predict_images(learn, images: list, bs: int = 64):
     return probs
 
 
+def preprocess_spec(learn) -> dict:
+    """The learner's validation preprocessing as data (what ONNX metadata carries and
+    onnxmodel.preprocess_image follows): resize method and size, scale, mean, std."""
+    resize = next((t for t in learn.dls.after_item if type(t).__name__ == "Resize"), None)
+    norm = next((t for t in learn.dls.after_batch if type(t).__name__ == "Normalize"), None)
+    if resize is None or norm is None:
+        raise ChiquitoError("the learner has no Resize or Normalize transform; use a model.pkl written by "
+                            "`chiquito finetune`")
+    return {"resize": str(resize.method), "size_wh": [int(s) for s in resize.size], "resample": "bilinear",
+            "scale": 1 / 255, "mean": [float(x) for x in norm.mean.flatten()],
+            "std": [float(x) for x in norm.std.flatten()], "layout": "NCHW", "channels": "RGB"}
+
+
+class _TorchRunner:
+    """A learner's model in eval mode on preprocessed numpy batches (what predict and serve use):
+    no DataLoader per call, no callbacks, no autograd."""
+
+    def __init__(self, learn):
+        self.learn, self.spec = learn, preprocess_spec(learn)
+
+    def run(self, x):
+        import torch
+
+        model = self.learn.model
+        model.eval()
+        with torch.inference_mode():
+            return torch.softmax(model(torch.from_numpy(x)).float(), dim=1).numpy()
+
+
+def _runner(model):
+    if hasattr(model, "session"):
+        return model
+    r = getattr(model, "_chiquito_runner", None)
+    if r is None:
+        r = model._chiquito_runner = _TorchRunner(model)
+    return r
+
+
 def model_vocab(model) -> list[str]:
     """Class names of a learner or an OnnxClassifier."""
     return [str(v) for v in (model.vocab if hasattr(model, "session") else model.dls.vocab)]
@@ -89,32 +127,59 @@ def model_vocab(model) -> list[str]:
 
 def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
     """Class probabilities for PIL images, from a learner or an OnnxClassifier."""
-    if hasattr(model, "session"):
-        return model.probabilities(images, bs=bs).tolist()
-    return predict_images(model, images, bs=bs).tolist()
+    import numpy as np
+
+    from .onnxmodel import preprocess_image
+
+    r = _runner(model)
+    out = []
+    for i in range(0, len(images), bs):
+        out += r.run(np.stack([preprocess_image(im, r.spec) for im in images[i:i + bs]])).tolist()
+    return out
 
 
-def predict_paths(learn, paths: list[Path], bs: int = 64) -> list[Prediction]:
+def _load_one(path: Path, spec: dict):
+    """(error, array) for one file: decoded, checked and preprocessed (runs in a worker thread)."""
+    from .onnxmodel import preprocess_image
+
+    if not path.exists():
+        return "missing: no such file", None
+    reason, detail, im = clean_one(path, ACCEPT)
+    if reason:
+        return f"{reason}: {detail}", None
+    return "", preprocess_image(im, spec)
+
+
+def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2) -> list[Prediction]:
     """Predict every file with a learner or an OnnxClassifier; a file that is not a usable image gets an
-    error and the others go on."""
+    error and the others go on. Worker threads decode and preprocess the next batch while the model
+    runs on this one, so memory holds at most two batches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
     vocab = model_vocab(learn)
+    r = _runner(learn)
     results = [Prediction(str(p)) for p in paths]
-    for start in range(0, len(paths), bs):  # decode one batch at a time: memory stays bounded
-        chunk = list(range(start, min(start + bs, len(paths))))
-        good, images = [], []
-        for i in chunk:
-            if not paths[i].exists():
-                results[i].error = "missing: no such file"
+    chunks = [range(s, min(s + bs, len(paths))) for s in range(0, len(paths), bs)]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        def submit(chunk):
+            return [(i, pool.submit(_load_one, paths[i], r.spec)) for i in chunk]
+        pending = submit(chunks[0]) if chunks else []
+        for k in range(len(chunks)):
+            current, pending = pending, submit(chunks[k + 1]) if k + 1 < len(chunks) else []
+            good, arrays = [], []
+            for i, fut in current:
+                err, x = fut.result()
+                if err:
+                    results[i].error = err
+                else:
+                    good.append(i)
+                    arrays.append(x)
+            if not arrays:
                 continue
-            reason, detail, im = clean_one(paths[i], ACCEPT)
-            if reason:
-                results[i].error = f"{reason}: {detail}"
-            else:
-                good.append(i)
-                images.append(im)
-        probs = model_probabilities(learn, images, bs=bs) if images else []
-        for i, row in zip(good, probs):
-            k = max(range(len(row)), key=row.__getitem__)
-            results[i].label, results[i].probability = vocab[k], row[k]
-            results[i].probabilities = dict(zip(vocab, row))
+            for i, row in zip(good, r.run(np.stack(arrays)).tolist()):
+                k_best = max(range(len(row)), key=row.__getitem__)
+                results[i].label, results[i].probability = vocab[k_best], row[k_best]
+                results[i].probabilities = dict(zip(vocab, row))
     return results

@@ -61,11 +61,14 @@ def test_onnx_predictions_match_the_pkl_on_other_images(tiny_run, exported, tmp_
 
     files = save_crops(tmp_path, "astronaut", 5, size=150) + save_crops(tmp_path, "coffee", 5, size=90)
     Image.open(files[0]).resize((200, 120)).save(files[0])  # not square: the crop matters
-    pkl = predict_paths(load_model(tiny_run[1].run / "model.pkl"), files)
+    learn = load_model(tiny_run[1].run / "model.pkl")
+    pkl = predict_paths(learn, files, bs=3)  # our preprocessing, batched, in worker threads
     onx = predict_paths(load_model(exported[0]), files)
-    for a, b in zip(pkl, onx):
+    for f, a, b in zip(files, pkl, onx):
         assert a.label == b.label and not a.error and not b.error
         assert all(abs(a.probabilities[k] - b.probabilities[k]) < 1e-4 for k in a.probabilities)
+        label, _, probs = learn.predict(f)  # fastai's own pipeline, one image at a time
+        assert a.label == str(label) and max(abs(x - y) for x, y in zip(a.probabilities.values(), probs)) < 1e-5
 
 
 def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
