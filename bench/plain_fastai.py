@@ -1,3 +1,4 @@
+# ruff: noqa: F403, F405  (the course style: from fastai.vision.all import *)
 """The default recipe's whole schedule written as a plain fastai script, the way the fastai course writes it.
 
 Same data folder (train/valid), backbone and weights, image size, batch size, class weights, LR finder,

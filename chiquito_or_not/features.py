@@ -151,6 +151,7 @@ def head_learner(learn, backbone: str, cache_root: Path, log=print):
 
     dls = learn.dls
     body, head = learn.model[0], learn.model[1]
+    learn.model.to(dls.device)  # fastai moves it only when a fit starts; the features are computed now
     n_pool = head_split(head)
     resize = next(t for t in dls.after_item if type(t).__name__ == "Resize")
     norm = next(t for t in dls.after_batch if type(t).__name__ == "Normalize")

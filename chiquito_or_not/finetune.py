@@ -86,6 +86,40 @@ def _tensorboard(run: Path, stage: str | None, dls=None):
         w.add_images("train inputs (augmented)", x / 255 if x.max() > 1 else x, 0)
 
 
+def _precision(learn, precision: str) -> str:
+    """Apply the recipe's precision: "auto" is mixed fp16 on a CUDA GPU and fp32 on a CPU."""
+    import torch
+
+    mode = precision if precision != "auto" else ("fp16" if torch.cuda.is_available() else "fp32")
+    if mode == "fp16":
+        learn.to_fp16()
+    elif mode == "bf16":
+        learn.to_bf16()
+    return mode
+
+
+def _distributed() -> tuple[int, int]:
+    """(world size, rank) under `accelerate launch` / torchrun, else (1, 0)."""
+    from fastai.torch_core import num_distrib, rank_distrib
+
+    return max(num_distrib(), 1), rank_distrib()
+
+
+def _fit_ctx(learn, world: int):
+    """fastai's DistributedDataParallel context (through accelerate) when several processes train."""
+    from contextlib import nullcontext
+
+    if world <= 1:
+        return nullcontext()
+    try:
+        import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx)
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise RecipeError("training on several GPUs needs accelerate: pip install 'chiquito-or-not[distributed]'") \
+            from None
+    return learn.distrib_ctx(sync_bn=False)
+
+
 def _fingerprint(recipe: Recipe) -> str:
     d = recipe_to_dict(recipe)
     d.pop("path", None)
@@ -113,6 +147,19 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     run = run_dir(recipe.name)
     root = Path(data_root) if data_root else dataset_dir(recipe.name)
+    import torch
+
+    if recipe.finetune.precision in ("fp16", "bf16") and not torch.cuda.is_available():
+        raise RecipeError(f"{recipe.path}: finetune.precision = \"{recipe.finetune.precision}\" needs a CUDA GPU; "
+                          "use \"auto\" (fp32 on a CPU) or \"fp32\"")
+    world, rank = _distributed()
+    if world > 1:
+        if not torch.cuda.is_available():
+            raise RunError(f"{world} processes were launched, but fastai's distributed training needs CUDA GPUs "
+                           "(its DistributedDL broadcasts through .cuda()); run `chiquito finetune` without "
+                           "accelerate/torchrun on a CPU")
+    if rank:  # under `accelerate launch` only the first process writes files and prints
+        log = lambda *_: None  # noqa: E731
     state_path, ckpt = run / "state.json", run / "checkpoints"
     state = {"fingerprint": _fingerprint(recipe), "done": [], "timings": {}, "dataset": str(root.resolve())}
     if resume:
@@ -123,37 +170,46 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             raise RunError(f"{run}: the recipe changed since this run started; run without --resume "
                            "to start over")
         state = saved
-    else:
+    elif not rank:
         for p in (state_path, run / "history.csv", run / "lr_find.json", run / "model.pkl"):
             p.unlink(missing_ok=True)
         shutil.rmtree(ckpt, ignore_errors=True)
-    write_resolved(recipe, run)
+    if not rank:
+        write_resolved(recipe, run)
 
     set_seed(recipe.seed, reproducible=True)
     t0 = time.time()
     dls_plain = make_dls(recipe, augment=False, root=root)
     dls_aug = make_dls(recipe, augment=True, root=root)
     learn = make_learner(recipe, dls_plain, run, class_weights(recipe, root))
-    if recipe.finetune.tensorboard:
+    precision = _precision(learn, recipe.finetune.precision)
+    if recipe.finetune.tensorboard and not rank:
         _tensorboard(run, None, dls_aug)
     log(f"  data: {len(dls_plain.train_ds)} train / {len(dls_plain.valid_ds)} valid images, "
-        f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px")
+        f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px, "
+        f"{precision} on {dls_plain.device}" + (f", {world} processes" if world > 1 else ""))
 
     f = recipe.finetune
     # the frozen stage (and the LR finder, which is about it) can train the head on cached body features
     cached = f.frozen.feature_cache and BACKBONES[f.backbone].family != "scratch" and "frozen" not in state["done"]
+    if cached and world > 1:
+        log("  feature cache off: several processes train (each would compute every image)")
+        cached = False
     hl = None
     if cached:
         t = time.time()
         hl = head_learner(learn, f.backbone, cache_dir() / "features", log=log)
+        if precision != "fp32":
+            _precision(hl, precision)
         state["timings"]["features"] = round(time.time() - t, 1)
     lr_info = {}
     if (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
         if resume and (run / "lr_find.json").is_file():
             lr_info = json.loads((run / "lr_find.json").read_text())
-        else:
+        else:  # several processes run it together: fastai gathers every loss across them, so they agree
             t = time.time()
-            lr_info = find_lr(hl or learn, run, num_it=f.lr_find_iters)
+            with _fit_ctx(learn, world):
+                lr_info = find_lr(hl or learn, run, num_it=f.lr_find_iters, write=not rank)
             state["timings"]["lr_find"] = round(time.time() - t, 1)
             sug = ", ".join(f"{k} {v:.1e}" for k, v in lr_info["suggestions"].items()) or "none"
             log(f"  lr_find: {lr_info['points']} points; suggestions: {sug}; "
@@ -184,32 +240,40 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
                 hl.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
                 recorder = hl.recorder
             else:
-                learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
+                with _fit_ctx(learn, world):
+                    learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
         elif stage == "augmented":
             s = f.augmented
             log(f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, "
                 f"lr {lr_of(s.lr):.1e}")
             learn.dls = dls_aug
             freeze()
-            fit_sgdr(learn, s.cycles, s.cycle_len, lr_of(s.lr), s.cycle_mult, cbs=cbs)
+            with _fit_ctx(learn, world):
+                fit_sgdr(learn, s.cycles, s.cycle_len, lr_of(s.lr), s.cycle_mult, cbs=cbs)
         else:
             s = f.unfrozen
             log(f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
                 + ", ".join(f"{x:.0e}" for x in s.lrs))
             learn.dls = dls_aug
             log(f"  {keep_frozen(learn, s.keep_frozen)}")
-            fit_sgdr(learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=cbs)
+            with _fit_ctx(learn, world):
+                fit_sgdr(learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=cbs)
         history += [dict(zip(HISTORY_COLUMNS, [stage, len(history) + k + 1, *map(float, v)]))
                     for k, v in enumerate(recorder.values)]
-        write_csv(run / "history.csv", history, HISTORY_COLUMNS)
-        learn.save(f"stage-{stage}", with_opt=True)
         state["done"].append(stage)
         state["timings"][stage] = round(time.time() - t, 1)
-        atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")  # the stage is now finished
+        if not rank:
+            write_csv(run / "history.csv", history, HISTORY_COLUMNS)
+            learn.save(f"stage-{stage}", with_opt=True)
+            atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")  # the stage is now finished
 
+    learn.dls = dls_plain
+    if precision != "fp32":
+        learn.to_fp32()  # the exported model is plain fp32: it loads and predicts on any CPU
+    if rank:
+        return FinetuneResult(run=run, learn=learn, timings=state["timings"], lr=lr_info)
     if history:
         plot_history(history, run / "loss_curve.png")
-    learn.dls = dls_plain
     export_learner(learn, run / "model.pkl")
     state["timings"]["train_total"] = round(time.time() - t0, 1)
     atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")

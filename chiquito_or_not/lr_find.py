@@ -41,7 +41,7 @@ def suggest(lrs: list[float], losses: list[float], num_it: int) -> tuple[dict, d
     return found, errors
 
 
-def find_lr(learn, out_dir: Path, num_it: int = 100) -> dict:
+def find_lr(learn, out_dir: Path, num_it: int = 100, write: bool = True) -> dict:
     """Run fastai's LR finder (weights are restored after), save lr_find.png/json, return the JSON."""
     learn.lr_find(num_it=num_it, suggest_funcs=None, show_plot=False)
     lrs = [float(x) for x in learn.recorder.lrs]
@@ -55,6 +55,7 @@ def find_lr(learn, out_dir: Path, num_it: int = 100) -> dict:
             (FALLBACK_LR, "fallback")
     info = dict(suggestions=found, errors=errors, chosen=chosen, chosen_by=chosen_by,
                 points=len(lrs), lrs=lrs, losses=losses)
-    plot_lr_find(np.array(lrs), np.array(losses), found, chosen, out_dir / "lr_find.png")
-    atomic_write_text(out_dir / "lr_find.json", json.dumps(info, indent=1) + "\n")
+    if write:
+        plot_lr_find(np.array(lrs), np.array(losses), found, chosen, out_dir / "lr_find.png")
+        atomic_write_text(out_dir / "lr_find.json", json.dumps(info, indent=1) + "\n")
     return info

@@ -127,7 +127,7 @@ def test_wrong_weights_file_is_refused(tmp_path):
 
 def test_cli_help_answers_without_importing_torch():
     code = ("import sys; from typer.testing import CliRunner; from chiquito_or_not.cli import app\n"
-            "for c in ['dataset', 'lr-find', 'finetune', 'evaluate', 'predict']:\n"
+            "for c in ['dataset', 'lr-find', 'finetune', 'evaluate', 'predict', 'export', 'serve']:\n"
             "    r = CliRunner().invoke(app, [c, '--help']); assert r.exit_code == 0, r.output\n"
             "print('torch' in sys.modules, 'fastai' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
@@ -166,3 +166,24 @@ def test_class_weights_follow_the_balanced_formula(tmp_path):
     weighted = load_recipe(write_recipe(tmp_path, text.format("weights")))
     assert class_weights(weighted, tmp_path / "d") == [8 / (2 * 6), 8 / (2 * 2)]
     assert class_weights(load_recipe(write_recipe(tmp_path, text.format("downsample"))), tmp_path / "d") is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU these are allowed")
+@pytest.mark.parametrize("extra, env, words", [
+    ('precision = "fp16"', {}, "needs a CUDA GPU"),
+    ('precision = "bf16"', {}, "needs a CUDA GPU"),
+    ("", {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "needs CUDA GPUs"),
+])
+def test_gpu_only_settings_are_refused_on_a_cpu_before_any_work(roots, monkeypatch, extra, env, words):
+    from chiquito_or_not.errors import ChiquitoError
+    from chiquito_or_not.finetune import finetune
+    from chiquito_or_not.recipe import load_recipe
+
+    from .conftest import TINY_RECIPE, write_recipe
+
+    text = TINY_RECIPE.format(name="gpu", aug_cycles=1).replace("[finetune]\n", f"[finetune]\n{extra}\n")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ChiquitoError, match=words):
+        finetune(load_recipe(write_recipe(roots, text)), log=lambda *_: None)
+    assert not (roots / "runs").exists() or not any((roots / "runs").rglob("*.pkl"))
