@@ -67,6 +67,18 @@ def _drop_small_classes(recs: list, minimum: int) -> dict[str, int]:
     return small
 
 
+def _sample(raw: list, n: int, seed: int) -> list:
+    """At most n (label, file) pairs per label, the same ones on every run with this seed."""
+    import hashlib
+
+    def rank(item):
+        return hashlib.sha256(f"{seed}:{item[1].source}:{item[1].path.name}".encode()).hexdigest()
+    out = []
+    for label in sorted({lab for lab, _ in raw}):
+        out += sorted((x for x in raw if x[0] == label), key=rank)[:n]
+    return out
+
+
 def _fetch(label: str, src, where: str, seed: int, log) -> list:
     files = fetch_source(src, where, seed, log)
     log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
@@ -85,6 +97,9 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> Datase
                 deferred.append((label, where, src))
                 continue
             raw += _fetch(label, src, where, recipe.seed, log)
+    if recipe.dataset.sample:
+        raw = _sample(raw, recipe.dataset.sample, recipe.seed)
+        log(f"  sample: at most {recipe.dataset.sample} input files per class ({len(raw)} in all)")
 
     recs: list[Record] = clean_files(raw, recipe.dataset, root / "clean")
     if deferred:

@@ -143,6 +143,7 @@ class DatasetSpec:
     group_distance: int = _range(0, 64, default=10)
     balance: Literal["downsample", "weights", "none"] = "downsample"
     per_class: int = _range(0, None, default=0)
+    sample: int = _range(0, None, default=0)  # a quick try: at most this many input files per class (0: all)
     min_images_per_class: int = _range(0, None, default=0)  # a class with fewer clean images is dropped
     train: int = _range(0, None, default=0)
     valid: int | float = _range(0, None, default=0.2)
