@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[web,serve,tensorboard,onnx,test]'
+	$(BIN)/pip install --quiet -e '.[web,serve,tensorboard,onnx,lite,test]'
 	@# Debian sources use `apt-get download`, which needs package lists: fetch them once when root.
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -qq; fi

