@@ -143,21 +143,20 @@ def _stage_epochs(recipe: Recipe, stage: str) -> int:
 
 def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None) -> FinetuneResult:
     """Train the recipe's model in three stages into its run folder, export model.pkl, evaluate it."""
+    import torch
+
     from .evaluate import evaluate
 
     run = run_dir(recipe.name)
     root = Path(data_root) if data_root else dataset_dir(recipe.name)
-    import torch
-
     if recipe.finetune.precision in ("fp16", "bf16") and not torch.cuda.is_available():
         raise RecipeError(f"{recipe.path}: finetune.precision = \"{recipe.finetune.precision}\" needs a CUDA GPU; "
                           "use \"auto\" (fp32 on a CPU) or \"fp32\"")
     world, rank = _distributed()
-    if world > 1:
-        if not torch.cuda.is_available():
-            raise RunError(f"{world} processes were launched, but fastai's distributed training needs CUDA GPUs "
-                           "(its DistributedDL broadcasts through .cuda()); run `chiquito finetune` without "
-                           "accelerate/torchrun on a CPU")
+    if world > 1 and not torch.cuda.is_available():
+        raise RunError(f"{world} processes were launched, but fastai's distributed training needs CUDA GPUs "
+                       "(its DistributedDL broadcasts through .cuda()); run `chiquito finetune` without "
+                       "accelerate/torchrun on a CPU")
     if rank:  # under `accelerate launch` only the first process writes files and prints
         log = lambda *_: None  # noqa: E731
     state_path, ckpt = run / "state.json", run / "checkpoints"

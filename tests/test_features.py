@@ -84,3 +84,20 @@ def test_finetune_trained_the_frozen_stage_from_the_cache(tiny_run, env_roots):
     assert len(folders) == 1 and len(list(folders[0].rglob("*.f32"))) == n_images
     frozen = [r for r in (result.run / "history.csv").read_text().splitlines()[1:] if r.startswith("frozen,")]
     assert len(frozen) == recipe.finetune.frozen.epochs
+
+
+def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkeypatch):
+    from chiquito_or_not.finetune import finetune
+
+    recipe, _ = tiny_run
+    monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))
+    f = recipe.finetune
+    off = replace(recipe, finetune=replace(f, lr_find=False, frozen=replace(f.frozen, feature_cache=False),
+                                           augmented=replace(f.augmented, cycles=0, lr=1e-3),
+                                           unfrozen=replace(f.unfrozen, cycles=0)))
+    before = sorted(p.relative_to(cache_dir()) for p in (cache_dir() / "features").rglob("*"))
+    lines = []
+    res = finetune(off, log=lines.append, data_root=dataset_dir(recipe.name))
+    assert sorted(p.relative_to(cache_dir()) for p in (cache_dir() / "features").rglob("*")) == before
+    assert not any("feature cache" in str(x) or "cached body features" in str(x) for x in lines)
+    assert "features" not in res.timings and res.timings["frozen"] > 0
