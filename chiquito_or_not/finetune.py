@@ -21,7 +21,8 @@ from .dataset import write_csv
 from .errors import RecipeError, RunError
 from .features import head_learner
 from .files import atomic_write_text
-from .learner import LogProgress, class_weights, keep_frozen, make_dls, make_learner
+from .learner import (BodyBatchNormEval, LogProgress, class_weights, keep_frozen, make_dls, make_learner,
+                      set_train_bn)
 from .lr_find import find_lr
 from .paths import cache_dir, dataset_dir, run_dir
 from .plots import plot_history
@@ -219,6 +220,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     # a body trained from scratch has nothing worth freezing: its "frozen" stages train everything
     freeze = learn.freeze if BACKBONES[f.backbone].family != "scratch" else learn.unfreeze
+    set_train_bn(learn, f.batchnorm == "train")
     if state["done"]:
         learn.load(f"stage-{state['done'][-1]}", with_opt=True)
         log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
@@ -229,6 +231,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             continue
         t = time.time()
         cbs = [LogProgress(stage)] + ([_tensorboard(run, stage)] if f.tensorboard else [])
+        body_cbs = cbs + ([BodyBatchNormEval()] if f.batchnorm == "frozen" else [])  # for `learn`, not the head
         recorder = learn.recorder
         if stage == "frozen":
             log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr_of(f.frozen.lr):.1e}"
@@ -240,7 +243,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
                 recorder = hl.recorder
             else:
                 with _fit_ctx(learn, world):
-                    learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
+                    learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=body_cbs)
         elif stage == "augmented":
             s = f.augmented
             log(f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, "
@@ -248,7 +251,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             learn.dls = dls_aug
             freeze()
             with _fit_ctx(learn, world):
-                fit_sgdr(learn, s.cycles, s.cycle_len, lr_of(s.lr), s.cycle_mult, cbs=cbs)
+                fit_sgdr(learn, s.cycles, s.cycle_len, lr_of(s.lr), s.cycle_mult, cbs=body_cbs)
         else:
             s = f.unfrozen
             log(f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
@@ -256,7 +259,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             learn.dls = dls_aug
             log(f"  {keep_frozen(learn, s.keep_frozen)}")
             with _fit_ctx(learn, world):
-                fit_sgdr(learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=cbs)
+                fit_sgdr(learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=body_cbs)
         history += [dict(zip(HISTORY_COLUMNS, [stage, len(history) + k + 1, *map(float, v)]))
                     for k, v in enumerate(recorder.values)]
         state["done"].append(stage)

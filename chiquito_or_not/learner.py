@@ -25,7 +25,8 @@ from .portable import three_groups
 from .predict import IMAGE_EXTS
 from .recipe import Recipe
 
-__all__ = ["make_dls", "make_learner", "LogProgress", "class_weights", "keep_frozen"]
+__all__ = ["make_dls", "make_learner", "LogProgress", "class_weights", "keep_frozen", "set_train_bn",
+           "BodyBatchNormEval"]
 
 
 def _count(root: Path, split: str, classes: list[str]) -> Counter:
@@ -96,6 +97,30 @@ def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = 
     learn.logger = noop  # the Recorder would print raw lists otherwise
     learn.freeze()
     return learn
+
+
+def set_train_bn(learn, on: bool) -> None:
+    """Whether BatchNorm layers in frozen layer groups train (fastai's `train_bn`), on the live optimizer:
+    fastai reads `Learner.train_bn` only when it creates one."""
+    from fastai.torch_core import norm_bias_params
+
+    if learn.opt is None:
+        learn.create_opt()
+    learn.train_bn = on
+    for p in norm_bias_params(learn.model, with_bias=False):
+        learn.opt.state[p]["force_train"] = on
+
+
+class BodyBatchNormEval(Callback):
+    """Keep the body's BatchNorm layers in eval mode while training: pretrained statistics, no updates
+    (fastai's Learner puts every module in train mode at the start of each epoch)."""
+    order = 1  # after TrainEvalCallback (order -10) has called model.train()
+
+    def before_train(self):
+        model = getattr(self.learn.model, "module", self.learn.model)  # DistributedDataParallel wraps it
+        for m in model[0].modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def keep_frozen(learn, amount: float) -> str:

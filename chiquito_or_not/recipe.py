@@ -204,6 +204,11 @@ class FinetuneSpec:
     tensorboard: bool = False  # log losses, metrics and a batch of inputs to runs/NAME/tensorboard/
     # "auto": mixed precision (fp16) on a CUDA GPU, fp32 on a CPU; "bf16" needs an Ampere or newer GPU
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # "frozen": the body's BatchNorm layers keep their pretrained statistics in every stage (eval mode),
+    # so the head sees the features it was trained on in stage 1 and unfreezing brings no jolt; their
+    # scale and shift train only once their layer group is unfrozen. "train": fastai's default
+    # (train_bn): new statistics from each batch of these images, and BatchNorm trains while frozen.
+    batchnorm: Literal["frozen", "train"] = "frozen"
     lr_find: bool = True
     lr_find_iters: int = _range(10, 1000, default=100)
     frozen: FrozenStage = FrozenStage()

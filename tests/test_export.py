@@ -76,7 +76,8 @@ def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monk
 
     def wrong_mean(learn):  # a preprocessing that does not match the model's: the check must catch it
         spec = real(learn)
-        spec["mean"] = [m + 0.2 for m in spec["mean"]]
+        spec["mean"] = [m + 0.5 for m in spec["mean"]]  # inputs shifted and doubled: even a sure model moves
+        spec["std"] = [s * 0.5 for s in spec["std"]]
         return spec
 
     monkeypatch.setattr(export_mod, "preprocess_spec", wrong_mean)

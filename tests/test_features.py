@@ -101,3 +101,30 @@ def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkey
     assert sorted(p.relative_to(cache_dir()) for p in (cache_dir() / "features").rglob("*")) == before
     assert not any("feature cache" in str(x) or "cached body features" in str(x) for x in lines)
     assert "features" not in res.timings and res.timings["frozen"] > 0
+
+
+@pytest.mark.parametrize("batchnorm", ["frozen", "train"])
+def test_batchnorm_frozen_keeps_the_pretrained_statistics_train_updates_them(tiny_run, env_roots, tmp_path,
+                                                                            monkeypatch, batchnorm):
+    from chiquito_or_not.backbones import create_body
+    from chiquito_or_not.finetune import finetune
+
+    recipe, _ = tiny_run
+    monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))
+    f = recipe.finetune
+    r = replace(recipe, finetune=replace(f, batchnorm=batchnorm, lr_find=False,
+                                         augmented=replace(f.augmented, cycles=1, lr=1e-3)))
+    res = finetune(r, log=lambda *_: None, data_root=dataset_dir(recipe.name))
+    trained, pretrained = res.learn.model[0], create_body(f.backbone)
+    bn = [(name, m) for name, m in trained.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    ref = dict(pretrained.named_modules())
+    assert len(bn) > 40
+    same_stats = [torch.equal(m.running_mean, ref[n].running_mean) and torch.equal(m.running_var, ref[n].running_var)
+                  for n, m in bn]
+    convs_moved = any(not torch.equal(m.weight, ref[n].weight) for n, m in trained.named_modules()
+                      if isinstance(m, torch.nn.Conv2d))
+    assert convs_moved  # the unfrozen stage trained the body either way
+    if batchnorm == "frozen":
+        assert all(same_stats)
+    else:
+        assert not any(same_stats)
