@@ -21,8 +21,7 @@ from .dataset import write_csv
 from .errors import RecipeError, RunError
 from .features import head_learner
 from .files import atomic_write_text
-from .learner import (BodyBatchNormEval, LogProgress, class_weights, keep_frozen, make_dls, make_learner,
-                      set_train_bn)
+from .learner import BodyBatchNormEval, LogProgress, class_weights, keep_frozen, make_dls, make_learner
 from .lr_find import find_lr
 from .paths import cache_dir, dataset_dir, run_dir
 from .plots import plot_history
@@ -220,7 +219,6 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     # a body trained from scratch has nothing worth freezing: its "frozen" stages train everything
     freeze = learn.freeze if BACKBONES[f.backbone].family != "scratch" else learn.unfreeze
-    set_train_bn(learn, f.batchnorm == "train")
     if state["done"]:
         learn.load(f"stage-{state['done'][-1]}", with_opt=True)
         log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")

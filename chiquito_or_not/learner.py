@@ -25,7 +25,7 @@ from .portable import three_groups
 from .predict import IMAGE_EXTS
 from .recipe import Recipe
 
-__all__ = ["make_dls", "make_learner", "LogProgress", "class_weights", "keep_frozen", "set_train_bn",
+__all__ = ["make_dls", "make_learner", "LogProgress", "class_weights", "keep_frozen",
            "BodyBatchNormEval"]
 
 
@@ -90,25 +90,15 @@ def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = 
     loss = CrossEntropyLossFlat(weight=torch.tensor(weights, dtype=torch.float32) if weights else None)
     # the tutorial (fastai 0.7) trained with SGD and momentum 0.9; fastai 2 defaults to Adam
     opt_func = partial(SGD, mom=0.9) if f.opt == "sgd" else Adam
+    # batchnorm "frozen": BatchNorm in frozen layer groups does not train either (BodyBatchNormEval keeps
+    # the body's statistics); fastai reads train_bn when it creates the optimizer
     learn = Learner(dls, nn.Sequential(body, head), loss_func=loss, metrics=[accuracy], opt_func=opt_func,
                     splitter=partial(three_groups, cut=BACKBONES[f.backbone].cut),
-                    path=path, model_dir="checkpoints")
+                    path=path, model_dir="checkpoints", train_bn=f.batchnorm == "train")
     learn.remove_cb(ProgressCallback)  # LogProgress prints instead: readable in a terminal and a CI log
     learn.logger = noop  # the Recorder would print raw lists otherwise
     learn.freeze()
     return learn
-
-
-def set_train_bn(learn, on: bool) -> None:
-    """Whether BatchNorm layers in frozen layer groups train (fastai's `train_bn`), on the live optimizer:
-    fastai reads `Learner.train_bn` only when it creates one."""
-    from fastai.torch_core import norm_bias_params
-
-    if learn.opt is None:
-        learn.create_opt()
-    learn.train_bn = on
-    for p in norm_bias_params(learn.model, with_bias=False):
-        learn.opt.state[p]["force_train"] = on
 
 
 class BodyBatchNormEval(Callback):
