@@ -12,10 +12,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 from .clean import clean_one
 from .files import atomic_write_bytes
+from .net import FetchError, open_url, parse_url
 from .recipe import DatasetSpec
 
 __all__ = ["DownloadPolicy", "download_urls", "fetch_bytes", "FetchError", "sniff_image", "read_outcomes",
@@ -40,6 +40,9 @@ class DownloadPolicy:
     max_redirects: int = 5
     min_size: int = 32
     verify: bool | str = True  # or a CA bundle path
+    deadline: float = 60.0  # seconds for one attempt at one URL, redirects and body included
+    allow_private: bool = True  # False: refuse loopback, private, link-local... addresses (serve's pasted URLs)
+    allow_networks: tuple[str, ...] = ()  # CIDRs let through even when allow_private is False
     user_agent: str = "chiquito_or_not/0.1 (+image dataset builder)"
 
 
@@ -51,14 +54,6 @@ def sniff_image(head: bytes) -> str:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     return ""
-
-
-class FetchError(Exception):
-    """A URL that could not be fetched: `reason` is a short code (http_404, timeout, too_large, ...)."""
-
-    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None, transient=False):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.retry_after, self.transient = reason, detail, retry_after, transient
 
 
 def read_outcomes(path: Path) -> dict[str, dict]:
@@ -75,81 +70,50 @@ def read_outcomes(path: Path) -> dict[str, dict]:
 
 
 class _Downloader:
-    def __init__(self, dest: Path | None, policy: DownloadPolicy, url_guard=None):
-        import requests
-
-        self.requests = requests
+    def __init__(self, dest: Path | None, policy: DownloadPolicy):
         self.dest, self.p = dest, policy
-        self.url_guard = url_guard  # called on every URL, redirects included; raises FetchError to refuse
         self.claimed: set[str] = set()  # files an "ok" outcome owns; a file a killed run left unrecorded is not one
-        self.local = threading.local()
         self.host_locks: dict[str, threading.BoundedSemaphore] = {}
         self.lock = threading.Lock()
         self.spec = DatasetSpec(min_size=policy.min_size, max_pixels=89_478_485,
                                 formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
 
-    def session(self):
-        if not hasattr(self.local, "s"):
-            s = self.requests.Session()
-            s.headers["User-Agent"] = self.p.user_agent
-            s.verify = self.p.verify
-            s.trust_env = False  # no proxies from the environment for image hosts
-            self.local.s = s
-        return self.local.s
-
     def host_slot(self, url: str) -> threading.BoundedSemaphore:
-        host = urlsplit(url).netloc.lower()
+        try:
+            host = parse_url(url).host_header
+        except FetchError:
+            host = ""  # open_url refuses it at once
         with self.lock:
             return self.host_locks.setdefault(host, threading.BoundedSemaphore(self.p.per_host))
 
     def fetch_once(self, url: str) -> tuple[bytes, str, str]:
-        """(body, final url, content type) following at most max_redirects http(s) redirects."""
-        req = self.requests
-        for _ in range(self.p.max_redirects + 1):
-            if urlsplit(url).scheme not in ("http", "https"):
-                raise FetchError("bad_scheme", url[:100])
-            if self.url_guard:
-                self.url_guard(url)
-            with self.host_slot(url):
-                try:
-                    r = self.session().get(url, stream=True, allow_redirects=False,
-                                           timeout=(self.p.connect_timeout, self.p.read_timeout))
-                except req.exceptions.Timeout as e:
-                    raise FetchError("timeout", str(e)[:120], transient=True) from None
-                except (req.exceptions.ConnectionError, req.exceptions.InvalidURL,
-                        req.exceptions.InvalidSchema, req.exceptions.MissingSchema) as e:
-                    raise FetchError("connection_error", str(e)[:120], transient=True) from None
-                with r:
-                    if r.status_code in (301, 302, 303, 307, 308):
-                        loc = r.headers.get("Location")
-                        if not loc:
-                            raise FetchError("bad_redirect", f"HTTP {r.status_code} without Location")
-                        url = urljoin(url, loc)
-                        continue
-                    if r.status_code == 429 or r.status_code >= 500:
-                        ra = r.headers.get("Retry-After", "")
-                        raise FetchError(f"http_{r.status_code}", r.reason or "",
-                                       retry_after=float(ra) if ra.replace(".", "", 1).isdigit() else None,
-                                       transient=True)
-                    if r.status_code != 200:
-                        raise FetchError(f"http_{r.status_code}", r.reason or "")
-                    ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                    if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
-                        raise FetchError("not_image_content_type", ctype)
-                    length = r.headers.get("Content-Length", "")
-                    if length.isdigit() and int(length) > self.p.max_bytes:
-                        raise FetchError("too_large", f"Content-Length {length} > {self.p.max_bytes}")
-                    body = bytearray()
-                    try:
-                        for chunk in r.iter_content(64 * 1024):
-                            body += chunk
-                            if len(body) > self.p.max_bytes:
-                                raise FetchError("too_large", f"body over {self.p.max_bytes} bytes")
-                    except req.exceptions.RequestException as e:  # read timeout or reset mid-body
-                        raise FetchError("timeout" if "timed out" in str(e).lower() else "connection_error",
-                                       str(e)[:120], transient=True) from None
-                    return bytes(body), url, ctype
-        raise FetchError("too_many_redirects", f"more than {self.p.max_redirects}")
+        """(body, final url, content type) through net.open_url: strict URL, checked and pinned address
+        at every redirect, one overall deadline."""
+        p = self.p
+        with self.host_slot(url), open_url(url, allow_private=p.allow_private, allow_networks=p.allow_networks,
+                                           verify=p.verify,
+                                           connect_timeout=p.connect_timeout, read_timeout=p.read_timeout,
+                                           deadline=p.deadline, max_redirects=p.max_redirects,
+                                           headers={"User-Agent": p.user_agent}) as r:
+            if r.status == 429 or r.status >= 500:
+                ra = r.headers.get("Retry-After", "")
+                raise FetchError(f"http_{r.status}", r.raw.reason or "",
+                                 retry_after=float(ra) if ra.replace(".", "", 1).isdigit() else None,
+                                 transient=True)
+            if r.status != 200:
+                raise FetchError(f"http_{r.status}", r.raw.reason or "")
+            ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
+                raise FetchError("not_image_content_type", ctype)
+            length = r.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > p.max_bytes:
+                raise FetchError("too_large", f"Content-Length {length} > {p.max_bytes}")
+            body = bytearray()
+            for chunk in r.iter_chunks(64 * 1024):
+                body += chunk
+                if len(body) > p.max_bytes:
+                    raise FetchError("too_large", f"body over {p.max_bytes} bytes")
+            return bytes(body), r.url, ctype
 
     def fetch(self, url: str) -> dict:
         """Download one URL with retries; returns its outcome record."""
@@ -184,9 +148,9 @@ class _Downloader:
                 "sha256": sha, "bytes": len(body), "final_url": final, "attempts": attempt + 1}
 
 
-def fetch_bytes(url: str, policy: DownloadPolicy = DownloadPolicy(), url_guard=None) -> tuple[bytes, str, str]:
+def fetch_bytes(url: str, policy: DownloadPolicy = DownloadPolicy()) -> tuple[bytes, str, str]:
     """One URL's body, final URL and content type, once, with the downloader's checks; raises FetchError."""
-    return _Downloader(None, policy, url_guard).fetch_once(url)
+    return _Downloader(None, policy).fetch_once(url)
 
 
 def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = DownloadPolicy(),

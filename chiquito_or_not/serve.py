@@ -2,40 +2,47 @@
 
 from __future__ import annotations
 
-import ipaddress
-import socket
+import json
 import threading
 import time
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
 
 from .clean import clean_one
-from .download import DownloadPolicy, FetchError, fetch_bytes
+from .download import DownloadPolicy, fetch_bytes
+from .net import FetchError
 from .predict import ACCEPT, load_model, model_probabilities, model_vocab
 
-__all__ = ["create_app", "check_public_url"]
+__all__ = ["create_app"]
 
 # fetch failures → HTTP status; all are the client's problem (4xx), never a 500
-FETCH_STATUS = {"bad_scheme": 400, "private_address": 403, "too_large": 413, "not_image_content_type": 415,
-                "timeout": 422, "connection_error": 422, "too_many_redirects": 422, "bad_redirect": 422}
+FETCH_STATUS = {"bad_scheme": 400, "bad_url": 400, "private_address": 403, "too_large": 413,
+                "not_image_content_type": 415, "timeout": 422, "deadline": 422, "connection_error": 422,
+                "tls_error": 422, "too_many_redirects": 422, "bad_redirect": 422}
+MAX_JSON_BYTES = 16 * 1024  # {"url": ...}: a URL is at most 4096 characters
+MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the file
 
 
-def check_public_url(url: str) -> None:
-    """Refuse URLs whose host resolves to loopback, private, link-local, multicast or reserved addresses."""
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except (socket.gaierror, UnicodeError) as e:
-        raise FetchError("connection_error", f"cannot resolve {host!r}: {e}") from None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-                or ip.is_unspecified):
-            raise FetchError("private_address", f"{host} resolves to {ip}, which is not a public address")
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    """The request body, refused once it passes `limit` bytes whatever Content-Length says (or lacks)."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -43,16 +50,31 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_private_urls: bool = False,
-               fetch_timeout: float = 10.0) -> FastAPI:
-    """The app; the model is loaded here, once, and never from a request."""
+               fetch_timeout: float = 10.0, allow_networks: tuple[str, ...] = ()) -> FastAPI:
+    """The app; the model is loaded here, once, from the operator's file and never from a request
+    (a .pkl is a pickle: loading it runs code it contains)."""
     learn = load_model(model_path)
     vocab = model_vocab(learn)
     lock = threading.Lock()  # one inference at a time: memory stays bounded under concurrent requests
+    # fetch_timeout is the whole fetch (redirects and body); no single read may wait longer either
     policy = DownloadPolicy(read_timeout=fetch_timeout, connect_timeout=min(5.0, fetch_timeout),
-                            max_bytes=max_bytes, max_redirects=5, retries=0)
-    guard = None if allow_private_urls else check_public_url
+                            deadline=fetch_timeout, max_bytes=max_bytes, max_redirects=5, retries=0,
+                            allow_private=allow_private_urls, allow_networks=tuple(allow_networks))
     page = resources.files("chiquito_or_not").joinpath("static/index.html").read_text(encoding="utf-8")
     app = FastAPI(title="chiquito_or_not", description=f"Classifies pictures as {', '.join(vocab)}.")
+
+    # every answer has the documented {"error": ...} shape, FastAPI's own 404/405/422 included
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc: RequestValidationError):
+        return _error(422, "invalid request: " + "; ".join(str(e.get("msg", e)) for e in exc.errors()[:3]))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc: Exception):  # a bug of ours: say so in the same shape
+        return _error(500, f"internal error ({type(exc).__name__}); please report it")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index():
@@ -69,12 +91,25 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
         ctype = request.headers.get("content-type", "")
         timing = {}
         if ctype.startswith("multipart/form-data"):
-            length = request.headers.get("content-length", "")
-            if length.isdigit() and int(length) > max_bytes + 64 * 1024:
+            try:
+                raw = await _read_capped(request, max_bytes + MULTIPART_SLACK)
+            except _TooLarge:
                 return _error(413, f"upload over the {max_bytes} byte limit")
-            form = await request.form(max_files=1, max_fields=5)
+            sent = False
+
+            async def replay():  # the capped body, handed to Starlette's multipart parser
+                nonlocal sent
+                if sent:
+                    return {"type": "http.disconnect"}
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            try:
+                form = await Request(request.scope, replay).form(max_files=1, max_fields=5)
+            except (HTTPException, ValueError, KeyError) as e:
+                return _error(400, f"the multipart body cannot be read ({getattr(e, 'detail', e)})")
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
+                await form.close()
                 return _error(400, "send the image as a multipart field named 'file'")
             data = await upload.read(max_bytes + 1)
             await form.close()
@@ -82,14 +117,16 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
                 return _error(413, f"upload over the {max_bytes} byte limit")
         elif ctype.startswith("application/json"):
             try:
-                body = await request.json()
-            except ValueError:
-                return _error(400, "the body is not valid JSON")
+                body = json.loads(await _read_capped(request, MAX_JSON_BYTES))
+            except _TooLarge:
+                return _error(413, f"a JSON body is at most {MAX_JSON_BYTES} bytes: send {{\"url\": ...}} only")
+            except (ValueError, RecursionError):  # RecursionError: [[[[... nested deeper than Python parses
+                return _error(400, "the body is not valid JSON (or is nested too deeply)")
             url = body.get("url") if isinstance(body, dict) else None
             if not isinstance(url, str) or not url:
                 return _error(400, 'send {"url": "https://..."} or a multipart file')
             try:
-                data, _, _ = await _in_thread(fetch_bytes, url, policy, guard)
+                data, _, _ = await _in_thread(fetch_bytes, url, policy)
             except FetchError as e:
                 return _error(FETCH_STATUS.get(e.reason, 422), f"cannot use that URL: {e.reason} ({e.detail})")
             timing["fetch_ms"] = round((time.perf_counter() - t0) * 1000, 1)

@@ -36,8 +36,9 @@ def png_bytes(w: int, h: int) -> bytes:
 class Server:
     """Routes by path; counts hits per path; `latency` seconds added to every request."""
 
-    def __init__(self, latency: float = 0.0, ssl_context=None):
+    def __init__(self, latency: float = 0.0, ssl_context=None, host: str = "127.0.0.1", port: int = 0):
         self.hits: Counter = Counter()
+        self.host_headers: list[str] = []
         self.lock = threading.Lock()
         self.latency = latency
         self.files: dict[str, tuple[bytes, str]] = {}  # path -> (body, content type)
@@ -64,18 +65,20 @@ class Server:
             def do_GET(self):  # noqa: N802
                 path = self.path.split("?")[0]
                 with server.lock:
+                    server.host_headers.append(self.headers.get("Host", ""))
                     server.hits[path] += 1
                     n = server.hits[path]
                 if server.latency:
                     time.sleep(server.latency)
                 server.route(self, path, n)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         if ssl_context is not None:
             self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
         scheme = "https" if ssl_context is not None else "http"
-        self.base = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+        self.port = self.httpd.server_address[1]
+        self.base = f"{scheme}://{host}:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def route(self, h, path: str, n: int):
@@ -95,6 +98,23 @@ class Server:
         if path == "/slow.jpg":
             time.sleep(3)
             return h.send_body(200, jpeg_bytes(1003), "image/jpeg")
+        if path == "/go":  # redirect to the URL in ?to= (the fuzz test's redirect variants)
+            from urllib.parse import parse_qs, urlsplit
+            to = parse_qs(urlsplit(h.path).query).get("to", [""])[0]
+            return h.send_body(302, b"", "text/plain", [("Location", to.encode().decode("latin-1"))])  # raw UTF-8
+        if path == "/drip.jpg":  # one byte every 0.4 s, each read well within any read timeout
+            h.send_response(200)
+            h.send_header("Content-Type", "image/jpeg")
+            h.send_header("Content-Length", "1000")
+            h.end_headers()
+            try:
+                for _ in range(1000):
+                    h.wfile.write(b"\xff")
+                    h.wfile.flush()
+                    time.sleep(0.4)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return None
         if path == "/loop":
             return h.send_body(302, b"", "text/plain", [("Location", "/loop")])
         if path == "/to-ftp":

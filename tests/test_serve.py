@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from chiquito_or_not.download import DownloadPolicy, FetchError, fetch_bytes
-from chiquito_or_not.serve import check_public_url, create_app
+from chiquito_or_not.serve import create_app
 
 from .conftest import photo
 from .httpserver import Server, jpeg_bytes
@@ -89,7 +88,7 @@ def test_bad_requests_are_4xx_json(client):
 
 @pytest.mark.parametrize("path, status, words", [
     ("/img/5.jpg", 200, ""),
-    ("/slow.jpg", 422, "timeout"),
+    ("/slow.jpg", 422, "within 0.5 s"),  # the overall deadline (fetch_timeout)
     ("/page.html", 415, "not_image_content_type"),
     ("/html.jpg", 415, "not_an_image"),
     ("/big.jpg", 413, "too_large"),
@@ -114,18 +113,43 @@ def test_private_addresses_are_refused_by_default(strict_client, images):
     assert images.hits["/img/1.jpg"] == 0
 
 
-def test_redirects_are_checked_again(images):
-    """The guard runs on every hop: a public-looking first URL that redirects inward is refused."""
-    def guard(url):
-        if "localhost" in url:
-            raise FetchError("private_address", url)
+def test_backslash_before_at_does_not_reach_loopback(strict_client, images):
+    """The parser differential from the hostile-input pass: the guard must judge the host it connects to."""
+    before = sum(images.hits.values())
+    port = images.base.rsplit(":", 1)[1]
+    for url in (f"http://127.0.0.1:{port}\\@1.1.1.1/img/1.jpg", f"http://1.1.1.1@127.0.0.1:{port}/img/1.jpg",
+                f"http://127.1:{port}/img/1.jpg", f"http://[::ffff:127.0.0.1]:{port}/img/1.jpg"):
+        r = strict_client.post("/api/predict", json={"url": url})
+        assert r.status_code in (400, 403) and "error" in r.json(), (url, r.text)
+    assert sum(images.hits.values()) == before
 
-    with pytest.raises(FetchError) as e:
-        fetch_bytes(images.base + "/to-localhost", DownloadPolicy(), url_guard=guard)
-    assert e.value.reason == "private_address"
-    check_public_url("http://93.184.215.14/x.jpg")  # a public address passes
-    with pytest.raises(FetchError):
-        check_public_url("http://127.0.0.1:1/x.jpg")
+
+def test_hostile_requests_are_4xx_with_the_error_shape(client, images):
+    deep = "[" * 100_000 + "]" * 100_000
+    r = client.post("/api/predict", content=deep.encode(), headers={"content-type": "application/json"})
+    assert r.status_code in (400, 413) and "error" in r.json()
+    r = client.post("/api/predict", content=b'{"url": "' + b"a" * 20_000 + b'"}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "error" in r.json()
+    nested = "[" * 5000 + "]" * 5000  # under the size cap, over Python's recursion limit
+    r = client.post("/api/predict", content=nested.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "nested" in r.json()["error"]
+    for url in ("http://[::1/", "http://[zz]/", "http://exa mple.org/", "http://a\\@b/"):
+        r = client.post("/api/predict", json={"url": url})
+        assert r.status_code == 400 and "bad_url" in r.json()["error"], (url, r.text)
+    for method, path, status in (("get", "/nowhere", 404), ("get", "/api/predict", 405), ("delete", "/", 405)):
+        r = getattr(client, method)(path)
+        assert r.status_code == status and set(r.json()) == {"error"}, r.text
+    # a chunked upload with no Content-Length is capped too
+    r = client.post("/api/predict", content=iter([b"x" * 100_000] * 4),
+                    headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert r.status_code == 413 and "error" in r.json()
+
+
+def test_a_dripping_url_ends_at_the_deadline(client, images):
+    t = time.monotonic()
+    r = client.post("/api/predict", json={"url": images.base + "/drip.jpg"})
+    assert r.status_code == 422 and "deadline" in r.json()["error"] and time.monotonic() - t < 3, r.text
 
 
 def test_concurrent_requests_are_all_answered(client):

@@ -1,0 +1,358 @@
+"""One guarded HTTP(S) fetch for every download: strict URLs, the address checked is the address connected
+to, and one overall deadline.
+
+Why not `requests`: it resolves the host itself when it connects, so a guard that resolved it first
+checks one address and the client may connect to another (DNS rebinding), and its URL parser reads some
+authorities differently from others (`http://127.0.0.1\\@1.1.1.1/`). Here a URL is parsed once, strictly;
+its host is resolved once; every resolved address is checked; and urllib3 connects to exactly that
+address, with the `Host` header and the TLS name (SNI and certificate check) of the URL's host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin
+
+__all__ = ["FetchError", "Target", "parse_url", "resolve", "check_address", "open_url", "REDIRECTS"]
+
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_URL = 4096
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_NUMERIC_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)\Z")
+_local = threading.local()
+
+
+class FetchError(Exception):
+    """A URL that could not be fetched: `reason` is a short code (http_404, timeout, too_large, ...)."""
+
+    def __init__(self, reason: str, detail: str = "", retry_after: float | None = None, transient=False):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail, self.retry_after, self.transient = reason, detail, retry_after, transient
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed URL: what is connected to and what is asked for."""
+    scheme: str
+    host: str  # lower-case name, dotted IPv4, or IPv6 without brackets
+    port: int
+    path: str  # path and query, percent-encoded ASCII
+    url: str  # the normalised URL (no fragment, no userinfo)
+
+    @property
+    def host_header(self) -> str:
+        h = f"[{self.host}]" if ":" in self.host else self.host
+        return h if self.port == (443 if self.scheme == "https" else 80) else f"{h}:{self.port}"
+
+
+def _bad(detail: str) -> FetchError:
+    return FetchError("bad_url", detail)
+
+
+def _parse_host(raw: str) -> str:
+    if raw.startswith("["):
+        if not raw.endswith("]"):
+            raise _bad("unclosed '[' in the host")
+        try:
+            return str(ipaddress.IPv6Address(raw[1:-1]))  # refuses zone ids (fe80::1%eth0) and junk
+        except ValueError:
+            raise _bad(f"{raw!r} is not an IPv6 address") from None
+    if not raw:
+        raise _bad("no host")
+    if not raw.isascii():
+        try:
+            import idna
+
+            raw = idna.encode(raw, uts46=True).decode("ascii")
+        except (ImportError, UnicodeError, ValueError) as e:
+            raise _bad(f"host {raw!r} is not a valid international domain name ({e})") from None
+    host = raw.lower().rstrip(".") if raw.endswith(".") and not raw.endswith("..") else raw.lower()
+    labels = host.split(".")
+    if _NUMERIC_LABEL.match(labels[-1]):
+        # WHATWG, glibc and Python read 127.1, 0x7f.1, 0177.0.0.1 and 2130706433 differently: only the
+        # plain dotted-quad form means the same address to every parser
+        try:
+            ip = ipaddress.IPv4Address(host)
+        except ValueError:
+            raise _bad(f"host {raw!r} is an IPv4 address in a form parsers read differently; "
+                       "write it as four decimal numbers (a.b.c.d)") from None
+        return str(ip)
+    if len(host) > 253 or not all(_HOST_LABEL.match(x) for x in labels):
+        raise _bad(f"host {raw!r} has characters a host name cannot have")
+    return host
+
+
+def parse_url(url: str) -> Target:
+    """Parse an absolute http(s) URL strictly; refuse what URL parsers disagree on (backslashes, control
+    characters, whitespace, userinfo, odd IPv4 forms) with FetchError("bad_url" or "bad_scheme")."""
+    if not isinstance(url, str) or not url:
+        raise _bad("empty URL")
+    if len(url) > MAX_URL:
+        raise _bad(f"URL over {MAX_URL} characters")
+    if any(c <= " " or c == "\x7f" or c == "\\" for c in url):
+        raise _bad("URL contains whitespace, a control character or a backslash, which parsers read differently")
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", url)
+    scheme = m.group(1).lower() if m else ""
+    if scheme not in ("http", "https"):
+        raise FetchError("bad_scheme", f"only http and https URLs are fetched, not {url[:60]!r}")
+    rest = url[m.end():]
+    if not rest.startswith("//"):
+        raise _bad("expected '//' after the scheme")
+    rest = rest[2:].split("#", 1)[0]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if "@" in authority:
+        raise _bad("URLs with a user name or password (user@host) are refused")
+    if authority.startswith("["):
+        end = authority.find("]")
+        host_raw, port_raw = (authority, "") if end < 0 else (authority[:end + 1], authority[end + 1:])
+        if port_raw and not port_raw.startswith(":"):
+            raise _bad(f"unexpected text after the IPv6 address: {port_raw[:20]!r}")
+        port_raw = port_raw[1:]
+    else:
+        host_raw, _, port_raw = authority.partition(":")
+    host = _parse_host(host_raw)
+    if port_raw and not (port_raw.isascii() and port_raw.isdigit() and 0 < int(port_raw) < 65536):
+        raise _bad(f"port {port_raw[:10]!r} is not a number from 1 to 65535")
+    port = int(port_raw) if port_raw else (443 if scheme == "https" else 80)
+    path = quote(path or "/", safe="/?&=%:;@!$'()*+,~-._[]|^`{}\"<>")  # only non-ASCII gets encoded
+    shown = f"[{host}]" if ":" in host else host
+    default = port == (443 if scheme == "https" else 80)
+    return Target(scheme, host, port, path, f"{scheme}://{shown}{'' if default else f':{port}'}{path}")
+
+
+def check_address(host: str, ip: str) -> None:
+    """Refuse any address that is not globally routable: loopback, private, link-local, CGNAT, multicast,
+    reserved, unspecified, and IPv6 forms that embed such an IPv4 address."""
+    a = ipaddress.ip_address(ip)
+    embedded = []
+    if isinstance(a, ipaddress.IPv6Address):
+        embedded = [x for x in (a.ipv4_mapped, a.sixtofour) if x is not None]
+        if a.teredo:
+            embedded += list(a.teredo)
+        if a in ipaddress.IPv6Network("64:ff9b::/96") or a in ipaddress.IPv6Network("::/96"):  # NAT64, v4-compatible
+            embedded.append(ipaddress.IPv4Address(int(a) & 0xFFFFFFFF))
+    for x in (a, *embedded):
+        if not x.is_global or x.is_multicast or x.is_reserved:
+            raise FetchError("private_address", f"{host} resolves to {a}, which is not a public address")
+
+
+def resolve(t: Target, allow_private: bool, allow_networks: tuple = ()) -> list[str]:
+    """The addresses of the target's host (resolved once), every one checked unless allow_private or
+    inside one of `allow_networks` (CIDR strings, e.g. an intranet host the user trusts)."""
+    try:
+        ipaddress.ip_address(t.host)
+        ips = [t.host]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError, OSError) as e:
+            raise FetchError("connection_error", f"cannot resolve {t.host!r}: {e}", transient=True) from None
+        ips = list(dict.fromkeys(info[4][0] for info in infos))
+        if not ips:
+            raise FetchError("connection_error", f"{t.host!r} resolves to no address", transient=True)
+    if not allow_private:
+        nets = [ipaddress.ip_network(n, strict=False) for n in allow_networks]
+        for ip in ips:  # every one: a name that resolves to one public and one private address is refused
+            a = ipaddress.ip_address(ip)
+            if not any(a.version == n.version and a in n for n in nets):
+                check_address(t.host, ip)
+    return ips
+
+
+class _Deadline:
+    """Shuts down every socket of one fetch when its time is up, so a server that drips a byte now and
+    then (each read within the read timeout) cannot hold the fetch open."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds, self.expired, self.socks, self.lock = seconds, False, [], threading.Lock()
+        self.timer = threading.Timer(seconds, self._expire) if seconds else None
+        if self.timer:
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _expire(self):
+        with self.lock:
+            self.expired = True
+            for s in self.socks:
+                _shutdown(s)
+
+    def register(self, sock):
+        with self.lock:
+            self.socks.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def cancel(self):
+        if self.timer:
+            self.timer.cancel()
+
+
+def _shutdown(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _pools():
+    """urllib3 pool classes whose connections report their sockets to the current fetch's deadline."""
+    if getattr(_pools, "cache", None):
+        return _pools.cache
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    def registering(base):
+        class Conn(base):
+            def _new_conn(self):
+                sock = super()._new_conn()
+                d = getattr(_local, "deadline", None)
+                if d is not None:
+                    d.register(sock)
+                return sock
+
+            def request(self, *a, **kw):  # a kept-alive connection is reused without _new_conn
+                d = getattr(_local, "deadline", None)
+                if d is not None and self.sock is not None:
+                    d.register(self.sock)
+                return super().request(*a, **kw)
+        return Conn
+
+    class Http(HTTPConnectionPool):
+        ConnectionCls = registering(HTTPConnection)
+
+    class Https(HTTPSConnectionPool):
+        ConnectionCls = registering(HTTPSConnection)
+
+    _pools.cache = (Http, Https)
+    return _pools.cache
+
+
+def _pool(t: Target, ip: str, verify, connect_timeout: float, read_timeout: float):
+    """A per-thread kept-alive pool for (address, port, host name, TLS settings)."""
+    from urllib3.util import Timeout
+
+    cache = _local.__dict__.setdefault("pools", {})
+    key = (t.scheme, ip, t.port, t.host, verify)
+    pool = cache.get(key)
+    if pool is None:
+        http, https = _pools()
+        timeout = Timeout(connect=connect_timeout, read=read_timeout)
+        if t.scheme == "http":
+            pool = http(ip, t.port, timeout=timeout, maxsize=1, retries=False)
+        else:
+            import certifi
+
+            tls = dict(cert_reqs="CERT_NONE", assert_hostname=False) if verify is False else dict(
+                cert_reqs="CERT_REQUIRED", ca_certs=verify if isinstance(verify, str) else certifi.where(),
+                assert_hostname=t.host)
+            pool = https(ip, t.port, timeout=timeout, maxsize=1, retries=False, server_hostname=t.host, **tls)
+        if len(cache) > 64:
+            for p in cache.values():
+                p.close()
+            cache.clear()
+        cache[key] = pool
+    return pool
+
+
+def _connect_error(e, t: Target) -> FetchError:
+    from urllib3 import exceptions as x
+
+    if isinstance(e, (x.ConnectTimeoutError, x.ReadTimeoutError)) or "timed out" in str(e).lower():
+        return FetchError("timeout", f"{t.host}: {str(e)[:120]}", transient=True)
+    if isinstance(e, x.SSLError):
+        return FetchError("tls_error", f"{t.host}: {str(e)[:160]}")
+    return FetchError("connection_error", f"{t.host}: {str(e)[:120]}", transient=True)
+
+
+class Response:
+    """A response being read: status, headers, final URL, and its body in chunks."""
+
+    def __init__(self, raw, url: str, deadline: _Deadline):
+        self.raw, self.url, self.deadline = raw, url, deadline
+        self.status, self.headers = raw.status, raw.headers
+
+    def iter_chunks(self, size: int = 64 * 1024):
+        from urllib3 import exceptions as x
+
+        try:
+            while chunk := self.raw.read(size, decode_content=False):
+                yield chunk
+        except (x.HTTPError, OSError) as e:
+            if self.deadline.expired:
+                raise FetchError("deadline", f"no complete answer within {self.deadline.seconds:g} s") from None
+            if isinstance(e, x.ReadTimeoutError) or "timed out" in str(e).lower():
+                raise FetchError("timeout", str(e)[:120], transient=True) from None
+            raise FetchError("connection_error", str(e)[:120], transient=True) from None
+        if self.deadline.expired:  # a shut-down socket can also look like a clean end of the body
+            raise FetchError("deadline", f"no complete answer within {self.deadline.seconds:g} s")
+
+
+@contextmanager
+def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = (), verify: bool | str = True, connect_timeout: float = 5.0,
+             read_timeout: float = 15.0, deadline: float | None = 60.0, max_redirects: int = 5,
+             headers: dict | None = None):
+    """GET `url`, following at most `max_redirects` http(s) redirects, each hop parsed strictly, resolved
+    once, checked (unless allow_private) and connected to at exactly the checked address. Yields a
+    Response; raises FetchError. `deadline` bounds the whole fetch, body included."""
+    from urllib3 import exceptions as x
+
+    d = _Deadline(deadline)
+    _local.deadline = d
+    resp = None
+    try:
+        for _ in range(max_redirects + 1):
+            t = parse_url(url)
+            ips = resolve(t, allow_private, allow_networks)
+            hdrs = {"Host": t.host_header, "Accept-Encoding": "identity", "Connection": "keep-alive",
+                    **(headers or {})}
+            last = None
+            for ip in ips:
+                try:
+                    raw = _pool(t, ip, verify, connect_timeout, read_timeout).urlopen(
+                        "GET", t.path, headers=hdrs, redirect=False, retries=False, preload_content=False,
+                        assert_same_host=False)
+                    break
+                except (x.HTTPError, OSError) as e:
+                    if d.expired:
+                        raise FetchError("deadline", f"no complete answer within {deadline:g} s") from None
+                    last = _connect_error(e, t)
+                    if last.reason == "tls_error" or not isinstance(
+                            e, (x.NewConnectionError, x.ConnectTimeoutError)):
+                        raise last from None  # the server was reached: another address would not help
+            else:
+                raise last
+            resp = Response(raw, t.url, d)
+            if raw.status in REDIRECTS:
+                loc = raw.headers.get("Location")
+                _release(raw)
+                resp = None
+                if not loc:
+                    raise FetchError("bad_redirect", f"HTTP {raw.status} without Location")
+                try:
+                    url = urljoin(t.url, loc)  # parse_url judges the result, spaces and all
+                except ValueError as e:
+                    raise _bad(f"redirect to an unreadable Location {loc[:80]!r} ({e})") from None
+                continue
+            yield resp
+            return
+        raise FetchError("too_many_redirects", f"more than {max_redirects}")
+    finally:
+        d.cancel()
+        _local.deadline = None
+        if resp is not None:
+            _release(resp.raw)
+
+
+def _release(raw) -> None:
+    """Give the connection back for reuse only when its body was read to the end; else close it."""
+    if raw.length_remaining == 0:
+        raw.drain_conn()  # nothing left to read, but http.client must see the response finished
+    else:
+        raw.close()
+    raw.release_conn()
