@@ -60,17 +60,29 @@ def _simple_cnn():
 
 
 def _torch_load(path: Path, name: str) -> dict:
+    """A state_dict from a weights file, tensors only (weights_only: a file cannot run code when loaded)."""
+    import warnings
+    import zipfile
+
     import torch
 
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError, struct.error) as e:
+        with warnings.catch_warnings():  # a failure becomes our one line below, not torch's warnings first
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{name}: {path} is not a tensor-only PyTorch weights file (a text file, a web page, "
+                           "a Git LFS pointer, or a pickle with code in it, which is never loaded); replace it "
+                           "with the real .pth file") from None
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UnicodeDecodeError, struct.error, zipfile.BadZipFile) as e:
         raise WeightsError(f"{name}: cannot read weights file {path} ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:120]}); replace it with a good copy") from None
+                           f"{(str(e).splitlines() or [''])[0][:120]}); replace it with a good copy") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise WeightsError(f"{name}: {path} holds a {type(sd).__name__}, not a state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{name}: {path} holds a {type(sd).__name__} that is not a state_dict of tensors; "
+                           "pass the backbone's .pth weights file")
     return sd
 
 
@@ -112,8 +124,12 @@ def _torchvision_state(b: Backbone, weights: str) -> dict:
     # torchvision file names carry the first hex digits of their sha256 (resnet34-b627a593.pth): check them
     check = re.search(r"-([a-f0-9]{6,})\.", url.rsplit("/", 1)[-1]) is not None
     try:
+        # weights_only: a downloaded file is never unpickled with code (torch.hub's own default is False)
         return torch.hub.load_state_dict_from_url(url, model_dir=str(folder), map_location="cpu",
-                                                  check_hash=check, progress=False)
+                                                  check_hash=check, progress=False, weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightsError(f"{b.name}: {url} did not give a tensor-only PyTorch weights file; "
+                           "set 'finetune.weights' to a good local .pth file") from None
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; hash mismatch a RuntimeError
         raise WeightsError(
             f"{b.name}: pretrained weights not found: expected {b.weights_file} in {folder} and the "

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .files import atomic_write_bytes, atomic_write_text
+from .files import NotRegular, atomic_write_bytes, atomic_write_text, read_regular
 from .recipe import DatasetSpec
 
 __all__ = ["Record", "clean_one", "clean_files", "near_duplicate_clusters", "hamming"]
@@ -66,9 +66,11 @@ def clean_one(raw: Path | bytes, spec: DatasetSpec) -> tuple[str, str, object | 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        data = raw if isinstance(raw, bytes) else raw.read_bytes()
+        data = raw if isinstance(raw, bytes) else read_regular(raw)
+    except NotRegular as e:
+        return e.reason, e.detail, None
     except OSError as e:
-        return "unreadable", str(e), None
+        return "unreadable", e.strerror or str(e), None
     if not data:
         return "empty_file", "0 bytes", None
     with warnings.catch_warnings():

@@ -20,21 +20,61 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 RecipeArg = typer.Argument(..., help="Recipe file, e.g. recipes/face-or-not.toml", show_default=False)
 
 
+def shown_path(path: str) -> str:
+    """A path as one unambiguous field: as it is, or JSON-quoted with escapes when it holds a control
+    character, a backslash, a quote at the start, or bytes that are not UTF-8."""
+    if not path.isprintable() or "\\" in path or path.startswith('"'):  # surrogates are not printable
+        return json.dumps(path)
+    return path
+
+
 def _fail(msg: str, code: int = 2):
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)
+
+
+# what Ctrl-C keeps, per command
+_INTERRUPTED = {
+    "finetune": "interrupted; finished stages are kept in runs/NAME.partial/ and the previous run in runs/NAME/ "
+                "is untouched: `chiquito finetune RECIPE --resume` goes on",
+    "dataset": "interrupted; finished downloads and extracted sources are kept: run `chiquito dataset RECIPE` "
+               "again to go on",
+}
+
+
+def _disk_full(e: OSError) -> str:
+    import shutil
+
+    from .files import bytes_written
+
+    where = Path(e.filename).parent if e.filename else Path.cwd()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"no space left on the device holding {where} ({free}) while writing {e.filename or 'a file'}; "
+            f"this command wrote {bytes_written() / 2**20:.1f} MB before it filled, and no half-written file "
+            "was kept: free some space (or move --data-root/--runs-root) and run it again")
 
 
 def _friendly(fn):
     """Known errors become one line on stderr and exit code 2; Ctrl-C says how to go on."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
+        import errno
+
         try:
             return fn(*a, **kw)
         except ChiquitoError as e:
             _fail(str(e))
         except KeyboardInterrupt:
-            _fail("interrupted; finished stages are kept: `chiquito finetune RECIPE --resume` goes on", 130)
+            _fail(_INTERRUPTED.get(fn.__name__, "interrupted"), 130)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                _fail(_disk_full(e))
+            raise
     return wrapper
 
 
@@ -110,7 +150,9 @@ def finetune(recipe: Path = RecipeArg,
 def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder", show_default=False),
              data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder per class"),
              out: Optional[Path] = typer.Option(None, help="Where figures and metrics go")):
-    """Reload the exported model.pkl and write metrics, confusion matrix and worst mistakes."""
+    """Reload the exported model.pkl and write metrics, confusion matrix and worst mistakes.
+
+    model.pkl is a pickle: loading it runs any code it holds. Evaluate only runs you made or trust."""
     from .evaluate import evaluate as run_evaluate
 
     res = run_evaluate(target, data=data, out=out, log=typer.echo)
@@ -125,7 +167,10 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl, or model
             as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout"),
             top_k: int = typer.Option(1, "--top-k", min=1, help="Show the k most likely classes"),
             bs: int = typer.Option(64, min=1, help="Batch size")):
-    """Predict label and probability for each image, in batches; exit 1 if any file failed."""
+    """Predict label and probability for each image, in batches; exit 1 if any file failed.
+
+    A .pkl model is a pickle: loading it runs any code it holds. Load only files you made or trust;
+    for a model from someone else use its .onnx export, which cannot run code."""
     from .predict import expand_paths, load_model, predict_paths
 
     learn = load_model(model)
@@ -137,12 +182,12 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl, or model
         typer.echo(json.dumps([{"path": r.path, "error": r.error} if r.error else
                                {"path": r.path, "label": r.label, "probability": r.probability,
                                 "top": r.top(top_k), "probabilities": r.probabilities} for r in results], indent=1))
-    else:
+    else:  # one line per file: a name with a newline, tab or other control character is shown escaped
         for r in results:
             if r.error:
-                typer.echo(f"error: {r.path}: {r.error}", err=True)
+                typer.echo(f"error: {shown_path(r.path)}: {r.error}", err=True)
             else:
-                typer.echo(f"{r.path}\t" + "\t".join(f"{lab}\t{p:.4f}" for lab, p in r.top(top_k)))
+                typer.echo(f"{shown_path(r.path)}\t" + "\t".join(f"{lab}\t{p:.4f}" for lab, p in r.top(top_k)))
     failed = sum(1 for r in results if r.error)
     if failed:
         typer.echo(f"{failed} of {len(results)} file(s) could not be predicted", err=True)
@@ -155,7 +200,10 @@ def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g.
            fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)"),
            int8: bool = typer.Option(False, "--int8", help="Also write a dynamically quantised int8 copy"),
            out: Optional[Path] = typer.Option(None, help="Output file (default RUN/model.onnx)")):
-    """Export model.pkl to ONNX with its classes and preprocessing; fails unless it matches PyTorch."""
+    """Export model.pkl to ONNX with its classes and preprocessing; fails unless it matches PyTorch.
+
+    model.pkl is a pickle: loading it runs any code it holds. Export only runs you made or trust; the
+    .onnx file this writes cannot run code, so share that one."""
     if fmt != "onnx":
         _fail(f"unknown format {fmt!r}; the only export format is onnx (model.pkl is already the fastai export)")
     if not (run / "model.pkl").is_file():
@@ -220,16 +268,29 @@ def serve(model: Path = typer.Argument(..., help="Exported model.pkl or model.on
           host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)"),
           port: int = typer.Option(8000, min=1, max=65535),
           max_upload_mb: float = typer.Option(10.0, min=0.01, help="Largest upload or fetched image"),
+          allow_network: list[str] = typer.Option([], "--allow-network",
+                                                  help="A CIDR (e.g. 10.1.2.0/24) pasted URLs may reach; repeatable"),
           allow_private_urls: bool = typer.Option(False, "--allow-private-urls",
                                                   help="Let pasted URLs reach loopback/private addresses")):
-    """Serve a web page and a JSON API (POST /api/predict) that classify uploaded or linked pictures."""
+    """Serve a web page and a JSON API (POST /api/predict) that classify uploaded or linked pictures.
+
+    A .pkl model is a pickle: loading it runs any code it holds. Serve only a model.pkl you made or
+    trust, or serve the .onnx export. Models are never loaded from a request or a URL."""
     try:
         import uvicorn
 
         from .serve import create_app
     except ImportError:
         _fail("the web app needs the serve extra: pip install 'chiquito-or-not[serve]'")
-    app_ = create_app(model, max_bytes=int(max_upload_mb * 2**20), allow_private_urls=allow_private_urls)
+    import ipaddress
+
+    for net in allow_network:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            _fail(f"--allow-network {net!r} is not a network; write it as a CIDR such as 10.1.2.0/24 or 10.1.2.3/32")
+    app_ = create_app(model, max_bytes=int(max_upload_mb * 2**20), allow_private_urls=allow_private_urls,
+                      allow_networks=tuple(allow_network))
     typer.echo(f"serving {model} on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 

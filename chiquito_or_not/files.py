@@ -8,7 +8,8 @@ import re
 import tempfile
 from pathlib import Path
 
-__all__ = ["sha256_file", "sha256_bytes", "atomic_write_bytes", "atomic_write_text", "glob_match"]
+__all__ = ["sha256_file", "sha256_bytes", "atomic_write_bytes", "atomic_write_text", "glob_match", "read_regular",
+           "NotRegular", "MAX_FILE_BYTES", "bytes_written"]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -24,10 +25,54 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+MAX_FILE_BYTES = 256 * 2**20  # larger than any image worth training on; a cap so /dev/zero cannot fill memory
+
+
+class NotRegular(OSError):
+    """A path that is not a regular file (pipe, device, socket, folder) or is over the size cap."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file, at most max_bytes: a named pipe, a device or a socket is refused
+    without blocking (opened non-blocking, then fstat), and the read is bounded."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a named pipe" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                    or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
+                    "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+            raise NotRegular("not_a_regular_file", f"{kind}, not a regular file")
+        if st.st_size > max_bytes:
+            raise NotRegular("too_large", f"{st.st_size} bytes, over the {max_bytes} byte cap")
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            fd = -1
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:  # it grew while we read
+            raise NotRegular("too_large", f"over the {max_bytes} byte cap")
+        return data
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_written = [0]  # bytes this process wrote through atomic_write_bytes (what a disk-full message reports)
+
+
+def bytes_written() -> int:
+    return _written[0]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -39,9 +84,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # a failed write names no file: name the one being written
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _written[0] += len(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

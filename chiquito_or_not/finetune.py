@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .features import head_learner
 from .files import atomic_write_text
 from .learner import BodyBatchNormEval, LogProgress, class_weights, keep_frozen, make_dls, make_learner
 from .lr_find import find_lr
-from .paths import cache_dir, dataset_dir, run_dir
+from .paths import cache_dir, dataset_dir, partial_run_dir, run_dir
 from .plots import plot_history
 from .recipe import Recipe, recipe_to_dict, write_resolved
 
@@ -71,14 +72,21 @@ def export_learner(learn, path: Path) -> Path:
     return path
 
 
-def _tensorboard(run: Path, stage: str | None, dls=None):
-    """fastai's TensorBoard callback for one stage (its own folder), or, with `dls`, a batch of inputs."""
+def _tensorboard_available() -> None:
     try:
-        from fastai.callback.tensorboard import TensorBoardCallback
-        from torch.utils.tensorboard import SummaryWriter
+        import fastai.callback.tensorboard  # noqa: F401
+        import torch.utils.tensorboard  # noqa: F401
     except ImportError:
         raise RecipeError("'finetune.tensorboard' needs the tensorboard package: "
                           "pip install 'chiquito-or-not[tensorboard]'") from None
+
+
+def _tensorboard(run: Path, stage: str | None, dls=None):
+    """fastai's TensorBoard callback for one stage (its own folder), or, with `dls`, a batch of inputs."""
+    _tensorboard_available()
+    from fastai.callback.tensorboard import TensorBoardCallback
+    from torch.utils.tensorboard import SummaryWriter
+
     if dls is None:
         return TensorBoardCallback(log_dir=run / "tensorboard" / stage, trace_model=False, log_preds=False)
     x = dls.train.decode((dls.train.one_batch()[0],))[0][:16].float()
@@ -147,8 +155,9 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     from .evaluate import evaluate
 
-    run = run_dir(recipe.name)
+    final, run = run_dir(recipe.name), partial_run_dir(recipe.name)  # built in `run`, promoted on success
     root = Path(data_root) if data_root else dataset_dir(recipe.name)
+    # everything that can be checked is checked before anything is written: a failed run changes nothing
     if recipe.finetune.precision in ("fp16", "bf16") and not torch.cuda.is_available():
         raise RecipeError(f"{recipe.path}: finetune.precision = \"{recipe.finetune.precision}\" needs a CUDA GPU; "
                           "use \"auto\" (fp32 on a CPU) or \"fp32\"")
@@ -157,30 +166,27 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         raise RunError(f"{world} processes were launched, but fastai's distributed training needs CUDA GPUs "
                        "(its DistributedDL broadcasts through .cuda()); run `chiquito finetune` without "
                        "accelerate/torchrun on a CPU")
+    if recipe.finetune.tensorboard:
+        _tensorboard_available()
     if rank:  # under `accelerate launch` only the first process writes files and prints
         log = lambda *_: None  # noqa: E731
     state_path, ckpt = run / "state.json", run / "checkpoints"
     state = {"fingerprint": _fingerprint(recipe), "done": [], "timings": {}, "dataset": str(root.resolve())}
     if resume:
-        if not state_path.is_file():
-            raise RunError(f"{run}: nothing to resume (no state.json); run without --resume")
-        saved = json.loads(state_path.read_text())
-        if saved.get("fingerprint") != state["fingerprint"]:
-            raise RunError(f"{run}: the recipe changed since this run started; run without --resume "
-                           "to start over")
-        state = saved
-    elif not rank:
-        for p in (state_path, run / "history.csv", run / "lr_find.json", run / "model.pkl"):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(ckpt, ignore_errors=True)
-    if not rank:
-        write_resolved(recipe, run)
+        state = _resumable_state(run, final, state["fingerprint"])
 
     set_seed(recipe.seed, reproducible=True)
     t0 = time.time()
-    dls_plain = make_dls(recipe, augment=False, root=root)
+    dls_plain = make_dls(recipe, augment=False, root=root)  # DataError when `chiquito dataset` has not run
     dls_aug = make_dls(recipe, augment=True, root=root)
-    learn = make_learner(recipe, dls_plain, run, class_weights(recipe, root))
+    learn = make_learner(recipe, dls_plain, run, class_weights(recipe, root))  # WeightsError: missing/bad weights
+    if state["done"]:
+        _load_checkpoint(learn, ckpt, state["done"][-1])
+        log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
+    if not rank:
+        if not resume:  # an interrupted earlier attempt is started over; the finished run in `final` stays
+            shutil.rmtree(run, ignore_errors=True)
+        write_resolved(recipe, run)
     precision = _precision(learn, recipe.finetune.precision)
     if recipe.finetune.tensorboard and not rank:
         _tensorboard(run, None, dls_aug)
@@ -203,8 +209,8 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         state["timings"]["features"] = round(time.time() - t, 1)
     lr_info = {}
     if (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
-        if resume and (run / "lr_find.json").is_file():
-            lr_info = json.loads((run / "lr_find.json").read_text())
+        if resume and (saved := _read_json(run / "lr_find.json")):
+            lr_info = saved
         else:  # several processes run it together: fastai gathers every loss across them, so they agree
             t = time.time()
             with _fit_ctx(learn, world):
@@ -219,9 +225,6 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     # a body trained from scratch has nothing worth freezing: its "frozen" stages train everything
     freeze = learn.freeze if BACKBONES[f.backbone].family != "scratch" else learn.unfreeze
-    if state["done"]:
-        learn.load(f"stage-{state['done'][-1]}", with_opt=True)
-        log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
     history = _read_history(run / "history.csv")
     for i, stage in enumerate(STAGES, 1):
         n_ep = _stage_epochs(recipe, stage)
@@ -278,4 +281,74 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     state["timings"]["train_total"] = round(time.time() - t0, 1)
     atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
     metrics = evaluate(run, log=log)
-    return FinetuneResult(run=run, learn=learn, timings=state["timings"], metrics=metrics, lr=lr_info)
+    metrics["model"] = str(final / "model.pkl")
+    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    promote(run, final)
+    learn.path = final
+    return FinetuneResult(run=final, learn=learn, timings=state["timings"], metrics=metrics, lr=lr_info)
+
+
+# written into runs/NAME/ by `compare` and `sweep`, not by finetune: a new run keeps them
+KEPT_ACROSS_RUNS = ("leaderboard.csv", "leaderboard.png", "sweep.csv", "sweep.png")
+
+
+def promote(work: Path, final: Path) -> None:
+    """Replace the previous run folder by the finished one in two renames; until then the previous run,
+    its model.pkl included, is untouched."""
+    old = final.with_name(f".{final.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        for name in KEPT_ACROSS_RUNS:
+            if (final / name).is_file() and not (work / name).exists():
+                shutil.copy2(final / name, work / name)
+        final.rename(old)
+    work.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _resumable_state(work: Path, final: Path, fingerprint: str) -> dict:
+    """The interrupted run's state.json, checked; a one-line RunError when there is none or it is damaged."""
+    path = work / "state.json"
+    if not path.exists():
+        done = _read_json(final / "state.json")
+        if done and (final / "model.pkl").is_file():
+            raise RunError(f"{final} is a finished run and nothing was interrupted since; run without --resume "
+                           "to train again")
+        raise RunError(f"{work}: nothing to resume (no interrupted run); run without --resume")
+    saved = _read_json(path)
+    if (saved is None or not isinstance(saved.get("done"), list) or not set(saved["done"]) <= set(STAGES)
+            or not isinstance(saved.get("timings"), dict) or not isinstance(saved.get("dataset"), str)):
+        raise RunError(f"{path} is damaged (not the state a run writes); run without --resume to start over "
+                       f"(the previous finished run in {final} is kept until the new one succeeds)")
+    if saved.get("fingerprint") != fingerprint:
+        raise RunError(f"{work}: the recipe changed since this run started; run without --resume to start over")
+    return saved
+
+
+def _load_checkpoint(learn, folder: Path, stage: str) -> None:
+    """Load a finished stage's weights and optimizer state (tensors only: weights_only, never a pickle)."""
+    import pickle
+    import struct
+    import zipfile
+
+    path = folder / f"stage-{stage}.pth"
+    fix = (f"run without --resume to start over (the previous finished run in "
+           f"{folder.parent.name.removesuffix('.partial')} is kept until the new one succeeds)")
+    if not path.is_file():
+        raise RunError(f"{path} is missing, but state.json says stage '{stage}' finished; {fix}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="Could not load the optimizer state")
+            learn.load(f"stage-{stage}", with_opt=True, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UserWarning, pickle.UnpicklingError, struct.error, zipfile.BadZipFile) as e:
+        raise RunError(f"{path} is damaged or belongs to another model ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); {fix}") from None

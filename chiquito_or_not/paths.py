@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_root", "runs_root", "cache_dir", "raw_dir", "dataset_dir", "run_dir"]
+__all__ = ["data_root", "runs_root", "cache_dir", "raw_dir", "dataset_dir", "run_dir", "partial_run_dir"]
 
 
 def data_root() -> Path:
@@ -36,3 +36,8 @@ def dataset_dir(name: str) -> Path:
 def run_dir(name: str) -> Path:
     """One recipe's run folder: recipe, plots, metrics, checkpoints and the exported model."""
     return runs_root() / name
+
+
+def partial_run_dir(name: str) -> Path:
+    """Where a run is built (and resumed from) until it succeeds and replaces run_dir(name)."""
+    return runs_root() / f"{name}.partial"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +31,15 @@ class Prediction:
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
 
 
-def load_model(path: str | Path):
+PICKLE_NOTICE = ("note: {path} is a pickle (fastai's format): loading it runs any code it holds. Load only "
+                 "model.pkl files you made or trust; to share a model, or serve one from someone else, use "
+                 "its .onnx export (`chiquito export RUN`), which cannot run code.")
+
+
+def load_model(path: str | Path, notice=None):
     """Load an exported learner (.pkl) onto the CPU, or an exported .onnx file on onnxruntime (without
-    importing torch); a clear error if it is missing or not a model."""
+    importing torch); a clear error if it is missing or not a model. A .pkl runs code when loaded:
+    `notice` (default: one line on stderr) says so every time one is loaded."""
     p = Path(path)
     if p.suffix.lower() == ".onnx":
         from .onnxmodel import OnnxClassifier
@@ -46,9 +53,14 @@ def load_model(path: str | Path):
     if not p.is_file():
         raise ChiquitoError(f"{p}: no such model file; train one with `chiquito finetune RECIPE` "
                             "(it writes runs/<name>/model.pkl)")
+    if notice is None:
+        import sys
+
+        notice = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    notice(PICKLE_NOTICE.format(path=p))
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # load_learner warns about pickle on every call
+            warnings.simplefilter("ignore")  # fastai's own two-line warning says what PICKLE_NOTICE said
             learn = load_learner(p, cpu=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, ImportError, ValueError) as e:
         raise ChiquitoError(f"{p}: cannot load as a fastai learner ({type(e).__name__}: "
@@ -142,9 +154,9 @@ def _load_one(path: Path, spec: dict):
     """(error, array) for one file: decoded, checked and preprocessed (runs in a worker thread)."""
     from .onnxmodel import preprocess_image
 
-    if not path.exists():
+    if not os.path.lexists(path):
         return "missing: no such file", None
-    reason, detail, im = clean_one(path, ACCEPT)
+    reason, detail, im = clean_one(path, ACCEPT)  # regular files only, a bounded read: never blocks on a pipe
     if reason:
         return f"{reason}: {detail}", None
     return "", preprocess_image(im, spec)
