@@ -17,8 +17,9 @@ __all__ = ["fetch_archive", "extract_once", "extract_archive"]
 def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | str = True,
                   timeout: float = 30.0, what: str = "'mirrors'", local: str = "set archive = PATH") -> Path:
     """`target` holding the archive: reused when it checks out, else downloaded from the first mirror that
-    works. `size` 0 means unknown (the sha256 still decides)."""
-    import requests
+    works. `size` 0 means unknown (the sha256 still decides). Fetched through net.open_url, the guarded
+    fetch every download shares (no overall deadline: archives are large; each read still times out)."""
+    from .net import FetchError, open_url
 
     if target.is_file() and (not size or target.stat().st_size == size) and sha256_file(target) == sha256:
         return target
@@ -27,13 +28,13 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
     for url in mirrors:
         part = target.with_name(f".{target.name}.part")
         try:
-            with requests.get(url, stream=True, timeout=(10, timeout), verify=verify) as r:
-                if r.status_code != 200:
-                    errors.append(f"{url}: HTTP {r.status_code}")
+            with open_url(url, verify=verify, connect_timeout=10, read_timeout=timeout, deadline=None) as r:
+                if r.status != 200:
+                    errors.append(f"{url}: HTTP {r.status}")
                     continue
                 h, n = hashlib.sha256(), 0
                 with open(part, "wb") as f:
-                    for chunk in r.iter_content(1 << 20):
+                    for chunk in r.iter_chunks(1 << 20):
                         n += len(chunk)
                         if size and n > size:
                             break
@@ -46,8 +47,8 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
             else:
                 part.replace(target)
                 return target
-        except requests.RequestException as e:
-            errors.append(f"{url}: {type(e).__name__}: {str(e)[:80]}")
+        except FetchError as e:
+            errors.append(f"{url}: {e.reason}: {e.detail[:80]}")
         finally:
             part.unlink(missing_ok=True)
     raise SourceError(f"no mirror gave a good {target.name} ({'; '.join(errors)}); download it yourself "
