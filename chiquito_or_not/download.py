@@ -7,15 +7,14 @@ import json
 import os
 import sys
 import threading
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from .clean import clean_one
 from .files import atomic_write_bytes
-from .net import FetchError, open_url, parse_url
+from .net import Abort, FetchError, open_url, parse_url
 from .recipe import DatasetSpec
 
 __all__ = ["DownloadPolicy", "download_urls", "fetch_bytes", "FetchError", "sniff_image", "read_outcomes",
@@ -72,6 +71,7 @@ def read_outcomes(path: Path) -> dict[str, dict]:
 class _Downloader:
     def __init__(self, dest: Path | None, policy: DownloadPolicy):
         self.dest, self.p = dest, policy
+        self.abort = Abort()  # Ctrl-C: in-flight fetches end at once, queued ones never start
         self.claimed: set[str] = set()  # files an "ok" outcome owns; a file a killed run left unrecorded is not one
         self.host_locks: dict[str, threading.BoundedSemaphore] = {}
         self.lock = threading.Lock()
@@ -94,7 +94,7 @@ class _Downloader:
                                            verify=p.verify,
                                            connect_timeout=p.connect_timeout, read_timeout=p.read_timeout,
                                            deadline=p.deadline, max_redirects=p.max_redirects,
-                                           headers={"User-Agent": p.user_agent}) as r:
+                                           headers={"User-Agent": p.user_agent}, abort=self.abort) as r:
             if r.status == 429 or r.status >= 500:
                 ra = r.headers.get("Retry-After", "")
                 raise FetchError(f"http_{r.status}", r.raw.reason or "",
@@ -127,7 +127,8 @@ class _Downloader:
                     return {"url": url, "status": "failed", "reason": f.reason, "detail": f.detail,
                             "attempts": attempt + 1}
                 wait = f.retry_after if f.retry_after is not None else self.p.backoff * 2 ** attempt
-                time.sleep(min(wait, self.p.max_retry_after))
+                if self.abort.event.wait(min(wait, self.p.max_retry_after)):
+                    return {"url": url, "status": "failed", "reason": "interrupted", "attempts": attempt + 1}
                 attempt += 1
         ext = sniff_image(body[:16])
         if not ext:
@@ -169,17 +170,26 @@ def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = Download
     d.claimed = {rec["file"] for rec in done.values() if rec.get("status") == "ok" and rec.get("file")}
     counts = Counter(rec["reason"] or rec["status"] for u, rec in done.items() if u in set(urls))
     progress = sys.stdout.isatty() if progress is None else progress
-    write_lock = threading.Lock()
-    with open(journal, "a", encoding="utf-8") as out, ThreadPoolExecutor(policy.workers) as pool:
-        for i, rec in enumerate(pool.map(d.fetch, todo), 1):
-            with write_lock:
+    pool = ThreadPoolExecutor(policy.workers)
+    try:
+        with open(journal, "a", encoding="utf-8") as out:
+            futures = [pool.submit(d.fetch, u) for u in todo]
+            # each outcome is journaled the moment it is known, in the order they finish: one slow URL
+            # holds up neither the journal nor the progress line
+            for i, fut in enumerate(as_completed(futures), 1):
+                rec = fut.result()
                 out.write(json.dumps(rec) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
-            counts[rec["reason"] or rec["status"]] += 1
-            if progress:
-                sys.stdout.write(f"\r  downloaded {i}/{len(todo)}  ok {counts['ok']}")
-                sys.stdout.flush()
+                counts[rec["reason"] or rec["status"]] += 1
+                if progress:
+                    sys.stdout.write(f"\r  downloaded {i}/{len(todo)}  ok {counts['ok']}")
+                    sys.stdout.flush()
+    except BaseException:  # Ctrl-C: what was journaled is kept; the rest is fetched by the next run
+        d.abort.abort()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
     if progress and todo:
         sys.stdout.write("\n")
     return counts

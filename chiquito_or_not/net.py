@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
-__all__ = ["FetchError", "Target", "parse_url", "resolve", "check_address", "open_url", "REDIRECTS"]
+__all__ = ["FetchError", "Target", "Abort", "parse_url", "resolve", "check_address", "open_url", "REDIRECTS"]
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_URL = 4096
@@ -165,18 +165,35 @@ def resolve(t: Target, allow_private: bool, allow_networks: tuple = ()) -> list[
     return ips
 
 
+class Abort:
+    """Stops every fetch that was given it, at once (Ctrl-C): their sockets are shut down."""
+
+    def __init__(self):
+        self.event, self.lock, self.active = threading.Event(), threading.Lock(), set()
+
+    @property
+    def aborted(self) -> bool:
+        return self.event.is_set()
+
+    def abort(self):
+        self.event.set()
+        with self.lock:
+            for d in list(self.active):
+                d.expire()
+
+
 class _Deadline:
     """Shuts down every socket of one fetch when its time is up, so a server that drips a byte now and
     then (each read within the read timeout) cannot hold the fetch open."""
 
     def __init__(self, seconds: float | None):
         self.seconds, self.expired, self.socks, self.lock = seconds, False, [], threading.Lock()
-        self.timer = threading.Timer(seconds, self._expire) if seconds else None
+        self.timer = threading.Timer(seconds, self.expire) if seconds else None
         if self.timer:
             self.timer.daemon = True
             self.timer.start()
 
-    def _expire(self):
+    def expire(self):
         with self.lock:
             self.expired = True
             for s in self.socks:
@@ -296,15 +313,20 @@ class Response:
 @contextmanager
 def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = (), verify: bool | str = True, connect_timeout: float = 5.0,
              read_timeout: float = 15.0, deadline: float | None = 60.0, max_redirects: int = 5,
-             headers: dict | None = None):
+             headers: dict | None = None, abort: Abort | None = None):
     """GET `url`, following at most `max_redirects` http(s) redirects, each hop parsed strictly, resolved
     once, checked (unless allow_private) and connected to at exactly the checked address. Yields a
-    Response; raises FetchError. `deadline` bounds the whole fetch, body included."""
+    Response; raises FetchError. `deadline` bounds the whole fetch, body included; `abort` ends it early."""
     from urllib3 import exceptions as x
 
     d = _Deadline(deadline)
     _local.deadline = d
     resp = None
+    if abort is not None:
+        with abort.lock:
+            abort.active.add(d)
+        if abort.aborted:
+            d.expire()
     try:
         for _ in range(max_redirects + 1):
             t = parse_url(url)
@@ -345,6 +367,9 @@ def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = ()
     finally:
         d.cancel()
         _local.deadline = None
+        if abort is not None:
+            with abort.lock:
+                abort.active.discard(d)
         if resp is not None:
             _release(resp.raw)
 

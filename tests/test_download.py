@@ -111,3 +111,53 @@ def test_interrupted_run_resumes_without_downloading_twice(tmp_path):
         assert all(server.hits[u.removeprefix(server.base)] <= 2 for u in urls)
         assert len(list(dest.glob("*.jpg"))) == 60 and not list(dest.glob(".*"))
         assert len(read_outcomes(journal)) == 60
+
+
+def test_a_stalled_url_stalls_neither_the_others_nor_the_journal(tmp_path):
+    import threading
+
+    with Server() as server:
+        urls = [server.base + "/drip.jpg"] + [f"{server.base}/img/{i}.jpg" for i in range(12)]
+        policy = DownloadPolicy(workers=4, per_host=4, read_timeout=5, deadline=4, retries=0)
+        t = threading.Thread(target=download_urls, args=(urls, tmp_path, policy), kwargs={"progress": False})
+        t0 = time.monotonic()
+        t.start()
+        journal = tmp_path / OUTCOMES_FILE
+        while time.monotonic() - t0 < 3 and len(read_outcomes(journal)) < 12:
+            time.sleep(0.05)
+        seen = len(read_outcomes(journal))
+        assert seen == 12 and time.monotonic() - t0 < 3.5, seen  # journaled while the drip still runs
+        assert t.is_alive()
+        t.join(10)
+        assert read_outcomes(journal)[urls[0]]["reason"] == "deadline"  # cut at the overall deadline
+
+
+def test_ctrl_c_stops_at_once_and_the_rerun_fetches_only_what_is_missing(tmp_path):
+    with Server(latency=0.2) as server:
+        urls = [f"{server.base}/img/{i}.jpg" for i in range(80)] + [server.base + "/drip.jpg"]
+        (tmp_path / "urls.json").write_text(json.dumps(urls))
+        script = ("import json, sys\nfrom pathlib import Path\n"
+                  "from chiquito_or_not.download import download_urls, DownloadPolicy\n"
+                  "urls = json.loads(Path(sys.argv[1]).read_text())\n"
+                  "download_urls(urls, Path(sys.argv[2]), DownloadPolicy(workers=6, per_host=6), progress=False)\n")
+        dest = tmp_path / "out"
+        proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "urls.json"), str(dest)],
+                                env=subprocess_env(), stderr=subprocess.PIPE)
+        journal = dest / OUTCOMES_FILE
+        deadline = time.time() + 60
+        while time.time() < deadline and not (journal.is_file() and journal.read_text().count("\n") >= 15):
+            time.sleep(0.02)
+        t = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        stopped_in = time.monotonic() - t
+        assert stopped_in < 3, stopped_in  # the drip and the in-flight downloads were cut, not waited for
+        before = read_outcomes(journal)
+        assert 15 <= len(before) < 81
+        hits_before = sum(server.hits.values())
+        patient = DownloadPolicy(workers=8, per_host=8, read_timeout=20, connect_timeout=10, deadline=2)
+        counts = download_urls(urls, dest, patient, progress=False)
+        assert counts["ok"] == 80 and counts["deadline"] == 1
+        assert sum(server.hits.values()) - hits_before == 81 - len(before)  # only what was missing
+        for url in before:
+            assert server.hits[url.removeprefix(server.base)] == 1
