@@ -103,10 +103,11 @@ def _evaluate_set(learn, name: str, folder: Path, out: Path, suffix: str, top_k:
 
 
 def evaluate(target: str | Path, data: Path | None = None, out: Path | None = None, top_k: int = 9,
-             log=print) -> dict:
-    """Metrics and figures of the run's exported model.pkl on its valid (and test) split, or on `data`."""
+             log=print, notice=None) -> dict:
+    """Metrics and figures of the run's exported model.pkl on its valid (and test) split, or on `data`.
+    `notice` is load_model's pickle warning (finetune silences it for the file it has just written)."""
     run = resolve_run(target)
-    learn = load_model(run / "model.pkl") if (run / "model.pkl").is_file() else None
+    learn = load_model(run / "model.pkl", notice=notice) if (run / "model.pkl").is_file() else None
     if learn is None:
         raise RunError(f"{run}: no model.pkl; run `chiquito finetune RECIPE` first")
     if data is not None:

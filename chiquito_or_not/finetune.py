@@ -280,7 +280,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     export_learner(learn, run / "model.pkl")
     state["timings"]["train_total"] = round(time.time() - t0, 1)
     atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
-    metrics = evaluate(run, log=log)
+    metrics = evaluate(run, log=log, notice=lambda _: None)  # our own file, written a moment ago
     metrics["model"] = str(final / "model.pkl")
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     promote(run, final)

@@ -144,3 +144,17 @@ class Server:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def tls_server_context(tmp_path, *names: str):
+    """(server SSL context, CA file path): a test CA that signed a certificate for `names`."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ctx, ca_file

@@ -83,21 +83,28 @@ def test_only_http_urls_are_followed(tmp_path):
     assert counts == {"bad_scheme": 2}
 
 
+def _download_in_a_process(urls, tmp_path, workers: int):
+    """download_urls in a child process, returned once it has journaled 15 outcomes."""
+    (tmp_path / "urls.json").write_text(json.dumps(urls))
+    script = ("import json, sys\nfrom pathlib import Path\n"
+              "from chiquito_or_not.download import download_urls, DownloadPolicy\n"
+              "urls = json.loads(Path(sys.argv[1]).read_text())\n"
+              f"download_urls(urls, Path(sys.argv[2]), DownloadPolicy(workers={workers}, per_host={workers}), "
+              "progress=False)\n")
+    dest = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "urls.json"), str(dest)],
+                            env=subprocess_env(), stderr=subprocess.PIPE)
+    journal = dest / OUTCOMES_FILE
+    deadline = time.time() + 60
+    while time.time() < deadline and not (journal.is_file() and journal.read_text().count("\n") >= 15):
+        time.sleep(0.02)
+    return proc, dest, journal
+
+
 def test_interrupted_run_resumes_without_downloading_twice(tmp_path):
     with Server(latency=0.05) as server:
         urls = [f"{server.base}/img/{i}.jpg" for i in range(60)]
-        (tmp_path / "urls.json").write_text(json.dumps(urls))
-        script = ("import json, sys\nfrom pathlib import Path\n"
-                  "from chiquito_or_not.download import download_urls, DownloadPolicy\n"
-                  "urls = json.loads(Path(sys.argv[1]).read_text())\n"
-                  "download_urls(urls, Path(sys.argv[2]), DownloadPolicy(workers=2, per_host=2), progress=False)\n")
-        dest = tmp_path / "out"
-        proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "urls.json"), str(dest)],
-                                env=subprocess_env())
-        journal = dest / OUTCOMES_FILE
-        deadline = time.time() + 60
-        while time.time() < deadline and not (journal.is_file() and journal.read_text().count("\n") >= 15):
-            time.sleep(0.02)
+        proc, dest, journal = _download_in_a_process(urls, tmp_path, workers=2)
         os.kill(proc.pid, signal.SIGKILL)  # the hardest interruption: no cleanup at all
         proc.wait()
         before = read_outcomes(journal)
@@ -135,18 +142,7 @@ def test_a_stalled_url_stalls_neither_the_others_nor_the_journal(tmp_path):
 def test_ctrl_c_stops_at_once_and_the_rerun_fetches_only_what_is_missing(tmp_path):
     with Server(latency=0.2) as server:
         urls = [f"{server.base}/img/{i}.jpg" for i in range(80)] + [server.base + "/drip.jpg"]
-        (tmp_path / "urls.json").write_text(json.dumps(urls))
-        script = ("import json, sys\nfrom pathlib import Path\n"
-                  "from chiquito_or_not.download import download_urls, DownloadPolicy\n"
-                  "urls = json.loads(Path(sys.argv[1]).read_text())\n"
-                  "download_urls(urls, Path(sys.argv[2]), DownloadPolicy(workers=6, per_host=6), progress=False)\n")
-        dest = tmp_path / "out"
-        proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "urls.json"), str(dest)],
-                                env=subprocess_env(), stderr=subprocess.PIPE)
-        journal = dest / OUTCOMES_FILE
-        deadline = time.time() + 60
-        while time.time() < deadline and not (journal.is_file() and journal.read_text().count("\n") >= 15):
-            time.sleep(0.02)
+        proc, dest, journal = _download_in_a_process(urls, tmp_path, workers=6)
         t = time.monotonic()
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)

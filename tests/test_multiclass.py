@@ -66,7 +66,7 @@ def test_three_classes_end_to_end(roots, tmp_path):
     r = runner.invoke(app, ["predict", str(roots / "runs" / "three" / "model.pkl"),
                             str(roots / "data" / "three" / "test"), "--top-k", "3", "--json"])
     assert r.exit_code == 0, r.output
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     assert len(doc) == 12 and all(len(d["top"]) == 3 for d in doc)
     assert all(d["top"][0][1] >= d["top"][1][1] >= d["top"][2][1] for d in doc)
 
@@ -101,7 +101,7 @@ def test_compare_writes_a_leaderboard(roots, tmp_path):
     assert float(rows[0]["balanced_accuracy"]) >= float(rows[1]["balanced_accuracy"])  # sorted best first
     assert (roots / "runs" / "three" / "leaderboard.png").stat().st_size > 5000
     assert (roots / "runs" / "three--simple_cnn" / "model.pkl").is_file()
-    assert "efficientnet_lite0" in r.output.splitlines()[-2] + r.output.splitlines()[-1]
+    assert "efficientnet_lite0" in r.stdout.splitlines()[-2] + r.stdout.splitlines()[-1]
 
     r = runner.invoke(app, ["compare", str(recipe), "--backbones", "resnet43"])
     assert r.exit_code == 2 and "'resnet43' is not a backbone" in r.output

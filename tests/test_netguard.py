@@ -9,7 +9,7 @@ import pytest
 from chiquito_or_not.download import DownloadPolicy, fetch_bytes
 from chiquito_or_not.net import FetchError, parse_url
 
-from .httpserver import Server
+from .httpserver import Server, tls_server_context
 
 # the guarded policy serve uses, with 127.0.0.2 let through so a trusted loopback server can redirect
 GUARDED = DownloadPolicy(allow_private=False, allow_networks=("127.0.0.2/32",), retries=0, connect_timeout=1,
@@ -30,12 +30,12 @@ def tricky(port: int) -> list[str]:
         f"http://localhost.:{p}/", f"http://[::1]:{p}/", f"http://[::ffff:127.0.0.1]:{p}/",
         f"http://[::ffff:7f00:1]:{p}/", f"http://[0:0:0:0:0:ffff:127.0.0.1]:{p}/", f"http://[::]:{p}/",
         f"http://[64:ff9b::7f00:1]:{p}/", f"http://[2002:7f00:1::]:{p}/", f"http://[::1%25lo]:{p}/",
-        f"http://[::1/", "http://[zz]/", f"http://[::1]x:{p}/", f"http://%31%32%37.0.0.1:{p}/",
+        "http://[::1/", "http://[zz]/", f"http://[::1]x:{p}/", f"http://%31%32%37.0.0.1:{p}/",
         f"http://127%2e0%2e0%2e1:{p}/", f"http://127\u30020\u30020\u30021:{p}/", f"http://\u2460\u2461\u2466.0.0.1:{p}/",
         f"http://127.0.0.1\uff1a{p}/", f"http://127.0.0.1:{p} /", f"http://127.0.0.1:{p}\t/", f" http://127.0.0.1:{p}/",
         f"http://127.0.0.1:{p}\r\nX: y/", f"http://127.0.0.1:{p}\x00/", f"http://127.0.0.1:+{p}/",
         f"http://127.0.0.1:0{p}/", f"http://127.0.0.1:{p + 65536}/", f"http://127.0.0.1:{p}:{p}/",
-        f"//127.0.0.1:{p}/", f"ftp://127.0.0.1:{p}/", f"file:///etc/passwd", f"gopher://127.0.0.1:{p}/",
+        f"//127.0.0.1:{p}/", f"ftp://127.0.0.1:{p}/", "file:///etc/passwd", f"gopher://127.0.0.1:{p}/",
         f"http://127.0.0.1.:{p}/", f"http://[::127.0.0.1]:{p}/", f"http://10.0.0.1:{p}/", f"http://169.254.169.254:{p}/",
         f"http://100.64.0.1:{p}/", f"http://224.0.0.1:{p}/", f"http://255.255.255.255:{p}/",
         f"http://[fe80::1]:{p}/", f"http://[fc00::1]:{p}/",
@@ -127,13 +127,7 @@ def test_the_checked_address_is_the_connected_one(monkeypatch):
 
 
 def test_tls_name_is_the_urls_host_while_connecting_to_the_pinned_address(monkeypatch, tmp_path):
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("images.test")
-    ctx = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    ctx, ca_file = tls_server_context(tmp_path, "images.test")
     with Server(ssl_context=ctx) as s:
         _pin(monkeypatch, {"images.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
         policy = DownloadPolicy(verify=str(ca_file), retries=0)

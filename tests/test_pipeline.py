@@ -104,7 +104,7 @@ def test_predict_cli_batches_and_reports_bad_files(tiny_run, tmp_path):
 
     r = CliRunner().invoke(app, ["predict", model, str(valid), "--json"])
     assert r.exit_code == 0
-    doc = json.loads(r.output)
+    doc = json.loads(r.stdout)
     assert len(doc) == n_valid and all(abs(sum(d["probabilities"].values()) - 1) < 1e-4 for d in doc)
     right = sum(d["label"] == Path(d["path"]).parent.name for d in doc)
     saved = json.loads((res.run / "metrics.json").read_text())["valid"]

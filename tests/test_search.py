@@ -15,7 +15,7 @@ from chiquito_or_not.recipe import load_recipe
 from chiquito_or_not.search import search_images
 
 from .conftest import save_crops, write_recipe
-from .httpserver import Server
+from .httpserver import Server, tls_server_context
 
 
 def bing_page(base: str, first: int, n: int) -> bytes:
@@ -110,14 +110,7 @@ def test_missing_backend_names_the_extra(monkeypatch, tmp_path):
 def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path):
     """google-images-download drives headless Chromium to a results page on 127.0.0.1; it only keeps
     https image URLs, so the images are served over TLS by a loopback server with a test CA."""
-    import trustme
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ctx = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
-    cert.configure_cert(ctx)
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    ctx, ca_file = tls_server_context(tmp_path, "127.0.0.1")
     with Server(ssl_context=ctx) as images, Server() as pages:
         urls = [f"{images.base}/img/{i}.jpg" for i in range(1, 9)]
         body = "<html><body><script>var data = [" + ",".join(f'["{u}",96,96]' for u in urls) + "];</script>"
