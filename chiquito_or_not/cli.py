@@ -91,17 +91,24 @@ def main(data_root: Optional[Path] = typer.Option(None, help="Data root (default
 
 @app.command()
 @_friendly
-def dataset(recipe: Path = RecipeArg):
+def dataset(recipe: Path = RecipeArg,
+            retry_failed: bool = typer.Option(False, "--retry-failed",
+                                              help="Download again the URLs that failed for reasons that may "
+                                                   "pass (timeouts, 5xx, connection errors)")):
     """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/."""
     from .dataset import build_dataset
     from .recipe import load_recipe
 
     r = load_recipe(recipe)
     typer.echo(f"dataset {r.name}: sources")
-    s = build_dataset(r, log=typer.echo)
-    typer.echo(f"cleaned {s.inputs} inputs: {s.kept} kept, {s.inputs - s.kept} rejected")
+    s = build_dataset(r, log=typer.echo, retry_failed=retry_failed)
+    used = s.kept - sum(s.unused.values())
+    typer.echo(f"cleaned {s.inputs} inputs: {s.kept} kept, {s.inputs - s.kept} rejected; "
+               f"{used} in the splits" + (f", {sum(s.unused.values())} left out" if s.unused else ""))
     for reason, n in s.rejected.most_common():
         typer.echo(f"  rejected {n:>5}  {reason}")
+    for reason, n in s.unused.most_common():
+        typer.echo(f"  left out {n:>5}  {reason}")
     for split, counts in s.counts.items():
         typer.echo(f"  {split:<6} " + "  ".join(f"{lab} {n}" for lab, n in sorted(counts.items())))
     typer.echo(f"wrote {s.root}/{{train,valid{',test' if 'test' in s.counts else ''}}}/, manifest.csv, split.csv "

@@ -29,6 +29,7 @@ class DatasetSummary:
     rejected: Counter = field(default_factory=Counter)
     counts: dict = field(default_factory=dict)  # split -> label -> n
     changes: dict = field(default_factory=dict)
+    unused: Counter = field(default_factory=Counter)  # kept (clean) but left out of the splits, by reason
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -79,14 +80,15 @@ def _sample(raw: list, n: int, seed: int) -> list:
     return out
 
 
-def _fetch(label: str, src, where: str, seed: int, log) -> list:
-    files = fetch_source(src, where, seed, log)
+def _fetch(label: str, src, where: str, seed: int, log, retry_failed: bool = False) -> list:
+    files = fetch_source(src, where, seed, log, retry_failed)
     log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
     return [(label, f) for f in files]
 
 
-def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> DatasetSummary:
-    """Fetch, clean, balance and split the recipe's images into `root` (default: the data root)."""
+def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_failed: bool = False) -> DatasetSummary:
+    """Fetch, clean, balance and split the recipe's images into `root` (default: the data root);
+    `retry_failed` fetches again the downloads that failed for reasons that may pass."""
     root = Path(root) if root else dataset_dir(recipe.name)
     specs = {**_class_folders(recipe), **recipe.classes}
     raw, deferred = [], []
@@ -96,7 +98,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> Datase
             if src.kind == "lfw" and src.count == 0:  # "as many as the positives": known after cleaning
                 deferred.append((label, where, src))
                 continue
-            raw += _fetch(label, src, where, recipe.seed, log)
+            raw += _fetch(label, src, where, recipe.seed, log, retry_failed)
     if recipe.dataset.sample:
         raw = _sample(raw, recipe.dataset.sample, recipe.seed)
         log(f"  sample: at most {recipe.dataset.sample} input files per class ({len(raw)} in all)")
@@ -111,6 +113,11 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> Datase
         for label, where, src in deferred:
             raw += _fetch(label, replace(src, count=n), where, recipe.seed, log)
         recs = clean_files(raw, recipe.dataset, root / "clean")  # cached: the first files are not decoded again
+        for label, _, _ in deferred:
+            got = sum(1 for r in recs if r.label == label and r.status == "kept")
+            if got < n:
+                log(f"  {label}: {got} clean of the {n} asked for (count = 0: as many as the largest other "
+                    f"class); {n - got} were rejected while cleaning, see manifest.csv")
     for label in sorted(specs):
         if not any(r.label == label for r in recs):
             raise DataError(f"class {label!r} has no input files; check its sources in {recipe.path}")
@@ -122,13 +129,21 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> Datase
     if len(classes) < 2:
         raise DataError(f"only {len(classes)} class(es) left after dropping small ones; lower "
                         "'dataset.min_images_per_class' or add images")
-    write_csv(root / "manifest.csv", [asdict(r) for r in recs], list(Record.__dataclass_fields__))
     kept = [r for r in recs if r.status == "kept"]
     for label in classes:
         if not any(r.label == label for r in kept):
+            write_csv(root / "manifest.csv", [asdict(r) for r in recs], list(Record.__dataclass_fields__))
             raise DataError(f"class {label!r} has no usable image after cleaning; "
                             f"see the reasons in {root / 'manifest.csv'}")
-    rows = assign_splits(kept, recipe.dataset, recipe.seed)
+    unused: dict = {}
+    rows = assign_splits(kept, recipe.dataset, recipe.seed, unused)
+    for r in kept:  # the manifest says which clean images the splits left out, and why
+        if r.clean_path in unused:
+            r.status, r.reason = "unused", unused[r.clean_path]
+            r.detail = {"balanced_out": "balance = \"downsample\": every class is cut to the smallest",
+                        "per_class_cap": f"dataset.per_class = {recipe.dataset.per_class}",
+                        "train_cap": f"dataset.train = {recipe.dataset.train}"}[r.reason]
+    write_csv(root / "manifest.csv", [asdict(r) for r in recs], list(Record.__dataclass_fields__))
     write_csv(root / "split.csv", rows, ["split", "label", "file", "sha256", "group"])
     changes = materialize(rows, root / "clean", root)
     write_resolved(recipe, root)
@@ -138,5 +153,6 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print) -> Datase
     for r in rows:
         counts.setdefault(r["split"], Counter())[r["label"]] += 1
     return DatasetSummary(root=root, inputs=len(recs), kept=len(kept),
-                          rejected=Counter(r.reason for r in recs if r.status != "kept"),
+                          rejected=Counter(r.reason for r in recs if r.status == "rejected"),
+                          unused=Counter(r.reason for r in recs if r.status == "unused"),
                           counts={s: dict(c) for s, c in counts.items()}, changes=changes)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ from .files import atomic_write_bytes
 from .net import Abort, FetchError, open_url, parse_url
 from .recipe import DatasetSpec
 
-__all__ = ["DownloadPolicy", "download_urls", "fetch_bytes", "FetchError", "sniff_image", "read_outcomes",
+__all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError", "sniff_image", "read_outcomes",
            "OUTCOMES_FILE"]
 
 OUTCOMES_FILE = "downloads.jsonl"
+TRANSIENT = {"timeout", "deadline", "connection_error", "interrupted"}
 MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
          (b"BM", "bmp"), (b"II*\x00", "tif"), (b"MM\x00*", "tif")]
 
@@ -42,6 +44,7 @@ class DownloadPolicy:
     deadline: float = 60.0  # seconds for one attempt at one URL, redirects and body included
     allow_private: bool = True  # False: refuse loopback, private, link-local... addresses (serve's pasted URLs)
     allow_networks: tuple[str, ...] = ()  # CIDRs let through even when allow_private is False
+    proxy: str = ""  # http(s)://host:port: every request goes through it (it resolves the hosts)
     user_agent: str = "chiquito_or_not/0.1 (+image dataset builder)"
 
 
@@ -94,7 +97,8 @@ class _Downloader:
                                            verify=p.verify,
                                            connect_timeout=p.connect_timeout, read_timeout=p.read_timeout,
                                            deadline=p.deadline, max_redirects=p.max_redirects,
-                                           headers={"User-Agent": p.user_agent}, abort=self.abort) as r:
+                                           headers={"User-Agent": p.user_agent}, abort=self.abort,
+                                           proxy=p.proxy) as r:
             if r.status == 429 or r.status >= 500:
                 ra = r.headers.get("Retry-After", "")
                 raise FetchError(f"http_{r.status}", r.raw.reason or "",
@@ -154,22 +158,53 @@ def fetch_bytes(url: str, policy: DownloadPolicy = DownloadPolicy()) -> tuple[by
     return _Downloader(None, policy).fetch_once(url)
 
 
+def is_transient(rec: dict) -> bool:
+    """A failure that may go away on another try (what --retry-failed fetches again)."""
+    r = rec.get("reason", "")
+    return rec.get("status") == "failed" and (r in TRANSIENT or r == "http_429" or r.startswith("http_5"))
+
+
+class DownloadCounts(Counter):
+    """Outcomes of every URL asked for (by reason, "ok" and "duplicate"), with `new` (fetched by this run)
+    and `had` (outcomes a previous run recorded) apart."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.new, self.had = Counter(), Counter()
+
+    def summary(self) -> str:
+        def fmt(c):
+            return ", ".join(f"{k} {v}" for k, v in c.most_common()) or "nothing"
+        return (f"{sum(self.new.values())} fetched now ({fmt(self.new)}); "
+                f"{sum(self.had.values())} already had ({fmt(self.had)})")
+
+
 def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = DownloadPolicy(),
-                  log=print, progress: bool | None = None) -> Counter:
+                  log=print, progress: bool | None = None, retry_failed: bool = False,
+                  every: float = 10.0) -> DownloadCounts:
     """Download `urls` into `dest` (content-named files) and record each outcome in dest/downloads.jsonl.
 
     Re-running skips every URL that already has an outcome, so an interrupted run resumes without
-    downloading anything twice."""
+    downloading anything twice; `retry_failed` fetches transient failures (timeouts, 5xx...) again.
+    Progress: a live line on a terminal, else a line through `log` every `every` seconds."""
     dest.mkdir(parents=True, exist_ok=True)
     for stale in dest.glob(".*.part"):  # temporary files of a killed run
         stale.unlink()
     journal = dest / OUTCOMES_FILE
     done = read_outcomes(journal)
+    if retry_failed:
+        done = {u: rec for u, rec in done.items() if not is_transient(rec)}
     todo = list(dict.fromkeys(u for u in urls if u not in done))
     d = _Downloader(dest, policy)
     d.claimed = {rec["file"] for rec in done.values() if rec.get("status") == "ok" and rec.get("file")}
-    counts = Counter(rec["reason"] or rec["status"] for u, rec in done.items() if u in set(urls))
+    counts = DownloadCounts()
+    wanted = set(urls)
+    for u, rec in done.items():
+        if u in wanted:
+            counts.had[rec["reason"] or rec["status"]] += 1
+    counts.update(counts.had)
     progress = sys.stdout.isatty() if progress is None else progress
+    t0 = last = time.monotonic()
     pool = ThreadPoolExecutor(policy.workers)
     try:
         with open(journal, "a", encoding="utf-8") as out:
@@ -181,10 +216,18 @@ def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = Download
                 out.write(json.dumps(rec) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
-                counts[rec["reason"] or rec["status"]] += 1
+                key = rec["reason"] or rec["status"]
+                counts[key] += 1
+                counts.new[key] += 1
+                line = (f"downloaded {i}/{len(todo)} new: ok {counts.new['ok']}, failed "
+                        f"{i - counts.new['ok'] - counts.new['duplicate']}, duplicate {counts.new['duplicate']}"
+                        f" ({sum(counts.had.values())} already had) {time.monotonic() - t0:.0f}s")
                 if progress:
-                    sys.stdout.write(f"\r  downloaded {i}/{len(todo)}  ok {counts['ok']}")
+                    sys.stdout.write(f"\r  {line}")
                     sys.stdout.flush()
+                elif time.monotonic() - last >= every and i < len(todo):
+                    log(f"  {line}")
+                    last = time.monotonic()
     except BaseException:  # Ctrl-C: what was journaled is kept; the rest is fetched by the next run
         d.abort.abort()
         pool.shutdown(wait=True, cancel_futures=True)

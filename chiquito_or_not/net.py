@@ -277,6 +277,32 @@ def _pool(t: Target, ip: str, verify, connect_timeout: float, read_timeout: floa
     return pool
 
 
+def _proxy_manager(proxy: str, verify, connect_timeout: float, read_timeout: float):
+    """A per-thread urllib3 ProxyManager for `proxy` (http(s)://[user:password@]host:port): plain http
+    requests go to it with absolute URLs, https ones through a CONNECT tunnel, TLS still checked end to end."""
+    cache = _local.__dict__.setdefault("proxies", {})
+    key = (proxy, verify)
+    if key in cache:
+        return cache[key]
+    from urllib3 import ProxyManager
+    from urllib3.util import Timeout, make_headers
+
+    m = re.match(r"(https?)://(?:([^@/]*)@)?([^@/]+?)/?\Z", proxy, re.I)
+    if not m:
+        raise FetchError("bad_proxy", f"proxy {proxy!r} is not http(s)://[user:password@]host:port")
+    headers = make_headers(proxy_basic_auth=m.group(2)) if m.group(2) else None
+    http, https = _pools()
+    import certifi
+
+    tls = dict(cert_reqs="CERT_NONE", assert_hostname=False) if verify is False else dict(
+        cert_reqs="CERT_REQUIRED", ca_certs=verify if isinstance(verify, str) else certifi.where())
+    pm = ProxyManager(f"{m.group(1)}://{m.group(3)}", proxy_headers=headers, num_pools=16, maxsize=1, retries=False,
+                      timeout=Timeout(connect=connect_timeout, read=read_timeout), **tls)
+    pm.pool_classes_by_scheme = {"http": http, "https": https}  # sockets reported to the deadline
+    cache[key] = pm
+    return pm
+
+
 def _connect_error(e, t: Target) -> FetchError:
     from urllib3 import exceptions as x
 
@@ -313,9 +339,10 @@ class Response:
 @contextmanager
 def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = (), verify: bool | str = True, connect_timeout: float = 5.0,
              read_timeout: float = 15.0, deadline: float | None = 60.0, max_redirects: int = 5,
-             headers: dict | None = None, abort: Abort | None = None):
+             headers: dict | None = None, abort: Abort | None = None, proxy: str = ""):
     """GET `url`, following at most `max_redirects` http(s) redirects, each hop parsed strictly, resolved
-    once, checked (unless allow_private) and connected to at exactly the checked address. Yields a
+    once, checked (unless allow_private) and connected to at exactly the checked address (through a
+    `proxy`, the proxy resolves and connects: the check is then only as good as its resolver). Yields a
     Response; raises FetchError. `deadline` bounds the whole fetch, body included; `abort` ends it early."""
     from urllib3 import exceptions as x
 
@@ -330,10 +357,21 @@ def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = ()
     try:
         for _ in range(max_redirects + 1):
             t = parse_url(url)
-            ips = resolve(t, allow_private, allow_networks)
+            ips = resolve(t, allow_private, allow_networks) if not proxy or not allow_private else []
             hdrs = {"Host": t.host_header, "Accept-Encoding": "identity", "Connection": "keep-alive",
                     **(headers or {})}
             last = None
+            if proxy:
+                try:
+                    raw = _proxy_manager(proxy, verify, connect_timeout, read_timeout).urlopen(
+                        "GET", t.url, headers=hdrs, redirect=False, retries=False, preload_content=False)
+                except (x.HTTPError, OSError) as e:
+                    if d.expired:
+                        raise FetchError("deadline", f"no complete answer within {deadline:g} s") from None
+                    if isinstance(e, x.ProxyError):
+                        raise FetchError("proxy_error", f"{proxy}: {str(e)[:120]}", transient=True) from None
+                    raise _connect_error(e, t) from None
+                ips = []
             for ip in ips:
                 try:
                     raw = _pool(t, ip, verify, connect_timeout, read_timeout).urlopen(
@@ -348,7 +386,8 @@ def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = ()
                             e, (x.NewConnectionError, x.ConnectTimeoutError)):
                         raise last from None  # the server was reached: another address would not help
             else:
-                raise last
+                if not proxy:
+                    raise last
             resp = Response(raw, t.url, d)
             if raw.status in REDIRECTS:
                 loc = raw.headers.get("Location")

@@ -73,26 +73,80 @@ def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
 
 
 @contextlib.contextmanager
-def _chrome_binary(path: str):
-    """google-images-download builds selenium's chrome Options itself and offers no binary path; while this
-    is active, the Options it builds start Chrome from `path` (the tutorial's config had that setting)."""
-    if not path:
-        yield
-        return
+def _chrome_options(binary: str, args: list[str]):
+    """google-images-download builds selenium's chrome Options itself and offers no binary path, proxy or
+    certificate setting; while this is active, the Options it builds start Chrome from `binary` (the
+    tutorial's config had that setting) with our extra `args`."""
     import selenium.webdriver.chrome.options as chrome_options
 
     base = chrome_options.Options
 
-    class WithBinary(base):
+    class WithOurs(base):
         def __init__(self):
             super().__init__()
-            self.binary_location = path
+            if binary:
+                self.binary_location = binary
+            for a in args:
+                self.add_argument(a)
 
-    chrome_options.Options = WithBinary
+    chrome_options.Options = WithOurs
     try:
         yield
     finally:
         chrome_options.Options = base
+
+
+def _unescape_js(text: str) -> str:
+    """A URL as Google writes it inside a JavaScript string (`\\u003d` for '=', `\\u0026` for '&', `\\/`)."""
+    if "\\" not in text:
+        return text
+    try:
+        return json.loads(f'"{text}"')
+    except ValueError:
+        return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text).replace("\\/", "/")
+
+
+def _what_page(page: str) -> str:
+    """What a results page that gave no image URLs was, from its source."""
+    low = page.lower()
+    if "err_cert" in low or "your connection is not private" in low or "ssl_error" in low:
+        return ("a TLS certificate error page: the browser refused the site's certificate (set 'verify' to "
+                "the CA bundle that signed it)")
+    if "err_proxy" in low or "err_tunnel_connection_failed" in low:
+        return "a proxy error page: the browser could not use 'proxy'"
+    if re.search(r"err_(connection_refused|name_not_resolved|internet_disconnected|connection_timed_out|"
+                 r"address_unreachable|connection_reset)", low):
+        return "an error page: the browser could not reach the results page"
+    if re.search(r"captcha|unusual traffic|/sorry/", low):
+        return "a CAPTCHA page (too many searches from this address: wait, or use 'proxy')"
+    if re.search(r"consent|before you continue", low):
+        return "a cookie-consent page (Google shows one before results in some countries)"
+    return "a page with no image results" if page.strip() else "an empty page"
+
+
+def _spki_pin(url: str, verify: str, proxy: str) -> str:
+    """The base64 sha256 of the public key of the certificate `url` presents, once it verifies against
+    the CA bundle `verify`: Chrome takes no CA file, but accepts exactly that key with
+    --ignore-certificate-errors-spki-list, so the browser trusts what `verify` trusts, and no more."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from .net import FetchError, open_url
+
+    try:
+        with open_url(url, verify=verify, proxy=proxy, deadline=30, max_redirects=0) as r:
+            der = r.raw.connection.sock.getpeercert(binary_form=True)
+    except FetchError as e:
+        if e.reason == "too_many_redirects":  # a redirect still proves the certificate: fetch the page itself
+            raise SourceError(f"google backend: {url} redirects; set 'url' to the final results URL") from None
+        raise SourceError(f"google backend: the results page {url} failed the check against 'verify' "
+                          f"({e.reason}: {e.detail[:120]})") from None
+    spki = x509.load_der_x509_certificate(der).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 def _google(query: str, limit: int, opts: dict) -> SearchReport:
@@ -101,6 +155,8 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         from google_images_download import google_images_download
     except ImportError:
         raise SourceError("the google backend needs the web extra: pip install 'chiquito-or-not[web]'") from None
+    import tempfile
+
     rep = SearchReport("google", query, limit)
     args = {"keywords": query, "limit": limit, "no_download": True, "silent_mode": True,
             "chromedriver": opts.get("chromedriver") or "/usr/bin/chromedriver"}
@@ -112,10 +168,36 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         args["size"] = opts["size"]
     from selenium.common.exceptions import WebDriverException
 
+    class Capturing(google_images_download.googleimagesdownload):
+        """Keeps the page source (to say what a page without results was) and every parsed item, with
+        its URLs decoded as Google escapes them and the page it came from."""
+        page, items = "", []
+
+        def download_extended_page(self, url, chromedriver):
+            self.page = super().download_extended_page(url, chromedriver)
+            return self.page
+
+        def _get_next_item(self, s):
+            obj, end = super()._get_next_item(s)
+            if isinstance(obj, dict):
+                obj["ou"], obj["ru"] = _unescape_js(obj.get("ou", "")), _unescape_js(obj.get("ru", ""))
+                self.items.append(obj)
+            return obj, end
+
+    chrome_args = ["--disable-background-networking", "--disable-component-update", "--no-first-run"]
+    proxy, verify = opts.get("proxy", ""), opts.get("verify", True)
+    if proxy:  # every request the browser makes goes through it, loopback included
+        chrome_args += [f"--proxy-server={proxy}", "--proxy-bypass-list=<-loopback>"]
+    profile = tempfile.mkdtemp(prefix="chiquito-chrome-")
+    chrome_args.append(f"--user-data-dir={profile}")
+    if isinstance(verify, str) and args.get("url", "").startswith("https://"):
+        chrome_args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(args['url'], verify, proxy)}")
     out = io.StringIO()
+    g = Capturing()
+    g.items = []
     try:
-        with contextlib.redirect_stdout(out), _chrome_binary(opts.get("chrome", "")):  # it prints when silent
-            paths, _errors = google_images_download.googleimagesdownload().download(args)
+        with contextlib.redirect_stdout(out), _chrome_options(opts.get("chrome", ""), chrome_args):
+            g.download(args)  # it prints even when silent
     except SystemExit:  # it calls sys.exit() when Chrome or chromedriver cannot start
         raise SourceError(f"google backend: Chrome/chromedriver could not start ({out.getvalue().strip()[-160:]}); "
                           "install chromium and chromium-driver, or set 'chromedriver'") from None
@@ -123,18 +205,25 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         first = (e.msg or str(e)).strip().splitlines()[0][:160]
         raise SourceError(f"google backend: the results page could not be loaded ({first}); check the "
                           "internet connection, or set 'url'") from None
-    urls = next(iter(paths.values()), []) if paths else []
+    finally:
+        import shutil
+
+        shutil.rmtree(profile, ignore_errors=True)
     rep.pages = 1
-    for u in urls:
+    seen = set()
+    for obj in g.items:
+        u = obj["ou"]
+        if u in seen or len(rep.candidates) >= limit:
+            continue
+        seen.add(u)
         rep.candidates.append({"backend": "google", "query": query, "rank": len(rep.candidates) + 1,
-                               "image_url": u, "source_page": "", "title": ""})
-    text = out.getvalue().lower()
-    if len(urls) >= limit:
+                               "image_url": u, "source_page": obj.get("ru", ""), "title": obj.get("pt", "")})
+    if len(rep.candidates) >= limit:
         rep.stopped = "limit reached"
-    elif re.search(r"captcha|unusual traffic|consent|before you continue", text):
-        rep.stopped = "a CAPTCHA or consent page"
+    elif rep.candidates:
+        rep.stopped = "no more results on the page"
     else:
-        rep.stopped = "no more results on the page" if urls else "no results (empty, consent or CAPTCHA page)"
+        rep.stopped = f"the results page was {_what_page(g.page)}"
     return rep
 
 
@@ -145,21 +234,31 @@ def read_candidates(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+SLOW = {"google": "headless Chromium loads and scrolls the results page (about 20 s)"}
+
+
 def search_images(backend: str, queries: list[str], limit: int, manifest: Path, opts: dict | None = None,
-                  refresh: bool = False) -> tuple[list[dict], list[SearchReport]]:
+                  refresh: bool = False, log=print) -> tuple[list[dict], list[SearchReport]]:
     """Candidates for all queries, merged without duplicate URLs, written to `manifest` (JSONL) before any
-    download. An existing manifest is replayed as it is (offline), unless `refresh`."""
+    download. An existing manifest is replayed as it is (offline), unless `refresh`. A search that
+    found nothing is never cached: only its report is written, and the next run searches again."""
     if manifest.is_file() and not refresh:
-        return read_candidates(manifest), []
+        cands = read_candidates(manifest)
+        if cands:
+            return cands, []
     reports, merged, seen = [], [], set()
     for q in queries:
+        log(f"  search  {backend} '{q}': " + SLOW.get(backend, "asking for results page by page"))
         rep = BACKENDS[backend](q, limit, opts or {})
         reports.append(rep)
         for c in rep.candidates:
             if c["image_url"] not in seen:
                 seen.add(c["image_url"])
                 merged.append(c)
-    atomic_write_text(manifest, "".join(json.dumps(c) + "\n" for c in merged))
+    if merged:
+        atomic_write_text(manifest, "".join(json.dumps(c) + "\n" for c in merged))
+    else:
+        manifest.unlink(missing_ok=True)  # an empty manifest an older version cached
     atomic_write_text(manifest.with_suffix(".report.json"),
                       json.dumps([{"backend": r.backend, "query": r.query, "limit": r.limit,
                                    "found": len(r.candidates), "pages": r.pages, "stopped": r.stopped}

@@ -162,7 +162,7 @@ def fetch_python(src: PythonSource, where: str) -> list[RawFile]:
     return out
 
 
-def fetch_lfw(src: LfwSource, where: str, seed: int = 0) -> list[RawFile]:
+def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
     from .lfw import lfw_root, sample_one_per_person
 
     if src.count == 0:
@@ -183,18 +183,23 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0) -> list[RawFile]:
                                   "download it again, or set sha256 = \"\" to accept it as it is")
         else:
             try:
-                archive = fetch_archive(src.mirrors, src.size, src.sha256, cache_dir() / "lfw" / "lfw.tgz")
+                archive = fetch_archive(src.mirrors, src.size, src.sha256, cache_dir() / "lfw" / "lfw.tgz", log=log)
             except SourceError as e:
                 raise SourceError(f"{where}: {e}") from None
         digest = src.sha256[:16] or sha256_file(archive)[:16]
         root = lfw_root(extract_archive(archive, raw_dir() / "lfw" / digest))
-    return [RawFile(p, "lfw") for p in sample_one_per_person(root, src.count, seed)]
+    photos = sample_one_per_person(root, src.count, seed)
+    if len(photos) < src.count:
+        log(f"  lfw: {len(photos)} of the {src.count} photos asked for: the archive has only {len(photos)} "
+            "people with a photo (one photo per person)")
+    return [RawFile(p, "lfw") for p in photos]
 
 
-def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
+def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
+                 retry_failed: bool = False) -> list[RawFile]:
     import re
 
-    from .download import OUTCOMES_FILE, DownloadPolicy, download_urls
+    from .download import OUTCOMES_FILE, DownloadPolicy, download_urls, is_transient, read_outcomes
     from .search import search_images
 
     slug = re.sub(r"[^a-z0-9]+", "-", src.query.lower()).strip("-")[:60] or "query"
@@ -203,17 +208,30 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print) -
                 chrome=src.chrome, url=src.url, verify=src.verify or True, proxy=src.proxy)
     try:
         cands, reports = search_images(src.backend, [src.query, *src.queries], src.limit,
-                                       base / "candidates.jsonl", opts, refresh=src.refresh)
+                                       base / "candidates.jsonl", opts, refresh=src.refresh, log=log)
     except SourceError as e:
         raise SourceError(f"{where}: {e}") from None
+    if not reports:
+        log(f"  search  replayed {len(cands)} candidates from {base / 'candidates.jsonl'} "
+            "(set refresh = true to search again)")
     for rep in reports:
         log(f"  search  {rep.summary()}")
     if not cands:
         raise SourceError(f"{where}: the search found no image URLs "
-                          f"({'; '.join(r.stopped for r in reports) or 'empty manifest'}); see {base}")
-    counts = download_urls([c["image_url"] for c in cands], base / "images",
-                           DownloadPolicy(verify=src.verify or True), progress=None)
-    log("  download " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+                          f"({'; '.join(r.stopped for r in reports)}); nothing was cached, so the next run "
+                          f"searches again (see {base / 'candidates.report.json'})")
+    policy = DownloadPolicy(verify=src.verify or True, proxy=src.proxy)
+    counts = download_urls([c["image_url"] for c in cands], base / "images", policy, log=log,
+                           retry_failed=retry_failed)
+    log(f"  download {len(cands)} candidates: {counts.summary()}")
+    journal = read_outcomes(base / "images" / OUTCOMES_FILE)
+    transient = sum(1 for c in cands if is_transient(journal.get(c["image_url"], {})))
+    if transient and not retry_failed:
+        log(f"  download {transient} failed for reasons that may pass (timeouts, 5xx, connection errors): "
+            "`chiquito dataset RECIPE --retry-failed` tries them again")
+    if counts["ok"] < src.limit:
+        log(f"  download {counts['ok']} usable images of the {src.limit} asked for "
+            f"({len(cands)} candidates found)")
     return [RawFile(p, f"search:{src.backend}:{src.query}") for p in sorted((base / "images").iterdir())
             if p.is_file() and p.name != OUTCOMES_FILE]
 
@@ -223,10 +241,10 @@ FETCHERS = {"folder": fetch_folder, "npm": fetch_npm, "deb": fetch_deb, "archive
             "image_search": fetch_search, "lfw": fetch_lfw}
 
 
-def fetch_source(src, where: str, seed: int = 0, log=print) -> list[RawFile]:
+def fetch_source(src, where: str, seed: int = 0, log=print, retry_failed: bool = False) -> list[RawFile]:
     """Fetch (once) and list the raw files of one recipe source."""
     if src.kind == "image_search":
-        return fetch_search(src, where, seed, log)
+        return fetch_search(src, where, seed, log, retry_failed)
     if src.kind == "lfw":
-        return fetch_lfw(src, where, seed)
+        return fetch_lfw(src, where, seed, log)
     return FETCHERS[src.kind](src, where)

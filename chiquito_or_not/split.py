@@ -22,8 +22,10 @@ def unit_hash(seed: int, salt: str, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int) -> list[dict]:
-    """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset."""
+def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict | None = None) -> list[dict]:
+    """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset;
+    `unused` gets clean_path -> reason for each kept image left out (balancing, per_class, train caps)."""
+    unused = {} if unused is None else unused
     labels = sorted({r.label for r in kept})
     by_label = {lab: sorted((r for r in kept if r.label == lab), key=lambda r: unit_hash(seed, "keep", r.sha256))
                 for lab in labels}
@@ -31,6 +33,10 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int) -> list[dict
     if spec.per_class:
         target = min(target or spec.per_class, spec.per_class)
     if target is not None:  # keep the images with the lowest hash: adding images rarely changes the pick
+        why = "per_class_cap" if spec.per_class and target == spec.per_class else "balanced_out"
+        for v in by_label.values():
+            for r in v[target:]:
+                unused[r.clean_path] = why
         by_label = {lab: v[:target] for lab, v in by_label.items()}
     chosen = [r for lab in labels for r in by_label[lab]]
 
@@ -69,6 +75,7 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int) -> list[dict
             if s == "train":
                 train_seen += 1
                 if spec.train and train_seen > spec.train:
+                    unused[r.clean_path] = "train_cap"
                     continue  # the recipe caps train images per class
             rows.append(dict(split=s, label=lab, file=f"{s}/{r.clean_path}", sha256=r.sha256,
                              group=key_of[id(r)][:16], clean_path=r.clean_path))

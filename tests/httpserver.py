@@ -39,6 +39,7 @@ class Server:
     def __init__(self, latency: float = 0.0, ssl_context=None, host: str = "127.0.0.1", port: int = 0):
         self.hits: Counter = Counter()
         self.host_headers: list[str] = []
+        self.requested: list[str] = []  # every request line's target, query included
         self.lock = threading.Lock()
         self.latency = latency
         self.files: dict[str, tuple[bytes, str]] = {}  # path -> (body, content type)
@@ -66,6 +67,7 @@ class Server:
                 path = self.path.split("?")[0]
                 with server.lock:
                     server.host_headers.append(self.headers.get("Host", ""))
+                    server.requested.append(self.path)
                     server.hits[path] += 1
                     n = server.hits[path]
                 if server.latency:
@@ -158,3 +160,93 @@ def tls_server_context(tmp_path, *names: str):
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     return ctx, ca_file
+
+
+class Proxy:
+    """A real forward HTTP proxy on 127.0.0.1 (absolute-URI GETs and CONNECT tunnels) that counts what it
+    carried: `requests` (GET URLs) and `tunnels` (CONNECT host:port)."""
+
+    def __init__(self):
+        import select
+        import socket
+        import urllib.request
+
+        self.requests: list[str] = []
+        self.tunnels: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                proxy.requests.append(self.path)
+                req = urllib.request.Request(self.path, headers={"User-Agent": self.headers.get("User-Agent", "")})
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                                     _NoRedirect())
+                try:
+                    r = opener.open(req, timeout=10)
+                    code, headers, body = r.status, r.headers, r.read()
+                except urllib.error.HTTPError as e:
+                    code, headers, body = e.code, e.headers, e.read()
+                except (urllib.error.URLError, OSError):
+                    self.send_error(502)
+                    return
+                self.send_response(code)
+                for k, v in headers.items():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_CONNECT(self):  # noqa: N802
+                proxy.tunnels.append(self.path)
+                host, port = self.path.rsplit(":", 1)
+                try:
+                    upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+                except OSError:  # the browser's own background hosts: unreachable offline
+                    self.send_error(502)
+                    return
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                conns = [self.connection, upstream]
+                try:
+                    while True:
+                        ready, _, _ = select.select(conns, [], [], 10)
+                        if not ready:
+                            break
+                        for s in ready:
+                            data = s.recv(65536)
+                            if not data:
+                                return
+                            (upstream if s is self.connection else self.connection).sendall(data)
+                except OSError:
+                    pass
+                finally:
+                    upstream.close()
+                    self.close_connection = True
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **kw):
+        return None

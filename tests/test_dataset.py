@@ -66,10 +66,16 @@ def test_dataset_writes_split_folders_and_manifests(roots, tmp_path):
     counts = folder_counts(root)
     n_cat = counts[("train", "cat")] + counts[("valid", "cat")]
     n_rocket = counts[("train", "rocket")] + counts[("valid", "rocket")]
-    kept = {c: sum(1 for r in manifest if r["label"] == c and r["status"] == "kept") for c in ("cat", "rocket")}
-    assert n_cat == n_rocket == min(kept.values())  # downsampled to the smaller class
+    clean = {c: sum(1 for r in manifest if r["label"] == c and r["status"] in ("kept", "unused"))
+             for c in ("cat", "rocket")}
+    assert n_cat == n_rocket == min(clean.values())  # downsampled to the smaller class
     rows = read_split(root)
     assert len(rows) == n_cat + n_rocket and all((root / r["file"]).is_file() for r in rows)
+    # every input is accounted for: the manifest says which clean images balancing left out
+    unused = [r for r in manifest if r["status"] == "unused"]
+    assert {r["reason"] for r in unused} == {"balanced_out"} and len(unused) == max(clean.values()) - min(clean.values())
+    assert sum(1 for r in manifest if r["status"] == "kept") == len(rows) == s.kept - sum(s.unused.values())
+    assert s.inputs == s.kept + sum(s.rejected.values())
     assert (root / "recipe.json").is_file()
 
 

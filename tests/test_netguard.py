@@ -146,3 +146,22 @@ def test_one_overall_deadline_stops_a_dripping_server():
             fetch_bytes(s.base + "/drip.jpg", DownloadPolicy(read_timeout=2, deadline=1.5, retries=0))
         took = time.monotonic() - t
     assert e.value.reason == "deadline" and 1.4 < took < 4, (e.value, took)
+
+
+def test_proxy_carries_every_download_plain_and_tls(tmp_path):
+    from .httpserver import Proxy
+
+    ctx, ca_file = tls_server_context(tmp_path, "127.0.0.1")
+    with Proxy() as proxy, Server() as plain, Server(ssl_context=ctx) as tls:
+        policy = DownloadPolicy(proxy=proxy.url, verify=str(ca_file), retries=0)
+        assert fetch_bytes(plain.base + "/img/5.jpg", policy)[0][:3] == b"\xff\xd8\xff"
+        assert fetch_bytes(plain.base + "/redirect-ok", policy)[0][:3] == b"\xff\xd8\xff"
+        assert fetch_bytes(tls.base + "/img/6.jpg", policy)[0][:3] == b"\xff\xd8\xff"
+        assert proxy.requests == [plain.base + "/img/5.jpg", plain.base + "/redirect-ok", plain.base + "/img/7.jpg"]
+        assert proxy.tunnels == [f"127.0.0.1:{tls.port}"]
+        with pytest.raises(FetchError) as e:  # TLS is still checked end to end through the tunnel
+            fetch_bytes(tls.base + "/img/6.jpg", DownloadPolicy(proxy=proxy.url, retries=0))
+        assert e.value.reason == "tls_error"
+    with pytest.raises(FetchError) as e:
+        fetch_bytes("http://127.0.0.1:9/x.jpg", DownloadPolicy(proxy="http://127.0.0.1:9", retries=0))
+    assert e.value.reason in ("proxy_error", "connection_error")

@@ -120,7 +120,7 @@ def test_interrupted_finetune_resumes_after_the_last_finished_stage(shared_roots
     env = subprocess_env(CHIQUITO_DATA=str(data), CHIQUITO_RUNS=str(runs))
     cmd = [sys.executable, "-m", "chiquito_or_not"]
     assert subprocess.run(cmd + ["dataset", str(path)], env=env, capture_output=True, timeout=300).returncode == 0
-    state = runs / "resume" / "state.json"
+    state = runs / "resume.partial" / "state.json"  # a run is built beside the last finished one
     # a shell's background job starts with SIGINT ignored, and Python then never raises KeyboardInterrupt:
     # give the child the default disposition, as a terminal would
     proc = subprocess.Popen(cmd + ["finetune", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -137,18 +137,20 @@ def test_interrupted_finetune_resumes_after_the_last_finished_stage(shared_roots
     assert json.loads(state.read_text())["done"] == ["frozen"]
     assert not (runs / "resume" / "model.pkl").exists()
 
+    original = path.read_text()
+    path.write_text(original.replace("seed = 7", "seed = 8"))
+    r = subprocess.run(cmd + ["finetune", str(path), "--resume"], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "the recipe changed since this run started" in r.stderr
+    path.write_text(original)
+
     r = subprocess.run(cmd + ["finetune", str(path), "--resume"], env=env, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "resumed after stage 'frozen'" in r.stdout and "stage 1/3" not in r.stdout
     stages = [ln.split(",")[0] for ln in (runs / "resume" / "history.csv").read_text().splitlines()[1:]]
     assert stages == ["frozen"] + ["augmented"] * 6 + ["unfrozen"]
-    assert (runs / "resume" / "model.pkl").is_file()
-
-    path.write_text(path.read_text().replace("seed = 7", "seed = 8"))
-    r = subprocess.run(cmd + ["finetune", str(path), "--resume"], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 2 and "the recipe changed since this run started" in r.stderr
+    assert (runs / "resume" / "model.pkl").is_file() and not (runs / "resume.partial").exists()
 
 
 def test_dataset_rerun_downloads_nothing_and_changes_nothing(tiny_run, env_roots, monkeypatch, tmp_path):

@@ -91,7 +91,8 @@ path = "{tmp_path / 'neg'}"
     logs = []
     s = build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logs.append)
     assert s.counts["train"]["hit"] + s.counts["valid"]["hit"] >= 15
-    assert any("found 20 of 20" in line for line in logs) and any("download ok 20" in line for line in logs)
+    assert any("found 20 of 20" in line for line in logs)
+    assert any("20 fetched now (ok 20); 0 already had" in line for line in logs), logs
     hits = dict(bing.hits)
     build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=lambda *_: None)
     assert dict(bing.hits) == hits  # neither searched nor downloaded again
@@ -108,13 +109,18 @@ def test_missing_backend_names_the_extra(monkeypatch, tmp_path):
 @pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path):
-    """google-images-download drives headless Chromium to a results page on 127.0.0.1; it only keeps
-    https image URLs, so the images are served over TLS by a loopback server with a test CA."""
+    """google-images-download drives headless Chromium to an https results page on 127.0.0.1 signed by a
+    private CA (`verify`), through a loopback proxy (`proxy`) that must carry the browser's requests and
+    every download; the page writes URLs as Google does, with JavaScript escapes and source pages."""
+    from .httpserver import Proxy
+
     ctx, ca_file = tls_server_context(tmp_path, "127.0.0.1")
-    with Server(ssl_context=ctx) as images, Server() as pages:
-        urls = [f"{images.base}/img/{i}.jpg" for i in range(1, 9)]
-        body = "<html><body><script>var data = [" + ",".join(f'["{u}",96,96]' for u in urls) + "];</script>"
-        pages.files["/search"] = ((body + "</body></html>").encode(), "text/html")
+    with Server(ssl_context=ctx) as images, Server(ssl_context=ctx) as pages, Proxy() as proxy:
+        urls = [f"{images.base}/img/{i}.jpg" for i in range(1, 8)] + [f"{images.base}/img/8.jpg?w=96&h=96"]
+        written = [u.replace("=", "\\u003d").replace("&", "\\u0026") for u in urls]  # as Google escapes
+        items = ",".join(f'["{u}",96,96],{{"ru":"https://example.org/page{i}"}}' for i, u in enumerate(written, 1))
+        pages.files["/search"] = (f"<html><body><script>var data = [{items}];</script></body></html>".encode(),
+                                  "text/html")
         save_crops(tmp_path / "neg", "rocket", 8, seed=4)
         text = f"""
 [dataset]
@@ -129,18 +135,42 @@ limit = 8
 url = "{pages.base}/search"
 chrome = "{shutil.which('chromium')}"
 verify = "{ca_file}"
+proxy = "{proxy.url}"
 [[classes.other.sources]]
 kind = "folder"
 path = "{tmp_path / 'neg'}"
 """
         logs = []
         s = build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logs.append)
-        assert pages.hits["/search"] >= 1
+        assert pages.hits["/search"] >= 2  # our certificate check, then the browser (it trusted the private CA)
         assert any("google 'chiquito de la calzada': found 8 of 8" in line for line in logs), logs
-        assert all(images.hits[u.removeprefix(images.base)] == 1 for u in urls)
+        assert all(images.hits[u.removeprefix(images.base).split("?")[0]] == 1 for u in urls)
+        assert "/img/8.jpg?w=96&h=96" in images.requested  # the escapes were decoded, not sent as %5Cu003d
         assert s.counts["train"]["hit"] + s.counts["valid"]["hit"] == 8
         manifest = next(Path(os.environ["CHIQUITO_DATA"]).rglob("candidates.jsonl"))
-        assert [json.loads(x)["image_url"] for x in manifest.read_text().splitlines()] == urls
+        cands = [json.loads(x) for x in manifest.read_text().splitlines()]
+        assert [c["image_url"] for c in cands] == urls
+        assert cands[0]["source_page"] == "https://example.org/page1"
+        # the proxy carried the browser's page load and every download (each through a CONNECT tunnel)
+        assert proxy.tunnels.count(f"127.0.0.1:{pages.port}") >= 2
+        assert proxy.tunnels.count(f"127.0.0.1:{images.port}") >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
+                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_a_consent_page_is_not_cached_and_says_what_it_was(roots, tmp_path):
+    with Server() as pages:
+        pages.files["/search"] = (b"<html><body><h1>Before you continue to Google</h1><form action='/consent'>"
+                                  b"<button>Accept all</button></form></body></html>", "text/html")
+        manifest = tmp_path / "candidates.jsonl"
+        opts = {"url": pages.base + "/search", "chrome": shutil.which("chromium")}
+        cands, reports = search_images("google", ["x"], 5, manifest, opts, log=lambda *_: None)
+        assert cands == [] and "cookie-consent page" in reports[0].stopped
+        assert not manifest.exists() and manifest.with_suffix(".report.json").is_file()
+        first = pages.hits["/search"]
+        search_images("google", ["x"], 5, manifest, opts, log=lambda *_: None)
+        assert pages.hits["/search"] > first  # searched again: nothing was replayed
 
 
 @pytest.mark.skipif(not shutil.which("chromedriver"), reason="needs Debian's chromium-driver")
