@@ -61,6 +61,20 @@ def _to_rgb(im, background):
     return im.convert("RGB")
 
 
+_BOMB_FILTER = []
+
+
+def _bomb_warnings_are_errors() -> None:
+    """Turn PIL's DecompressionBombWarning into an exception, once, process-wide. A catch_warnings()
+    block per call is not thread-safe (it swaps the global filter list): with decoding in worker threads
+    the warning leaked onto the terminal in the middle of the progress line."""
+    if not _BOMB_FILTER:
+        from PIL import Image
+
+        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+        _BOMB_FILTER.append(True)
+
+
 def clean_one(raw: Path | bytes, spec: DatasetSpec) -> tuple[str, str, object | None]:
     """Decode one file (or its bytes): (reason, detail, RGB image) where reason is "" when it is kept."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -73,29 +87,28 @@ def clean_one(raw: Path | bytes, spec: DatasetSpec) -> tuple[str, str, object | 
         return "unreadable", e.strerror or str(e), None
     if not data:
         return "empty_file", "0 bytes", None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            return "not_an_image", "no known image format", None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            return "decompression_bomb", str(e).split(".")[0], None
-        except (OSError, SyntaxError, ValueError) as e:
-            return "corrupt", str(e), None
-        w, h = im.size
-        if w * h > spec.max_pixels:
-            return "decompression_bomb", f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}", None
-        if getattr(im, "is_animated", False) or getattr(im, "n_frames", 1) > 1:
-            return "animated", f"{im.format} with {getattr(im, 'n_frames', '?')} frames", None
-        if im.format not in spec.formats:
-            return "format_not_allowed", f"{im.format} (allowed: {', '.join(spec.formats)})", None
-        try:
-            im.load()  # the full decode: truncated and corrupt files fail here, not at training time
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            return "decompression_bomb", str(e).split(".")[0], None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            return "truncated_or_corrupt", str(e), None
+    _bomb_warnings_are_errors()
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return "not_an_image", "no known image format", None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return "decompression_bomb", str(e).split(".")[0], None
+    except (OSError, SyntaxError, ValueError) as e:
+        return "corrupt", str(e), None
+    w, h = im.size
+    if w * h > spec.max_pixels:
+        return "decompression_bomb", f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}", None
+    if getattr(im, "is_animated", False) or getattr(im, "n_frames", 1) > 1:
+        return "animated", f"{im.format} with {getattr(im, 'n_frames', '?')} frames", None
+    if im.format not in spec.formats:
+        return "format_not_allowed", f"{im.format} (allowed: {', '.join(spec.formats)})", None
+    try:
+        im.load()  # the full decode: truncated and corrupt files fail here, not at training time
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return "decompression_bomb", str(e).split(".")[0], None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        return "truncated_or_corrupt", str(e), None
     if min(w, h) < spec.min_size:
         return "too_small", f"{w}x{h}, min_size is {spec.min_size}", None
     try:
@@ -139,6 +152,13 @@ def _process(rec: Record, spec: DatasetSpec, clean_root: Path, cache: dict) -> R
     return rec
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def hamming(a: str, b: str) -> int:
     return bin(int(a, 16) ^ int(b, 16)).count("1")
 
@@ -179,8 +199,11 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
         except (json.JSONDecodeError, KeyError, TypeError):
             cache = {}  # a damaged index only costs a re-decode
     recs = [Record(label=label, source=rf.source, raw_path=str(rf.path)) for label, rf in raw]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+    try:
         recs = list(pool.map(lambda r: _process(r, spec, clean_root, cache), recs))
+    finally:  # Ctrl-C: the queued files are dropped, not decoded first (a `with` block would wait for all)
+        pool.shutdown(wait=True, cancel_futures=True)
     # cache each file's own outcome, before the duplicate passes that depend on the whole set
     fields = ("status", "reason", "detail", "width", "height", "phash", "clean_path")
     per_file = {f"{r.label}/{r.sha256}": {k: getattr(r, k) for k in fields} for r in recs if r.sha256}
@@ -215,7 +238,8 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
                 m.status, m.reason = "rejected", "near_duplicate_in_several_classes"
                 m.detail = f"looks like images in classes {', '.join(sorted({x.label for x in members}))}"
             continue
-        best = max(members, key=lambda m: (m.width * m.height, m.sha256))
+        # the largest image; at equal size the larger file (less compressed: a q40 copy loses to its original)
+        best = max(members, key=lambda m: (m.width * m.height, _size(m.raw_path), m.sha256))
         for m in members:
             if m is not best:
                 m.status, m.reason = "rejected", "near_duplicate"

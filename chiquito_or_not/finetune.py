@@ -217,8 +217,10 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
                 lr_info = find_lr(hl or learn, run, num_it=f.lr_find_iters, write=not rank)
             state["timings"]["lr_find"] = round(time.time() - t, 1)
             sug = ", ".join(f"{k} {v:.1e}" for k, v in lr_info["suggestions"].items()) or "none"
-            log(f"  lr_find: {lr_info['points']} points; suggestions: {sug}; "
-                f"chosen {lr_info['chosen']:.1e} ({lr_info['chosen_by']})")
+            auto = [k for k, v in (("frozen", f.frozen.lr), ("augmented", f.augmented.lr)) if v == "auto"]
+            use = (f"{', '.join(auto)} stage(s) use {lr_info['chosen']:.1e} ({lr_info['chosen_by']})" if auto else
+                   f"not used: the recipe fixes lr (frozen {f.frozen.lr:.0e}, augmented {f.augmented.lr:.0e})")
+            log(f"  lr_find: {lr_info['points']} points; suggestions: {sug}; {use}")
 
     def lr_of(value):
         return lr_info["chosen"] if value == "auto" else value

@@ -179,3 +179,55 @@ def test_google_backend_with_a_chrome_that_does_not_exist_is_one_line(tmp_path):
         search_images("google", ["x"], 5, tmp_path / "m.jsonl", {"chrome": str(tmp_path / "no-chrome"),
                                                                 "url": "http://127.0.0.1:9/"})
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest(bing, roots, tmp_path):
+    import signal
+    import threading
+    import time
+
+    from typer.testing import CliRunner
+
+    from chiquito_or_not.cli import app
+    from chiquito_or_not.download import read_outcomes
+
+    save_crops(tmp_path / "neg", "rocket", 12, seed=4)
+    recipe = write_recipe(tmp_path / "r", f"""
+[dataset]
+min_size = 32
+valid = 3
+balance = "none"
+[[classes.hit.sources]]
+kind = "image_search"
+query = "coffee"
+backend = "ddgs"
+engine = "bing"
+limit = 60
+[[classes.other.sources]]
+kind = "folder"
+path = "{tmp_path / 'neg'}"
+""")
+    journal = Path(os.environ["CHIQUITO_DATA"]) / "raw" / "search" / "ddgs-coffee-60" / "images" / "downloads.jsonl"
+    bing.latency = 0.4
+    sent = []
+
+    def interrupt():
+        while not (journal.is_file() and len(read_outcomes(journal)) >= 8):
+            time.sleep(0.02)
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    r = CliRunner().invoke(app, ["dataset", str(recipe)])
+    stopped_in = time.monotonic() - sent[0]
+    assert r.exit_code == 130 and stopped_in < 3, (r.output, stopped_in)
+    assert "chiquito dataset RECIPE" in r.output and "finetune" not in r.output
+    before = read_outcomes(journal)
+    assert 8 <= len(before) < 60
+    bing.latency = 0
+    images_before = sum(n for p, n in bing.hits.items() if p.startswith("/img/"))
+    r = CliRunner().invoke(app, ["dataset", str(recipe)])
+    assert r.exit_code == 0, r.output
+    fetched = sum(n for p, n in bing.hits.items() if p.startswith("/img/")) - images_before
+    assert fetched == 60 - len(before)  # only what the interrupted run had not finished
+    assert f"{60 - len(before)} fetched now" in r.output and f"{len(before)} already had" in r.output
