@@ -61,18 +61,14 @@ def _to_rgb(im, background):
     return im.convert("RGB")
 
 
-_BOMB_FILTER = []
-
-
 def _bomb_warnings_are_errors() -> None:
-    """Turn PIL's DecompressionBombWarning into an exception, once, process-wide. A catch_warnings()
-    block per call is not thread-safe (it swaps the global filter list): with decoding in worker threads
-    the warning leaked onto the terminal in the middle of the progress line."""
-    if not _BOMB_FILTER:
-        from PIL import Image
+    """Make PIL's DecompressionBombWarning an exception, process-wide, unless it already is. A
+    catch_warnings() block per call is not thread-safe (it swaps the global filter list): with decoding
+    in worker threads the warning leaked onto the terminal in the middle of the progress line."""
+    from PIL import Image
 
+    if not any(f[0] == "error" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
         warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-        _BOMB_FILTER.append(True)
 
 
 def clean_one(raw: Path | bytes, spec: DatasetSpec) -> tuple[str, str, object | None]:
