@@ -110,10 +110,14 @@ sha256 = "{hashlib.sha256(archive).hexdigest()}"''')
             print(f"==== {title}: exit {rc} in {took:.1f} s" + (f" (stopped {stop:.1f} s after Ctrl-C)" if stop else "")
                   + f"; requests: images {hits[0]}, results page {hits[1]}, LFW mirror {hits[2]}")
             print(out)
+            if kw:  # what run 1 finished must not be requested again
+                finished = {json.loads(x)["url"] for x in journal.read_text().splitlines()}
+                hits_after_1 = dict(images.hits)
+        again = sum(images.hits[u.removeprefix(images.base).split("?")[0]] -
+                    hits_after_1.get(u.removeprefix(images.base).split("?")[0], 0) for u in finished)
         recs = [json.loads(x) for x in journal.read_text().splitlines()]
-        print(f"journal: {len(recs)} lines for {len(set(r['url'] for r in recs))} URLs; "
-              f"image URLs requested more than once: "
-              f"{sum(1 for p, n in images.hits.items() if n > 1 and p.startswith('/img/'))}")
+        print(f"journal: {len(recs)} lines for {len(set(r['url'] for r in recs))} URLs; {len(finished)} URLs "
+              f"were journaled before the Ctrl-C, and later runs requested them {again} times")
 
 
 if __name__ == "__main__":

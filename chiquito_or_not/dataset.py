@@ -117,7 +117,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
             got = sum(1 for r in recs if r.label == label and r.status == "kept")
             if got < n:
                 log(f"  {label}: {got} clean of the {n} asked for (count = 0: as many as the largest other "
-                    f"class); {n - got} were rejected while cleaning, see manifest.csv")
+                    f"class); cleaning rejected {n - got}, see manifest.csv")
     for label in sorted(specs):
         if not any(r.label == label for r in recs):
             raise DataError(f"class {label!r} has no input files; check its sources in {recipe.path}")

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,24 +208,28 @@ def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = Download
     pool = ThreadPoolExecutor(policy.workers)
     try:
         with open(journal, "a", encoding="utf-8") as out:
-            futures = [pool.submit(d.fetch, u) for u in todo]
+            pending, i = {pool.submit(d.fetch, u) for u in todo}, 0
             # each outcome is journaled the moment it is known, in the order they finish: one slow URL
-            # holds up neither the journal nor the progress line
-            for i, fut in enumerate(as_completed(futures), 1):
-                rec = fut.result()
-                out.write(json.dumps(rec) + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-                key = rec["reason"] or rec["status"]
-                counts[key] += 1
-                counts.new[key] += 1
+            # holds up neither the journal nor the progress, which also ticks while nothing finishes
+            while pending:
+                finished, pending = wait(pending, timeout=0.5 if progress else every, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    rec = fut.result()
+                    out.write(json.dumps(rec) + "\n")
+                    out.flush()
+                    os.fsync(out.fileno())
+                    key = rec["reason"] or rec["status"]
+                    counts[key] += 1
+                    counts.new[key] += 1
+                    i += 1
                 line = (f"downloaded {i}/{len(todo)} new: ok {counts.new['ok']}, failed "
                         f"{i - counts.new['ok'] - counts.new['duplicate']}, duplicate {counts.new['duplicate']}"
-                        f" ({sum(counts.had.values())} already had) {time.monotonic() - t0:.0f}s")
+                        f" ({sum(counts.had.values())} already had) {time.monotonic() - t0:.0f}s"
+                        + (f", waiting on {len(pending)}" if pending else ""))
                 if progress:
-                    sys.stdout.write(f"\r  {line}")
+                    sys.stdout.write(f"\r  {line}   ")
                     sys.stdout.flush()
-                elif time.monotonic() - last >= every and i < len(todo):
+                elif pending and time.monotonic() - last >= every:
                     log(f"  {line}")
                     last = time.monotonic()
     except BaseException:  # Ctrl-C: what was journaled is kept; the rest is fetched by the next run

@@ -33,6 +33,17 @@ def png_bytes(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """Clients that hang up (the downloader cutting a drip at its deadline, Ctrl-C) are not server errors."""
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
 class Server:
     """Routes by path; counts hits per path; `latency` seconds added to every request."""
 
@@ -60,7 +71,7 @@ class Server:
                 self.end_headers()
                 try:
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
+                except OSError:  # the client went away (broken pipe, reset, TLS EOF): not the server's bug
                     pass
 
             def do_GET(self):  # noqa: N802
@@ -74,7 +85,7 @@ class Server:
                     time.sleep(server.latency)
                 server.route(self, path, n)
 
-        self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.httpd = _QuietServer((host, port), Handler)
         self.httpd.daemon_threads = True
         if ssl_context is not None:
             self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
@@ -114,7 +125,7 @@ class Server:
                     h.wfile.write(b"\xff")
                     h.wfile.flush()
                     time.sleep(0.4)
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:
                 pass
             return None
         if path == "/loop":
@@ -229,7 +240,7 @@ class Proxy:
                     upstream.close()
                     self.close_connection = True
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -134,3 +134,28 @@ def test_clean_files_dedups_and_keeps_raw_untouched(tmp_path, bad_files):
 
     again = clean_files(raw, SPEC, tmp_path / "clean")  # second run: same outcome from the cache
     assert [(r.status, r.reason) for r in again] == [(r.status, r.reason) for r in recs]
+
+
+def test_near_duplicates_of_equal_size_keep_the_better_file(tmp_path):
+    """A q40 recompression and its q95 original: same pixels, same hash cluster; the larger file stays."""
+    arr = photo("coffee")[:200, :200]
+    good, poor = tmp_path / "b_original.jpg", tmp_path / "a_q40.jpg"
+    Image.fromarray(arr).save(good, quality=95)
+    Image.fromarray(arr).save(poor, quality=40)
+    assert good.stat().st_size > 2 * poor.stat().st_size
+    for order in ([poor, good], [good, poor]):
+        recs = clean_files([("x", RawFile(p, "t")) for p in order], DatasetSpec(min_size=32),
+                           tmp_path / f"clean-{order[0].stem}")
+        kept = [Path(r.raw_path).name for r in recs if r.status == "kept"]
+        assert kept == ["b_original.jpg"], [(r.raw_path, r.reason) for r in recs]
+
+
+def test_bomb_warning_never_reaches_the_terminal_from_worker_threads(tmp_path, recwarn):
+    from concurrent.futures import ThreadPoolExecutor
+
+    big = tmp_path / "bomb.png"
+    Image.new("1", (12_000, 12_000)).save(big)
+    with ThreadPoolExecutor(4) as pool:
+        out = list(pool.map(lambda _: clean_one(big, DatasetSpec())[0], range(8)))
+    assert out == ["decompression_bomb"] * 8
+    assert not [w for w in recwarn if "decompression bomb" in str(w.message).lower()]

@@ -126,7 +126,9 @@ def test_a_stalled_url_stalls_neither_the_others_nor_the_journal(tmp_path):
     with Server() as server:
         urls = [server.base + "/drip.jpg"] + [f"{server.base}/img/{i}.jpg" for i in range(12)]
         policy = DownloadPolicy(workers=4, per_host=4, read_timeout=5, deadline=4, retries=0)
-        t = threading.Thread(target=download_urls, args=(urls, tmp_path, policy), kwargs={"progress": False})
+        lines = []
+        t = threading.Thread(target=download_urls, args=(urls, tmp_path, policy),
+                             kwargs={"progress": False, "log": lines.append, "every": 0.5})
         t0 = time.monotonic()
         t.start()
         journal = tmp_path / OUTCOMES_FILE
@@ -137,6 +139,8 @@ def test_a_stalled_url_stalls_neither_the_others_nor_the_journal(tmp_path):
         assert t.is_alive()
         t.join(10)
         assert read_outcomes(journal)[urls[0]]["reason"] == "deadline"  # cut at the overall deadline
+        # a log (no terminal) still hears how it goes while nothing finishes
+        assert sum("downloaded 12/13" in x and "waiting on 1" in x for x in lines) >= 3, lines
 
 
 def test_ctrl_c_stops_at_once_and_the_rerun_fetches_only_what_is_missing(tmp_path):
@@ -157,3 +161,15 @@ def test_ctrl_c_stops_at_once_and_the_rerun_fetches_only_what_is_missing(tmp_pat
         assert sum(server.hits.values()) - hits_before == 81 - len(before)  # only what was missing
         for url in before:
             assert server.hits[url.removeprefix(server.base)] == 1
+
+
+def test_transient_failures_wait_for_retry_failed(server, tmp_path):
+    urls = [server.base + "/always500.jpg", server.base + "/nothing.jpg", server.base + "/img/2.jpg"]
+    download_urls(urls, tmp_path, FAST, progress=False)
+    hits = dict(server.hits)
+    again = download_urls(urls, tmp_path, FAST, progress=False)
+    assert dict(server.hits) == hits and sum(again.new.values()) == 0  # a plain re-run asks nothing
+    retried = download_urls(urls, tmp_path, FAST, progress=False, retry_failed=True)
+    assert server.hits["/always500.jpg"] == hits["/always500.jpg"] + FAST.retries + 1  # the 503 again
+    assert server.hits["/nothing.jpg"] == hits["/nothing.jpg"]  # a 404 is not transient: not asked again
+    assert retried.new == {"http_503": 1} and retried.had == {"http_404": 1, "ok": 1}
