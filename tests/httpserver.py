@@ -44,7 +44,19 @@ class _QuietServer(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class Server:
+class _Running:
+    """Start the server thread on enter; shut it down on exit."""
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Server(_Running):
     """Routes by path; counts hits per path; `latency` seconds added to every request."""
 
     def __init__(self, latency: float = 0.0, ssl_context=None, host: str = "127.0.0.1", port: int = 0):
@@ -150,14 +162,6 @@ class Server:
             return h.send_body(200, png_bytes(1, 1), "image/png")
         return h.send_body(404, b"not found", "text/plain")
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 def tls_server_context(tmp_path, *names: str):
     """(server SSL context, CA file path): a test CA that signed a certificate for `names`."""
@@ -173,7 +177,7 @@ def tls_server_context(tmp_path, *names: str):
     return ctx, ca_file
 
 
-class Proxy:
+class Proxy(_Running):
     """A real forward HTTP proxy on 127.0.0.1 (absolute-URI GETs and CONNECT tunnels) that counts what it
     carried: `requests` (GET URLs) and `tunnels` (CONNECT host:port)."""
 
@@ -244,14 +248,6 @@ class Proxy:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 import urllib.error  # noqa: E402

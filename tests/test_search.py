@@ -71,9 +71,10 @@ def test_ddgs_merges_queries_and_stops_at_the_limit(bing, tmp_path):
     assert len(cands) == 40  # both queries return the same URLs: merged without duplicates
 
 
-def test_image_search_source_downloads_into_a_dataset(bing, roots, tmp_path):
+def ddgs_recipe_text(tmp_path: Path, limit: int) -> str:
+    """A recipe: 'hit' from the ddgs search for "coffee" (the bing fixture), 'other' from 12 local photos."""
     save_crops(tmp_path / "neg", "rocket", 12, seed=4)
-    text = f"""
+    return f"""
 [dataset]
 min_size = 32
 valid = 3
@@ -83,11 +84,15 @@ kind = "image_search"
 query = "coffee"
 backend = "ddgs"
 engine = "bing"
-limit = 20
+limit = {limit}
 [[classes.other.sources]]
 kind = "folder"
 path = "{tmp_path / 'neg'}"
 """
+
+
+def test_image_search_source_downloads_into_a_dataset(bing, roots, tmp_path):
+    text = ddgs_recipe_text(tmp_path, 20)
     logs = []
     s = build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logs.append)
     assert s.counts["train"]["hit"] + s.counts["valid"]["hit"] >= 15
@@ -191,22 +196,7 @@ def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest
     from chiquito_or_not.cli import app
     from chiquito_or_not.download import read_outcomes
 
-    save_crops(tmp_path / "neg", "rocket", 12, seed=4)
-    recipe = write_recipe(tmp_path / "r", f"""
-[dataset]
-min_size = 32
-valid = 3
-balance = "none"
-[[classes.hit.sources]]
-kind = "image_search"
-query = "coffee"
-backend = "ddgs"
-engine = "bing"
-limit = 60
-[[classes.other.sources]]
-kind = "folder"
-path = "{tmp_path / 'neg'}"
-""")
+    recipe = write_recipe(tmp_path / "r", ddgs_recipe_text(tmp_path, 60))
     journal = Path(os.environ["CHIQUITO_DATA"]) / "raw" / "search" / "ddgs-coffee-60" / "images" / "downloads.jsonl"
     bing.latency = 0.4
     sent = []
