@@ -5,15 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install dataset finetune demo evaluate test clean-runs
+.PHONY: install dataset finetune demo evaluate test test-fast lint clean-runs
 
 install: $(STAMP)
 
-# torch 2.14.1/torchvision 0.29.1 are pinned in pyproject.toml (the pair fastai runs on here).
-$(STAMP): pyproject.toml
+# constraints.txt pins torch 2.14.1/torchvision 0.29.1, the pair fastai runs on here.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[web,serve,tensorboard,onnx,lite,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[web,serve,tensorboard,onnx,lite,test]'
 	@# Debian sources use `apt-get download`, which needs package lists: fetch them once when root.
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -qq; fi
@@ -32,6 +32,13 @@ evaluate: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# no training and no browser: under a minute
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
+
+lint: install
+	$(BIN)/python -m ruff check chiquito_or_not tests bench
 
 clean-runs:
 	rm -rf runs

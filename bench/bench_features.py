@@ -56,7 +56,8 @@ def main():
             print(f"  epochs {n} {'cached' if cached else 'plain '}: {secs:6.1f}s (cache fill {fill:.1f}s) "
                   f"valid acc {acc:.4f}", flush=True)
         rows.append((n, res))
-    print(f"\n{'epochs':>6} {'plain s':>8} {'cached s':>9} {'speed-up':>9} {'plain acc':>10} {'cached acc':>11} {'diff':>7}")
+    print(f"\n{'epochs':>6} {'plain s':>8} {'cached s':>9} {'speed-up':>9} {'plain acc':>10} "
+          f"{'cached acc':>11} {'diff':>7}")
     for n, r in rows:
         (ps, _, pa), (cs, _, ca) = r[False], r[True]
         print(f"{n:>6} {ps:>8.1f} {cs:>9.1f} {ps / cs:>8.1f}x {pa:>10.4f} {ca:>11.4f} {ca - pa:>+7.4f}")

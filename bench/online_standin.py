@@ -87,7 +87,8 @@ def main():
         text = text.replace('limit = 800', f'limit = {len(urls)}').replace('backend = "google"', f'''backend = "google"
 url = "{pages.base}/search"
 verify = "{ca}"
-chrome = "/usr/bin/chromium"''').replace('count = 0                # 0: as many as there are clean positives', f'''count = 0
+chrome = "/usr/bin/chromium"''').replace('count = 0                # 0: as many as there are clean positives',
+                                         f'''count = 0
 mirrors = ["http://127.0.0.1:9/dead/lfw.tgz", "{mirror.base}/lfw.tgz"]
 size = {len(archive)}
 sha256 = "{hashlib.sha256(archive).hexdigest()}"''')

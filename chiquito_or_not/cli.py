@@ -118,16 +118,14 @@ def dataset(recipe: Path = RecipeArg,
 @app.command("lr-find")
 @_friendly
 def lr_find(recipe: Path = RecipeArg):
-    """Run the LR finder on the frozen learner; writes runs/NAME/lr_find.png and lr_find.json."""
-    from .learner import make_dls, make_learner
-    from .lr_find import find_lr
+    """Run the LR finder on the frozen learner, as finetune does; writes runs/NAME/lr_find.png and .json."""
+    from .finetune import lr_find_only
     from .paths import run_dir
-    from .recipe import load_recipe, write_resolved
+    from .recipe import load_recipe
 
     r = load_recipe(recipe)
     run = run_dir(r.name)
-    write_resolved(r, run)
-    info = find_lr(make_learner(r, make_dls(r, augment=False), run), run, num_it=r.finetune.lr_find_iters)
+    info = lr_find_only(r, log=typer.echo)
     for name, lr in info["suggestions"].items():
         typer.echo(f"  {name:<8} {lr:.2e}")
     for name, err in info["errors"].items():
@@ -223,7 +221,8 @@ def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g.
 @app.command()
 @_friendly
 def compare(recipe: Path = RecipeArg,
-            backbones: str = typer.Option(..., help="Comma-separated, e.g. efficientnet_lite0,simple_cnn,resnet18:none")):
+            backbones: str = typer.Option(..., help="Comma-separated, e.g. "
+                                                    "efficientnet_lite0,simple_cnn,resnet18:none")):
     """Train each backbone on the same split and schedule; write runs/NAME/leaderboard.csv and .png."""
     from .compare import compare as run_compare
     from .compare import parse_backbones

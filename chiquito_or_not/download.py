@@ -18,7 +18,8 @@ from .files import atomic_write_bytes
 from .net import Abort, FetchError, open_url, parse_url
 from .recipe import DatasetSpec
 
-__all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError", "sniff_image", "read_outcomes",
+__all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError",
+           "sniff_image", "read_outcomes",
            "OUTCOMES_FILE"]
 
 OUTCOMES_FILE = "downloads.jsonl"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -99,28 +98,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _glob_regex(pattern: str) -> re.Pattern:
-    out, i = "", 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out, i = out + "(?:.*/)?", i + 3
-        elif pattern.startswith("**", i):
-            out, i = out + ".*", i + 2
-        elif pattern[i] == "*":
-            out, i = out + "[^/]*", i + 1
-        elif pattern[i] == "{" and "}" in pattern[i:]:  # {a,b} alternatives, as in shells
-            end = pattern.index("}", i)
-            out += "(?:" + "|".join(re.escape(x) for x in pattern[i + 1:end].split(",")) + ")"
-            i = end + 1
-        elif pattern[i] == "?":
-            out, i = out + "[^/]", i + 1
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out + r"\Z")
+def _lower_ext(s: str) -> str:
+    """`a/B.JPG` -> `a/B.jpg`: the extension, case-folded (a pattern's too, when it ends in one)."""
+    head, dot, ext = s.rpartition(".")
+    return f"{head}.{ext.lower()}" if dot and "/" not in ext else s
 
 
 def glob_match(rel_path: str, include: tuple[str, ...], exclude: tuple[str, ...] = ()) -> bool:
-    """Whether a relative POSIX path matches an include glob and no exclude glob (`**` spans folders,
-    `{a,b}` gives alternatives)."""
-    return any(_glob_regex(p).match(rel_path) for p in include) and \
-        not any(_glob_regex(p).match(rel_path) for p in exclude)
+    """Whether a relative POSIX path matches an include glob and no exclude glob, with wcmatch: `**` spans
+    folders, `{a,b}` gives alternatives, `[ab]` classes; extensions match whatever their case."""
+    from wcmatch import glob
+
+    flags = glob.GLOBSTAR | glob.BRACE | glob.DOTMATCH
+
+    def hit(patterns):
+        return bool(patterns) and glob.globmatch(_lower_ext(rel_path), [_lower_ext(p) for p in patterns],
+                                                 flags=flags)
+    return hit(include) and not hit(exclude)

@@ -28,7 +28,7 @@ from .paths import cache_dir, dataset_dir, partial_run_dir, run_dir
 from .plots import plot_history
 from .recipe import Recipe, recipe_to_dict, write_resolved
 
-__all__ = ["STAGES", "finetune", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult"]
+__all__ = ["STAGES", "finetune", "lr_find_only", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult"]
 
 STAGES = ("frozen", "augmented", "unfrozen")
 HISTORY_COLUMNS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy"]
@@ -149,6 +149,39 @@ def _stage_epochs(recipe: Recipe, stage: str) -> int:
     return sum(s.cycle_len * s.cycle_mult ** i for i in range(s.cycles))
 
 
+def _learner(recipe: Recipe, root: Path, run: Path):
+    """(learn, dls_plain, dls_aug), seeded: the one way finetune, lr-find and sanity build a learner.
+    Raises DataError when `chiquito dataset` has not run, WeightsError for missing or bad weights."""
+    set_seed(recipe.seed, reproducible=True)
+    dls_plain = make_dls(recipe, augment=False, root=root)
+    dls_aug = make_dls(recipe, augment=True, root=root)
+    return make_learner(recipe, dls_plain, run, class_weights(recipe, root)), dls_plain, dls_aug
+
+
+def _cached_head(learn, recipe: Recipe, precision: str, world: int, log):
+    """The head learner on cached body features (frozen stage and LR finder), or None when off."""
+    f = recipe.finetune
+    if not f.frozen.feature_cache or BACKBONES[f.backbone].family == "scratch":
+        return None
+    if world > 1:
+        log("  feature cache off: several processes train (each would compute every image)")
+        return None
+    hl = head_learner(learn, f.backbone, cache_dir() / "features", log=log)
+    if precision != "fp32":
+        _precision(hl, precision)
+    return hl
+
+
+def lr_find_only(recipe: Recipe, log=print, data_root: Path | None = None) -> dict:
+    """The LR finder exactly as `finetune` runs it (same seed, data, class weights, feature cache and
+    precision), so the rate it prints is the one `finetune` would choose; writes runs/NAME/lr_find.*."""
+    root = Path(data_root) if data_root else dataset_dir(recipe.name)
+    out = run_dir(recipe.name)
+    learn, _, _ = _learner(recipe, root, out)
+    hl = _cached_head(learn, recipe, _precision(learn, recipe.finetune.precision), 1, log)
+    return find_lr(hl or learn, out, num_it=recipe.finetune.lr_find_iters)
+
+
 def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None) -> FinetuneResult:
     """Train the recipe's model in three stages into its run folder, export model.pkl, evaluate it."""
     import torch
@@ -175,11 +208,8 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     if resume:
         state = _resumable_state(run, final, state["fingerprint"])
 
-    set_seed(recipe.seed, reproducible=True)
     t0 = time.time()
-    dls_plain = make_dls(recipe, augment=False, root=root)  # DataError when `chiquito dataset` has not run
-    dls_aug = make_dls(recipe, augment=True, root=root)
-    learn = make_learner(recipe, dls_plain, run, class_weights(recipe, root))  # WeightsError: missing/bad weights
+    learn, dls_plain, dls_aug = _learner(recipe, root, run)
     if state["done"]:
         _load_checkpoint(learn, ckpt, state["done"][-1])
         log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
@@ -195,18 +225,12 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         f"{precision} on {dls_plain.device}" + (f", {world} processes" if world > 1 else ""))
 
     f = recipe.finetune
-    # the frozen stage (and the LR finder, which is about it) can train the head on cached body features
-    cached = f.frozen.feature_cache and BACKBONES[f.backbone].family != "scratch" and "frozen" not in state["done"]
-    if cached and world > 1:
-        log("  feature cache off: several processes train (each would compute every image)")
-        cached = False
     hl = None
-    if cached:
+    if "frozen" not in state["done"]:
         t = time.time()
-        hl = head_learner(learn, f.backbone, cache_dir() / "features", log=log)
-        if precision != "fp32":
-            _precision(hl, precision)
-        state["timings"]["features"] = round(time.time() - t, 1)
+        hl = _cached_head(learn, recipe, precision, world, log)
+        if hl:
+            state["timings"]["features"] = round(time.time() - t, 1)
     lr_info = {}
     if (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
         if resume and (saved := _read_json(run / "lr_find.json")):

@@ -142,13 +142,20 @@ def check_address(host: str, ip: str) -> None:
             raise FetchError("private_address", f"{host} resolves to {a}, which is not a public address")
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
 def resolve(t: Target, allow_private: bool, allow_networks: tuple = ()) -> list[str]:
     """The addresses of the target's host (resolved once), every one checked unless allow_private or
     inside one of `allow_networks` (CIDR strings, e.g. an intranet host the user trusts)."""
-    try:
-        ipaddress.ip_address(t.host)
+    if _is_ip(t.host):
         ips = [t.host]
-    except ValueError:
+    else:
         try:
             infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError, OSError) as e:
@@ -337,7 +344,8 @@ class Response:
 
 
 @contextmanager
-def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = (), verify: bool | str = True, connect_timeout: float = 5.0,
+def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = (), verify: bool | str = True,
+             connect_timeout: float = 5.0,
              read_timeout: float = 15.0, deadline: float | None = 60.0, max_redirects: int = 5,
              headers: dict | None = None, abort: Abort | None = None, proxy: str = ""):
     """GET `url`, following at most `max_redirects` http(s) redirects, each hop parsed strictly, resolved

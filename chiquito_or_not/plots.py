@@ -97,7 +97,8 @@ def plot_top_losses(items: list[dict], path: Path, title: str) -> Path:
             im.thumbnail((256, 256))
             ax.imshow(im)
         wrong = it["predicted"] != it["actual"]
-        ax.set_title(f"{it['predicted']} / {it['actual']}\nloss {max(it['loss'], 0.0):.2f}  p(actual) {it['prob_actual']:.2f}",
+        ax.set_title(f"{it['predicted']} / {it['actual']}\n"
+                     f"loss {max(it['loss'], 0.0):.2f}  p(actual) {it['prob_actual']:.2f}",
                      fontsize=9, color="red" if wrong else "black")
     fig.suptitle(f"{title}: predicted / actual, worst first")
     fig.tight_layout()

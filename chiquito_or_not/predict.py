@@ -64,7 +64,8 @@ def load_model(path: str | Path, notice=None):
             learn = load_learner(p, cpu=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, ImportError, ValueError) as e:
         raise ChiquitoError(f"{p}: cannot load as a fastai learner ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:120]}); pass a model.pkl written by `chiquito finetune`") from None
+                            f"{str(e).splitlines()[0][:120]}); pass a model.pkl written by `chiquito finetune`") \
+            from None
     if not hasattr(learn, "dls") or not hasattr(learn.dls, "vocab"):
         raise ChiquitoError(f"{p}: not an exported image classifier (no vocab)")
     return learn

@@ -284,6 +284,16 @@ def _check_recipe(r: Recipe, where: str) -> None:
     if d.group_distance < d.near_duplicate_distance:
         raise RecipeError(f"{where}: 'dataset.group_distance' ({d.group_distance}) must be >= "
                           f"'dataset.near_duplicate_distance' ({d.near_duplicate_distance})")
+    problem = keep_frozen_problem(r.finetune.unfrozen.keep_frozen)
+    if problem:
+        raise RecipeError(f"{where}: 'finetune.unfrozen.keep_frozen' = {r.finetune.unfrozen.keep_frozen}: {problem}")
+
+
+def keep_frozen_problem(v: float) -> str:
+    """Why `v` is not an amount to keep frozen ("" when it is one): 0, 1 or 2 layer groups, or a share in (0, 1)."""
+    if 0 <= v < 1 or v in (1, 2):
+        return ""
+    return "give 0, 1 or 2 (whole layer groups) or a share of the body's blocks between 0 and 1"
 
 
 def _type_name(tp) -> str:

@@ -25,18 +25,24 @@ class RawFile:
     source: str
 
 
-def _select(root: Path, include, exclude, label: str) -> list[RawFile]:
+def _select(root: Path, include, exclude, label: str, where: str, log=print) -> list[RawFile]:
+    """The files under `root` that `include` and `exclude` select; a pattern that matches no file of the
+    source is named in a warning (a typo would otherwise drop or keep files silently)."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-    return [RawFile(p, label) for p in files
-            if glob_match(p.relative_to(root).as_posix(), tuple(include), tuple(exclude))]
+    rel = [p.relative_to(root).as_posix() for p in files]
+    for key, patterns in (("include", include), ("exclude", exclude)):
+        for pat in patterns:
+            if not any(glob_match(r, (pat,)) for r in rel):
+                log(f"  warning: {where}: {key} pattern {pat!r} matches no file of this source")
+    return [RawFile(p, label) for p, r in zip(files, rel) if glob_match(r, tuple(include), tuple(exclude))]
 
 
-def fetch_folder(src: FolderSource, where: str) -> list[RawFile]:
+def fetch_folder(src: FolderSource, where: str, log=print) -> list[RawFile]:
     root = Path(src.path).expanduser()
     if not root.is_dir():
         raise SourceError(f"{where}: folder {str(root)!r} does not exist or is not a folder; "
                           "create it and put images in it, or fix 'path'")
-    return _select(root, src.include, src.exclude, f"folder:{root}")
+    return _select(root, src.include, src.exclude, f"folder:{root}", where, log)
 
 
 def _run(cmd: list[str], cwd: Path, what: str, fix: str) -> None:
@@ -78,7 +84,7 @@ def _need(tool: str, fix: str) -> str:
     return exe
 
 
-def fetch_npm(src: NpmSource, where: str) -> list[RawFile]:
+def fetch_npm(src: NpmSource, where: str, log=print) -> list[RawFile]:
     spec = f"{src.package}@{src.version}"
     fname = f"npm/{src.package.replace('/', '-').lstrip('@')}-{src.version}.tgz"
 
@@ -93,10 +99,10 @@ def fetch_npm(src: NpmSource, where: str) -> list[RawFile]:
 
     archive = _verified_artifact(fname, src.sha256, download)
     root = extract_archive(archive, raw_dir() / fname.removesuffix(".tgz"))
-    return _select(root, src.include, src.exclude, f"npm:{spec}")
+    return _select(root, src.include, src.exclude, f"npm:{spec}", where, log)
 
 
-def fetch_deb(src: DebSource, where: str) -> list[RawFile]:
+def fetch_deb(src: DebSource, where: str, log=print) -> list[RawFile]:
     spec = f"{src.package}={src.version}"
     fname = f"deb/{src.package}_{src.version.replace(':', '%3a')}.deb"
 
@@ -111,14 +117,15 @@ def fetch_deb(src: DebSource, where: str) -> list[RawFile]:
 
     def extract(deb: Path, dest: Path) -> None:
         dpkg = _need("dpkg-deb", "install dpkg (Debian: apt-get install dpkg)")
-        _run([dpkg, "-x", str(deb.resolve()), str(dest.resolve())], dest.resolve(), f"{where}: {deb.name}", "the .deb may be corrupt")
+        _run([dpkg, "-x", str(deb.resolve()), str(dest.resolve())], dest.resolve(), f"{where}: {deb.name}",
+             "the .deb may be corrupt")
 
     archive = _verified_artifact(fname, src.sha256, download)
     root = extract_once(archive, raw_dir() / fname.removesuffix(".deb"), extract)
-    return _select(root, src.include, src.exclude, f"deb:{spec}")
+    return _select(root, src.include, src.exclude, f"deb:{spec}", where, log)
 
 
-def fetch_archive_source(src: ArchiveSource, where: str) -> list[RawFile]:
+def fetch_archive_source(src: ArchiveSource, where: str, log=print) -> list[RawFile]:
     name = src.urls[0].rstrip("/").rsplit("/", 1)[-1] or "archive"
     try:
         archive = fetch_archive(src.urls, src.size, src.sha256, cache_dir() / "archives" / f"{src.sha256[:16]}-{name}",
@@ -126,10 +133,10 @@ def fetch_archive_source(src: ArchiveSource, where: str) -> list[RawFile]:
         root = extract_archive(archive, raw_dir() / "archives" / src.sha256[:16])
     except SourceError as e:
         raise SourceError(f"{where}: {e}") from None
-    return _select(root, src.include, src.exclude, f"archive:{name}")
+    return _select(root, src.include, src.exclude, f"archive:{name}", where, log)
 
 
-def fetch_python(src: PythonSource, where: str) -> list[RawFile]:
+def fetch_python(src: PythonSource, where: str, log=print) -> list[RawFile]:
     import numpy as np
     import skimage
     import skimage.data
@@ -247,4 +254,4 @@ def fetch_source(src, where: str, seed: int = 0, log=print, retry_failed: bool =
         return fetch_search(src, where, seed, log, retry_failed)
     if src.kind == "lfw":
         return fetch_lfw(src, where, seed, log)
-    return FETCHERS[src.kind](src, where)
+    return FETCHERS[src.kind](src, where, log=log)

@@ -9,7 +9,7 @@ from .errors import RecipeError
 from .finetune import finetune
 from .paths import dataset_dir, run_dir
 from .plots import plot_sweep
-from .recipe import Recipe
+from .recipe import Recipe, keep_frozen_problem
 
 __all__ = ["sweep", "parse_freeze"]
 
@@ -20,7 +20,7 @@ def parse_freeze(spec: str) -> list[float]:
         values = [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
         raise RecipeError(f"--freeze {spec!r}: give numbers, e.g. 0,1,2 (layer groups) or 0.25,0.5,0.75") from None
-    bad = [v for v in values if not (0 <= v <= 2) or (v > 1 and v != int(v))]
+    bad = [v for v in values if keep_frozen_problem(v)]
     if not values or bad:
         raise RecipeError(f"--freeze {spec!r}: each value is 0, 1, 2 (layer groups) or a share in (0, 1)")
     return values

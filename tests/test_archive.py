@@ -47,5 +47,6 @@ def test_archive_download_extract_and_split(roots, tmp_path):
         assert summary.counts["test"] == {c: 2 for c in CLASSES}
         assert summary.counts["valid"] == {c: 2 for c in CLASSES} and summary.kept == 30
 
-        with pytest.raises(SourceError, match="no mirror gave a good .*use a folder source on its extracted files, or add a mirror to 'urls'"):
+        with pytest.raises(SourceError, match="no mirror gave a good .*use a folder source on its extracted "
+                                              "files, or add a mirror to 'urls'"):
             fetch_source(ArchiveSource(urls=(s.base + "/flower_photos.tgz",), sha256="f" * 64), "t")

@@ -73,7 +73,8 @@ def test_dataset_writes_split_folders_and_manifests(roots, tmp_path):
     assert len(rows) == n_cat + n_rocket and all((root / r["file"]).is_file() for r in rows)
     # every input is accounted for: the manifest says which clean images balancing left out
     unused = [r for r in manifest if r["status"] == "unused"]
-    assert {r["reason"] for r in unused} == {"balanced_out"} and len(unused) == max(clean.values()) - min(clean.values())
+    assert {r["reason"] for r in unused} == {"balanced_out"}
+    assert len(unused) == max(clean.values()) - min(clean.values())
     assert sum(1 for r in manifest if r["status"] == "kept") == len(rows) == s.kept - sum(s.unused.values())
     assert s.inputs == s.kept + sum(s.rejected.values())
     assert (root / "recipe.json").is_file()
@@ -138,11 +139,19 @@ def test_cli_dataset_prints_counts_by_reason(roots, tmp_path):
     assert "rejected     1  empty_file" in res.output and "train  cat" in res.output
 
 
-def test_web_recipe_fails_with_a_clear_line(roots):
-    res = CliRunner().invoke(app, ["dataset", str(ROOT / "recipes/chiquito.toml")])
+@pytest.mark.slow
+@pytest.mark.browser
+def test_web_recipe_fails_with_a_clear_line(roots, tmp_path):
+    # the tutorial's recipe with its results page on a closed loopback port: no test reaches the real web
+    text = (ROOT / "recipes/chiquito.toml").read_text().replace(
+        'backend = "google"', 'backend = "google"\nurl = "http://127.0.0.1:9/search"')
+    recipe = tmp_path / "chiquito.toml"
+    recipe.write_text(text)
+    res = CliRunner().invoke(app, ["dataset", str(recipe)])
     assert res.exit_code == 2
-    # offline: either Chrome cannot reach Google, or (without chromium) cannot start; one line either way
-    assert "classes.chiquito.sources[0]: google backend: " in res.output
+    # the browser gets a connection error page, or (without chromium) cannot start; one line either way
+    assert "classes.chiquito.sources[0]: " in res.output
+    assert ("could not reach the results page" in res.output) or ("google backend: " in res.output), res.output
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error: ")]
     assert "Traceback" not in res.output and len(errors) == 1
 
@@ -187,3 +196,19 @@ def test_class_folders_and_small_classes_dropped(roots, tmp_path):
     with pytest.raises(SourceError, match="class_folders.path .* does not exist"):
         build_dataset(load_recipe(write_recipe(tmp_path / "r2", text.replace(str(top), str(tmp_path / "no")))),
                       log=lambda *_: None)
+
+
+def test_globs_braces_classes_any_case_extension_and_unmatched_patterns_warned(roots, tmp_path):
+    from chiquito_or_not.sources import fetch_folder
+    from chiquito_or_not.recipe import FolderSource
+
+    src_dir = tmp_path / "src"
+    for name in ("a.jpg", "b.PNG", "c.JPG", "d.gif", "sub/e.jpeg"):
+        (src_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (src_dir / name).write_bytes(b"x")
+    logs = []
+    got = fetch_folder(FolderSource(path=str(src_dir), include=("{*.jpg,*.png}", "[c].jpg", "**/*.jpeg", "*.tiff"),
+                                    exclude=("zz/*",)), "r.toml: classes.x.sources[0]", log=logs.append)
+    assert sorted(f.path.name for f in got) == ["a.jpg", "b.PNG", "c.JPG", "e.jpeg"]
+    assert logs == ["  warning: r.toml: classes.x.sources[0]: include pattern '*.tiff' matches no file of this source",
+                    "  warning: r.toml: classes.x.sources[0]: exclude pattern 'zz/*' matches no file of this source"]

@@ -120,7 +120,8 @@ def test_the_checked_address_is_the_connected_one(monkeypatch):
             real = socket.getaddrinfo
             monkeypatch.setattr(socket, "getaddrinfo", lambda h, p, *a, **k: [
                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", p)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))] if h == "both.test" else real(h, p, *a, **k))
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))]
+                if h == "both.test" else real(h, p, *a, **k))
             with pytest.raises(FetchError) as e:
                 fetch_bytes(f"http://both.test:{allowed.port}/img/3.jpg", GUARDED)
             assert e.value.reason == "private_address" and allowed.hits["/img/3.jpg"] == 1

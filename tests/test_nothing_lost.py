@@ -55,8 +55,8 @@ def test_failing_finetunes_leave_the_previous_run_as_it_was(own_run, tmp_path, s
     variants = {
         "missing weights file": (replace(recipe, finetune=replace(f, weights=str(tmp_path / "nope.pth"))), {}),
         "weights file is text": (replace(recipe, finetune=replace(f, weights=str(text))), {}),
-        "no weights offline": (replace(recipe, finetune=replace(f, backbone="resnet18",
-                                                                  weights="http://127.0.0.1:9/resnet18-f37072fd.pth")), {}),
+        "no weights offline": (replace(recipe, finetune=replace(
+            f, backbone="resnet18", weights="http://127.0.0.1:9/resnet18-f37072fd.pth")), {}),
         "dataset never built": (recipe, {"data_root": tmp_path / "no-dataset"}),
         "fp16 on a CPU": (replace(recipe, finetune=replace(f, precision="fp16")), {}),
         "nothing to resume": (recipe, {"resume": True}),

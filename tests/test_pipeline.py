@@ -162,10 +162,14 @@ def test_dataset_rerun_downloads_nothing_and_changes_nothing(tiny_run, env_roots
     assert s.changes == {"added": 0, "removed": 0}
 
 
-def test_lr_find_command(tiny_run, env_roots):
-    recipe, _ = tiny_run
+def test_lr_find_command_agrees_with_finetune(tiny_run, env_roots):
+    """`chiquito lr-find` builds the learner finetune builds (seed, class weights, feature cache): the
+    curve and the rate it chooses are the ones finetune chose for the same recipe."""
+    recipe, result = tiny_run
     r = CliRunner().invoke(app, ["lr-find", recipe.path])
     assert r.exit_code == 0, r.output
     run = env_roots[1] / recipe.name
     info = json.loads((run / "lr_find.json").read_text())
     assert f"chosen {info['chosen']:.2e}" in r.output and (run / "lr_find.png").stat().st_size > 1000
+    assert result.lr["points"] == info["points"] and result.lr["chosen_by"] == info["chosen_by"]
+    assert abs(info["chosen"] - result.lr["chosen"]) <= 1e-6 * result.lr["chosen"], (info, result.lr)

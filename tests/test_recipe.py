@@ -71,6 +71,7 @@ def test_defaults_follow_the_tutorial(tmp_path):
     ("[dataset]\nvalid = 1.5", "'dataset.valid' = 1.5 must be a fraction in [0, 1) or a count"),
     ("[dataset]\nvalid = 0.6\ntest = 0.5", "leaves nothing to train on"),
     ("[finetune]\nlr_find = 'yes'", "'finetune.lr_find' expected true or false"),
+    ("[finetune.unfrozen]\nkeep_frozen = 1.5", "'finetune.unfrozen.keep_frozen' = 1.5: give 0, 1 or 2"),
 ])
 def test_bad_recipes_are_refused_with_key_and_fix(tmp_path, extra, expected):
     path = write_recipe(tmp_path, extra + "\n" + GOOD)

@@ -111,6 +111,7 @@ def test_missing_backend_names_the_extra(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path):
@@ -162,6 +163,7 @@ path = "{tmp_path / 'neg'}"
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_a_consent_page_is_not_cached_and_says_what_it_was(roots, tmp_path):
@@ -178,6 +180,7 @@ def test_a_consent_page_is_not_cached_and_says_what_it_was(roots, tmp_path):
         assert pages.hits["/search"] > first  # searched again: nothing was replayed
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not shutil.which("chromedriver"), reason="needs Debian's chromium-driver")
 def test_google_backend_with_a_chrome_that_does_not_exist_is_one_line(tmp_path):
     with pytest.raises(SourceError, match="google backend: Chrome/chromedriver could not start"):

@@ -171,6 +171,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_browser_upload_then_url(model, images, tmp_path, shared_roots):
