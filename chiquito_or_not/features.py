@@ -19,7 +19,7 @@ import numpy as np
 
 from .files import atomic_write_bytes
 
-__all__ = ["FeatureCache", "model_key", "head_split", "cached_features", "head_learner"]
+__all__ = ["FeatureCache", "model_key", "learner_key", "head_split", "cached_features", "head_learner"]
 
 CACHE_VERSION = 1
 _HEADER = struct.Struct("<32sI")  # sha256 of the payload, number of float32 values
@@ -134,6 +134,15 @@ def cached_features(learn, files: list[Path], cache: FeatureCache, bs: int = 64)
     return torch.from_numpy(np.stack(out)), counts
 
 
+def learner_key(learn, backbone: str) -> str:
+    """The model key of a learner's body, pooling and validation preprocessing (its cache folder's name)."""
+    dls, body, head = learn.dls, learn.model[0], learn.model[1]
+    resize = next(t for t in dls.after_item if type(t).__name__ == "Resize")
+    norm = next(t for t in dls.after_batch if type(t).__name__ == "Normalize")
+    return model_key(backbone, body, head[:head_split(head)], tuple(resize.size), norm.mean.flatten().tolist(),
+                     norm.std.flatten().tolist(), resize=f"{resize.method} {resize.pad_mode} {resize.mode}")
+
+
 def head_learner(learn, backbone: str, cache_root: Path, log=print):
     """A Learner for the head of a frozen `learn` over cached body features (train and valid).
 
@@ -150,14 +159,10 @@ def head_learner(learn, backbone: str, cache_root: Path, log=print):
     from torch.utils.data import TensorDataset
 
     dls = learn.dls
-    body, head = learn.model[0], learn.model[1]
+    head = learn.model[1]
     learn.model.to(dls.device)  # fastai moves it only when a fit starts; the features are computed now
     n_pool = head_split(head)
-    resize = next(t for t in dls.after_item if type(t).__name__ == "Resize")
-    norm = next(t for t in dls.after_batch if type(t).__name__ == "Normalize")
-    key = model_key(backbone, body, head[:n_pool], tuple(resize.size), norm.mean.flatten().tolist(),
-                    norm.std.flatten().tolist(), resize=f"{resize.method} {resize.pad_mode} {resize.mode}")
-    cache = FeatureCache(Path(cache_root), key)
+    cache = FeatureCache(Path(cache_root), learner_key(learn, backbone))
     total = {"hit": 0, "computed": 0, "rebuilt": 0}
     sets = []
     for ds in (dls.train_ds, dls.valid_ds):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chiquito_or_not.features import FeatureCache, cached_features, head_split, model_key
+from chiquito_or_not.features import FeatureCache, cached_features, head_split, learner_key, model_key
 from chiquito_or_not.learner import make_dls, make_learner
 from chiquito_or_not.paths import cache_dir, dataset_dir
 
@@ -80,7 +80,7 @@ def test_every_part_of_the_key_changes_it(tiny_run, env_roots):
 def test_finetune_trained_the_frozen_stage_from_the_cache(tiny_run, env_roots):
     recipe, result = tiny_run
     # the tiny run's own folder, found by its model key: other tests' runs share this cache root
-    folder = cache_dir() / "features" / _key(_learner(recipe))
+    folder = cache_dir() / "features" / learner_key(_learner(recipe), recipe.finetune.backbone)
     n_images = sum(1 for _ in dataset_dir(recipe.name).glob("[tv][ra]*/*/*.jpg"))
     assert folder.is_dir() and len(list(folder.rglob("*.f32"))) == n_images
     frozen = [r for r in (result.run / "history.csv").read_text().splitlines()[1:] if r.startswith("frozen,")]
