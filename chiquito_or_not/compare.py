@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from .backbones import BACKBONES
+from .backbones import backbone_name_problem
 from .dataset import write_csv
 from .errors import RecipeError
 from .finetune import finetune
@@ -26,8 +26,8 @@ def parse_backbones(spec: str) -> list[tuple[str, str]]:
     out = []
     for item in filter(None, (x.strip() for x in spec.split(","))):
         name, _, weights = item.partition(":")
-        if name not in BACKBONES:
-            raise RecipeError(f"--backbones: {name!r} is not a backbone; choose from {', '.join(BACKBONES)}")
+        if problem := backbone_name_problem(name):
+            raise RecipeError(f"--backbones: {problem}")
         out.append((name, weights))
     if not out:
         raise RecipeError("--backbones is empty; give a comma-separated list, e.g. efficientnet_lite0,simple_cnn")
@@ -52,7 +52,7 @@ def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list
     rows = []
     for name, weights in backbones:
         log(f"== {name}{':' + weights if weights else ''}")
-        r = replace(recipe, name=f"{recipe.name}--{name}{'-' + weights if weights else ''}",
+        r = replace(recipe, name=f"{recipe.name}--{name.replace('/', '-')}{'-' + weights if weights else ''}",
                     finetune=replace(recipe.finetune, backbone=name, weights=weights))
         res = finetune(r, log=log, data_root=data)
         split = "test" if "test" in res.metrics else "valid"

@@ -17,7 +17,7 @@ from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.torch_core import set_seed
 
 from . import portable
-from .backbones import BACKBONES
+from .backbones import get_backbone
 from .dataset import write_csv
 from .errors import RecipeError, RunError
 from .features import head_learner
@@ -161,7 +161,7 @@ def _learner(recipe: Recipe, root: Path, run: Path):
 def _cached_head(learn, recipe: Recipe, precision: str, world: int, log):
     """The head learner on cached body features (frozen stage and LR finder), or None when off."""
     f = recipe.finetune
-    if not f.frozen.feature_cache or BACKBONES[f.backbone].family == "scratch":
+    if not f.frozen.feature_cache or get_backbone(f.backbone).family == "scratch":
         return None
     if world > 1:
         log("  feature cache off: several processes train (each would compute every image)")
@@ -250,7 +250,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         return lr_info["chosen"] if value == "auto" else value
 
     # a body trained from scratch has nothing worth freezing: its "frozen" stages train everything
-    freeze = learn.freeze if BACKBONES[f.backbone].family != "scratch" else learn.unfreeze
+    freeze = learn.freeze if get_backbone(f.backbone).family != "scratch" else learn.unfreeze
     history = _read_history(run / "history.csv")
     for i, stage in enumerate(STAGES, 1):
         n_ep = _stage_epochs(recipe, stage)

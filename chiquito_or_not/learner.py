@@ -16,12 +16,11 @@ from fastcore.basics import noop
 from fastai.callback.progress import ProgressCallback
 from fastai.optimizer import SGD, Adam
 from fastai.vision.all import (CrossEntropyLossFlat, Dihedral, ImageDataLoaders, Learner, Normalize, Resize, accuracy,
-                               apply_init, aug_transforms, create_head, num_features_model)
+                               apply_init, aug_transforms, create_head)
 
-from .backbones import BACKBONES, create_body
+from .backbones import body_splitter, create_body, get_backbone, num_features
 from .errors import DataError
 from .paths import dataset_dir
-from .portable import three_groups
 from .predict import IMAGE_EXTS
 from .recipe import Recipe
 
@@ -54,7 +53,7 @@ def make_dls(recipe: Recipe, augment: bool, root: Path | None = None):
             raise DataError(f"{root / split}: no images for class {', '.join(empty)}; "
                             f"run `chiquito dataset {recipe.path}` first")
     n_train = sum(_count(root, "train", classes).values())
-    f, b = recipe.finetune, BACKBONES[recipe.finetune.backbone]
+    f, b = recipe.finetune, get_backbone(recipe.finetune.backbone)
     a = f.augment
     tfms = aug_transforms(max_rotate=a.max_rotate, max_zoom=a.max_zoom, do_flip=a.flip,
                           max_lighting=a.max_lighting, max_warp=a.max_warp) if augment else []
@@ -80,12 +79,12 @@ def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = 
     """A frozen Learner: pretrained body + fastai head, three layer groups, accuracy metric."""
     f = recipe.finetune
     body = create_body(f.backbone, f.weights)
-    if BACKBONES[f.backbone].head == "dense":  # flatten a 4x4 map, Dense(512), ReLU, dropout, Dense(classes)
-        nf = num_features_model(body)
+    if get_backbone(f.backbone).head == "dense":  # flatten a 4x4 map, Dense(512), ReLU, dropout, Dense(classes)
+        nf = num_features(body)
         head = nn.Sequential(nn.AdaptiveMaxPool2d(4), nn.Flatten(), nn.Linear(nf * 16, 512), nn.ReLU(inplace=True),
                              nn.Dropout(0.5), nn.Linear(512, dls.c))
     else:
-        head = create_head(num_features_model(body), dls.c)
+        head = create_head(num_features(body), dls.c)
     apply_init(head, nn.init.kaiming_normal_)
     loss = CrossEntropyLossFlat(weight=torch.tensor(weights, dtype=torch.float32) if weights else None)
     # the tutorial (fastai 0.7) trained with SGD and momentum 0.9; fastai 2 defaults to Adam
@@ -93,7 +92,7 @@ def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = 
     # batchnorm "frozen": BatchNorm in frozen layer groups does not train either (BodyBatchNormEval keeps
     # the body's statistics); fastai reads train_bn when it creates the optimizer
     learn = Learner(dls, nn.Sequential(body, head), loss_func=loss, metrics=[accuracy], opt_func=opt_func,
-                    splitter=partial(three_groups, cut=BACKBONES[f.backbone].cut),
+                    splitter=body_splitter(f.backbone, body),
                     path=path, model_dir="checkpoints", train_bn=f.batchnorm == "train")
     learn.remove_cb(ProgressCallback)  # LogProgress prints instead: readable in a terminal and a CI log
     learn.logger = noop  # the Recorder would print raw lists otherwise
@@ -113,6 +112,20 @@ class BodyBatchNormEval(Callback):
                 m.eval()
 
 
+def _blocks(body) -> list:
+    """The body's blocks, in order: a Sequential's children, or a timm body's parameter groups (as the
+    modules that own those parameters)."""
+    from .portable import TimmBody
+
+    if not isinstance(body, TimmBody):
+        return list(body.children())
+    owner = {}
+    for mod_name, mod in body.model.named_modules():
+        for p_name, _ in mod.named_parameters(recurse=False):
+            owner[f"{mod_name}.{p_name}" if mod_name else p_name] = mod
+    return [nn.ModuleList(list({id(owner[n]): owner[n] for n in g}.values())) for g in body.groups]
+
+
 def keep_frozen(learn, amount: float) -> str:
     """Unfreeze, then freeze `amount`: whole layer groups (1, 2) or a share of the body's blocks (0 < x < 1)."""
     learn.unfreeze()
@@ -121,13 +134,14 @@ def keep_frozen(learn, amount: float) -> str:
         return f"{int(amount)} layer group(s) frozen"
     if amount > 0:
         body = learn.model[0]
-        n = round(len(body) * amount)
-        for block in list(body.children())[:n]:
+        blocks = _blocks(body)
+        n = round(len(blocks) * amount)
+        for block in blocks[:n]:
             for m in block.modules():  # BatchNorm stays trainable, as in fastai's freeze (train_bn)
                 if not isinstance(m, nn.modules.batchnorm._BatchNorm):
                     for p in m.parameters(recurse=False):
                         p.requires_grad_(False)
-        return f"{n} of {len(body)} body blocks frozen"
+        return f"{n} of {len(blocks)} body blocks frozen"
     return "nothing frozen"
 
 

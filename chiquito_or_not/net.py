@@ -313,6 +313,8 @@ def _proxy_manager(proxy: str, verify, connect_timeout: float, read_timeout: flo
 def _connect_error(e, t: Target) -> FetchError:
     from urllib3 import exceptions as x
 
+    if isinstance(e, x.NewConnectionError) and "timed out" not in str(e).lower():  # refused, unreachable
+        return FetchError("connection_error", f"{t.host}: {str(e)[:120]}", transient=True)
     if isinstance(e, (x.ConnectTimeoutError, x.ReadTimeoutError)) or "timed out" in str(e).lower():
         return FetchError("timeout", f"{t.host}: {str(e)[:120]}", transient=True)
     if isinstance(e, x.SSLError):

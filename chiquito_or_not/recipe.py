@@ -256,7 +256,7 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def _check_recipe(r: Recipe, where: str) -> None:
-    from .backbones import BACKBONES  # no torch import: the registry is plain data
+    from .backbones import backbone_name_problem  # no torch import: the registry is plain data
 
     if len(r.classes) < 2 and not r.class_folders.path:
         raise RecipeError(f"{where}: 'classes' needs at least two classes, got {len(r.classes)} "
@@ -266,11 +266,8 @@ def _check_recipe(r: Recipe, where: str) -> None:
             raise RecipeError(f"{where}: class name {name!r} must be a plain folder name")
         if not spec.sources:
             raise RecipeError(f"{where}: 'classes.{name}.sources' is empty; add at least one source")
-    if r.finetune.backbone not in BACKBONES:
-        close = difflib.get_close_matches(r.finetune.backbone, BACKBONES, n=1)
-        raise RecipeError(f"{where}: 'finetune.backbone' = {r.finetune.backbone!r} is not a backbone; "
-                          + (f"did you mean {close[0]!r}? " if close else "")
-                          + f"choose one of {', '.join(BACKBONES)}")
+    if problem := backbone_name_problem(r.finetune.backbone):
+        raise RecipeError(f"{where}: 'finetune.backbone' = {problem}")
     d = r.dataset
     for key in ("valid", "test"):
         v = getattr(d, key)

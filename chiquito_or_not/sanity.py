@@ -10,7 +10,7 @@ from fastai.data.transforms import parent_label
 from fastai.torch_core import set_seed
 from fastai.vision.all import ImageBlock, Normalize, Resize
 
-from .backbones import BACKBONES
+from .backbones import get_backbone
 from .errors import DataError
 from .learner import LogProgress, dataset_classes, make_learner
 from .paths import dataset_dir
@@ -42,7 +42,7 @@ def sanity_check(recipe: Recipe, n_images: int = 16, max_epochs: int = 60, targe
         if not files:
             raise DataError(f"{root / lab}: no training images; run `chiquito dataset {recipe.path}` first")
         items += files[:per_class]
-    b = BACKBONES[recipe.finetune.backbone]
+    b = get_backbone(recipe.finetune.backbone)
     block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=classes)), get_y=parent_label,
                       splitter=_same_items, item_tfms=Resize(recipe.finetune.size),
                       batch_tfms=[Normalize.from_stats(b.mean, b.std)])
