@@ -6,15 +6,15 @@ import hashlib
 import io
 import json
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .files import NotRegular, atomic_write_bytes, atomic_write_text, read_regular
+from .files import atomic_write_bytes, atomic_write_text
+from .images import clean_one
 from .recipe import DatasetSpec
 
-__all__ = ["Record", "clean_one", "clean_files", "near_duplicate_clusters", "hamming"]
+__all__ = ["Record", "clean_one", "clean_files", "near_duplicate_clusters", "hamming"]  # clean_one: images.py
 
 # Bump when the cleaning code changes what it writes, so cached results are recomputed.
 CLEAN_VERSION = 1
@@ -40,85 +40,6 @@ def _clean_params(spec: DatasetSpec) -> str:
     keys = dict(v=CLEAN_VERSION, min_size=spec.min_size, max_pixels=spec.max_pixels, max_side=spec.max_side,
                 formats=list(spec.formats), background=list(spec.background), center_crop=spec.center_crop)
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _to_rgb(im, background):
-    """Any PIL mode to 8-bit RGB; transparency is composited on `background`."""
-    import numpy as np
-    from PIL import Image
-
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = (0.0, 65535.0) if im.mode.startswith("I;16") else (float(arr.min()), float(arr.max()))
-        arr = np.clip((arr - lo) * 255.0 / max(hi - lo, 1e-12), 0, 255).astype(np.uint8)
-        im = Image.fromarray(arr, "L")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, tuple(background) + (255,))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
-    return im.convert("RGB")
-
-
-def _bomb_warnings_are_errors() -> None:
-    """Make PIL's DecompressionBombWarning an exception, process-wide, unless it already is. A
-    catch_warnings() block per call is not thread-safe (it swaps the global filter list): with decoding
-    in worker threads the warning leaked onto the terminal in the middle of the progress line."""
-    from PIL import Image
-
-    if not any(f[0] == "error" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
-        warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-
-
-def clean_one(raw: Path | bytes, spec: DatasetSpec) -> tuple[str, str, object | None]:
-    """Decode one file (or its bytes): (reason, detail, RGB image) where reason is "" when it is kept."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        data = raw if isinstance(raw, bytes) else read_regular(raw)
-    except NotRegular as e:
-        return e.reason, e.detail, None
-    except OSError as e:
-        return "unreadable", e.strerror or str(e), None
-    if not data:
-        return "empty_file", "0 bytes", None
-    _bomb_warnings_are_errors()
-    try:
-        im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        return "not_an_image", "no known image format", None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return "decompression_bomb", str(e).split(".")[0], None
-    except (OSError, SyntaxError, ValueError) as e:
-        return "corrupt", str(e), None
-    w, h = im.size
-    if w * h > spec.max_pixels:
-        return "decompression_bomb", f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}", None
-    if getattr(im, "is_animated", False) or getattr(im, "n_frames", 1) > 1:
-        return "animated", f"{im.format} with {getattr(im, 'n_frames', '?')} frames", None
-    if im.format not in spec.formats:
-        return "format_not_allowed", f"{im.format} (allowed: {', '.join(spec.formats)})", None
-    try:
-        im.load()  # the full decode: truncated and corrupt files fail here, not at training time
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return "decompression_bomb", str(e).split(".")[0], None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        return "truncated_or_corrupt", str(e), None
-    if min(w, h) < spec.min_size:
-        return "too_small", f"{w}x{h}, min_size is {spec.min_size}", None
-    try:
-        im = ImageOps.exif_transpose(im)
-    except (OSError, SyntaxError, ValueError, KeyError, TypeError) as e:
-        return "corrupt_exif", str(e), None
-    im = _to_rgb(im, spec.background)
-    if spec.center_crop < 1.0:  # the same crop for every class, e.g. so web photos look like LFW's face crops
-        side = max(1, round(min(im.size) * spec.center_crop))
-        left, top = (im.width - side) // 2, (im.height - side) // 2
-        im = im.crop((left, top, left + side, top + side))
-    if spec.max_side and max(im.size) > spec.max_side:
-        im.thumbnail((spec.max_side, spec.max_side), Image.Resampling.LANCZOS)
-    return "", "", im
 
 
 def _process(rec: Record, spec: DatasetSpec, clean_root: Path, cache: dict) -> Record:

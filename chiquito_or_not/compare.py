@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 
 from .backbones import backbone_name_problem
-from .dataset import write_csv
+from .files import write_csv
 from .errors import RecipeError
 from .finetune import finetune
 from .paths import dataset_dir, run_dir

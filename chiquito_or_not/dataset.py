@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -11,13 +9,13 @@ from pathlib import Path
 
 from .clean import Record, clean_files
 from .errors import DataError
-from .files import atomic_write_text
+from .files import atomic_write_text, write_csv
 from .paths import dataset_dir
 from .recipe import Recipe, write_resolved
 from .sources import fetch_source
 from .split import assign_splits, materialize
 
-__all__ = ["DatasetSummary", "build_dataset", "write_csv"]
+__all__ = ["DatasetSummary", "build_dataset"]
 
 
 @dataclass
@@ -30,15 +28,6 @@ class DatasetSummary:
     counts: dict = field(default_factory=dict)  # split -> label -> n
     changes: dict = field(default_factory=dict)
     unused: Counter = field(default_factory=Counter)  # kept (clean) but left out of the splits, by reason
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    """Write rows as CSV atomically."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _class_folders(recipe: Recipe) -> dict:

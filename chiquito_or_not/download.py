@@ -13,10 +13,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from .clean import clean_one
 from .files import atomic_write_bytes
+from .images import DecodePolicy, clean_one
 from .net import Abort, FetchError, open_url, parse_url
-from .recipe import DatasetSpec
 
 __all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError",
            "sniff_image", "read_outcomes",
@@ -79,7 +78,7 @@ class _Downloader:
         self.claimed: set[str] = set()  # files an "ok" outcome owns; a file a killed run left unrecorded is not one
         self.host_locks: dict[str, threading.BoundedSemaphore] = {}
         self.lock = threading.Lock()
-        self.spec = DatasetSpec(min_size=policy.min_size, max_pixels=89_478_485,
+        self.spec = DecodePolicy(min_size=policy.min_size, max_pixels=89_478_485,
                                 formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
 
     def host_slot(self, url: str) -> threading.BoundedSemaphore:

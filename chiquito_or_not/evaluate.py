@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import write_csv
 from .errors import DataError, RunError
-from .files import atomic_write_text
+from .files import atomic_write_text, write_csv
 from .plots import plot_confusion, plot_top_losses
-from .predict import IMAGE_EXTS, load_model, predict_paths
+from .images import IMAGE_EXTS
+from .predict import load_model, predict_paths
 
 __all__ = ["evaluate", "labelled_files", "compute_metrics", "resolve_run"]
 

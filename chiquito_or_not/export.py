@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from .errors import ChiquitoError
-from .predict import IMAGE_EXTS, load_model, preprocess_spec
+from .images import IMAGE_EXTS
+from .predict import load_model, preprocess_spec
 
 __all__ = ["export_onnx", "preprocess_spec", "ExportError", "PARITY_ATOL"]
 

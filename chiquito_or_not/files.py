@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["sha256_file", "sha256_bytes", "atomic_write_bytes", "atomic_write_text", "glob_match", "read_regular",
-           "NotRegular", "MAX_FILE_BYTES", "bytes_written"]
+           "NotRegular", "MAX_FILE_BYTES", "bytes_written",
+           "write_csv"]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -96,6 +97,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Write rows as CSV atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def _lower_ext(s: str) -> str:

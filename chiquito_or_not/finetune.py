@@ -18,10 +18,9 @@ from fastai.torch_core import set_seed
 
 from . import portable
 from .backbones import get_backbone
-from .dataset import write_csv
 from .errors import RecipeError, RunError
 from .features import head_learner
-from .files import atomic_write_text
+from .files import atomic_write_text, write_csv
 from .learner import BodyBatchNormEval, LogProgress, class_weights, keep_frozen, make_dls, make_learner
 from .lr_find import find_lr
 from .paths import cache_dir, dataset_dir, partial_run_dir, run_dir

@@ -21,7 +21,7 @@ from fastai.vision.all import (CrossEntropyLossFlat, Dihedral, ImageDataLoaders,
 from .backbones import body_splitter, create_body, get_backbone, num_features
 from .errors import DataError
 from .paths import dataset_dir
-from .predict import IMAGE_EXTS
+from .images import IMAGE_EXTS
 from .recipe import Recipe
 
 __all__ = ["make_dls", "make_learner", "LogProgress", "class_weights", "keep_frozen",

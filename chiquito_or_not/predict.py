@@ -6,16 +6,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .clean import clean_one
 from .errors import ChiquitoError
-from .recipe import DatasetSpec
+from .images import ACCEPT, IMAGE_EXTS, clean_one
 
 __all__ = ["Prediction", "load_model", "expand_paths", "predict_images", "predict_paths", "model_vocab",
            "model_probabilities", "preprocess_spec", "IMAGE_EXTS", "ACCEPT"]
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-# what predict accepts: any decodable still image of at least 8 px
-ACCEPT = DatasetSpec(min_size=8, formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
 
 
 @dataclass

@@ -14,7 +14,7 @@ from .backbones import get_backbone
 from .errors import DataError
 from .learner import LogProgress, dataset_classes, make_learner
 from .paths import dataset_dir
-from .predict import IMAGE_EXTS
+from .images import IMAGE_EXTS
 from .recipe import Recipe
 from .split import unit_hash
 

@@ -13,10 +13,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-from .clean import clean_one
 from .download import DownloadPolicy, fetch_bytes
+from .images import ACCEPT, clean_one
 from .net import FetchError
-from .predict import ACCEPT, load_model, model_probabilities, model_vocab
+from .predict import load_model, model_probabilities, model_vocab
 
 __all__ = ["create_app"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .dataset import write_csv
+from .files import write_csv
 from .errors import RecipeError
 from .finetune import finetune
 from .paths import dataset_dir, run_dir

