@@ -6,6 +6,9 @@ import sys
 
 import pytest
 
+pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'chiquito-or-not[onnx]'")
+pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'chiquito-or-not[onnx]'")
+
 from chiquito_or_not import export as export_mod
 from chiquito_or_not.errors import ChiquitoError
 from chiquito_or_not.export import ExportError, export_onnx

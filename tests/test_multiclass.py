@@ -108,6 +108,7 @@ def test_compare_writes_a_leaderboard(roots, tmp_path):
 
 
 def test_tensorboard_logs_losses_metrics_and_inputs(roots, tmp_path):
+    pytest.importorskip("tensorboard", reason="needs the tensorboard extra: pip install 'chiquito-or-not[tensorboard]'")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     recipe = make(tmp_path, frozen=1)

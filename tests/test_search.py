@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+pytest.importorskip("ddgs", reason="needs the web extra: pip install 'chiquito-or-not[web]'")
+
 from chiquito_or_not.dataset import build_dataset
 from chiquito_or_not.errors import SourceError
 from chiquito_or_not.recipe import load_recipe

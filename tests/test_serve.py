@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'chiquito-or-not[serve]'")
+pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the test extra)")
+
 from chiquito_or_not.serve import create_app
 
 from .conftest import photo
