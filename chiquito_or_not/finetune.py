@@ -26,10 +26,10 @@ from .lr_find import find_lr
 from .paths import cache_dir, dataset_dir, partial_run_dir, run_dir
 from .plots import plot_history
 from .recipe import Recipe, recipe_to_dict, write_resolved
+from .runs import STAGES, promote, read_json, resumable_state
 
 __all__ = ["STAGES", "finetune", "lr_find_only", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult"]
 
-STAGES = ("frozen", "augmented", "unfrozen")
 HISTORY_COLUMNS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy"]
 
 
@@ -181,15 +181,83 @@ def lr_find_only(recipe: Recipe, log=print, data_root: Path | None = None) -> di
     return find_lr(hl or learn, out, num_it=recipe.finetune.lr_find_iters)
 
 
-def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None) -> FinetuneResult:
-    """Train the recipe's model in three stages into its run folder, export model.pkl, evaluate it."""
+@dataclass
+class _Stages:
+    """What the three stages share: the learner (and the head learner on cached features), the data,
+    the learning rates the LR finder chose, how to freeze, and the processes training together."""
+    recipe: Recipe
+    learn: object
+    hl: object
+    dls_plain: object
+    dls_aug: object
+    run: Path
+    world: int
+    lr_info: dict
+    log: object
+
+    def lr(self, value):
+        return self.lr_info["chosen"] if value == "auto" else value
+
+    def cbs(self, stage: str, body: bool = True) -> list:
+        """Progress (and tensorboard) callbacks; for `learn`, also the body's BatchNorm kept in eval mode."""
+        f = self.recipe.finetune
+        cbs = [LogProgress(stage)] + ([_tensorboard(self.run, stage)] if f.tensorboard else [])
+        return cbs + ([BodyBatchNormEval()] if body and f.batchnorm == "frozen" else [])
+
+    def freeze(self):
+        # a body trained from scratch has nothing worth freezing: its "frozen" stages train everything
+        scratch = get_backbone(self.recipe.finetune.backbone).family == "scratch"
+        (self.learn.unfreeze if scratch else self.learn.freeze)()
+
+
+def _frozen(st: _Stages, n_ep: int, i: int):
+    """Stage 1: the new head on the frozen pretrained body, one cycle (on cached body features if on)."""
+    lr = st.lr(st.recipe.finetune.frozen.lr)
+    st.log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr:.1e}"
+           + (", head on cached body features" if st.hl else ""))
+    st.learn.dls = st.dls_plain
+    st.freeze()
+    if st.hl:
+        st.hl.fit_one_cycle(n_ep, lr, cbs=st.cbs("frozen", body=False))
+        return st.hl.recorder
+    with _fit_ctx(st.learn, st.world):
+        st.learn.fit_one_cycle(n_ep, lr, cbs=st.cbs("frozen"))
+    return st.learn.recorder
+
+
+def _augmented(st: _Stages, n_ep: int, i: int):
+    """Stage 2: the same with data augmentation, SGDR restarts."""
+    s = st.recipe.finetune.augmented
+    st.log(f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, "
+           f"lr {st.lr(s.lr):.1e}")
+    st.learn.dls = st.dls_aug
+    st.freeze()
+    with _fit_ctx(st.learn, st.world):
+        fit_sgdr(st.learn, s.cycles, s.cycle_len, st.lr(s.lr), s.cycle_mult, cbs=st.cbs("augmented"))
+    return st.learn.recorder
+
+
+def _unfrozen(st: _Stages, n_ep: int, i: int):
+    """Stage 3: the whole network (or what keep_frozen leaves), one learning rate per layer group, SGDR."""
+    s = st.recipe.finetune.unfrozen
+    st.log(f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
+           + ", ".join(f"{x:.0e}" for x in s.lrs))
+    st.learn.dls = st.dls_aug
+    st.log(f"  {keep_frozen(st.learn, s.keep_frozen)}")
+    with _fit_ctx(st.learn, st.world):
+        fit_sgdr(st.learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=st.cbs("unfrozen"))
+    return st.learn.recorder
+
+
+# the tutorial's schedule: each stage is a row, run in order, checkpointed when it finishes
+SCHEDULE = {"frozen": _frozen, "augmented": _augmented, "unfrozen": _unfrozen}
+assert tuple(SCHEDULE) == STAGES
+
+
+def _check_before_writing(recipe: Recipe) -> tuple[int, int]:
+    """(world, rank) once what can be checked without data is fine: precision, processes, extras."""
     import torch
 
-    from .evaluate import evaluate
-
-    final, run = run_dir(recipe.name), partial_run_dir(recipe.name)  # built in `run`, promoted on success
-    root = Path(data_root) if data_root else dataset_dir(recipe.name)
-    # everything that can be checked is checked before anything is written: a failed run changes nothing
     if recipe.finetune.precision in ("fp16", "bf16") and not torch.cuda.is_available():
         raise RecipeError(f"{recipe.path}: finetune.precision = \"{recipe.finetune.precision}\" needs a CUDA GPU; "
                           "use \"auto\" (fp32 on a CPU) or \"fp32\"")
@@ -200,15 +268,46 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
                        "accelerate/torchrun on a CPU")
     if recipe.finetune.tensorboard:
         _tensorboard_available()
+    return world, rank
+
+
+def _lr_find(st: _Stages, state: dict, resume: bool, write: bool) -> dict:
+    """The LR finder's choice: rerun, or read back on --resume; {} when the recipe needs none."""
+    f = st.recipe.finetune
+    if not (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
+        return {}
+    if resume and (saved := read_json(st.run / "lr_find.json")):
+        return saved
+    t = time.time()  # several processes run it together: fastai gathers every loss across them
+    with _fit_ctx(st.learn, st.world):
+        info = find_lr(st.hl or st.learn, st.run, num_it=f.lr_find_iters, write=write)
+    state["timings"]["lr_find"] = round(time.time() - t, 1)
+    sug = ", ".join(f"{k} {v:.1e}" for k, v in info["suggestions"].items()) or "none"
+    auto = [k for k, v in (("frozen", f.frozen.lr), ("augmented", f.augmented.lr)) if v == "auto"]
+    use = (f"{', '.join(auto)} stage(s) use {info['chosen']:.1e} ({info['chosen_by']})" if auto else
+           f"not used: the recipe fixes lr (frozen {f.frozen.lr:.0e}, augmented {f.augmented.lr:.0e})")
+    st.log(f"  lr_find: {info['points']} points; suggestions: {sug}; {use}")
+    return info
+
+
+def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None) -> FinetuneResult:
+    """Train the recipe's model in three stages into its run folder, export model.pkl, evaluate it.
+
+    The run is built in runs/NAME.partial/ and replaces runs/NAME/ only when it has succeeded; everything
+    that can be checked (recipe, dataset, weights, resume state) is checked before anything is written."""
+    from .evaluate import evaluate
+
+    final, run = run_dir(recipe.name), partial_run_dir(recipe.name)
+    root = Path(data_root) if data_root else dataset_dir(recipe.name)
+    world, rank = _check_before_writing(recipe)
     if rank:  # under `accelerate launch` only the first process writes files and prints
         log = lambda *_: None  # noqa: E731
     state_path, ckpt = run / "state.json", run / "checkpoints"
     state = {"fingerprint": _fingerprint(recipe), "done": [], "timings": {}, "dataset": str(root.resolve())}
     if resume:
-        state = _resumable_state(run, final, state["fingerprint"])
-
+        state = resumable_state(run, final, state["fingerprint"])
     t0 = time.time()
-    learn, dls_plain, dls_aug = _learner(recipe, root, run)
+    learn, dls_plain, dls_aug = _learner(recipe, root, run)  # DataError, WeightsError: nothing written yet
     if state["done"]:
         _load_checkpoint(learn, ckpt, state["done"][-1])
         log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
@@ -223,69 +322,21 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px, "
         f"{precision} on {dls_plain.device}" + (f", {world} processes" if world > 1 else ""))
 
-    f = recipe.finetune
-    hl = None
+    hl, t = None, time.time()
     if "frozen" not in state["done"]:
-        t = time.time()
         hl = _cached_head(learn, recipe, precision, world, log)
         if hl:
             state["timings"]["features"] = round(time.time() - t, 1)
-    lr_info = {}
-    if (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
-        if resume and (saved := _read_json(run / "lr_find.json")):
-            lr_info = saved
-        else:  # several processes run it together: fastai gathers every loss across them, so they agree
-            t = time.time()
-            with _fit_ctx(learn, world):
-                lr_info = find_lr(hl or learn, run, num_it=f.lr_find_iters, write=not rank)
-            state["timings"]["lr_find"] = round(time.time() - t, 1)
-            sug = ", ".join(f"{k} {v:.1e}" for k, v in lr_info["suggestions"].items()) or "none"
-            auto = [k for k, v in (("frozen", f.frozen.lr), ("augmented", f.augmented.lr)) if v == "auto"]
-            use = (f"{', '.join(auto)} stage(s) use {lr_info['chosen']:.1e} ({lr_info['chosen_by']})" if auto else
-                   f"not used: the recipe fixes lr (frozen {f.frozen.lr:.0e}, augmented {f.augmented.lr:.0e})")
-            log(f"  lr_find: {lr_info['points']} points; suggestions: {sug}; {use}")
+    st = _Stages(recipe, learn, hl, dls_plain, dls_aug, run, world, {}, log)
+    st.lr_info = _lr_find(st, state, resume, write=not rank)
 
-    def lr_of(value):
-        return lr_info["chosen"] if value == "auto" else value
-
-    # a body trained from scratch has nothing worth freezing: its "frozen" stages train everything
-    freeze = learn.freeze if get_backbone(f.backbone).family != "scratch" else learn.unfreeze
     history = _read_history(run / "history.csv")
-    for i, stage in enumerate(STAGES, 1):
+    for i, (stage, train) in enumerate(SCHEDULE.items(), 1):
         n_ep = _stage_epochs(recipe, stage)
         if stage in state["done"] or n_ep == 0:
             continue
         t = time.time()
-        cbs = [LogProgress(stage)] + ([_tensorboard(run, stage)] if f.tensorboard else [])
-        body_cbs = cbs + ([BodyBatchNormEval()] if f.batchnorm == "frozen" else [])  # for `learn`, not the head
-        recorder = learn.recorder
-        if stage == "frozen":
-            log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr_of(f.frozen.lr):.1e}"
-                + (", head on cached body features" if hl else ""))
-            learn.dls = dls_plain
-            freeze()
-            if hl:
-                hl.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=cbs)
-                recorder = hl.recorder
-            else:
-                with _fit_ctx(learn, world):
-                    learn.fit_one_cycle(n_ep, lr_of(f.frozen.lr), cbs=body_cbs)
-        elif stage == "augmented":
-            s = f.augmented
-            log(f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, "
-                f"lr {lr_of(s.lr):.1e}")
-            learn.dls = dls_aug
-            freeze()
-            with _fit_ctx(learn, world):
-                fit_sgdr(learn, s.cycles, s.cycle_len, lr_of(s.lr), s.cycle_mult, cbs=body_cbs)
-        else:
-            s = f.unfrozen
-            log(f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
-                + ", ".join(f"{x:.0e}" for x in s.lrs))
-            learn.dls = dls_aug
-            log(f"  {keep_frozen(learn, s.keep_frozen)}")
-            with _fit_ctx(learn, world):
-                fit_sgdr(learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=body_cbs)
+        recorder = train(st, n_ep, i)
         history += [dict(zip(HISTORY_COLUMNS, [stage, len(history) + k + 1, *map(float, v)]))
                     for k, v in enumerate(recorder.values)]
         state["done"].append(stage)
@@ -299,7 +350,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     if precision != "fp32":
         learn.to_fp32()  # the exported model is plain fp32: it loads and predicts on any CPU
     if rank:
-        return FinetuneResult(run=run, learn=learn, timings=state["timings"], lr=lr_info)
+        return FinetuneResult(run=run, learn=learn, timings=state["timings"], lr=st.lr_info)
     if history:
         plot_history(history, run / "loss_curve.png")
     export_learner(learn, run / "model.pkl")
@@ -310,52 +361,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     promote(run, final)
     learn.path = final
-    return FinetuneResult(run=final, learn=learn, timings=state["timings"], metrics=metrics, lr=lr_info)
-
-
-# written into runs/NAME/ by `compare` and `sweep`, not by finetune: a new run keeps them
-KEPT_ACROSS_RUNS = ("leaderboard.csv", "leaderboard.png", "sweep.csv", "sweep.png")
-
-
-def promote(work: Path, final: Path) -> None:
-    """Replace the previous run folder by the finished one in two renames; until then the previous run,
-    its model.pkl included, is untouched."""
-    old = final.with_name(f".{final.name}.replaced")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        for name in KEPT_ACROSS_RUNS:
-            if (final / name).is_file() and not (work / name).exists():
-                shutil.copy2(final / name, work / name)
-        final.rename(old)
-    work.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
-
-
-def _resumable_state(work: Path, final: Path, fingerprint: str) -> dict:
-    """The interrupted run's state.json, checked; a one-line RunError when there is none or it is damaged."""
-    path = work / "state.json"
-    if not path.exists():
-        done = _read_json(final / "state.json")
-        if done and (final / "model.pkl").is_file():
-            raise RunError(f"{final} is a finished run and nothing was interrupted since; run without --resume "
-                           "to train again")
-        raise RunError(f"{work}: nothing to resume (no interrupted run); run without --resume")
-    saved = _read_json(path)
-    if (saved is None or not isinstance(saved.get("done"), list) or not set(saved["done"]) <= set(STAGES)
-            or not isinstance(saved.get("timings"), dict) or not isinstance(saved.get("dataset"), str)):
-        raise RunError(f"{path} is damaged (not the state a run writes); run without --resume to start over "
-                       f"(the previous finished run in {final} is kept until the new one succeeds)")
-    if saved.get("fingerprint") != fingerprint:
-        raise RunError(f"{work}: the recipe changed since this run started; run without --resume to start over")
-    return saved
+    return FinetuneResult(run=final, learn=learn, timings=state["timings"], metrics=metrics, lr=st.lr_info)
 
 
 def _load_checkpoint(learn, folder: Path, stage: str) -> None:
