@@ -58,8 +58,10 @@ def _parse_host(raw: str) -> str:
     if raw.startswith("["):
         if not raw.endswith("]"):
             raise _bad("unclosed '[' in the host")
+        if "%" in raw:
+            raise _bad("IPv6 zone ids (fe80::1%eth0) are refused: they name an interface, not a host")
         try:
-            return str(ipaddress.IPv6Address(raw[1:-1]))  # refuses zone ids (fe80::1%eth0) and junk
+            return str(ipaddress.IPv6Address(raw[1:-1]))
         except ValueError:
             raise _bad(f"{raw!r} is not an IPv6 address") from None
     if not raw:
