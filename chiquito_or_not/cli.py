@@ -235,6 +235,9 @@ def compare(recipe: Path = RecipeArg,
         name = x["backbone"] + ("" if x["weights"] == "default" else f":{x['weights']}")
         typer.echo(f"{name:<22} {x['split']:<6} {x['accuracy']:>6.3f} {x['balanced_accuracy']:>8.3f} "
                    f"{x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}")
+    from .paths import run_dir
+
+    typer.echo(f"wrote {run_dir(r.name)}/leaderboard.csv and leaderboard.png")
 
 
 @app.command()

@@ -101,7 +101,9 @@ def test_compare_writes_a_leaderboard(roots, tmp_path):
     assert float(rows[0]["balanced_accuracy"]) >= float(rows[1]["balanced_accuracy"])  # sorted best first
     assert (roots / "runs" / "three" / "leaderboard.png").stat().st_size > 5000
     assert (roots / "runs" / "three--simple_cnn" / "model.pkl").is_file()
-    assert "efficientnet_lite0" in r.stdout.splitlines()[-2] + r.stdout.splitlines()[-1]
+    table = r.stdout.splitlines()[-3:-1]  # the two backbones' rows, then where the leaderboard went
+    assert "efficientnet_lite0" in "".join(table) and "simple_cnn" in "".join(table)
+    assert r.stdout.splitlines()[-1] == f"wrote {roots / 'runs' / 'three'}/leaderboard.csv and leaderboard.png"
 
     r = runner.invoke(app, ["compare", str(recipe), "--backbones", "resnet43"])
     assert r.exit_code == 2 and "'resnet43' is not a backbone" in r.output
