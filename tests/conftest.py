@@ -144,3 +144,24 @@ def subprocess_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(extra)
     return env
+
+
+def predict_without_the_package(model_pkl: Path, files: list[Path], cwd: Path) -> tuple[list, np.ndarray]:
+    """(vocab, probabilities) from `model_pkl` loaded with plain fastai in a fresh process where
+    chiquito_or_not cannot be imported: what a user of the exported file gets."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, json, warnings; warnings.simplefilter('ignore')\n"
+        "sys.modules['chiquito_or_not'] = None  # any import of the package now fails\n"
+        "from fastai.learner import load_learner\n"
+        "learn = load_learner(sys.argv[1])\n"
+        "probs, _ = learn.get_preds(dl=learn.dls.test_dl(sys.argv[2:], num_workers=0))\n"
+        "print(json.dumps({'vocab': list(learn.dls.vocab), 'probs': probs.tolist()}))\n")
+    out = subprocess.run([sys.executable, "-c", script, str(model_pkl), *map(str, files)],
+                         capture_output=True, text=True, cwd=cwd, env=subprocess_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return got["vocab"], np.array(got["probs"])

@@ -15,7 +15,7 @@ import torch.nn as nn
 from chiquito_or_not.backbones import backbone_name_problem, body_splitter, create_body, get_backbone
 from chiquito_or_not.errors import ChiquitoError
 
-from .conftest import subprocess_env
+from .conftest import predict_without_the_package, subprocess_env
 
 SMALL = ["timm/mobilenetv3_small_050", "torchvision/mobilenet_v3_small", "torchvision/vgg11", "efficientnet_lite0",
          "resnet18", "simple_cnn"]
@@ -88,14 +88,6 @@ def test_a_timm_body_trains_exports_and_reloads_without_the_package(tiny_run, en
     valid = sorted((env_roots[0] / recipe.name / "valid").rglob("*.jpg"))
     from PIL import Image
     expected = predict_images(res.learn, [Image.open(p).convert("RGB") for p in valid]).numpy()
-    script = ("import sys, json, warnings; warnings.simplefilter('ignore')\n"
-              "sys.modules['chiquito_or_not'] = None\n"
-              "from fastai.learner import load_learner\n"
-              "learn = load_learner(sys.argv[1])\n"
-              "probs, _ = learn.get_preds(dl=learn.dls.test_dl(sys.argv[2:], num_workers=0))\n"
-              "print(json.dumps(probs.tolist()))\n")
-    out = subprocess.run([sys.executable, "-c", script, str(res.run / "model.pkl"), *map(str, valid)],
-                         capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    np.testing.assert_allclose(np.array(json.loads(out.stdout.strip().splitlines()[-1])), expected, atol=1e-5)
+    _, probs = predict_without_the_package(res.run / "model.pkl", valid, tmp_path)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert Path(res.run / "model.pkl").stat().st_size > 1_000_000

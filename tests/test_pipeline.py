@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from chiquito_or_not.cli import app
 from chiquito_or_not.predict import predict_images
 
-from .conftest import TINY_RECIPE, subprocess_env, write_recipe
+from .conftest import TINY_RECIPE, predict_without_the_package, subprocess_env, write_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
@@ -54,20 +54,9 @@ def test_exported_model_loads_without_the_package(tiny_run, tmp_path):
     valid = sorted((Path(json.loads((res.run / "state.json").read_text())["dataset"]) / "valid").rglob("*.jpg"))
     from PIL import Image
     expected = predict_images(res.learn, [Image.open(p).convert("RGB") for p in valid]).numpy()
-    script = (
-        "import sys, json, warnings; warnings.simplefilter('ignore')\n"
-        "sys.modules['chiquito_or_not'] = None  # any import of the package now fails\n"
-        "from fastai.learner import load_learner\n"
-        "learn = load_learner(sys.argv[1])\n"
-        "dl = learn.dls.test_dl(sys.argv[2:], num_workers=0)\n"
-        "probs, _ = learn.get_preds(dl=dl)\n"
-        "print(json.dumps({'vocab': list(learn.dls.vocab), 'probs': probs.tolist()}))\n")
-    out = subprocess.run([sys.executable, "-c", script, str(res.run / "model.pkl"), *map(str, valid)],
-                         capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["vocab"] == ["face", "not_face"]
-    np.testing.assert_allclose(np.array(got["probs"]), expected, atol=1e-5)
+    vocab, probs = predict_without_the_package(res.run / "model.pkl", valid, tmp_path)
+    assert vocab == ["face", "not_face"]
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
 def test_evaluate_reloads_the_exported_model(tiny_run, env_roots, tmp_path):
