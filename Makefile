@@ -33,9 +33,9 @@ evaluate: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# no training and no browser: under a minute
+# no training and no browser, 4 workers (most of these tests wait on loopback servers): under a minute
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+	$(BIN)/python -m pytest -q -m "not slow and not browser" -n 4
 
 lint: install
 	$(BIN)/python -m ruff check chiquito_or_not tests bench

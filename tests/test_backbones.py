@@ -51,6 +51,7 @@ def test_names_aliases_and_normalisation():
         get_backbone("torchvision/vgg17")
 
 
+@pytest.mark.slow  # a fresh process importing torch and timm: about 10 s
 def test_missing_weights_offline_are_one_line(tmp_path):
     """Default sources that cannot be reached: the hub (pointed at a closed loopback port, empty cache)
     and a torchvision URL on a closed port. One line naming where the file was expected."""

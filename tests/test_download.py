@@ -125,7 +125,7 @@ def test_a_stalled_url_stalls_neither_the_others_nor_the_journal(tmp_path):
 
     with Server() as server:
         urls = [server.base + "/drip.jpg"] + [f"{server.base}/img/{i}.jpg" for i in range(12)]
-        policy = DownloadPolicy(workers=4, per_host=4, read_timeout=5, deadline=4, retries=0)
+        policy = DownloadPolicy(workers=4, per_host=4, read_timeout=5, deadline=2.5, retries=0)
         lines = []
         t = threading.Thread(target=download_urls, args=(urls, tmp_path, policy),
                              kwargs={"progress": False, "log": lines.append, "every": 0.5})
