@@ -165,3 +165,24 @@ def predict_without_the_package(model_pkl: Path, files: list[Path], cwd: Path) -
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     return got["vocab"], np.array(got["probs"])
+
+
+@pytest.fixture
+def no_scroll_waits(monkeypatch):
+    """google-images-download waits about 15 s per results page (3 s after loading, 0.3 s per scroll key)
+    for Google's lazy loading; the loopback pages are static. Its `time` module is swapped for one whose
+    sleep returns at once, for this library only: the browser, its scrolling and parsing stay real."""
+    import time
+
+    gid = pytest.importorskip("google_images_download.google_images_download",
+                              reason="needs the web extra: pip install 'chiquito-or-not[web]'")
+
+    class NoSleep:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(_seconds):
+            return None
+
+    monkeypatch.setattr(gid, "time", NoSleep())

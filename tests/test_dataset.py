@@ -141,7 +141,7 @@ def test_cli_dataset_prints_counts_by_reason(roots, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_web_recipe_fails_with_a_clear_line(roots, tmp_path):
+def test_web_recipe_fails_with_a_clear_line(roots, tmp_path, no_scroll_waits):
     # the tutorial's recipe with its results page on a closed loopback port: no test reaches the real web
     text = (ROOT / "recipes/chiquito.toml").read_text().replace(
         'backend = "google"', 'backend = "google"\nurl = "http://127.0.0.1:9/search"')

@@ -116,7 +116,7 @@ def test_missing_backend_names_the_extra(monkeypatch, tmp_path):
 @pytest.mark.browser
 @pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path):
+def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path, no_scroll_waits):
     """google-images-download drives headless Chromium to an https results page on 127.0.0.1 signed by a
     private CA (`verify`), through a loopback proxy (`proxy`) that must carry the browser's requests and
     every download; the page writes URLs as Google does, with JavaScript escapes and source pages."""
@@ -168,7 +168,7 @@ path = "{tmp_path / 'neg'}"
 @pytest.mark.browser
 @pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-def test_a_consent_page_is_not_cached_and_says_what_it_was(roots, tmp_path):
+def test_a_consent_page_is_not_cached_and_says_what_it_was(roots, tmp_path, no_scroll_waits):
     with Server() as pages:
         pages.files["/search"] = (b"<html><body><h1>Before you continue to Google</h1><form action='/consent'>"
                                   b"<button>Accept all</button></form></body></html>", "text/html")
