@@ -188,7 +188,7 @@ class Abort:
         self.event.set()
         with self.lock:
             for d in list(self.active):
-                d.expire()
+                d.expire(stopped=True)
 
 
 class _Deadline:
@@ -196,15 +196,16 @@ class _Deadline:
     then (each read within the read timeout) cannot hold the fetch open."""
 
     def __init__(self, seconds: float | None):
-        self.seconds, self.expired, self.socks, self.lock = seconds, False, [], threading.Lock()
+        self.seconds, self.expired, self.stopped, self.socks = seconds, False, False, []
+        self.lock = threading.Lock()
         self.timer = threading.Timer(seconds, self.expire) if seconds else None
         if self.timer:
             self.timer.daemon = True
             self.timer.start()
 
-    def expire(self):
+    def expire(self, stopped: bool = False):
         with self.lock:
-            self.expired = True
+            self.expired, self.stopped = True, self.stopped or stopped
             for s in self.socks:
                 _shutdown(s)
 
@@ -217,6 +218,12 @@ class _Deadline:
     def cancel(self):
         if self.timer:
             self.timer.cancel()
+
+    def error(self) -> FetchError:
+        """What an expired fetch ends with: the deadline passed, or Abort stopped it."""
+        if self.stopped:
+            return FetchError("interrupted", "stopped before it finished", transient=True)
+        return FetchError("deadline", f"no complete answer within {self.seconds:g} s")
 
 
 def _shutdown(sock):
@@ -259,25 +266,29 @@ def _pools():
     return _pools.cache
 
 
-def _pool(t: Target, ip: str, verify, connect_timeout: float, read_timeout: float):
-    """A per-thread kept-alive pool for (address, port, host name, TLS settings)."""
-    from urllib3.util import Timeout
+def _tls(verify, host: str | None = None) -> dict:
+    """urllib3's certificate settings for `verify` (True: certifi's CAs, a path: that bundle, False: none);
+    with `host`, the name the certificate must carry (else urllib3 checks the URL's own)."""
+    if verify is False:
+        return dict(cert_reqs="CERT_NONE", assert_hostname=False)
+    import certifi
 
+    tls = dict(cert_reqs="CERT_REQUIRED", ca_certs=verify if isinstance(verify, str) else certifi.where())
+    return {**tls, "assert_hostname": host} if host else tls
+
+
+def _pool(t: Target, ip: str, verify):
+    """A per-thread kept-alive pool for (address, port, host name, TLS settings); timeouts go with each
+    request, since fetches with different policies share a thread's pools."""
     cache = _local.__dict__.setdefault("pools", {})
     key = (t.scheme, ip, t.port, t.host, verify)
     pool = cache.get(key)
     if pool is None:
         http, https = _pools()
-        timeout = Timeout(connect=connect_timeout, read=read_timeout)
         if t.scheme == "http":
-            pool = http(ip, t.port, timeout=timeout, maxsize=1, retries=False)
+            pool = http(ip, t.port, maxsize=1, retries=False)
         else:
-            import certifi
-
-            tls = dict(cert_reqs="CERT_NONE", assert_hostname=False) if verify is False else dict(
-                cert_reqs="CERT_REQUIRED", ca_certs=verify if isinstance(verify, str) else certifi.where(),
-                assert_hostname=t.host)
-            pool = https(ip, t.port, timeout=timeout, maxsize=1, retries=False, server_hostname=t.host, **tls)
+            pool = https(ip, t.port, maxsize=1, retries=False, server_hostname=t.host, **_tls(verify, t.host))
         if len(cache) > 64:
             for p in cache.values():
                 p.close()
@@ -286,7 +297,7 @@ def _pool(t: Target, ip: str, verify, connect_timeout: float, read_timeout: floa
     return pool
 
 
-def _proxy_manager(proxy: str, verify, connect_timeout: float, read_timeout: float):
+def _proxy_manager(proxy: str, verify):
     """A per-thread urllib3 ProxyManager for `proxy` (http(s)://[user:password@]host:port): plain http
     requests go to it with absolute URLs, https ones through a CONNECT tunnel, TLS still checked end to end."""
     cache = _local.__dict__.setdefault("proxies", {})
@@ -294,19 +305,15 @@ def _proxy_manager(proxy: str, verify, connect_timeout: float, read_timeout: flo
     if key in cache:
         return cache[key]
     from urllib3 import ProxyManager
-    from urllib3.util import Timeout, make_headers
+    from urllib3.util import make_headers
 
     m = re.match(r"(https?)://(?:([^@/]*)@)?([^@/]+?)/?\Z", proxy, re.I)
     if not m:
         raise FetchError("bad_proxy", f"proxy {proxy!r} is not http(s)://[user:password@]host:port")
     headers = make_headers(proxy_basic_auth=m.group(2)) if m.group(2) else None
     http, https = _pools()
-    import certifi
-
-    tls = dict(cert_reqs="CERT_NONE", assert_hostname=False) if verify is False else dict(
-        cert_reqs="CERT_REQUIRED", ca_certs=verify if isinstance(verify, str) else certifi.where())
     pm = ProxyManager(f"{m.group(1)}://{m.group(3)}", proxy_headers=headers, num_pools=16, maxsize=1, retries=False,
-                      timeout=Timeout(connect=connect_timeout, read=read_timeout), **tls)
+                      **_tls(verify))
     pm.pool_classes_by_scheme = {"http": http, "https": https}  # sockets reported to the deadline
     cache[key] = pm
     return pm
@@ -339,12 +346,43 @@ class Response:
                 yield chunk
         except (x.HTTPError, OSError) as e:
             if self.deadline.expired:
-                raise FetchError("deadline", f"no complete answer within {self.deadline.seconds:g} s") from None
+                raise self.deadline.error() from None
             if isinstance(e, x.ReadTimeoutError) or "timed out" in str(e).lower():
                 raise FetchError("timeout", str(e)[:120], transient=True) from None
             raise FetchError("connection_error", str(e)[:120], transient=True) from None
         if self.deadline.expired:  # a shut-down socket can also look like a clean end of the body
-            raise FetchError("deadline", f"no complete answer within {self.deadline.seconds:g} s")
+            raise self.deadline.error()
+
+
+def _send(t: Target, hdrs: dict, d: _Deadline, *, allow_private: bool, allow_networks: tuple, verify,
+          timeout, proxy: str):
+    """One GET for one hop, its body unread: through `proxy` (which resolves the host; we check it too,
+    as far as our resolver can), or to the first checked address of the host that takes the connection."""
+    from urllib3 import exceptions as x
+
+    kw = dict(headers=hdrs, redirect=False, retries=False, preload_content=False, timeout=timeout)
+    if proxy:
+        if not allow_private:
+            resolve(t, allow_private, allow_networks)
+        try:
+            return _proxy_manager(proxy, verify).urlopen("GET", t.url, **kw)
+        except (x.HTTPError, OSError) as e:
+            if d.expired:
+                raise d.error() from None
+            if isinstance(e, x.ProxyError):
+                raise FetchError("proxy_error", f"{proxy}: {str(e)[:120]}", transient=True) from None
+            raise _connect_error(e, t) from None
+    last = None
+    for ip in resolve(t, allow_private, allow_networks):
+        try:
+            return _pool(t, ip, verify).urlopen("GET", t.path, assert_same_host=False, **kw)
+        except (x.HTTPError, OSError) as e:
+            if d.expired:
+                raise d.error() from None
+            last = _connect_error(e, t)
+            if last.reason == "tls_error" or not isinstance(e, (x.NewConnectionError, x.ConnectTimeoutError)):
+                raise last from None  # the server was reached: another address would not help
+    raise last
 
 
 @contextmanager
@@ -356,7 +394,7 @@ def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = ()
     once, checked (unless allow_private) and connected to at exactly the checked address (through a
     `proxy`, the proxy resolves and connects: the check is then only as good as its resolver). Yields a
     Response; raises FetchError. `deadline` bounds the whole fetch, body included; `abort` ends it early."""
-    from urllib3 import exceptions as x
+    from urllib3.util import Timeout
 
     d = _Deadline(deadline)
     _local.deadline = d
@@ -365,46 +403,17 @@ def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = ()
         with abort.lock:
             abort.active.add(d)
         if abort.aborted:
-            d.expire()
+            d.expire(stopped=True)
     try:
         for _ in range(max_redirects + 1):
             t = parse_url(url)
-            ips = resolve(t, allow_private, allow_networks) if not proxy or not allow_private else []
             hdrs = {"Host": t.host_header, "Accept-Encoding": "identity", "Connection": "keep-alive",
                     **(headers or {})}
-            last = None
-            if proxy:
-                try:
-                    raw = _proxy_manager(proxy, verify, connect_timeout, read_timeout).urlopen(
-                        "GET", t.url, headers=hdrs, redirect=False, retries=False, preload_content=False)
-                except (x.HTTPError, OSError) as e:
-                    if d.expired:
-                        raise FetchError("deadline", f"no complete answer within {deadline:g} s") from None
-                    if isinstance(e, x.ProxyError):
-                        raise FetchError("proxy_error", f"{proxy}: {str(e)[:120]}", transient=True) from None
-                    raise _connect_error(e, t) from None
-                ips = []
-            for ip in ips:
-                try:
-                    raw = _pool(t, ip, verify, connect_timeout, read_timeout).urlopen(
-                        "GET", t.path, headers=hdrs, redirect=False, retries=False, preload_content=False,
-                        assert_same_host=False)
-                    break
-                except (x.HTTPError, OSError) as e:
-                    if d.expired:
-                        raise FetchError("deadline", f"no complete answer within {deadline:g} s") from None
-                    last = _connect_error(e, t)
-                    if last.reason == "tls_error" or not isinstance(
-                            e, (x.NewConnectionError, x.ConnectTimeoutError)):
-                        raise last from None  # the server was reached: another address would not help
-            else:
-                if not proxy:
-                    raise last
-            resp = Response(raw, t.url, d)
+            raw = _send(t, hdrs, d, allow_private=allow_private, allow_networks=allow_networks, verify=verify,
+                        timeout=Timeout(connect=connect_timeout, read=read_timeout), proxy=proxy)
             if raw.status in REDIRECTS:
                 loc = raw.headers.get("Location")
                 _release(raw)
-                resp = None
                 if not loc:
                     raise FetchError("bad_redirect", f"HTTP {raw.status} without Location")
                 try:
@@ -412,6 +421,7 @@ def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = ()
                 except ValueError as e:
                     raise _bad(f"redirect to an unreadable Location {loc[:80]!r} ({e})") from None
                 continue
+            resp = Response(raw, t.url, d)
             yield resp
             return
         raise FetchError("too_many_redirects", f"more than {max_redirects}")

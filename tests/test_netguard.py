@@ -166,3 +166,14 @@ def test_proxy_carries_every_download_plain_and_tls(tmp_path):
     with pytest.raises(FetchError) as e:
         fetch_bytes("http://127.0.0.1:9/x.jpg", DownloadPolicy(proxy="http://127.0.0.1:9", retries=0))
     assert e.value.reason in ("proxy_error", "connection_error")
+
+
+def test_each_fetch_keeps_its_own_timeouts_on_a_shared_connection():
+    """Kept-alive connections are shared by a thread's fetches; a policy's timeouts go with each request."""
+    with Server() as s:
+        patient = DownloadPolicy(read_timeout=10, deadline=20, retries=0)
+        assert fetch_bytes(s.base + "/slow.jpg", patient)[0][:3] == b"\xff\xd8\xff"  # 3 s to answer
+        with pytest.raises(FetchError) as e:
+            fetch_bytes(s.base + "/slow.jpg", DownloadPolicy(read_timeout=0.5, deadline=20, retries=0))
+        assert e.value.reason == "timeout"
+        assert fetch_bytes(s.base + "/slow.jpg", patient)[0][:3] == b"\xff\xd8\xff"
