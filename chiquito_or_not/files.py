@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -117,14 +118,17 @@ def _lower_ext(s: str) -> str:
     return f"{head}.{ext.lower()}" if dot and "/" not in ext else s
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(patterns: tuple[str, ...]):
+    """wcmatch's matcher for `patterns`, compiled once (a source's files are matched against the same few)."""
+    from wcmatch import glob
+
+    return glob.compile([_lower_ext(p) for p in patterns], flags=glob.GLOBSTAR | glob.BRACE | glob.DOTMATCH)
+
+
 def glob_match(rel_path: str, include: tuple[str, ...], exclude: tuple[str, ...] = ()) -> bool:
     """Whether a relative POSIX path matches an include glob and no exclude glob, with wcmatch: `**` spans
     folders, `{a,b}` gives alternatives, `[ab]` classes; extensions match whatever their case."""
-    from wcmatch import glob
-
-    flags = glob.GLOBSTAR | glob.BRACE | glob.DOTMATCH
-
-    def hit(patterns):
-        return bool(patterns) and glob.globmatch(_lower_ext(rel_path), [_lower_ext(p) for p in patterns],
-                                                 flags=flags)
-    return hit(include) and not hit(exclude)
+    path = _lower_ext(rel_path)
+    return bool(include) and _compiled(tuple(include)).match(path) and \
+        not (exclude and _compiled(tuple(exclude)).match(path))
