@@ -158,10 +158,9 @@ def fetch_bytes(url: str, policy: DownloadPolicy = DownloadPolicy()) -> tuple[by
     return _Downloader(None, policy).fetch_once(url)
 
 
-def is_transient(rec: dict) -> bool:
-    """A failure that may go away on another try (what --retry-failed fetches again)."""
-    r = rec.get("reason", "")
-    return rec.get("status") == "failed" and (r in TRANSIENT or r == "http_429" or r.startswith("http_5"))
+def is_transient(reason: str) -> bool:
+    """A failure reason that may go away on another try (what --retry-failed fetches again)."""
+    return reason in TRANSIENT or reason == "http_429" or reason.startswith("http_5")
 
 
 class DownloadCounts(Counter):
@@ -178,6 +177,11 @@ class DownloadCounts(Counter):
         return (f"{sum(self.new.values())} fetched now ({fmt(self.new)}); "
                 f"{sum(self.had.values())} already had ({fmt(self.had)})")
 
+    @property
+    def transient(self) -> int:
+        """URLs whose last attempt failed for a reason that may pass (a failure's key is its reason)."""
+        return sum(n for reason, n in self.items() if is_transient(reason))
+
 
 def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = DownloadPolicy(),
                   log=print, progress: bool | None = None, retry_failed: bool = False,
@@ -193,7 +197,8 @@ def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = Download
     journal = dest / OUTCOMES_FILE
     done = read_outcomes(journal)
     if retry_failed:
-        done = {u: rec for u, rec in done.items() if not is_transient(rec)}
+        done = {u: rec for u, rec in done.items()
+                if not (rec.get("status") == "failed" and is_transient(rec.get("reason", "")))}
     todo = list(dict.fromkeys(u for u in urls if u not in done))
     d = _Downloader(dest, policy)
     d.claimed = {rec["file"] for rec in done.values() if rec.get("status") == "ok" and rec.get("file")}

@@ -206,7 +206,7 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
                  retry_failed: bool = False) -> list[RawFile]:
     import re
 
-    from .download import OUTCOMES_FILE, DownloadPolicy, download_urls, is_transient, read_outcomes
+    from .download import OUTCOMES_FILE, DownloadPolicy, download_urls
     from .search import search_images
 
     slug = re.sub(r"[^a-z0-9]+", "-", src.query.lower()).strip("-")[:60] or "query"
@@ -231,10 +231,8 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
     counts = download_urls([c["image_url"] for c in cands], base / "images", policy, log=log,
                            retry_failed=retry_failed)
     log(f"  download {len(cands)} candidates: {counts.summary()}")
-    journal = read_outcomes(base / "images" / OUTCOMES_FILE)
-    transient = sum(1 for c in cands if is_transient(journal.get(c["image_url"], {})))
-    if transient and not retry_failed:
-        log(f"  download {transient} failed for reasons that may pass (timeouts, 5xx, connection errors): "
+    if counts.transient and not retry_failed:
+        log(f"  download {counts.transient} failed for reasons that may pass (timeouts, 5xx, connection errors): "
             "`chiquito dataset RECIPE --retry-failed` tries them again")
     if counts["ok"] < src.limit:
         log(f"  download {counts['ok']} usable images of the {src.limit} asked for "
