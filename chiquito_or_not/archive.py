@@ -20,7 +20,7 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
     """`target` holding the archive: reused when it checks out, else downloaded from the first mirror that
     works. `size` 0 means unknown (the sha256 still decides). Fetched through net.open_url, the guarded
     fetch every download shares (no overall deadline: archives are large; each read still times out)."""
-    from .net import FetchError, open_url
+    from .net import FetchError, Progress, open_url
 
     if target.is_file() and (not size or target.stat().st_size == size) and sha256_file(target) == sha256:
         return target
@@ -34,8 +34,9 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
                     errors.append(f"{url}: HTTP {r.status}")
                     continue
                 h, n = hashlib.sha256(), 0
-                progress = _Progress(target.name, size or int(r.headers.get("Content-Length", "0") or 0), log,
-                                     every)
+                total = size or int(r.headers.get("Content-Length", "0") or 0)
+                log(f"  fetching {target.name}" + (f" ({total / 2**20:.1f} MB)" if total else ""))
+                progress = Progress(log, every)
                 with open(part, "wb") as f:
                     for chunk in r.iter_chunks(1 << 20):
                         n += len(chunk)
@@ -43,8 +44,8 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
                             break
                         h.update(chunk)
                         f.write(chunk)
-                        progress(n)
-                progress.done(n)
+                        progress.show(_mb_line(target.name, n, total, progress.elapsed()))
+                progress.end(_mb_line(target.name, n, total, progress.elapsed()) + " (done)")
             if size and n != size:
                 errors.append(f"{url}: {n if n <= size else 'more than ' + str(size)} bytes, expected {size}")
             elif h.hexdigest() != sha256:
@@ -60,42 +61,10 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
                       f"and {local}, or add a mirror to {what}")
 
 
-class _Progress:
-    """An archive download's progress: a live line on a terminal, else a line every `every` seconds."""
-
-    def __init__(self, name: str, total: int, log, every: float):
-        import sys
-        import time
-
-        self.name, self.total, self.log, self.every = name, total, log, every
-        self.tty, self.t0 = sys.stdout.isatty(), time.monotonic()
-        self.last = self.t0
-        log(f"  fetching {name}" + (f" ({total / 2**20:.1f} MB)" if total else ""))
-
-    def line(self, n: int) -> str:
-        import time
-
-        t = max(time.monotonic() - self.t0, 1e-6)
-        of = f" of {self.total / 2**20:.1f}" if self.total else ""
-        return f"  {self.name}: {n / 2**20:.1f}{of} MB, {n / 2**20 / t:.1f} MB/s, {t:.0f}s"
-
-    def __call__(self, n: int):
-        import sys
-        import time
-
-        if self.tty:
-            sys.stdout.write("\r" + self.line(n))
-            sys.stdout.flush()
-        elif time.monotonic() - self.last >= self.every:
-            self.log(self.line(n))
-            self.last = time.monotonic()
-
-    def done(self, n: int):
-        import sys
-
-        if self.tty:
-            sys.stdout.write("\n")
-        self.log(self.line(n) + " (done)")
+def _mb_line(name: str, n: int, total: int, seconds: float) -> str:
+    t = max(seconds, 1e-6)
+    return (f"{name}: {n / 2**20:.1f}{f' of {total / 2**20:.1f}' if total else ''} MB, "
+            f"{n / 2**20 / t:.1f} MB/s, {t:.0f}s")
 
 
 def extract_once(archive: Path, dest: Path, extract) -> Path:

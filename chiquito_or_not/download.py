@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
-import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from pathlib import Path
 
 from .files import atomic_write_bytes
 from .images import DecodePolicy, clean_one
-from .net import Abort, FetchError, open_url, parse_url
+from .net import Abort, FetchError, Progress, open_url, parse_url
 
 __all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError",
            "sniff_image", "read_outcomes",
@@ -208,8 +206,7 @@ def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = Download
         if u in wanted:
             counts.had[rec["reason"] or rec["status"]] += 1
     counts.update(counts.had)
-    progress = sys.stdout.isatty() if progress is None else progress
-    t0 = last = time.monotonic()
+    shown = Progress(log, every, tty=progress)
     pool = ThreadPoolExecutor(policy.workers)
     try:
         with open(journal, "a", encoding="utf-8") as out:
@@ -217,7 +214,7 @@ def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = Download
             # each outcome is journaled the moment it is known, in the order they finish: one slow URL
             # holds up neither the journal nor the progress, which also ticks while nothing finishes
             while pending:
-                finished, pending = wait(pending, timeout=0.5 if progress else every, return_when=FIRST_COMPLETED)
+                finished, pending = wait(pending, timeout=0.5 if shown.tty else every, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     rec = fut.result()
                     out.write(json.dumps(rec) + "\n")
@@ -227,21 +224,16 @@ def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = Download
                     counts[key] += 1
                     counts.new[key] += 1
                     i += 1
-                line = (f"downloaded {i}/{len(todo)} new: ok {counts.new['ok']}, failed "
-                        f"{i - counts.new['ok'] - counts.new['duplicate']}, duplicate {counts.new['duplicate']}"
-                        f" ({sum(counts.had.values())} already had) {time.monotonic() - t0:.0f}s"
-                        + (f", waiting on {len(pending)}" if pending else ""))
-                if progress:
-                    sys.stdout.write(f"\r  {line}   ")
-                    sys.stdout.flush()
-                elif pending and time.monotonic() - last >= every:
-                    log(f"  {line}")
-                    last = time.monotonic()
+                if pending or shown.tty:  # a log hears the totals from the caller's summary
+                    shown.show(f"downloaded {i}/{len(todo)} new: ok {counts.new['ok']}, failed "
+                               f"{i - counts.new['ok'] - counts.new['duplicate']}, duplicate "
+                               f"{counts.new['duplicate']} ({sum(counts.had.values())} already had) "
+                               f"{shown.elapsed():.0f}s" + (f", waiting on {len(pending)}" if pending else ""))
     except BaseException:  # Ctrl-C: what was journaled is kept; the rest is fetched by the next run
         d.abort.abort()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
-    if progress and todo:
-        sys.stdout.write("\n")
+    if shown.tty and todo:
+        shown.end()
     return counts

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
-__all__ = ["FetchError", "Target", "Abort", "parse_url", "resolve", "check_address", "open_url", "REDIRECTS"]
+__all__ = ["FetchError", "Target", "Abort", "Progress", "parse_url", "resolve", "check_address", "open_url",
+           "REDIRECTS"]
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_URL = 4096
@@ -442,3 +443,41 @@ def _release(raw) -> None:
     else:
         raw.close()
     raw.release_conn()
+
+
+class Progress:
+    """A transfer's progress line: rewritten in place on a terminal, else sent to `log` at most every
+    `every` seconds (a CI log gets a line now and then, not one per chunk)."""
+
+    def __init__(self, log, every: float = 10.0, tty: bool | None = None):
+        import sys
+        import time
+
+        self.log, self.every = log, every
+        self.tty = sys.stdout.isatty() if tty is None else tty
+        self.t0 = self.last = time.monotonic()
+
+    def elapsed(self) -> float:
+        import time
+
+        return time.monotonic() - self.t0
+
+    def show(self, line: str) -> None:
+        import sys
+        import time
+
+        if self.tty:
+            sys.stdout.write(f"\r  {line}   ")
+            sys.stdout.flush()
+        elif time.monotonic() - self.last >= self.every:
+            self.log(f"  {line}")
+            self.last = time.monotonic()
+
+    def end(self, line: str | None = None) -> None:
+        """Close the terminal line; `line` is logged either way."""
+        import sys
+
+        if self.tty:
+            sys.stdout.write("\n")
+        if line:
+            self.log(f"  {line}")
