@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .files import atomic_write_bytes, atomic_write_text
+from .files import NotRegular, atomic_write_bytes, atomic_write_text, read_regular
 from .images import clean_one
 from .recipe import DatasetSpec
 
@@ -45,17 +45,20 @@ def _clean_params(spec: DatasetSpec) -> str:
 def _process(rec: Record, spec: DatasetSpec, clean_root: Path, cache: dict) -> Record:
     import imagehash
 
-    path = Path(rec.raw_path)
-    try:
-        rec.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:  # read once: the same bytes are hashed and decoded
+        data = read_regular(Path(rec.raw_path))
+    except NotRegular as e:
+        rec.reason, rec.detail = e.reason, e.detail
+        return rec
     except OSError as e:
         rec.reason, rec.detail = "unreadable", str(e)
         return rec
+    rec.sha256 = hashlib.sha256(data).hexdigest()
     hit = cache.get(f"{rec.label}/{rec.sha256}")
     if hit and (hit["status"] != "kept" or (clean_root / hit["clean_path"]).is_file()):
         return replace(rec, **{k: hit[k] for k in ("status", "reason", "detail", "width", "height",
                                                    "phash", "clean_path")})
-    reason, detail, im = clean_one(path, spec)
+    reason, detail, im = clean_one(data, spec)
     if reason:
         rec.reason, rec.detail = reason, detail
         return rec
