@@ -171,7 +171,9 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
     class Capturing(google_images_download.googleimagesdownload):
         """Keeps the page source (to say what a page without results was) and every parsed item, with
         its URLs decoded as Google escapes them and the page it came from."""
-        page, items = "", []
+        def __init__(self):
+            super().__init__()
+            self.page, self.items = "", []
 
         def download_extended_page(self, url, chromedriver):
             self.page = super().download_extended_page(url, chromedriver)
@@ -194,7 +196,6 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         chrome_args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(args['url'], verify, proxy)}")
     out = io.StringIO()
     g = Capturing()
-    g.items = []
     try:
         with contextlib.redirect_stdout(out), _chrome_options(opts.get("chrome", ""), chrome_args):
             g.download(args)  # it prints even when silent
