@@ -149,7 +149,7 @@ def _stage_epochs(recipe: Recipe, stage: str) -> int:
 
 
 def _learner(recipe: Recipe, root: Path, run: Path):
-    """(learn, dls_plain, dls_aug), seeded: the one way finetune, lr-find and sanity build a learner.
+    """(learn, dls_plain, dls_aug), seeded: the one way finetune and lr-find build their learner.
     Raises DataError when `chiquito dataset` has not run, WeightsError for missing or bad weights."""
     set_seed(recipe.seed, reproducible=True)
     dls_plain = make_dls(recipe, augment=False, root=root)
