@@ -20,7 +20,7 @@ def main():
     args = ap.parse_args()
     from fastai.vision.all import PILImage, Resize
 
-    from chiquito_or_not.recipe import load_recipe
+    from chiquito_or_not.core.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     root = ROOT / "datasets" / recipe.name

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chiquito_or_not.download import DownloadPolicy, download_urls  # noqa: E402
+from chiquito_or_not.data.download import DownloadPolicy, download_urls  # noqa: E402
 from tests.httpserver import Server  # noqa: E402
 
 

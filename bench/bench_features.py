@@ -27,9 +27,9 @@ def main():
     os.chdir(ROOT)
     from fastai.torch_core import set_seed
 
-    from chiquito_or_not.features import head_learner
-    from chiquito_or_not.learner import class_weights, make_dls, make_learner
-    from chiquito_or_not.recipe import load_recipe
+    from chiquito_or_not.train.features import head_learner
+    from chiquito_or_not.train.learner import class_weights, make_dls, make_learner
+    from chiquito_or_not.core.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     lr = recipe.finetune.frozen.lr if recipe.finetune.frozen.lr != "auto" else 1e-2

@@ -27,7 +27,7 @@ def main():
     warnings.filterwarnings("ignore")
     from fastai.callback.progress import ProgressCallback  # noqa: F401  (adds Learner.no_bar)
 
-    from chiquito_or_not.predict import expand_paths, load_model, predict_paths
+    from chiquito_or_not.deploy.predict import expand_paths, load_model, predict_paths
 
     files = expand_paths([args.images])[: args.n]
     if len(files) < args.n:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from fastai.vision.all import *  # noqa: F403 - the course's style
 
-from chiquito_or_not.backbones import BACKBONES, create_body  # only to load the same pretrained body
-from chiquito_or_not.portable import three_groups
+from chiquito_or_not.train.backbones import BACKBONES, create_body  # only to load the same pretrained body
+from chiquito_or_not.train.portable import three_groups
 
 t0 = time.time()
 path = Path(sys.argv[1])

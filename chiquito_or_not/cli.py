@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .errors import ChiquitoError
+from .core.errors import ChiquitoError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn 'is this a picture of X?' into a trained, evaluated, exported classifier.")
@@ -45,7 +45,7 @@ _INTERRUPTED = {
 def _disk_full(e: OSError) -> str:
     import shutil
 
-    from .files import bytes_written
+    from .core.files import bytes_written
 
     where = Path(e.filename).parent if e.filename else Path.cwd()
     while not where.exists() and where != where.parent:
@@ -96,8 +96,8 @@ def dataset(recipe: Path = RecipeArg,
                                               help="Download again the URLs that failed for reasons that may "
                                                    "pass (timeouts, 5xx, connection errors)")):
     """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/."""
-    from .dataset import build_dataset
-    from .recipe import load_recipe
+    from .data.dataset import build_dataset
+    from .core.recipe import load_recipe
 
     r = load_recipe(recipe)
     typer.echo(f"dataset {r.name}: sources")
@@ -119,9 +119,9 @@ def dataset(recipe: Path = RecipeArg,
 @_friendly
 def lr_find(recipe: Path = RecipeArg):
     """Run the LR finder on the frozen learner, as finetune does; writes runs/NAME/lr_find.png and .json."""
-    from .finetune import lr_find_only
-    from .paths import run_dir
-    from .recipe import load_recipe
+    from .train.finetune import lr_find_only
+    from .core.paths import run_dir
+    from .core.recipe import load_recipe
 
     r = load_recipe(recipe)
     run = run_dir(r.name)
@@ -138,8 +138,8 @@ def lr_find(recipe: Path = RecipeArg):
 def finetune(recipe: Path = RecipeArg,
              resume: bool = typer.Option(False, "--resume", help="Go on after the last finished stage")):
     """LR finder, then frozen head, augmented, unfrozen stages; exports and evaluates runs/NAME/model.pkl."""
-    from .finetune import finetune as run_finetune
-    from .recipe import load_recipe
+    from .train.finetune import finetune as run_finetune
+    from .core.recipe import load_recipe
 
     r = load_recipe(recipe)
     typer.echo(f"finetune {r.name}")
@@ -158,7 +158,7 @@ def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder"
     """Reload the exported model.pkl and write metrics, confusion matrix and worst mistakes.
 
     model.pkl is a pickle: loading it runs any code it holds. Evaluate only runs you made or trust."""
-    from .evaluate import evaluate as run_evaluate
+    from .deploy.evaluate import evaluate as run_evaluate
 
     res = run_evaluate(target, data=data, out=out, log=typer.echo)
     typer.echo(f"wrote metrics.json beside the figures for {res['model']}")
@@ -176,7 +176,7 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl, or model
 
     A .pkl model is a pickle: loading it runs any code it holds. Load only files you made or trust;
     for a model from someone else use its .onnx export, which cannot run code."""
-    from .predict import expand_paths, load_model, predict_paths
+    from .deploy.predict import expand_paths, load_model, predict_paths
 
     learn = load_model(model)
     files = expand_paths(paths)
@@ -213,7 +213,7 @@ def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g.
         _fail(f"unknown format {fmt!r}; the only export format is onnx (model.pkl is already the fastai export)")
     if not (run / "model.pkl").is_file():
         _fail(f"{run}: no model.pkl; pass a run folder written by `chiquito finetune RECIPE`")
-    from .export import export_onnx
+    from .deploy.export import export_onnx
 
     export_onnx(run, int8=int8, out=out, log=typer.echo)
 
@@ -224,9 +224,9 @@ def compare(recipe: Path = RecipeArg,
             backbones: str = typer.Option(..., help="Comma-separated, e.g. "
                                                     "efficientnet_lite0,simple_cnn,resnet18:none")):
     """Train each backbone on the same split and schedule; write runs/NAME/leaderboard.csv and .png."""
-    from .compare import compare as run_compare
-    from .compare import parse_backbones
-    from .recipe import load_recipe
+    from .train.compare import compare as run_compare
+    from .train.compare import parse_backbones
+    from .core.recipe import load_recipe
 
     r = load_recipe(recipe)
     rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
@@ -235,7 +235,7 @@ def compare(recipe: Path = RecipeArg,
         name = x["backbone"] + ("" if x["weights"] == "default" else f":{x['weights']}")
         typer.echo(f"{name:<22} {x['split']:<6} {x['accuracy']:>6.3f} {x['balanced_accuracy']:>8.3f} "
                    f"{x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}")
-    from .paths import run_dir
+    from .core.paths import run_dir
 
     typer.echo(f"wrote {run_dir(r.name)}/leaderboard.csv and leaderboard.png")
 
@@ -246,9 +246,9 @@ def sweep(recipe: Path = RecipeArg,
           freeze: str = typer.Option("0,1,2", help="Kept frozen in the unfrozen stage: layer groups (0, 1, 2) "
                                                    "or shares of the body's blocks (0.25, 0.5, 0.75)")):
     """Train once per amount frozen, choose on validation, report the test score of the chosen one only."""
-    from .recipe import load_recipe
-    from .sweep import parse_freeze
-    from .sweep import sweep as run_sweep
+    from .core.recipe import load_recipe
+    from .train.sweep import parse_freeze
+    from .train.sweep import sweep as run_sweep
 
     res = run_sweep(load_recipe(recipe), parse_freeze(freeze), log=typer.echo)
     for x in res["rows"]:
@@ -263,8 +263,8 @@ def sanity(recipe: Path = RecipeArg,
            max_epochs: int = typer.Option(60, min=1, help="Give up after this many epochs"),
            target: float = typer.Option(0.99, min=0.0, max=1.0, help="Training accuracy that counts as learnt")):
     """Check that the model can learn at all: memorise a couple of batches; exit 0 on pass, 1 on fail."""
-    from .recipe import load_recipe
-    from .sanity import sanity_check
+    from .core.recipe import load_recipe
+    from .train.sanity import sanity_check
 
     res = sanity_check(load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target,
                        log=typer.echo)
@@ -288,7 +288,7 @@ def serve(model: Path = typer.Argument(..., help="Exported model.pkl or model.on
     try:
         import uvicorn
 
-        from .serve import create_app
+        from .deploy.serve import create_app
     except ImportError:
         _fail("the web app needs the serve extra: pip install 'chiquito-or-not[serve]'")
     import ipaddress

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from chiquito_or_not.backbones import backbone_name_problem, body_splitter, create_body, get_backbone
-from chiquito_or_not.errors import ChiquitoError
+from chiquito_or_not.train.backbones import backbone_name_problem, body_splitter, create_body, get_backbone
+from chiquito_or_not.core.errors import ChiquitoError
 
 from .conftest import predict_without_the_package, subprocess_env
 
@@ -25,7 +25,7 @@ SMALL = ["timm/mobilenetv3_small_050", "torchvision/mobilenet_v3_small", "torchv
 def test_layer_groups_come_from_the_real_model(name):
     from fastai.vision.all import create_head
 
-    from chiquito_or_not.backbones import num_features
+    from chiquito_or_not.train.backbones import num_features
 
     body = create_body(name, "none")
     model = nn.Sequential(body, create_head(num_features(body), 2))
@@ -55,8 +55,8 @@ def test_names_aliases_and_normalisation():
 def test_missing_weights_offline_are_one_line(tmp_path):
     """Default sources that cannot be reached: the hub (pointed at a closed loopback port, empty cache)
     and a torchvision URL on a closed port. One line naming where the file was expected."""
-    script = ("import json, sys\nfrom chiquito_or_not.backbones import create_body\n"
-              "from chiquito_or_not.errors import ChiquitoError\n"
+    script = ("import json, sys\nfrom chiquito_or_not.train.backbones import create_body\n"
+              "from chiquito_or_not.core.errors import ChiquitoError\n"
               "for name, weights in json.loads(sys.argv[1]):\n"
               "    try:\n        create_body(name, weights)\n        print('LOADED', name)\n"
               "    except ChiquitoError as e:\n        print('ERR', e)\n")
@@ -75,8 +75,8 @@ def test_missing_weights_offline_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_timm_body_trains_exports_and_reloads_without_the_package(tiny_run, env_roots, tmp_path, monkeypatch):
-    from chiquito_or_not.finetune import finetune
-    from chiquito_or_not.predict import predict_images
+    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.deploy.predict import predict_images
 
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))

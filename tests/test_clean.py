@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chiquito_or_not.clean import clean_files, clean_one
-from chiquito_or_not.files import sha256_file
-from chiquito_or_not.recipe import DatasetSpec
-from chiquito_or_not.sources import RawFile
+from chiquito_or_not.data.clean import clean_files, clean_one
+from chiquito_or_not.core.files import sha256_file
+from chiquito_or_not.core.recipe import DatasetSpec
+from chiquito_or_not.data.sources import RawFile
 
 from .conftest import photo, save_crops
 

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from chiquito_or_not.cli import app
-from chiquito_or_not.dataset import build_dataset
-from chiquito_or_not.errors import DataError, SourceError
-from chiquito_or_not.recipe import NpmSource, PythonSource, load_recipe
-from chiquito_or_not.sources import fetch_source
+from chiquito_or_not.data.dataset import build_dataset
+from chiquito_or_not.core.errors import DataError, SourceError
+from chiquito_or_not.core.recipe import NpmSource, PythonSource, load_recipe
+from chiquito_or_not.data.sources import fetch_source
 
 from .conftest import ROOT, save_crops, write_recipe
 
@@ -179,7 +179,7 @@ def test_npm_checksum_mismatch_caches_nothing(roots):
 
 
 def test_class_folders_and_small_classes_dropped(roots, tmp_path):
-    from chiquito_or_not.learner import dataset_classes
+    from chiquito_or_not.train.learner import dataset_classes
 
     top = tmp_path / "chars"
     save_crops(top / "homer", "chelsea", 9, seed=1)
@@ -199,8 +199,8 @@ def test_class_folders_and_small_classes_dropped(roots, tmp_path):
 
 
 def test_globs_braces_classes_any_case_extension_and_unmatched_patterns_warned(roots, tmp_path):
-    from chiquito_or_not.sources import fetch_folder
-    from chiquito_or_not.recipe import FolderSource
+    from chiquito_or_not.data.sources import fetch_folder
+    from chiquito_or_not.core.recipe import FolderSource
 
     src_dir = tmp_path / "src"
     for name in ("a.jpg", "b.PNG", "c.JPG", "d.gif", "sub/e.jpeg"):

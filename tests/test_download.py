@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chiquito_or_not.download import OUTCOMES_FILE, DownloadPolicy, download_urls, read_outcomes
+from chiquito_or_not.data.download import OUTCOMES_FILE, DownloadPolicy, download_urls, read_outcomes
 
 from .conftest import subprocess_env
 from .httpserver import Server
@@ -87,7 +87,7 @@ def _download_in_a_process(urls, tmp_path, workers: int):
     """download_urls in a child process, returned once it has journaled 15 outcomes."""
     (tmp_path / "urls.json").write_text(json.dumps(urls))
     script = ("import json, sys\nfrom pathlib import Path\n"
-              "from chiquito_or_not.download import download_urls, DownloadPolicy\n"
+              "from chiquito_or_not.data.download import download_urls, DownloadPolicy\n"
               "urls = json.loads(Path(sys.argv[1]).read_text())\n"
               f"download_urls(urls, Path(sys.argv[2]), DownloadPolicy(workers={workers}, per_host={workers}), "
               "progress=False)\n")

@@ -9,12 +9,12 @@ import pytest
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'chiquito-or-not[onnx]'")
 pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'chiquito-or-not[onnx]'")
 
-from chiquito_or_not import export as export_mod
-from chiquito_or_not.errors import ChiquitoError
-from chiquito_or_not.export import ExportError, export_onnx
-from chiquito_or_not.onnxmodel import OnnxClassifier
-from chiquito_or_not.paths import dataset_dir
-from chiquito_or_not.predict import expand_paths, load_model, predict_paths
+from chiquito_or_not.deploy import export as export_mod
+from chiquito_or_not.core.errors import ChiquitoError
+from chiquito_or_not.deploy.export import ExportError, export_onnx
+from chiquito_or_not.tasks.classify.onnxmodel import OnnxClassifier
+from chiquito_or_not.core.paths import dataset_dir
+from chiquito_or_not.deploy.predict import expand_paths, load_model, predict_paths
 
 from .conftest import subprocess_env
 from .httpserver import jpeg_bytes
@@ -112,7 +112,7 @@ def test_bad_onnx_files_are_one_line_errors(tmp_path):
 def test_the_app_serves_the_onnx_model(exported):
     from fastapi.testclient import TestClient
 
-    from chiquito_or_not.serve import create_app
+    from chiquito_or_not.deploy.serve import create_app
 
     client = TestClient(create_app(exported[0]))
     assert client.get("/healthz").json()["classes"] == ["face", "not_face"]

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from chiquito_or_not.features import FeatureCache, cached_features, head_split, learner_key, model_key
-from chiquito_or_not.learner import make_dls, make_learner
-from chiquito_or_not.paths import cache_dir, dataset_dir
+from chiquito_or_not.train.features import FeatureCache, cached_features, head_split, learner_key, model_key
+from chiquito_or_not.train.learner import make_dls, make_learner
+from chiquito_or_not.core.paths import cache_dir, dataset_dir
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +88,7 @@ def test_finetune_trained_the_frozen_stage_from_the_cache(tiny_run, env_roots):
 
 
 def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkeypatch):
-    from chiquito_or_not.finetune import finetune
+    from chiquito_or_not.train.finetune import finetune
 
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))
@@ -107,8 +107,8 @@ def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkey
 @pytest.mark.parametrize("batchnorm", ["frozen", "train"])
 def test_batchnorm_frozen_keeps_the_pretrained_statistics_train_updates_them(tiny_run, env_roots, tmp_path,
                                                                             monkeypatch, batchnorm):
-    from chiquito_or_not.backbones import create_body
-    from chiquito_or_not.finetune import finetune
+    from chiquito_or_not.train.backbones import create_body
+    from chiquito_or_not.train.finetune import finetune
 
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))

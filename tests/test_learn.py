@@ -10,9 +10,9 @@ import threading
 import pytest
 import torch
 
-from chiquito_or_not.backbones import BACKBONES, create_body
-from chiquito_or_not.errors import WeightsError
-from chiquito_or_not.lr_find import suggest
+from chiquito_or_not.train.backbones import BACKBONES, create_body
+from chiquito_or_not.core.errors import WeightsError
+from chiquito_or_not.train.lr_find import suggest
 
 from .conftest import ROOT
 
@@ -40,7 +40,7 @@ def test_efficientnet_lite_weights_are_the_real_pretrained_ones(name):
     import skimage.data
     import timm
 
-    from chiquito_or_not.backbones import _efficientnet_state
+    from chiquito_or_not.train.backbones import _efficientnet_state
 
     m = timm.create_model(BACKBONES[name].arch, pretrained=False).eval()
     sd = _efficientnet_state(BACKBONES[name], "")
@@ -135,7 +135,7 @@ def test_cli_help_answers_without_importing_torch():
 def test_sgdr_schedule_restarts_at_each_cycle(lens):
     import numpy as np
 
-    from chiquito_or_not.finetune import sgdr_schedule
+    from chiquito_or_not.train.finetune import sgdr_schedule
 
     f = sgdr_schedule(np.array([1e-4, 1e-3, 1e-2]), lens)
     n = sum(lens)
@@ -150,8 +150,8 @@ def test_sgdr_schedule_restarts_at_each_cycle(lens):
 
 
 def test_class_weights_follow_the_balanced_formula(tmp_path):
-    from chiquito_or_not.learner import class_weights
-    from chiquito_or_not.recipe import load_recipe
+    from chiquito_or_not.train.learner import class_weights
+    from chiquito_or_not.core.recipe import load_recipe
 
     from .conftest import save_crops, write_recipe
 
@@ -171,9 +171,9 @@ def test_class_weights_follow_the_balanced_formula(tmp_path):
     ("", {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "needs CUDA GPUs"),
 ])
 def test_gpu_only_settings_are_refused_on_a_cpu_before_any_work(roots, monkeypatch, extra, env, words):
-    from chiquito_or_not.errors import ChiquitoError
-    from chiquito_or_not.finetune import finetune
-    from chiquito_or_not.recipe import load_recipe
+    from chiquito_or_not.core.errors import ChiquitoError
+    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.core.recipe import load_recipe
 
     from .conftest import TINY_RECIPE, write_recipe
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from chiquito_or_not.dataset import build_dataset
-from chiquito_or_not.errors import SourceError
-from chiquito_or_not.recipe import LfwSource, load_recipe
-from chiquito_or_not.sources import fetch_source
+from chiquito_or_not.data.dataset import build_dataset
+from chiquito_or_not.core.errors import SourceError
+from chiquito_or_not.core.recipe import LfwSource, load_recipe
+from chiquito_or_not.data.sources import fetch_source
 
 from .conftest import save_crops, write_recipe
 from .httpserver import Server, jpeg_bytes

@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from chiquito_or_not.cli import app
-from chiquito_or_not.errors import RecipeError
-from chiquito_or_not.recipe import FolderSource, NpmSource, load_recipe, recipe_to_dict, write_resolved
+from chiquito_or_not.core.errors import RecipeError
+from chiquito_or_not.core.recipe import FolderSource, NpmSource, load_recipe, recipe_to_dict, write_resolved
 
 from .conftest import ROOT, write_recipe
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from chiquito_or_not.recipe import load_recipe
+from chiquito_or_not.core.recipe import load_recipe
 
 from .conftest import ROOT
 
@@ -42,8 +42,8 @@ def test_the_offline_recipes_are_found():
 
 @pytest.mark.parametrize("path", OFFLINE, ids=lambda p: p.stem)
 def test_offline_recipe_runs_end_to_end(path, shared_roots, tmp_path, monkeypatch):
-    from chiquito_or_not.dataset import build_dataset
-    from chiquito_or_not.finetune import finetune
+    from chiquito_or_not.data.dataset import build_dataset
+    from chiquito_or_not.train.finetune import finetune
 
     if not (shutil.which("npm") and shutil.which("apt-get")):
         pytest.skip("needs npm and apt-get to fetch the pinned registry artifacts")

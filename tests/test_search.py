@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("ddgs", reason="needs the web extra: pip install 'chiquito-or-not[web]'")
 
-from chiquito_or_not.dataset import build_dataset
-from chiquito_or_not.errors import SourceError
-from chiquito_or_not.recipe import load_recipe
-from chiquito_or_not.search import search_images
+from chiquito_or_not.data.dataset import build_dataset
+from chiquito_or_not.core.errors import SourceError
+from chiquito_or_not.core.recipe import load_recipe
+from chiquito_or_not.data.search import search_images
 
 from .conftest import save_crops, write_recipe
 from .httpserver import Server, tls_server_context
@@ -199,7 +199,7 @@ def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest
     from typer.testing import CliRunner
 
     from chiquito_or_not.cli import app
-    from chiquito_or_not.download import read_outcomes
+    from chiquito_or_not.data.download import read_outcomes
 
     recipe = write_recipe(tmp_path / "r", ddgs_recipe_text(tmp_path, 60))
     journal = Path(os.environ["CHIQUITO_DATA"]) / "raw" / "search" / "ddgs-coffee-60" / "images" / "downloads.jsonl"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ChiquitoError
+from ...core.errors import ChiquitoError
 
 __all__ = ["OnnxClassifier", "preprocess_image"]
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .archive import extract_archive, extract_once, fetch_archive
-from .errors import SourceError
-from .files import glob_match, sha256_file
-from .paths import cache_dir, raw_dir
-from .recipe import (ArchiveSource, DebSource, FolderSource, ImageSearchSource, LfwSource, NpmSource,
+from ..core.errors import SourceError
+from ..core.files import glob_match, sha256_file
+from ..core.paths import cache_dir, raw_dir
+from ..core.recipe import (ArchiveSource, DebSource, FolderSource, ImageSearchSource, LfwSource, NpmSource,
                      PythonSource)
 
 __all__ = ["RawFile", "fetch_source", "FETCHERS"]

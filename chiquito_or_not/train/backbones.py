@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RecipeError, WeightsError
+from ..core.errors import RecipeError, WeightsError
 
 __all__ = ["Backbone", "BACKBONES", "ALIASES", "get_backbone", "backbone_name_problem", "create_body",
            "body_splitter", "num_features", "IMAGENET_STATS"]
@@ -145,7 +145,7 @@ def _timm_pretrained(b: Backbone, kw: dict):
 
     import timm
 
-    from .net import FetchError, open_url
+    from ..core.net import FetchError, open_url
 
     repo = getattr(timm.get_pretrained_cfg(b.arch), "hf_hub_id", None)
     try:

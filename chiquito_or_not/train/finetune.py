@@ -18,14 +18,14 @@ from fastai.torch_core import set_seed
 
 from . import portable
 from .backbones import get_backbone
-from .errors import RecipeError, RunError
+from ..core.errors import RecipeError, RunError
 from .features import head_learner
-from .files import atomic_write_text, write_csv
+from ..core.files import atomic_write_text, write_csv
 from .learner import BodyBatchNormEval, LogProgress, class_weights, keep_frozen, make_dls, make_learner
 from .lr_find import find_lr
-from .paths import cache_dir, dataset_dir, partial_run_dir, run_dir
-from .plots import plot_history
-from .recipe import Recipe, recipe_to_dict, write_resolved
+from ..core.paths import cache_dir, dataset_dir, partial_run_dir, run_dir
+from ..core.plots import plot_history
+from ..core.recipe import Recipe, recipe_to_dict, write_resolved
 from .runs import STAGES, promote, read_json, resumable_state
 
 __all__ = ["STAGES", "finetune", "lr_find_only", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult"]
@@ -295,7 +295,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     The run is built in runs/NAME.partial/ and replaces runs/NAME/ only when it has succeeded; everything
     that can be checked (recipe, dataset, weights, resume state) is checked before anything is written."""
-    from .evaluate import evaluate
+    from ..deploy.evaluate import evaluate
 
     final, run = run_dir(recipe.name), partial_run_dir(recipe.name)
     root = Path(data_root) if data_root else dataset_dir(recipe.name)

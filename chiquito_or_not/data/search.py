@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SourceError
-from .files import atomic_write_text
+from ..core.errors import SourceError
+from ..core.files import atomic_write_text
 
 __all__ = ["SearchReport", "search_images", "BACKENDS", "read_candidates"]
 
@@ -134,7 +134,7 @@ def _spki_pin(url: str, verify: str, proxy: str) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from .net import FetchError, open_url
+    from ..core.net import FetchError, open_url
 
     try:
         with open_url(url, verify=verify, proxy=proxy, deadline=30, max_redirects=0) as r:

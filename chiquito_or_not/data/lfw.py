@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from .errors import SourceError
+from ..core.errors import SourceError
 
 __all__ = ["LFW_MIRRORS", "LFW_SHA256", "LFW_SIZE", "lfw_root", "sample_one_per_person"]
 

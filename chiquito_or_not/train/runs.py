@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .errors import RunError
+from ..core.errors import RunError
 
 __all__ = ["STAGES", "KEPT_ACROSS_RUNS", "promote", "read_json", "resumable_state"]
 

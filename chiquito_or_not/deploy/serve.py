@@ -13,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-from .download import DownloadPolicy, fetch_bytes
-from .images import ACCEPT, clean_one
-from .net import FetchError
+from ..data.download import DownloadPolicy, fetch_bytes
+from ..core.images import ACCEPT, clean_one
+from ..core.net import FetchError
 from .predict import load_model, model_probabilities, model_vocab
 
 __all__ = ["create_app"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, RunError
-from .files import atomic_write_text, write_csv
-from .plots import plot_confusion, plot_top_losses
-from .images import IMAGE_EXTS
+from ..core.errors import DataError, RunError
+from ..core.files import atomic_write_text, write_csv
+from ..core.plots import plot_confusion, plot_top_losses
+from ..core.images import IMAGE_EXTS
 from .predict import load_model, predict_paths
 
 __all__ = ["evaluate", "labelled_files", "compute_metrics", "resolve_run"]
@@ -18,8 +18,8 @@ __all__ = ["evaluate", "labelled_files", "compute_metrics", "resolve_run"]
 
 def resolve_run(target: str | Path) -> Path:
     """A run folder from a recipe file (its run folder) or a run folder itself."""
-    from .paths import run_dir
-    from .recipe import load_recipe
+    from ..core.paths import run_dir
+    from ..core.recipe import load_recipe
 
     p = Path(target)
     if p.is_file() and p.suffix == ".toml":

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 from .clean import Record, near_duplicate_clusters
-from .errors import DataError
-from .recipe import DatasetSpec
+from ..core.errors import DataError
+from ..core.recipe import DatasetSpec
 
 __all__ = ["SPLITS", "unit_hash", "assign_splits", "materialize"]
 

@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from .errors import ChiquitoError
-from .images import IMAGE_EXTS
+from ..core.errors import ChiquitoError
+from ..core.images import IMAGE_EXTS
 from .predict import load_model, preprocess_spec
 
 __all__ = ["export_onnx", "preprocess_spec", "ExportError", "PARITY_ATOL"]
@@ -82,7 +82,7 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
     import numpy as np
     import torch
 
-    from .onnxmodel import OnnxClassifier
+    from ..tasks.classify.onnxmodel import OnnxClassifier
     from .predict import predict_images
 
     run = Path(run)
@@ -149,6 +149,6 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
         log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); validation accuracy {acc_q:.4f} "
             f"vs {report['valid_accuracy']:.4f} in float ({acc_q - report['valid_accuracy']:+.4f}), "
             f"{report['int8']['argmax_agree_with_float']}/{len(files)} same predictions")
-    from .files import atomic_write_text
+    from ..core.files import atomic_write_text
     atomic_write_text(out.with_name("export.json"), json.dumps(report, indent=1) + "\n")
     return report

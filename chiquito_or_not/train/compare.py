@@ -8,12 +8,12 @@ from dataclasses import replace
 import torch
 
 from .backbones import backbone_name_problem
-from .files import write_csv
-from .errors import RecipeError
+from ..core.files import write_csv
+from ..core.errors import RecipeError
 from .finetune import finetune
-from .paths import dataset_dir, run_dir
-from .plots import plot_leaderboard
-from .recipe import Recipe
+from ..core.paths import dataset_dir, run_dir
+from ..core.plots import plot_leaderboard
+from ..core.recipe import Recipe
 
 __all__ = ["compare", "parse_backbones", "cpu_ms_per_image"]
 

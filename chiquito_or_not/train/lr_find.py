@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from fastai.callback.schedule import minimum, slide, steep, valley
 
-from .files import atomic_write_text
-from .plots import plot_lr_find
+from ..core.files import atomic_write_text
+from ..core.plots import plot_lr_find
 
 __all__ = ["find_lr", "suggest", "FALLBACK_LR"]
 

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .clean import Record, clean_files
-from .errors import DataError
-from .files import atomic_write_text, write_csv
-from .paths import dataset_dir
-from .recipe import Recipe, write_resolved
+from ..core.errors import DataError
+from ..core.files import atomic_write_text, write_csv
+from ..core.paths import dataset_dir
+from ..core.recipe import Recipe, write_resolved
 from .sources import fetch_source
 from .split import assign_splits, materialize
 
@@ -32,8 +32,8 @@ class DatasetSummary:
 
 def _class_folders(recipe: Recipe) -> dict:
     """Classes from `class_folders`: one folder source per sub-folder."""
-    from .errors import SourceError
-    from .recipe import ClassSpec, FolderSource
+    from ..core.errors import SourceError
+    from ..core.recipe import ClassSpec, FolderSource
 
     cf = recipe.class_folders
     if not cf.path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write_bytes
+from ..core.files import atomic_write_bytes
 
 __all__ = ["FeatureCache", "model_key", "learner_key", "head_split", "cached_features", "head_learner"]
 

@@ -11,9 +11,9 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import atomic_write_bytes
-from .images import DecodePolicy, clean_one
-from .net import Abort, FetchError, Progress, open_url, parse_url
+from ..core.files import atomic_write_bytes
+from ..core.images import DecodePolicy, clean_one
+from ..core.net import Abort, FetchError, Progress, open_url, parse_url
 
 __all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError",
            "sniff_image", "read_outcomes",

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ChiquitoError
-from .images import ACCEPT, IMAGE_EXTS, clean_one
+from ..core.errors import ChiquitoError
+from ..core.images import ACCEPT, IMAGE_EXTS, clean_one
 
 __all__ = ["Prediction", "load_model", "expand_paths", "predict_images", "predict_paths", "model_vocab",
            "model_probabilities", "preprocess_spec", "IMAGE_EXTS", "ACCEPT"]
@@ -38,7 +38,7 @@ def load_model(path: str | Path, notice=None):
     `notice` (default: one line on stderr) says so every time one is loaded."""
     p = Path(path)
     if p.suffix.lower() == ".onnx":
-        from .onnxmodel import OnnxClassifier
+        from ..tasks.classify.onnxmodel import OnnxClassifier
 
         return OnnxClassifier(p)
     import pickle
@@ -138,7 +138,7 @@ def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
     """Class probabilities for PIL images, from a learner or an OnnxClassifier."""
     import numpy as np
 
-    from .onnxmodel import preprocess_image
+    from ..tasks.classify.onnxmodel import preprocess_image
 
     r = _runner(model)
     out = []
@@ -149,7 +149,7 @@ def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
 
 def _load_one(path: Path, spec: dict):
     """(error, array) for one file: decoded, checked and preprocessed (runs in a worker thread)."""
-    from .onnxmodel import preprocess_image
+    from ..tasks.classify.onnxmodel import preprocess_image
 
     if not os.path.lexists(path):
         return "missing: no such file", None

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .files import NotRegular, atomic_write_bytes, atomic_write_text, read_regular
-from .images import clean_one
-from .recipe import DatasetSpec
+from ..core.files import NotRegular, atomic_write_bytes, atomic_write_text, read_regular
+from ..core.images import clean_one
+from ..core.recipe import DatasetSpec
 
 __all__ = ["Record", "clean_one", "clean_files", "near_duplicate_clusters", "hamming"]  # clean_one: images.py
 

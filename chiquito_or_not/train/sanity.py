@@ -11,12 +11,12 @@ from fastai.torch_core import set_seed
 from fastai.vision.all import ImageBlock, Normalize, Resize
 
 from .backbones import get_backbone
-from .errors import DataError
+from ..core.errors import DataError
 from .learner import LogProgress, dataset_classes, make_learner
-from .paths import dataset_dir
-from .images import IMAGE_EXTS
-from .recipe import Recipe
-from .split import unit_hash
+from ..core.paths import dataset_dir
+from ..core.images import IMAGE_EXTS
+from ..core.recipe import Recipe
+from ..data.split import unit_hash
 
 __all__ = ["sanity_check"]
 

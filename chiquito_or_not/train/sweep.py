@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .files import write_csv
-from .errors import RecipeError
+from ..core.files import write_csv
+from ..core.errors import RecipeError
 from .finetune import finetune
-from .paths import dataset_dir, run_dir
-from .plots import plot_sweep
-from .recipe import Recipe, keep_frozen_problem
+from ..core.paths import dataset_dir, run_dir
+from ..core.plots import plot_sweep
+from ..core.recipe import Recipe, keep_frozen_problem
 
 __all__ = ["sweep", "parse_freeze"]
 

@@ -256,7 +256,7 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def _check_recipe(r: Recipe, where: str) -> None:
-    from .backbones import backbone_name_problem  # no torch import: the registry is plain data
+    from ..train.backbones import backbone_name_problem  # no torch import: the registry is plain data
 
     if len(r.classes) < 2 and not r.class_folders.path:
         raise RecipeError(f"{where}: 'classes' needs at least two classes, got {len(r.classes)} "

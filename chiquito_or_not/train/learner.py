@@ -19,10 +19,10 @@ from fastai.vision.all import (CrossEntropyLossFlat, Dihedral, ImageDataLoaders,
                                apply_init, aug_transforms, create_head)
 
 from .backbones import body_splitter, create_body, get_backbone, num_features
-from .errors import DataError
-from .paths import dataset_dir
-from .images import IMAGE_EXTS
-from .recipe import Recipe
+from ..core.errors import DataError
+from ..core.paths import dataset_dir
+from ..core.images import IMAGE_EXTS
+from ..core.recipe import Recipe
 
 __all__ = ["make_dls", "make_learner", "LogProgress", "class_weights", "keep_frozen",
            "BodyBatchNormEval"]
