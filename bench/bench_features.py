@@ -28,7 +28,8 @@ def main():
     from fastai.torch_core import set_seed
 
     from chiquito_or_not.train.features import head_learner
-    from chiquito_or_not.train.learner import class_weights, make_dls, make_learner
+    from chiquito_or_not.core.paths import dataset_dir
+    from chiquito_or_not.train.learner import make_dls, make_learner
     from chiquito_or_not.core.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
@@ -40,7 +41,7 @@ def main():
             set_seed(recipe.seed, reproducible=True)
             dls = make_dls(recipe, augment=False)
             with tempfile.TemporaryDirectory() as tmp:
-                learn = make_learner(recipe, dls, Path(tmp), class_weights(recipe))
+                learn = make_learner(recipe, dls, Path(tmp), dataset_dir(recipe.name))  # class weights as finetune
                 t = time.time()
                 if cached:
                     hl = head_learner(learn, recipe.finetune.backbone, Path(tmp) / "features", log=lambda *_: None)

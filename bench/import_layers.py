@@ -1,7 +1,8 @@
 """The package's import graph: how many layers it has, and whether it has a cycle (exit 1 if it does).
 
 Run: .venv/bin/python bench/import_layers.py [--show]
-Counts every import of a module of this package, at the top of a file or inside a function: a layer is
+Counts every import of a module of this package, at the top of a file or inside a function (not those
+under `if TYPE_CHECKING:`, which never run): a layer is
 a set of modules that import only modules of lower layers (layer 1 imports none of the package).
 """
 
@@ -25,6 +26,10 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
     """The package modules `path` imports (relative or absolute, anywhere in the file)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(tree):  # an `if TYPE_CHECKING:` block never runs: its imports are not edges
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and getattr(child.test, "id", getattr(child.test, "attr", "")) == "TYPE_CHECKING":
+                child.body = [ast.Pass()]
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):

@@ -138,16 +138,20 @@ def lr_find(recipe: Path = RecipeArg):
 def finetune(recipe: Path = RecipeArg,
              resume: bool = typer.Option(False, "--resume", help="Go on after the last finished stage")):
     """LR finder, then frozen head, augmented, unfrozen stages; exports and evaluates runs/NAME/model.pkl."""
-    from .train.finetune import finetune as run_finetune
     from .core.recipe import load_recipe
+    from .tasks import get_task
+    from .train.finetune import finetune as run_finetune
 
     r = load_recipe(recipe)
     typer.echo(f"finetune {r.name}")
     res = run_finetune(r, resume=resume, log=typer.echo)
     t = "  ".join(f"{k} {v:.0f}s" for k, v in res.timings.items())
     typer.echo(f"timings: {t}")
-    typer.echo(f"valid accuracy {res.metrics['valid']['accuracy']:.4f}; wrote {res.run}/ "
-               "(model.pkl, metrics.json, confusion_matrix.png, top_losses.png, loss_curve.png, lr_find.png)")
+    task = get_task(r.task)
+    for split in ("valid", "test"):
+        if split in res.metrics:
+            typer.echo(f"{split} {task.headline(res.metrics[split])}")
+    typer.echo(f"wrote {res.run}/ (model.pkl, metrics.json, loss_curve.png, lr_find.png and the task's figures)")
 
 
 @app.command()
@@ -211,7 +215,9 @@ def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g.
     .onnx file this writes cannot run code, so share that one."""
     if fmt != "onnx":
         _fail(f"unknown format {fmt!r}; the only export format is onnx (model.pkl is already the fastai export)")
-    if not (run / "model.pkl").is_file():
+    from .core.layout import RunFolder
+
+    if not RunFolder(run).model.is_file():
         _fail(f"{run}: no model.pkl; pass a run folder written by `chiquito finetune RECIPE`")
     from .deploy.export import export_onnx
 
@@ -228,16 +234,21 @@ def compare(recipe: Path = RecipeArg,
     from .train.compare import parse_backbones
     from .core.recipe import load_recipe
 
+    from .core.layout import RunFolder
+    from .core.paths import run_dir
+    from .tasks import get_task
+
     r = load_recipe(recipe)
     rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
-    typer.echo(f"{'backbone':<22} {'split':<6} {'acc':>6} {'bal.acc':>8} {'train s':>8} {'params':>10} {'ms/img':>7}")
+    scores = get_task(r.task).scores
+    typer.echo(f"{'backbone':<22} {'split':<6} " + " ".join(f"{k[:18]:>18}" for k in scores)
+               + f" {'train s':>8} {'params':>10} {'ms/img':>7}")
     for x in rows:
         name = x["backbone"] + ("" if x["weights"] == "default" else f":{x['weights']}")
-        typer.echo(f"{name:<22} {x['split']:<6} {x['accuracy']:>6.3f} {x['balanced_accuracy']:>8.3f} "
-                   f"{x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}")
-    from .core.paths import run_dir
-
-    typer.echo(f"wrote {run_dir(r.name)}/leaderboard.csv and leaderboard.png")
+        typer.echo(f"{name:<22} {x['split']:<6} " + " ".join(f"{x[k]:>18.3f}" for k in scores)
+                   + f" {x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}")
+    out = RunFolder(run_dir(r.name))
+    typer.echo(f"wrote {out.leaderboard_csv} and {out.leaderboard_png.name}")
 
 
 @app.command()
@@ -250,10 +261,14 @@ def sweep(recipe: Path = RecipeArg,
     from .train.sweep import parse_freeze
     from .train.sweep import sweep as run_sweep
 
-    res = run_sweep(load_recipe(recipe), parse_freeze(freeze), log=typer.echo)
+    from .tasks import get_task
+
+    r = load_recipe(recipe)
+    res = run_sweep(r, parse_freeze(freeze), log=typer.echo)
+    score = get_task(r.task).scores[0]
     for x in res["rows"]:
-        typer.echo(f"  frozen {x['keep_frozen']:<5g} valid {x['valid_accuracy']:.4f}  "
-                   + (f"chosen: test {x['test_accuracy']:.4f}" if x["chosen"] else ""))
+        typer.echo(f"  frozen {x['keep_frozen']:<5g} valid {score} {x[f'valid_{score}']:.4f}  "
+                   + (f"chosen: test {score} {x[f'test_{score}']:.4f}" if x["chosen"] else ""))
 
 
 @app.command()

@@ -76,7 +76,7 @@ def test_missing_weights_offline_are_one_line(tmp_path):
 @pytest.mark.slow
 def test_a_timm_body_trains_exports_and_reloads_without_the_package(tiny_run, env_roots, tmp_path, monkeypatch):
     from chiquito_or_not.train.finetune import finetune
-    from chiquito_or_not.deploy.predict import predict_images
+    from chiquito_or_not.tasks.classify.predict import predict_images
 
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chiquito_or_not.data.clean import clean_files, clean_one
+from chiquito_or_not.core.images import clean_one
+from chiquito_or_not.data.clean import clean_files
 from chiquito_or_not.core.files import sha256_file
 from chiquito_or_not.core.recipe import DatasetSpec
 from chiquito_or_not.data.sources import RawFile

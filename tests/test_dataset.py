@@ -179,7 +179,7 @@ def test_npm_checksum_mismatch_caches_nothing(roots):
 
 
 def test_class_folders_and_small_classes_dropped(roots, tmp_path):
-    from chiquito_or_not.train.learner import dataset_classes
+    from chiquito_or_not.tasks.classify.data import dataset_classes
 
     top = tmp_path / "chars"
     save_crops(top / "homer", "chelsea", 9, seed=1)

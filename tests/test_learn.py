@@ -150,7 +150,7 @@ def test_sgdr_schedule_restarts_at_each_cycle(lens):
 
 
 def test_class_weights_follow_the_balanced_formula(tmp_path):
-    from chiquito_or_not.train.learner import class_weights
+    from chiquito_or_not.tasks.classify.data import class_weights
     from chiquito_or_not.core.recipe import load_recipe
 
     from .conftest import save_crops, write_recipe

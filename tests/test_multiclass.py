@@ -1,6 +1,7 @@
 """Any number of classes: three real-photo classes, a held-out test split, top-k, sanity, a CNN from scratch."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -95,7 +96,13 @@ def test_compare_writes_a_leaderboard(roots, tmp_path):
     with open(roots / "runs" / "three" / "leaderboard.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(x["backbone"] for x in rows) == ["efficientnet_lite0", "simple_cnn"]
-    assert all(x["split"] == "test" and 0 <= float(x["balanced_accuracy"]) <= 1 for x in rows)
+    assert all(x["split"] == "test" for x in rows)
+    bal = [float(x["balanced_accuracy"]) for x in rows]
+    assert bal == sorted(bal, reverse=True)  # best first
+    for x in rows:  # each row is its run's own test metrics
+        m = json.loads((Path(x["run"]) / "metrics.json").read_text())["test"]
+        assert float(x["accuracy"]) == round(m["accuracy"], 4) and float(x["balanced_accuracy"]) == round(
+            m["balanced_accuracy"], 4)
     sizes = {x["backbone"]: int(x["params"]) for x in rows}
     assert sizes["efficientnet_lite0"] > 3_000_000 > sizes["simple_cnn"]
     assert float(rows[0]["balanced_accuracy"]) >= float(rows[1]["balanced_accuracy"])  # sorted best first

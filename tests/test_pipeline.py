@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chiquito_or_not.cli import app
-from chiquito_or_not.deploy.predict import predict_images
+from chiquito_or_not.tasks.classify.predict import predict_images
 
 from .conftest import TINY_RECIPE, predict_without_the_package, subprocess_env, write_recipe
 

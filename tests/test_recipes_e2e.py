@@ -43,6 +43,8 @@ def test_the_offline_recipes_are_found():
 @pytest.mark.parametrize("path", OFFLINE, ids=lambda p: p.stem)
 def test_offline_recipe_runs_end_to_end(path, shared_roots, tmp_path, monkeypatch):
     from chiquito_or_not.data.dataset import build_dataset
+    from chiquito_or_not.deploy.predict import load_model, predict_paths
+    from chiquito_or_not.tasks.classify.data import labelled_files
     from chiquito_or_not.train.finetune import finetune
 
     if not (shutil.which("npm") and shutil.which("apt-get")):
@@ -58,9 +60,16 @@ def test_offline_recipe_runs_end_to_end(path, shared_roots, tmp_path, monkeypatc
     res = finetune(recipe, log=lambda *_: None)
     assert (res.run / "model.pkl").is_file() and (res.run / "confusion_matrix.png").is_file()
     sets = ["valid", "test"] if recipe.dataset.test else ["valid"]
+    model = load_model(res.run / "model.pkl", notice=lambda _: None)
     for s in sets:
         m = res.metrics[s]
-        assert set(m["per_class"]) == set(classes) and 0 <= m["accuracy"] <= 1
+        assert set(m["per_class"]) == set(classes)
         assert m["counts"]["n"] == sum(summary.counts[s].values())
+        # the reported numbers are the exported model's, recounted here from its predictions file by file
+        files, ys = labelled_files(summary.root / s, classes)
+        got = [classes.index(r.label) for r in predict_paths(model, files)]
+        assert m["accuracy"] == pytest.approx(sum(g == y for g, y in zip(got, ys)) / len(ys), abs=1e-9)
+        cm = m["confusion_matrix"]["rows_actual_cols_predicted"]
+        assert sum(map(sum, cm)) == len(ys) and sum(cm[i][i] for i in range(len(cm))) == len(ys) - m["errors"]
     history = (res.run / "history.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in history] == ["frozen", "augmented", "unfrozen"]

@@ -1,6 +1,6 @@
 """Errors the CLI turns into one line and exit code 2."""
 
-__all__ = ["ChiquitoError", "RecipeError", "SourceError", "DataError", "WeightsError", "RunError"]
+__all__ = ["ChiquitoError", "RecipeError", "SourceError", "DataError", "WeightsError", "RunError", "ExportError"]
 
 
 class ChiquitoError(Exception):
@@ -25,3 +25,7 @@ class WeightsError(ChiquitoError):
 
 class RunError(ChiquitoError):
     """A run folder is missing, incomplete or cannot be resumed."""
+
+
+class ExportError(ChiquitoError):
+    """An exported file does not reproduce the model."""

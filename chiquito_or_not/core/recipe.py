@@ -219,7 +219,8 @@ class FinetuneSpec:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One experiment: classes and their sources, dataset policy, model and schedule."""
+    """One experiment: its task, classes and their sources, dataset policy, model and schedule."""
+    task: str = "classify"  # one of chiquito_or_not.tasks.TASKS
     classes: dict[str, ClassSpec] = field(default_factory=dict)
     class_folders: ClassFolders = ClassFolders()
     name: str = ""
@@ -256,8 +257,11 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def _check_recipe(r: Recipe, where: str) -> None:
+    from ..tasks import task_name_problem  # plain data: no task is imported
     from ..train.backbones import backbone_name_problem  # no torch import: the registry is plain data
 
+    if problem := task_name_problem(r.task):
+        raise RecipeError(f"{where}: 'task' = {problem}")
     if len(r.classes) < 2 and not r.class_folders.path:
         raise RecipeError(f"{where}: 'classes' needs at least two classes, got {len(r.classes)} "
                           "(or set 'class_folders.path' to a folder with one sub-folder per class)")
@@ -412,6 +416,8 @@ def recipe_to_dict(r) -> dict:
 def write_resolved(r: Recipe, folder: Path) -> Path:
     """Save the resolved recipe (all defaults spelled out) as JSON into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / "recipe.json"
+    from .layout import RESOLVED_RECIPE
+
+    out = folder / RESOLVED_RECIPE
     out.write_text(json.dumps(recipe_to_dict(r), indent=2) + "\n", encoding="utf-8")
     return out

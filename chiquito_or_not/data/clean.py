@@ -9,12 +9,16 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.files import NotRegular, atomic_write_bytes, atomic_write_text, read_regular
 from ..core.images import clean_one
-from ..core.recipe import DatasetSpec
+from .dedup import near_duplicate_clusters
 
-__all__ = ["Record", "clean_one", "clean_files", "near_duplicate_clusters", "hamming"]  # clean_one: images.py
+if TYPE_CHECKING:  # annotations only: the schema is not needed to run
+    from ..core.recipe import DatasetSpec
+
+__all__ = ["Record", "clean_files"]
 
 # Bump when the cleaning code changes what it writes, so cached results are recomputed.
 CLEAN_VERSION = 1
@@ -77,34 +81,6 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def hamming(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
-
-
-def near_duplicate_clusters(phashes: list[str], distance: int) -> list[int]:
-    """Cluster id per hash: hashes within `distance` bits are linked (transitively)."""
-    import numpy as np
-
-    n = len(phashes)
-    parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    if n:
-        bits = np.unpackbits(np.array([[int(h, 16)] for h in phashes], dtype=">u8").view(np.uint8), axis=1)
-        for i in range(n - 1):
-            d = (bits[i + 1:] != bits[i]).sum(axis=1)
-            for j in np.nonzero(d <= distance)[0]:
-                a, b = find(i), find(i + 1 + int(j))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return [find(i) for i in range(n)]
 
 
 def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: Path) -> list[Record]:

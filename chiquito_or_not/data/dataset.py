@@ -10,8 +10,10 @@ from pathlib import Path
 from .clean import Record, clean_files
 from ..core.errors import DataError
 from ..core.files import atomic_write_text, write_csv
+from ..core.layout import DatasetFolder
 from ..core.paths import dataset_dir
 from ..core.recipe import Recipe, write_resolved
+from ..tasks import get_task
 from .sources import fetch_source
 from .split import assign_splits, materialize
 
@@ -79,6 +81,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
     """Fetch, clean, balance and split the recipe's images into `root` (default: the data root);
     `retry_failed` fetches again the downloads that failed for reasons that may pass."""
     root = Path(root) if root else dataset_dir(recipe.name)
+    folder, task = DatasetFolder(root), get_task(recipe.task)
     specs = {**_class_folders(recipe), **recipe.classes}
     raw, deferred = [], []
     for label in sorted(specs):
@@ -92,7 +95,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
         raw = _sample(raw, recipe.dataset.sample, recipe.seed)
         log(f"  sample: at most {recipe.dataset.sample} input files per class ({len(raw)} in all)")
 
-    recs: list[Record] = clean_files(raw, recipe.dataset, root / "clean")
+    recs: list[Record] = clean_files(raw, recipe.dataset, folder.clean)
     if deferred:
         kept = Counter(r.label for r in recs if r.status == "kept")
         n = max(kept.values(), default=0)
@@ -101,7 +104,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
                             "classes have, and they have none; fix their sources or set 'count'")
         for label, where, src in deferred:
             raw += _fetch(label, replace(src, count=n), where, recipe.seed, log)
-        recs = clean_files(raw, recipe.dataset, root / "clean")  # cached: the first files are not decoded again
+        recs = clean_files(raw, recipe.dataset, folder.clean)  # cached: the first files are not decoded again
         for label, _, _ in deferred:
             got = sum(1 for r in recs if r.label == label and r.status == "kept")
             if got < n:
@@ -121,22 +124,22 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
     kept = [r for r in recs if r.status == "kept"]
     for label in classes:
         if not any(r.label == label for r in kept):
-            write_csv(root / "manifest.csv", [asdict(r) for r in recs], list(Record.__dataclass_fields__))
+            write_csv(folder.manifest, [asdict(r) for r in recs], list(Record.__dataclass_fields__))
             raise DataError(f"class {label!r} has no usable image after cleaning; "
-                            f"see the reasons in {root / 'manifest.csv'}")
+                            f"see the reasons in {folder.manifest}")
     unused: dict = {}
-    rows = assign_splits(kept, recipe.dataset, recipe.seed, unused)
+    rows = assign_splits(kept, recipe.dataset, recipe.seed, unused, key=task.split_key)
     for r in kept:  # the manifest says which clean images the splits left out, and why
         if r.clean_path in unused:
             r.status, r.reason = "unused", unused[r.clean_path]
             r.detail = {"balanced_out": "balance = \"downsample\": every class is cut to the smallest",
                         "per_class_cap": f"dataset.per_class = {recipe.dataset.per_class}",
                         "train_cap": f"dataset.train = {recipe.dataset.train}"}[r.reason]
-    write_csv(root / "manifest.csv", [asdict(r) for r in recs], list(Record.__dataclass_fields__))
-    write_csv(root / "split.csv", rows, ["split", "label", "file", "sha256", "group"])
-    changes = materialize(rows, root / "clean", root)
+    write_csv(folder.manifest, [asdict(r) for r in recs], list(Record.__dataclass_fields__))
+    write_csv(folder.split_csv, rows, ["split", "label", "file", "sha256", "group"])
+    changes = materialize(rows, folder.clean, root)
     write_resolved(recipe, root)
-    atomic_write_text(root / "classes.json", json.dumps(classes) + "\n")
+    atomic_write_text(folder.classes, json.dumps(classes) + "\n")
 
     counts: dict = {}
     for r in rows:

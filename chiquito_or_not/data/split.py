@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .clean import Record, near_duplicate_clusters
+from .clean import Record
+from .dedup import near_duplicate_clusters, unit_hash
 from ..core.errors import DataError
-from ..core.recipe import DatasetSpec
 
-__all__ = ["SPLITS", "unit_hash", "assign_splits", "materialize"]
+if TYPE_CHECKING:  # annotations only: the schema is not needed to run
+    from ..core.recipe import DatasetSpec
+
+__all__ = ["SPLITS", "assign_splits", "materialize"]
 
 SPLITS = ("train", "valid", "test")
 
 
-def unit_hash(seed: int, salt: str, key: str) -> float:
-    """A number in [0, 1) that depends only on the seed and the key: stable when other images come and go."""
-    digest = hashlib.sha256(f"{seed}:{salt}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict | None = None) -> list[dict]:
+def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict | None = None,
+                  key=lambda r: r.label) -> list[dict]:
     """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset;
-    `unused` gets clean_path -> reason for each kept image left out (balancing, per_class, train caps)."""
+    `unused` gets clean_path -> reason for each kept image left out (balancing, per_class, train caps).
+    `key` is the task's split key (tasks.Task.split_key): what is balanced and stratified on."""
     unused = {} if unused is None else unused
-    labels = sorted({r.label for r in kept})
-    by_label = {lab: sorted((r for r in kept if r.label == lab), key=lambda r: unit_hash(seed, "keep", r.sha256))
+    labels = sorted({key(r) for r in kept})
+    by_label = {lab: sorted((r for r in kept if key(r) == lab), key=lambda r: unit_hash(seed, "keep", r.sha256))
                 for lab in labels}
     target = min(len(v) for v in by_label.values()) if spec.balance == "downsample" else None
     if spec.per_class:

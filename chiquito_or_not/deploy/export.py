@@ -1,11 +1,10 @@
-"""Export: a run's model.pkl as one ONNX file (probabilities out), checked against PyTorch before it is kept.
+"""Export: a run's model.pkl as one ONNX file, checked against PyTorch before it is kept.
 
-The file has a dynamic batch dimension; its metadata holds the class names and the preprocessing
-(resize, size, mean, std), so `onnxmodel.OnnxClassifier` (numpy + onnxruntime, no torch) or a phone app
-can feed it. The parity check runs the run's validation images through PyTorch with fastai's own
-preprocessing and through onnxruntime with ours: every argmax must agree and every probability be
-within 1e-4, or the export fails and no file is left behind. `int8=True` adds a dynamically quantised
-copy and reports its accuracy against the float model's.
+The file has a dynamic batch dimension; its metadata holds the task and what a runtime without this
+package needs (for a classifier: class names and preprocessing, so `OnnxClassifier`, numpy +
+onnxruntime, or a phone app can feed it). The run's task checks the file against PyTorch on the run's
+validation images (a classifier: every argmax agrees, every probability within 1e-4), or the export fails
+and no file is left behind. `int8=True` adds a dynamically quantised copy and reports how it differs.
 """
 
 from __future__ import annotations
@@ -15,21 +14,18 @@ import os
 import time
 from pathlib import Path
 
-from ..core.errors import ChiquitoError
+from ..core.errors import ChiquitoError, ExportError
+from ..core.files import atomic_write_text
 from ..core.images import IMAGE_EXTS
-from .predict import load_model, preprocess_spec
+from ..core.layout import RunFolder
+from ..tasks import task_of_model
+from .predict import load_model
 
-__all__ = ["export_onnx", "preprocess_spec", "ExportError", "PARITY_ATOL"]
-
-PARITY_ATOL = 1e-4
-
-
-class ExportError(ChiquitoError):
-    """The exported file does not reproduce the model."""
+__all__ = ["export_onnx", "ExportError"]
 
 
 def _valid_files(run: Path, limit: int) -> list[Path]:
-    state = run / "state.json"
+    state = RunFolder(run).state
     root = Path(json.loads(state.read_text())["dataset"]) if state.is_file() else None
     if root is None or not (root / "valid").is_dir():
         raise ExportError(f"{run}: cannot find the validation images for the parity check "
@@ -38,12 +34,11 @@ def _valid_files(run: Path, limit: int) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def _torch_export(model, path: Path, size_wh) -> str:
+def _torch_export(model, x, path: Path) -> str:
     import warnings
 
     import torch
 
-    x = torch.zeros(2, 3, size_wh[1], size_wh[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -79,49 +74,33 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
         import onnxruntime  # noqa: F401
     except ImportError:
         raise ChiquitoError("ONNX export needs onnx and onnxruntime: pip install 'chiquito-or-not[onnx]'") from None
-    import numpy as np
-    import torch
-
-    from ..tasks.classify.onnxmodel import OnnxClassifier
-    from .predict import predict_images
 
     run = Path(run)
-    learn = load_model(run / "model.pkl")
-    vocab = [str(v) for v in learn.dls.vocab]
-    spec = preprocess_spec(learn)
-    out = Path(out) if out else run / "model.onnx"
+    folder = RunFolder(run)
+    learn = load_model(folder.model)
+    task = task_of_model(learn)
+    meta = task.onnx_metadata(learn)
+    out = Path(out) if out else folder.onnx
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
-    model = torch.nn.Sequential(learn.model, torch.nn.Softmax(dim=1)).eval()
+    model, example = task.onnx_graph(learn)
     t = time.time()
-    exporter = _torch_export(model, tmp, spec["size_wh"])
-    _set_metadata(tmp, {"classes": vocab, "preprocess": spec, "source": str((run / "model.pkl").resolve()),
-                        "producer": "chiquito_or_not", "exporter": exporter})
+    exporter = _torch_export(model, example, tmp)
+    _set_metadata(tmp, {**meta, "source": str(folder.model.resolve()), "producer": "chiquito_or_not",
+                        "exporter": exporter})
     t_export = time.time() - t
 
     files = _valid_files(run, parity_limit)
     try:
-        onnx_model = OnnxClassifier(tmp)
-        from PIL import Image
-        images = [Image.open(f).convert("RGB") for f in files]
-        p_torch = predict_images(learn, images).numpy()  # fastai's preprocessing, PyTorch
-        p_onnx = onnx_model.probabilities(images)  # ours, onnxruntime
-        diff = float(np.abs(p_torch - p_onnx).max()) if len(files) else 0.0
-        agree = int((p_torch.argmax(1) == p_onnx.argmax(1)).sum())
-        if agree != len(files) or diff > PARITY_ATOL:
-            raise ExportError(f"ONNX parity check failed on {len(files)} validation images: {agree} argmax agree, "
-                              f"largest probability difference {diff:.2e} (limit {PARITY_ATOL:.0e}); "
-                              "the export was not kept")
+        check = task.onnx_parity(learn, tmp, files)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, out)
-    labels = np.array([vocab.index(f.parent.name) if f.parent.name in vocab else -1 for f in files])
+    summary = check.pop("summary")
     report = {"onnx": str(out), "bytes": out.stat().st_size, "exporter": exporter, "export_s": round(t_export, 1),
-              "parity": {"images": len(files), "argmax_agree": agree, "max_abs_diff": diff, "atol": PARITY_ATOL},
-              "valid_accuracy": float((p_onnx.argmax(1) == labels).mean()) if len(files) else None}
-    log(f"wrote {out} ({report['bytes'] / 1e6:.1f} MB, {exporter}); parity on {len(files)} validation images: "
-        f"{agree}/{len(files)} argmax agree, max |p_torch - p_onnx| = {diff:.1e}")
+              **check}
+    log(f"wrote {out} ({report['bytes'] / 1e6:.1f} MB, {exporter}); {summary}")
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -135,20 +114,15 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
                 quantize_dynamic(str(out), str(qtmp), weight_type=QuantType.QInt8)
             finally:
                 logging.disable(logging.NOTSET)
-            _set_metadata(qtmp, {"classes": vocab, "preprocess": spec, "producer": "chiquito_or_not",
-                                 "exporter": exporter, "quantization": "dynamic int8 (onnxruntime)"})
-            p_q = OnnxClassifier(qtmp).probabilities(images)
+            _set_metadata(qtmp, {**meta, "producer": "chiquito_or_not", "exporter": exporter,
+                                 "quantization": "dynamic int8 (onnxruntime)"})
+            diff = task.onnx_compare(out, qtmp, files)
         except BaseException:
             qtmp.unlink(missing_ok=True)
             raise
         os.replace(qtmp, q)
-        acc_q = float((p_q.argmax(1) == labels).mean()) if len(files) else None
-        report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, "valid_accuracy": acc_q,
-                          "argmax_agree_with_float": int((p_q.argmax(1) == p_onnx.argmax(1)).sum()),
-                          "max_abs_diff": float(np.abs(p_q - p_onnx).max()) if len(files) else 0.0}
-        log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); validation accuracy {acc_q:.4f} "
-            f"vs {report['valid_accuracy']:.4f} in float ({acc_q - report['valid_accuracy']:+.4f}), "
-            f"{report['int8']['argmax_agree_with_float']}/{len(files)} same predictions")
-    from ..core.files import atomic_write_text
-    atomic_write_text(out.with_name("export.json"), json.dumps(report, indent=1) + "\n")
+        summary = diff.pop("summary")
+        report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}
+        log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); {summary}")
+    atomic_write_text(out.with_name(folder.export_report.name), json.dumps(report, indent=1) + "\n")
     return report

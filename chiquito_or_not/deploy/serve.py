@@ -16,7 +16,8 @@ from starlette.exceptions import HTTPException
 from ..data.download import DownloadPolicy, fetch_bytes
 from ..core.images import ACCEPT, clean_one
 from ..core.net import FetchError
-from .predict import load_model, model_probabilities, model_vocab
+from ..tasks import task_of_model
+from .predict import load_model
 
 __all__ = ["create_app"]
 
@@ -54,14 +55,15 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
     """The app; the model is loaded here, once, from the operator's file and never from a request
     (a .pkl is a pickle: loading it runs code it contains)."""
     learn = load_model(model_path)
-    vocab = model_vocab(learn)
+    task = task_of_model(learn)
+    vocab = task.labels(learn)
     lock = threading.Lock()  # one inference at a time: memory stays bounded under concurrent requests
     # fetch_timeout is the whole fetch (redirects and body); no single read may wait longer either
     policy = DownloadPolicy(read_timeout=fetch_timeout, connect_timeout=min(5.0, fetch_timeout),
                             deadline=fetch_timeout, max_bytes=max_bytes, max_redirects=5, retries=0,
                             allow_private=allow_private_urls, allow_networks=tuple(allow_networks))
     page = resources.files("chiquito_or_not").joinpath("static/index.html").read_text(encoding="utf-8")
-    app = FastAPI(title="chiquito_or_not", description=f"Classifies pictures as {', '.join(vocab)}.")
+    app = FastAPI(title="chiquito_or_not", description=f"A {task.name} model: {', '.join(vocab)}.")
 
     # every answer has the documented {"error": ...} shape, FastAPI's own 404/405/422 included
     @app.exception_handler(HTTPException)
@@ -86,7 +88,8 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
 
     @app.post("/api/predict")
     async def predict(request: Request):
-        """Multipart `file`, or JSON {"url": ...}: label, probabilities and timing."""
+        """Multipart `file`, or JSON {"url": ...}: the task's answer (a classifier: label and
+        probabilities) and timing."""
         t0 = time.perf_counter()
         ctype = request.headers.get("content-type", "")
         timing = {}
@@ -144,14 +147,12 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
 
         def infer():
             with lock:
-                return model_probabilities(learn, [im])[0]
+                return task.predict_image(learn, im)
 
-        probs = await _in_thread(infer)
+        payload = await _in_thread(infer)
         timing["predict_ms"] = round((time.perf_counter() - t2) * 1000, 1)
         timing["total_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        k = max(range(len(probs)), key=probs.__getitem__)
-        return {"label": vocab[k], "probability": probs[k], "probabilities": dict(zip(vocab, probs)),
-                "timing": timing}
+        return {**payload, "timing": timing}
 
     return app
 

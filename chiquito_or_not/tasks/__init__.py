@@ -1,0 +1,97 @@
+"""Tasks: what differs between kinds of model, behind one small interface.
+
+The shared stages (data/, train/, deploy/) never ask "is this classification?": they ask the recipe's
+task (`recipe.task`) or the loaded model's task (`task_of_model`) for the parts below. A task is a
+package under tasks/ whose `TASK` object has these members, registered by one line in TASKS.
+Classification (tasks/classify) is the first.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Protocol
+
+__all__ = ["TASKS", "DEFAULT_TASK", "Task", "get_task", "task_of_model", "task_name_problem"]
+
+# task name in a recipe → the package that implements it
+TASKS = {"classify": "chiquito_or_not.tasks.classify"}
+DEFAULT_TASK = "classify"
+
+
+class Task(Protocol):
+    name: str
+    history_metrics: tuple[str, ...]  # the metric columns of history.csv, after the losses
+    scores: tuple[str, ...]  # the metrics.json keys of a split that compare and sweep report, in order
+    rank: tuple[str, ...]  # the keys compare ranks backbones by, best first
+
+    # data: how labels are read and split
+    def split_key(self, record) -> str:
+        """The key `split` balances and stratifies on (a class name for classification)."""
+
+    def check_dataset(self, recipe, root) -> None:
+        """DataError (naming `chiquito dataset`) unless `root` holds usable train and valid splits."""
+
+    # training
+    def dataloaders(self, recipe, root, augment: bool):
+        """fastai DataLoaders over root's train and valid splits."""
+
+    def memorise_dls(self, recipe, root, n_images: int) -> tuple:
+        """(DataLoaders, items) for `sanity`: a few training images validated on themselves."""
+
+    def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
+        """(head, loss_func, metrics) for the body: what the shared Learner is built from."""
+
+    def headline(self, metrics: dict) -> str:
+        """One split's metrics in one line, for the command summaries."""
+
+    # using a trained model
+    def check_model(self, model, path) -> None:
+        """ChiquitoError unless `model` (a loaded learner or ONNX model) is this task's."""
+
+    def evaluate_set(self, model, name: str, folder, out, suffix: str, top_k: int, log) -> dict:
+        """Metrics (and the task's figures, written under `out`) on one labelled folder."""
+
+    def predict_files(self, model, paths, bs: int, workers: int) -> list:
+        """One result per path (with .error when the file is not a usable image)."""
+
+    def predict_image(self, model, image) -> dict:
+        """The web app's JSON payload for one decoded image."""
+
+    def labels(self, model) -> list[str]:
+        """The names the model answers with (its classes), for the web page and /healthz."""
+
+    def onnx_model(self, path, session):
+        """The task's runtime model over an opened onnxruntime session (what predict and serve use)."""
+
+    def onnx_graph(self, learn) -> tuple:
+        """(module, example input): what ONNX export traces (the model with its output post-processing)."""
+
+    def onnx_metadata(self, learn) -> dict:
+        """What the ONNX file must carry for a runtime without this package to use it."""
+
+    def onnx_parity(self, learn, onnx_path, files) -> dict:
+        """Compare the ONNX file with PyTorch on `files`; raise ExportError when they disagree. The report
+        (written to export.json) has a one-line "summary"."""
+
+    def onnx_compare(self, reference, other, files) -> dict:
+        """How a second ONNX file (the int8 copy) differs from the reference on `files`, with a "summary"."""
+
+
+def get_task(name: str) -> Task:
+    """The task registered under `name` (imported on first use)."""
+    if problem := task_name_problem(name):
+        raise ValueError(problem)
+    return import_module(TASKS[name]).TASK
+
+
+def task_name_problem(name) -> str:
+    """Why `name` is not a task ("" when it is one)."""
+    if isinstance(name, str) and name in TASKS:
+        return ""
+    return f"unknown task {name!r}; choose one of {', '.join(TASKS)}"
+
+
+def task_of_model(model) -> Task:
+    """The task of a loaded model: the name finetune stored on the learner (or in the ONNX metadata);
+    a model from before tasks existed is a classifier."""
+    return get_task(getattr(model, "chiquito_task", None) or DEFAULT_TASK)

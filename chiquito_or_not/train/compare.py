@@ -13,12 +13,15 @@ from ..core.errors import RecipeError
 from .finetune import finetune
 from ..core.paths import dataset_dir, run_dir
 from ..core.plots import plot_leaderboard
+from ..core.layout import RunFolder
 from ..core.recipe import Recipe
+from ..tasks import get_task
 
 __all__ = ["compare", "parse_backbones", "cpu_ms_per_image"]
 
-COLUMNS = ["backbone", "weights", "split", "accuracy", "balanced_accuracy", "train_seconds", "params",
-           "cpu_ms_per_image", "run"]
+def columns(task) -> list[str]:
+    """leaderboard.csv's columns: the task's scores between the run's identity and its costs."""
+    return ["backbone", "weights", "split", *task.scores, "train_seconds", "params", "cpu_ms_per_image", "run"]
 
 
 def parse_backbones(spec: str) -> list[tuple[str, str]]:
@@ -49,6 +52,7 @@ def cpu_ms_per_image(model: torch.nn.Module, size: int, bs: int = 32, repeats: i
 def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list[dict]:
     """Fine-tune each backbone into runs/NAME--BACKBONE; write runs/NAME/leaderboard.{csv,png}."""
     data = dataset_dir(recipe.name)
+    task = get_task(recipe.task)
     rows = []
     for name, weights in backbones:
         log(f"== {name}{':' + weights if weights else ''}")
@@ -58,13 +62,13 @@ def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list
         split = "test" if "test" in res.metrics else "valid"
         m = res.metrics[split]
         rows.append(dict(backbone=name, weights=weights or "default", split=split,
-                         accuracy=round(m["accuracy"], 4), balanced_accuracy=round(m["balanced_accuracy"], 4),
-                         train_seconds=res.timings.get("train_total", 0.0),
+                         **{k: round(m[k], 4) for k in task.scores}, train_seconds=res.timings.get("train_total", 0.0),
                          params=sum(p.numel() for p in res.learn.model.parameters()),
                          cpu_ms_per_image=round(cpu_ms_per_image(res.learn.model, r.finetune.size), 2),
                          run=str(res.run)))
-    rows.sort(key=lambda x: (-x["balanced_accuracy"], -x["accuracy"], x["train_seconds"]))
-    out = run_dir(recipe.name)
-    write_csv(out / "leaderboard.csv", rows, COLUMNS)
-    plot_leaderboard(rows, out / "leaderboard.png", f"{recipe.name}: {rows[0]['split']} split")
+    rows.sort(key=lambda x: (*(-x[k] for k in task.rank), x["train_seconds"]))
+    out = RunFolder(run_dir(recipe.name))
+    write_csv(out.leaderboard_csv, rows, columns(task))
+    plot_leaderboard(rows, out.leaderboard_png, f"{recipe.name}: {rows[0]['split']} split",
+                     task.scores)
     return rows

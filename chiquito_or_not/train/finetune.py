@@ -21,16 +21,23 @@ from .backbones import get_backbone
 from ..core.errors import RecipeError, RunError
 from .features import head_learner
 from ..core.files import atomic_write_text, write_csv
-from .learner import BodyBatchNormEval, LogProgress, class_weights, keep_frozen, make_dls, make_learner
+from .learner import BodyBatchNormEval, LogProgress, keep_frozen, make_dls, make_learner
 from .lr_find import find_lr
 from ..core.paths import cache_dir, dataset_dir, partial_run_dir, run_dir
 from ..core.plots import plot_history
+from ..core.layout import RunFolder
 from ..core.recipe import Recipe, recipe_to_dict, write_resolved
+from ..tasks import get_task
 from .runs import STAGES, promote, read_json, resumable_state
 
-__all__ = ["STAGES", "finetune", "lr_find_only", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult"]
+__all__ = ["STAGES", "finetune", "lr_find_only", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult",
+           "history_columns"]
 
-HISTORY_COLUMNS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy"]
+
+
+def history_columns(recipe: Recipe) -> list[str]:
+    """history.csv's columns: the losses, then the task's metrics."""
+    return ["stage", "epoch", "train_loss", "valid_loss", *get_task(recipe.task).history_metrics]
 
 
 @dataclass
@@ -87,9 +94,9 @@ def _tensorboard(run: Path, stage: str | None, dls=None):
     from torch.utils.tensorboard import SummaryWriter
 
     if dls is None:
-        return TensorBoardCallback(log_dir=run / "tensorboard" / stage, trace_model=False, log_preds=False)
+        return TensorBoardCallback(log_dir=RunFolder(run).tensorboard / stage, trace_model=False, log_preds=False)
     x = dls.train.decode((dls.train.one_batch()[0],))[0][:16].float()
-    with SummaryWriter(run / "tensorboard" / "inputs") as w:
+    with SummaryWriter(RunFolder(run).tensorboard / "inputs") as w:
         w.add_images("train inputs (augmented)", x / 255 if x.max() > 1 else x, 0)
 
 
@@ -154,7 +161,7 @@ def _learner(recipe: Recipe, root: Path, run: Path):
     set_seed(recipe.seed, reproducible=True)
     dls_plain = make_dls(recipe, augment=False, root=root)
     dls_aug = make_dls(recipe, augment=True, root=root)
-    return make_learner(recipe, dls_plain, run, class_weights(recipe, root)), dls_plain, dls_aug
+    return make_learner(recipe, dls_plain, run, root), dls_plain, dls_aug
 
 
 def _cached_head(learn, recipe: Recipe, precision: str, world: int, log):
@@ -276,7 +283,7 @@ def _lr_find(st: _Stages, state: dict, resume: bool, write: bool) -> dict:
     f = st.recipe.finetune
     if not (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
         return {}
-    if resume and (saved := read_json(st.run / "lr_find.json")):
+    if resume and (saved := read_json(RunFolder(st.run).lr_find_json)):
         return saved
     t = time.time()  # several processes run it together: fastai gathers every loss across them
     with _fit_ctx(st.learn, st.world):
@@ -302,8 +309,10 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     world, rank = _check_before_writing(recipe)
     if rank:  # under `accelerate launch` only the first process writes files and prints
         log = lambda *_: None  # noqa: E731
-    state_path, ckpt = run / "state.json", run / "checkpoints"
-    state = {"fingerprint": _fingerprint(recipe), "done": [], "timings": {}, "dataset": str(root.resolve())}
+    files = RunFolder(run)
+    state_path, ckpt, columns = files.state, files.checkpoints, history_columns(recipe)
+    state = {"fingerprint": _fingerprint(recipe), "done": [], "timings": {}, "dataset": str(root.resolve()),
+             "task": recipe.task}
     if resume:
         state = resumable_state(run, final, state["fingerprint"])
     t0 = time.time()
@@ -330,19 +339,19 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     st = _Stages(recipe, learn, hl, dls_plain, dls_aug, run, world, {}, log)
     st.lr_info = _lr_find(st, state, resume, write=not rank)
 
-    history = _read_history(run / "history.csv")
+    history = _read_history(files.history)
     for i, (stage, train) in enumerate(SCHEDULE.items(), 1):
         n_ep = _stage_epochs(recipe, stage)
         if stage in state["done"] or n_ep == 0:
             continue
         t = time.time()
         recorder = train(st, n_ep, i)
-        history += [dict(zip(HISTORY_COLUMNS, [stage, len(history) + k + 1, *map(float, v)]))
+        history += [dict(zip(columns, [stage, len(history) + k + 1, *map(float, v)]))
                     for k, v in enumerate(recorder.values)]
         state["done"].append(stage)
         state["timings"][stage] = round(time.time() - t, 1)
         if not rank:
-            write_csv(run / "history.csv", history, HISTORY_COLUMNS)
+            write_csv(files.history, history, columns)
             learn.save(f"stage-{stage}", with_opt=True)
             atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")  # the stage is now finished
 
@@ -352,13 +361,13 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     if rank:
         return FinetuneResult(run=run, learn=learn, timings=state["timings"], lr=st.lr_info)
     if history:
-        plot_history(history, run / "loss_curve.png")
-    export_learner(learn, run / "model.pkl")
+        plot_history(history, files.loss_curve, columns[4])
+    export_learner(learn, files.model)
     state["timings"]["train_total"] = round(time.time() - t0, 1)
     atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
     metrics = evaluate(run, log=log, notice=lambda _: None)  # our own file, written a moment ago
-    metrics["model"] = str(final / "model.pkl")
-    atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    metrics["model"] = str(RunFolder(final).model)
+    atomic_write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")
     promote(run, final)
     learn.path = final
     return FinetuneResult(run=final, learn=learn, timings=state["timings"], metrics=metrics, lr=st.lr_info)
@@ -370,7 +379,7 @@ def _load_checkpoint(learn, folder: Path, stage: str) -> None:
     import struct
     import zipfile
 
-    path = folder / f"stage-{stage}.pth"
+    path = RunFolder(folder.parent).checkpoint(stage)
     fix = (f"run without --resume to start over (the previous finished run in "
            f"{folder.parent.name.removesuffix('.partial')} is kept until the new one succeeds)")
     if not path.is_file():

@@ -1,99 +1,47 @@
-"""DataLoaders and Learner for a recipe: the pieces lr-find and finetune share (imports torch/fastai)."""
+"""The Learner for a recipe, whatever its task: body from the backbone, head/loss/metrics from the task;
+and the callbacks and freezing every task trains with (imports torch/fastai)."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 from fastai.callback.core import Callback
 from fastcore.basics import noop
 from fastai.callback.progress import ProgressCallback
 from fastai.optimizer import SGD, Adam
-from fastai.vision.all import (CrossEntropyLossFlat, Dihedral, ImageDataLoaders, Learner, Normalize, Resize, accuracy,
-                               apply_init, aug_transforms, create_head)
+from fastai.learner import Learner
 
-from .backbones import body_splitter, create_body, get_backbone, num_features
-from ..core.errors import DataError
-from ..core.paths import dataset_dir
-from ..core.images import IMAGE_EXTS
 from ..core.recipe import Recipe
+from ..tasks import get_task
+from .backbones import body_splitter, create_body, num_features
 
-__all__ = ["make_dls", "make_learner", "LogProgress", "class_weights", "keep_frozen",
-           "BodyBatchNormEval"]
-
-
-def _count(root: Path, split: str, classes: list[str]) -> Counter:
-    c = Counter()
-    for lab in classes:
-        d = root / split / lab
-        c[lab] = sum(1 for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS) if d.is_dir() else 0
-    return c
-
-
-def dataset_classes(recipe: Recipe, root: Path | None = None) -> list[str]:
-    """The classes the dataset stage kept (classes.json), else the recipe's."""
-    f = (Path(root) if root else dataset_dir(recipe.name)) / "classes.json"
-    return json.loads(f.read_text()) if f.is_file() else recipe.class_names
+__all__ = ["make_dls", "make_learner", "LogProgress", "keep_frozen", "BodyBatchNormEval"]
 
 
 def make_dls(recipe: Recipe, augment: bool, root: Path | None = None):
-    """fastai DataLoaders over `<root>/train` and `<root>/valid`, with or without augmentation."""
-    root = Path(root) if root else dataset_dir(recipe.name)
-    classes = dataset_classes(recipe, root)
-    for split in ("train", "valid"):
-        counts = _count(root, split, classes)
-        empty = [lab for lab in classes if not counts[lab]]
-        if empty:
-            raise DataError(f"{root / split}: no images for class {', '.join(empty)}; "
-                            f"run `chiquito dataset {recipe.path}` first")
-    n_train = sum(_count(root, "train", classes).values())
-    f, b = recipe.finetune, get_backbone(recipe.finetune.backbone)
-    a = f.augment
-    tfms = aug_transforms(max_rotate=a.max_rotate, max_zoom=a.max_zoom, do_flip=a.flip,
-                          max_lighting=a.max_lighting, max_warp=a.max_warp) if augment else []
-    if augment and a.rotate90:
-        tfms.append(Dihedral(p=0.75))
-    return ImageDataLoaders.from_folder(
-        root, train="train", valid="valid", vocab=classes, seed=recipe.seed,
-        item_tfms=Resize(f.size), batch_tfms=[*tfms, Normalize.from_stats(b.mean, b.std)],
-        bs=min(f.bs, n_train), num_workers=f.workers)
+    """The recipe's task's DataLoaders over `<root>/train` and `<root>/valid` (DataError when missing)."""
+    return get_task(recipe.task).dataloaders(recipe, root, augment)
 
 
-def class_weights(recipe: Recipe, root: Path | None = None) -> list[float] | None:
-    """Loss weights n_samples / (n_classes * count) when the recipe balances by weights, else None."""
-    if recipe.dataset.balance != "weights":
-        return None
-    classes = dataset_classes(recipe, root)
-    counts = _count(Path(root) if root else dataset_dir(recipe.name), "train", classes)
-    n, k = sum(counts.values()), len(counts)
-    return [n / (k * counts[lab]) for lab in classes]
-
-
-def make_learner(recipe: Recipe, dls, path: Path, weights: list[float] | None = None):
-    """A frozen Learner: pretrained body + fastai head, three layer groups, accuracy metric."""
+def make_learner(recipe: Recipe, dls, path: Path, root: Path | None = None):
+    """A frozen Learner: pretrained body + the task's head, loss and metrics, three layer groups. `root`
+    is the dataset folder the task reads training statistics from (a classifier's class weights)."""
     f = recipe.finetune
+    task = get_task(recipe.task)
     body = create_body(f.backbone, f.weights)
-    if get_backbone(f.backbone).head == "dense":  # flatten a 4x4 map, Dense(512), ReLU, dropout, Dense(classes)
-        nf = num_features(body)
-        head = nn.Sequential(nn.AdaptiveMaxPool2d(4), nn.Flatten(), nn.Linear(nf * 16, 512), nn.ReLU(inplace=True),
-                             nn.Dropout(0.5), nn.Linear(512, dls.c))
-    else:
-        head = create_head(num_features(body), dls.c)
-    apply_init(head, nn.init.kaiming_normal_)
-    loss = CrossEntropyLossFlat(weight=torch.tensor(weights, dtype=torch.float32) if weights else None)
+    head, loss, metrics = task.model_parts(recipe, body, num_features(body), dls, root)
     # the tutorial (fastai 0.7) trained with SGD and momentum 0.9; fastai 2 defaults to Adam
     opt_func = partial(SGD, mom=0.9) if f.opt == "sgd" else Adam
     # batchnorm "frozen": BatchNorm in frozen layer groups does not train either (BodyBatchNormEval keeps
     # the body's statistics); fastai reads train_bn when it creates the optimizer
-    learn = Learner(dls, nn.Sequential(body, head), loss_func=loss, metrics=[accuracy], opt_func=opt_func,
+    learn = Learner(dls, nn.Sequential(body, head), loss_func=loss, metrics=metrics, opt_func=opt_func,
                     splitter=body_splitter(f.backbone, body),
                     path=path, model_dir="checkpoints", train_bn=f.batchnorm == "train")
+    learn.chiquito_task = task.name  # exported with the learner: predict, evaluate and serve read it
     learn.remove_cb(ProgressCallback)  # LogProgress prints instead: readable in a terminal and a CI log
     learn.logger = noop  # the Recorder would print raw lists otherwise
     learn.freeze()

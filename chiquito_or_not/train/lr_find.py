@@ -11,6 +11,7 @@ import torch
 from fastai.callback.schedule import minimum, slide, steep, valley
 
 from ..core.files import atomic_write_text
+from ..core.layout import RunFolder
 from ..core.plots import plot_lr_find
 
 __all__ = ["find_lr", "suggest", "FALLBACK_LR"]
@@ -56,6 +57,6 @@ def find_lr(learn, out_dir: Path, num_it: int = 100, write: bool = True) -> dict
     info = dict(suggestions=found, errors=errors, chosen=chosen, chosen_by=chosen_by,
                 points=len(lrs), lrs=lrs, losses=losses)
     if write:
-        plot_lr_find(np.array(lrs), np.array(losses), found, chosen, out_dir / "lr_find.png")
-        atomic_write_text(out_dir / "lr_find.json", json.dumps(info, indent=1) + "\n")
+        plot_lr_find(np.array(lrs), np.array(losses), found, chosen, RunFolder(out_dir).lr_find_png)
+        atomic_write_text(RunFolder(out_dir).lr_find_json, json.dumps(info, indent=1) + "\n")
     return info

@@ -8,14 +8,13 @@ import shutil
 from pathlib import Path
 
 from ..core.errors import RunError
+from ..core.layout import RunFolder
 
-__all__ = ["STAGES", "KEPT_ACROSS_RUNS", "promote", "read_json", "resumable_state"]
+__all__ = ["STAGES", "promote", "read_json", "resumable_state"]
 
 STAGES = ("frozen", "augmented", "unfrozen")  # the stage names, in order (finetune.SCHEDULE runs them)
 
 
-# written into runs/NAME/ by `compare` and `sweep`, not by finetune: a new run keeps them
-KEPT_ACROSS_RUNS = ("leaderboard.csv", "leaderboard.png", "sweep.csv", "sweep.png")
 
 
 def promote(work: Path, final: Path) -> None:
@@ -24,9 +23,9 @@ def promote(work: Path, final: Path) -> None:
     old = final.with_name(f".{final.name}.replaced")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
-        for name in KEPT_ACROSS_RUNS:
-            if (final / name).is_file() and not (work / name).exists():
-                shutil.copy2(final / name, work / name)
+        for kept in RunFolder(final).kept_across_runs():  # compare's and sweep's files
+            if kept.is_file() and not (work / kept.name).exists():
+                shutil.copy2(kept, work / kept.name)
         final.rename(old)
     work.rename(final)
     shutil.rmtree(old, ignore_errors=True)
@@ -42,10 +41,10 @@ def read_json(path: Path) -> dict | None:
 
 def resumable_state(work: Path, final: Path, fingerprint: str) -> dict:
     """The interrupted run's state.json, checked; a one-line RunError when there is none or it is damaged."""
-    path = work / "state.json"
+    path = RunFolder(work).state
     if not path.exists():
-        done = read_json(final / "state.json")
-        if done and (final / "model.pkl").is_file():
+        done = read_json(RunFolder(final).state)
+        if done and RunFolder(final).model.is_file():
             raise RunError(f"{final} is a finished run and nothing was interrupted since; run without --resume "
                            "to train again")
         raise RunError(f"{work}: nothing to resume (no interrupted run); run without --resume")

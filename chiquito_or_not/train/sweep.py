@@ -9,7 +9,9 @@ from ..core.errors import RecipeError
 from .finetune import finetune
 from ..core.paths import dataset_dir, run_dir
 from ..core.plots import plot_sweep
+from ..core.layout import RunFolder
 from ..core.recipe import Recipe, keep_frozen_problem
+from ..tasks import get_task
 
 __all__ = ["sweep", "parse_freeze"]
 
@@ -32,22 +34,25 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
     if not (data / "test").is_dir():
         raise RecipeError(f"{recipe.path}: sweep reports a test score; set 'dataset.test' (e.g. 0.1) and "
                           f"run `chiquito dataset {recipe.path}` again")
+    task = get_task(recipe.task)
+    first = task.scores[0]
+    test = f"test_{first}"  # the chosen run's test score
     rows = []
     for a in amounts:
         log(f"== keep_frozen {a:g}")
         r = replace(recipe, name=f"{recipe.name}--frozen-{a:g}",
                     finetune=replace(recipe.finetune, unfrozen=replace(recipe.finetune.unfrozen, keep_frozen=a)))
         res = finetune(r, log=log, data_root=data)
-        rows.append(dict(keep_frozen=a, valid_accuracy=round(res.metrics["valid"]["accuracy"], 4),
-                         valid_balanced_accuracy=round(res.metrics["valid"]["balanced_accuracy"], 4),
+        rows.append(dict(keep_frozen=a, **{f"valid_{k}": round(res.metrics["valid"][k], 4) for k in task.scores},
                          train_seconds=res.timings.get("train_total", 0.0), run=str(res.run),
-                         test_accuracy=res.metrics["test"]["accuracy"]))
-    best = max(rows, key=lambda x: (x["valid_accuracy"], x["valid_balanced_accuracy"], -x["train_seconds"]))
+                         **{test: res.metrics["test"][first]}))
+    best = max(rows, key=lambda x: (*(x[f"valid_{k}"] for k in task.scores), -x["train_seconds"]))
     for x in rows:  # only the winner's test score is reported: choosing on test would leak it
-        x["test_accuracy"] = round(x["test_accuracy"], 4) if x is best else ""
+        x[test] = round(x[test], 4) if x is best else ""
         x["chosen"] = x is best
-    out = run_dir(recipe.name)
-    write_csv(out / "sweep.csv", rows, ["keep_frozen", "valid_accuracy", "valid_balanced_accuracy",
-                                        "train_seconds", "chosen", "test_accuracy", "run"])
-    plot_sweep(rows, out / "sweep.png", f"{recipe.name}: frozen during the unfrozen stage")
+    out = RunFolder(run_dir(recipe.name))
+    write_csv(out.sweep_csv, rows, ["keep_frozen", *(f"valid_{k}" for k in task.scores), "train_seconds", "chosen",
+                                    test, "run"])
+    plot_sweep(rows, out.sweep_png, f"{recipe.name}: frozen during the unfrozen stage",
+               first)
     return {"rows": rows, "best": best}

@@ -1,0 +1,106 @@
+"""Classification: a label is a folder; a model answers with class probabilities.
+
+`TASK` is what the shared stages use (see chiquito_or_not.tasks.Task); the modules beside it hold the
+parts: data (classes, DataLoaders, class weights), model (head, loss, metric), evaluate and figures,
+predict, export (ONNX parity) and onnxmodel (the ONNX runtime side, no torch).
+"""
+
+from __future__ import annotations
+
+__all__ = ["TASK", "Classify"]
+
+
+class Classify:
+    name = "classify"
+    history_metrics = ("accuracy",)
+    scores = ("accuracy", "balanced_accuracy")
+    rank = ("balanced_accuracy", "accuracy")
+
+    # data
+    def split_key(self, record) -> str:
+        return record.label
+
+    def check_dataset(self, recipe, root) -> None:
+        from .data import check_dataset
+
+        check_dataset(recipe, root)
+
+    # training
+    def dataloaders(self, recipe, root, augment: bool):
+        from .data import make_dls
+
+        return make_dls(recipe, augment=augment, root=root)
+
+    def memorise_dls(self, recipe, root, n_images: int) -> tuple:
+        from .data import memorise_dls
+
+        return memorise_dls(recipe, root, n_images)
+
+    def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
+        from .data import class_weights
+        from .model import model_parts
+
+        weights = class_weights(recipe, root) if root is not None else None
+        return model_parts(recipe, body, n_features, dls.c, weights)
+
+    def headline(self, metrics: dict) -> str:
+        n = metrics["counts"]["n"]
+        return (f"accuracy {metrics['accuracy']:.4f} ({n - metrics['errors']}/{n}), "
+                f"balanced {metrics['balanced_accuracy']:.4f}")
+
+    # using a trained model
+    def check_model(self, model, path) -> None:
+        from ...core.errors import ChiquitoError
+
+        if not hasattr(model, "dls") or not hasattr(model.dls, "vocab"):
+            raise ChiquitoError(f"{path}: not an exported image classifier (no vocab)")
+
+    def labels(self, model) -> list[str]:
+        from .predict import model_vocab
+
+        return model_vocab(model)
+
+    def evaluate_set(self, model, name, folder, out, suffix, top_k, log) -> dict:
+        from .evaluate import evaluate_set
+
+        return evaluate_set(model, name, folder, out, suffix, top_k, log)
+
+    def predict_files(self, model, paths, bs: int = 64, workers: int = 2) -> list:
+        from .predict import predict_paths
+
+        return predict_paths(model, paths, bs=bs, workers=workers)
+
+    def predict_image(self, model, image) -> dict:
+        from .predict import model_probabilities, model_vocab
+
+        vocab, probs = model_vocab(model), model_probabilities(model, [image])[0]
+        k = max(range(len(probs)), key=probs.__getitem__)
+        return {"label": vocab[k], "probability": probs[k], "probabilities": dict(zip(vocab, probs))}
+
+    def onnx_model(self, path, session):
+        from .onnxmodel import OnnxClassifier
+
+        return OnnxClassifier(path, session=session)
+
+    def onnx_graph(self, learn):
+        from .export import onnx_graph
+
+        return onnx_graph(learn)
+
+    def onnx_metadata(self, learn) -> dict:
+        from .export import onnx_metadata
+
+        return onnx_metadata(learn)
+
+    def onnx_parity(self, learn, onnx_path, files) -> dict:
+        from .export import onnx_parity
+
+        return onnx_parity(learn, onnx_path, files)
+
+    def onnx_compare(self, reference, other, files) -> dict:
+        from .export import onnx_compare
+
+        return onnx_compare(reference, other, files)
+
+
+TASK = Classify()

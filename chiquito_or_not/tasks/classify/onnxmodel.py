@@ -44,22 +44,16 @@ def preprocess_image(im, spec: dict) -> np.ndarray:
 class OnnxClassifier:
     """`vocab`, `preprocess(image)` and `probabilities(images)` for an ONNX file from `chiquito export`."""
 
-    def __init__(self, path: str | Path, threads: int = 0):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ChiquitoError("ONNX models need onnxruntime: pip install 'chiquito-or-not[onnx]'") from None
+    chiquito_task = "classify"
+
+    def __init__(self, path: str | Path, threads: int = 0, session=None):
+        """Open `path` on onnxruntime's CPU provider, or use an already opened `session` of it."""
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ChiquitoError(f"{self.path}: no such model file; write one with `chiquito export RUN --format onnx`")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise ChiquitoError(f"{self.path}: not a readable ONNX model ({str(e).splitlines()[0][:120]}); "
-                                "export it again with `chiquito export RUN --format onnx`") from None
+        if session is None:
+            from ...deploy.predict import onnx_session
+
+            session = onnx_session(self.path, threads)  # checks, with one-line errors
+        self.session = session
         meta = self.session.get_modelmeta().custom_metadata_map
         if "classes" not in meta or "preprocess" not in meta:
             raise ChiquitoError(f"{self.path}: no class names or preprocessing in its metadata; "

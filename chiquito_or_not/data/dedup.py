@@ -1,0 +1,42 @@
+"""De-duplication and content-stable choices: perceptual-hash distance, near-duplicate clusters (which
+clean drops and split keeps together), and the seeded hash that picks, orders and splits by content."""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["unit_hash", "hamming", "near_duplicate_clusters"]
+
+
+def unit_hash(seed: int, salt: str, key: str) -> float:
+    """A number in [0, 1) that depends only on the seed and the key: stable when other images come and go."""
+    digest = hashlib.sha256(f"{seed}:{salt}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def hamming(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+def near_duplicate_clusters(phashes: list[str], distance: int) -> list[int]:
+    """Cluster id per hash: hashes within `distance` bits are linked (transitively)."""
+    import numpy as np
+
+    n = len(phashes)
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if n:
+        bits = np.unpackbits(np.array([[int(h, 16)] for h in phashes], dtype=">u8").view(np.uint8), axis=1)
+        for i in range(n - 1):
+            d = (bits[i + 1:] != bits[i]).sum(axis=1)
+            for j in np.nonzero(d <= distance)[0]:
+                a, b = find(i), find(i + 1 + int(j))
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    return [find(i) for i in range(n)]

@@ -1,0 +1,70 @@
+"""The classifier's evaluation on one labelled folder: metrics, confusion matrix, worst mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import DataError
+from ...core.files import write_csv
+from .data import labelled_files
+from .figures import plot_confusion, plot_top_losses
+from .predict import model_vocab, predict_paths
+
+__all__ = ["compute_metrics", "evaluate_set"]
+
+
+def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str]) -> dict:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, counts."""
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    k = list(range(len(vocab)))
+    p, r, f1, sup = precision_recall_fscore_support(y, pred, labels=k, zero_division=0)
+    cm = confusion_matrix(y, pred, labels=k)
+    confused = sorted(((int(cm[i, j]), vocab[i], vocab[j]) for i in k for j in k if i != j and cm[i, j]),
+                      key=lambda t: (-t[0], t[1], t[2]))
+    return {
+        "accuracy": float((y == pred).mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "per_class": {vocab[i]: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f1[i]),
+                                 "support": int(sup[i])} for i in k},
+        "confusion_matrix": {"labels": vocab, "rows_actual_cols_predicted": cm.tolist()},
+        "counts": {"n": int(len(y)), **{vocab[i]: int(sup[i]) for i in k}},
+        "errors": int((y != pred).sum()),
+        "most_confused": [{"actual": a, "predicted": p_, "count": n} for n, a, p_ in confused],
+    }
+
+
+def evaluate_set(model, name: str, folder: Path, out: Path, suffix: str, top_k: int, log) -> dict:
+    """Metrics of `model` on folder/<class>/ images; writes confusion_matrix{suffix}.png/.csv and
+    top_losses{suffix}.png under `out`."""
+    vocab = model_vocab(model)
+    files, ys = labelled_files(folder, vocab)
+    preds = predict_paths(model, files)
+    bad = [p for p in preds if p.error]
+    if bad:
+        raise DataError(f"{bad[0].path}: {bad[0].error}; {len(bad)} file(s) in {folder} are not usable images")
+    probs = np.array([[p.probabilities[c] for c in vocab] for p in preds])
+    y = np.array(ys)
+    pred = probs.argmax(1)
+    m = compute_metrics(y, pred, vocab)
+    m["set"], m["folder"] = name, str(folder)
+    cm = np.array(m["confusion_matrix"]["rows_actual_cols_predicted"])
+    plot_confusion(cm, vocab, out / f"confusion_matrix{suffix}.png", f"{name}: accuracy {m['accuracy']:.3f}")
+    write_csv(out / f"confusion_matrix{suffix}.csv",
+              [{"actual": vocab[i], **{f"predicted_{vocab[j]}": int(cm[i, j]) for j in range(len(vocab))}}
+               for i in range(len(vocab))], ["actual"] + [f"predicted_{c}" for c in vocab])
+    p_true = probs[np.arange(len(y)), y]
+    loss = -np.log(np.clip(p_true, 1e-12, 1.0))
+    worst = np.argsort(-loss)[:top_k]
+    plot_top_losses([dict(path=files[i], actual=vocab[y[i]], predicted=vocab[pred[i]], loss=float(loss[i]),
+                          prob_actual=float(p_true[i])) for i in worst], out / f"top_losses{suffix}.png", name)
+    m["top_losses"] = [{"file": str(files[i]), "actual": vocab[y[i]], "predicted": vocab[pred[i]],
+                        "loss": round(float(loss[i]), 4)} for i in worst]
+    log(f"  {name}: accuracy {m['accuracy']:.4f} ({m['counts']['n'] - m['errors']}/{m['counts']['n']}), "
+        f"balanced {m['balanced_accuracy']:.4f}; confusion (rows actual) {cm.tolist()}")
+    if m["most_confused"]:
+        log("  most confused: " + ", ".join(f"{c['actual']} as {c['predicted']} x{c['count']}"
+                                             for c in m["most_confused"][:5]))
+    return m

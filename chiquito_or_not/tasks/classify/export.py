@@ -1,0 +1,75 @@
+"""The classifier's ONNX export: the model with a softmax, class names and preprocessing as metadata, and
+the parity check (PyTorch with fastai's preprocessing vs onnxruntime with ours, on validation images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import ExportError
+from .predict import model_vocab, predict_images, preprocess_spec
+
+__all__ = ["PARITY_ATOL", "onnx_graph", "onnx_metadata", "onnx_parity", "onnx_compare"]
+
+PARITY_ATOL = 1e-4
+
+
+def onnx_graph(learn):
+    """(module, example input): the learner's model with a softmax, probabilities out."""
+    import torch
+
+    w, h = preprocess_spec(learn)["size_wh"]
+    return torch.nn.Sequential(learn.model, torch.nn.Softmax(dim=1)).eval(), torch.zeros(2, 3, h, w)
+
+
+def onnx_metadata(learn) -> dict:
+    return {"task": "classify", "classes": model_vocab(learn), "preprocess": preprocess_spec(learn)}
+
+
+def _labels(files: list[Path], vocab: list[str]) -> np.ndarray:
+    return np.array([vocab.index(f.parent.name) if f.parent.name in vocab else -1 for f in files])
+
+
+def _images(files):
+    from PIL import Image
+
+    return [Image.open(f).convert("RGB") for f in files]
+
+
+def onnx_parity(learn, onnx_path: Path, files: list[Path]) -> dict:
+    """Every argmax must agree and every probability be within PARITY_ATOL, or ExportError."""
+    from .onnxmodel import OnnxClassifier
+
+    vocab = model_vocab(learn)
+    images = _images(files)
+    p_torch = predict_images(learn, images).numpy()  # fastai's preprocessing, PyTorch
+    p_onnx = OnnxClassifier(onnx_path).probabilities(images)  # ours, onnxruntime
+    diff = float(np.abs(p_torch - p_onnx).max()) if len(files) else 0.0
+    agree = int((p_torch.argmax(1) == p_onnx.argmax(1)).sum())
+    if agree != len(files) or diff > PARITY_ATOL:
+        raise ExportError(f"ONNX parity check failed on {len(files)} validation images: {agree} argmax agree, "
+                          f"largest probability difference {diff:.2e} (limit {PARITY_ATOL:.0e}); "
+                          "the export was not kept")
+    labels = _labels(files, vocab)
+    return {"parity": {"images": len(files), "argmax_agree": agree, "max_abs_diff": diff, "atol": PARITY_ATOL},
+            "valid_accuracy": float((p_onnx.argmax(1) == labels).mean()) if len(files) else None,
+            "summary": f"parity on {len(files)} validation images: {agree}/{len(files)} argmax agree, "
+                       f"max |p_torch - p_onnx| = {diff:.1e}"}
+
+
+def onnx_compare(reference: Path, other: Path, files: list[Path]) -> dict:
+    """How a second ONNX file (e.g. the int8 copy) differs from the reference on `files`."""
+    from .onnxmodel import OnnxClassifier
+
+    ref, oth = OnnxClassifier(reference), OnnxClassifier(other)
+    images = _images(files)
+    p_ref, p_oth = ref.probabilities(images), oth.probabilities(images)
+    labels = _labels(files, ref.vocab)
+    acc = float((p_oth.argmax(1) == labels).mean()) if len(files) else None
+    acc_ref = float((p_ref.argmax(1) == labels).mean()) if len(files) else None
+    same = int((p_oth.argmax(1) == p_ref.argmax(1)).sum())
+    return {"valid_accuracy": acc, "argmax_agree_with_float": same,
+            "max_abs_diff": float(np.abs(p_oth - p_ref).max()) if len(files) else 0.0,
+            "summary": (f"validation accuracy {acc:.4f} vs {acc_ref:.4f} in float ({acc - acc_ref:+.4f}), "
+                        f"{same}/{len(files)} same predictions") if len(files) else "no validation images"}

@@ -1,0 +1,143 @@
+"""Classifier inference: batched probabilities from a learner or an ONNX classifier, with our own
+preprocessing (the same numpy pipeline the ONNX file's runtime uses)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...core.errors import ChiquitoError
+from ...core.images import ACCEPT, clean_one
+
+__all__ = ["Prediction", "predict_images", "preprocess_spec", "model_vocab", "model_probabilities",
+           "predict_paths"]
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str = ""
+    probability: float = 0.0
+    probabilities: dict = field(default_factory=dict)
+    error: str = ""
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        """The k most likely (label, probability) pairs, most likely first."""
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+
+def predict_images(learn, images: list, bs: int = 64):
+    """Class probabilities (N x C tensor) for PIL images or paths, in batches through learn.dls.test_dl."""
+    import torch
+    from fastai.callback.progress import ProgressCallback  # noqa: F401  (adds Learner.no_bar)
+
+    if not images:
+        return torch.zeros(0, len(learn.dls.vocab))
+    dl = learn.dls.test_dl(images, bs=bs, num_workers=0)
+    with learn.no_bar():
+        probs, _ = learn.get_preds(dl=dl)
+    return probs
+
+
+def preprocess_spec(learn) -> dict:
+    """The learner's validation preprocessing as data (what ONNX metadata carries and
+    onnxmodel.preprocess_image follows): resize method and size, scale, mean, std."""
+    resize = next((t for t in learn.dls.after_item if type(t).__name__ == "Resize"), None)
+    norm = next((t for t in learn.dls.after_batch if type(t).__name__ == "Normalize"), None)
+    if resize is None or norm is None:
+        raise ChiquitoError("the learner has no Resize or Normalize transform; use a model.pkl written by "
+                            "`chiquito finetune`")
+    return {"resize": str(resize.method), "size_wh": [int(s) for s in resize.size], "resample": "bilinear",
+            "scale": 1 / 255, "mean": [float(x) for x in norm.mean.flatten()],
+            "std": [float(x) for x in norm.std.flatten()], "layout": "NCHW", "channels": "RGB"}
+
+
+class _TorchRunner:
+    """A learner's model in eval mode on preprocessed numpy batches (what predict and serve use):
+    no DataLoader per call, no callbacks, no autograd."""
+
+    def __init__(self, learn):
+        self.learn, self.spec = learn, preprocess_spec(learn)
+
+    def run(self, x):
+        import torch
+
+        model = self.learn.model
+        model.eval()
+        with torch.inference_mode():
+            return torch.softmax(model(torch.from_numpy(x)).float(), dim=1).numpy()
+
+
+def _runner(model):
+    if hasattr(model, "session"):
+        return model
+    r = getattr(model, "_chiquito_runner", None)
+    if r is None:
+        r = model._chiquito_runner = _TorchRunner(model)
+    return r
+
+
+def model_vocab(model) -> list[str]:
+    """Class names of a learner or an OnnxClassifier."""
+    return [str(v) for v in (model.vocab if hasattr(model, "session") else model.dls.vocab)]
+
+
+def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
+    """Class probabilities for PIL images, from a learner or an OnnxClassifier."""
+    import numpy as np
+
+    from .onnxmodel import preprocess_image
+
+    r = _runner(model)
+    out = []
+    for i in range(0, len(images), bs):
+        out += r.run(np.stack([preprocess_image(im, r.spec) for im in images[i:i + bs]])).tolist()
+    return out
+
+
+def _load_one(path: Path, spec: dict):
+    """(error, array) for one file: decoded, checked and preprocessed (runs in a worker thread)."""
+    from .onnxmodel import preprocess_image
+
+    if not os.path.lexists(path):
+        return "missing: no such file", None
+    reason, detail, im = clean_one(path, ACCEPT)  # regular files only, a bounded read: never blocks on a pipe
+    if reason:
+        return f"{reason}: {detail}", None
+    return "", preprocess_image(im, spec)
+
+
+def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2) -> list[Prediction]:
+    """Predict every file with a learner or an OnnxClassifier; a file that is not a usable image gets an
+    error and the others go on. Worker threads decode and preprocess the next batch while the model
+    runs on this one, so memory holds at most two batches."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    vocab = model_vocab(learn)
+    r = _runner(learn)
+    results = [Prediction(str(p)) for p in paths]
+    chunks = [range(s, min(s + bs, len(paths))) for s in range(0, len(paths), bs)]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        def submit(chunk):
+            return [(i, pool.submit(_load_one, paths[i], r.spec)) for i in chunk]
+        pending = submit(chunks[0]) if chunks else []
+        for k in range(len(chunks)):
+            current, pending = pending, submit(chunks[k + 1]) if k + 1 < len(chunks) else []
+            good, arrays = [], []
+            for i, fut in current:
+                err, x = fut.result()
+                if err:
+                    results[i].error = err
+                else:
+                    good.append(i)
+                    arrays.append(x)
+            if not arrays:
+                continue
+            for i, row in zip(good, r.run(np.stack(arrays)).tolist()):
+                k_best = max(range(len(row)), key=row.__getitem__)
+                results[i].label, results[i].probability = vocab[k_best], row[k_best]
+                results[i].probabilities = dict(zip(vocab, row))
+    return results
