@@ -28,7 +28,8 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(tree):  # an `if TYPE_CHECKING:` block never runs: its imports are not edges
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and getattr(child.test, "id", getattr(child.test, "attr", "")) == "TYPE_CHECKING":
+            test = getattr(child, "test", None)
+            if isinstance(child, ast.If) and getattr(test, "id", getattr(test, "attr", "")) == "TYPE_CHECKING":
                 child.body = [ast.Pass()]
     out = set()
     for node in ast.walk(tree):
