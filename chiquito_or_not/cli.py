@@ -136,13 +136,27 @@ def lr_find(recipe: Path = RecipeArg):
 @app.command()
 @_friendly
 def finetune(recipe: Path = RecipeArg,
-             resume: bool = typer.Option(False, "--resume", help="Go on after the last finished stage")):
+             resume: bool = typer.Option(False, "--resume", help="Go on after the last finished stage"),
+             seeds: int = typer.Option(1, "--seeds", min=1, help="Train with this many seeds (the recipe's, +1, "
+                                       "...) on the same split; report each figure's mean and spread")):
     """LR finder, then frozen head, augmented, unfrozen stages; exports and evaluates runs/NAME/model.pkl."""
     from .core.recipe import load_recipe
     from .tasks import get_task
     from .train.finetune import finetune as run_finetune
 
     r = load_recipe(recipe)
+    if seeds > 1:
+        if resume:
+            _fail("--resume continues one run; run --seeds without it (each seed's run is built afresh)")
+        from .core.layout import RunFolder
+        from .core.paths import run_dir
+        from .train.seeds import seed_spread
+
+        typer.echo(f"finetune {r.name} with {seeds} seeds")
+        seed_spread(r, seeds, log=typer.echo)
+        out = RunFolder(run_dir(r.name))
+        typer.echo(f"wrote {out.seeds_csv} and {out.seeds_json.name}")
+        return
     typer.echo(f"finetune {r.name}")
     res = run_finetune(r, resume=resume, log=typer.echo)
     t = "  ".join(f"{k} {v:.0f}s" for k, v in res.timings.items())
@@ -241,11 +255,12 @@ def compare(recipe: Path = RecipeArg,
     r = load_recipe(recipe)
     rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
     scores = get_task(r.task).scores
-    typer.echo(f"{'backbone':<22} {'split':<6} " + " ".join(f"{k[:18]:>18}" for k in scores)
+    typer.echo(f"{'backbone':<22} {'split':<6} " + " ".join(f"{k[:21] + ' (95 % CI)':>31}" for k in scores)
                + f" {'train s':>8} {'params':>10} {'ms/img':>7}")
     for x in rows:
         name = x["backbone"] + ("" if x["weights"] == "default" else f":{x['weights']}")
-        typer.echo(f"{name:<22} {x['split']:<6} " + " ".join(f"{x[k]:>18.3f}" for k in scores)
+        cells = [f"{x[k]:.3f} ({x[k + '_low']:.3f}-{x[k + '_high']:.3f})" for k in scores]
+        typer.echo(f"{name:<22} {x['split']:<6} " + " ".join(f"{c:>31}" for c in cells)
                    + f" {x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}")
     out = RunFolder(run_dir(r.name))
     typer.echo(f"wrote {out.leaderboard_csv} and {out.leaderboard_png.name}")
@@ -267,8 +282,12 @@ def sweep(recipe: Path = RecipeArg,
     res = run_sweep(r, parse_freeze(freeze), log=typer.echo)
     score = get_task(r.task).scores[0]
     for x in res["rows"]:
-        typer.echo(f"  frozen {x['keep_frozen']:<5g} valid {score} {x[f'valid_{score}']:.4f}  "
-                   + (f"chosen: test {score} {x[f'test_{score}']:.4f}" if x["chosen"] else ""))
+        v, t = f"valid_{score}", f"test_{score}"
+        typer.echo(f"  frozen {x['keep_frozen']:<5g} valid {score} {x[v]:.4f} ({x[v + '_low']:.3f}-"
+                   f"{x[v + '_high']:.3f})  " + (f"chosen: test {score} {x[t]:.4f} ({x[t + '_low']:.3f}-"
+                                                  f"{x[t + '_high']:.3f})" if x["chosen"] else ""))
+    if res["within_noise"]:
+        typer.echo("  the chosen amount is not distinguishable from the runner-up on validation: within noise")
 
 
 @app.command()

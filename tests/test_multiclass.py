@@ -103,6 +103,17 @@ def test_compare_writes_a_leaderboard(roots, tmp_path):
         m = json.loads((Path(x["run"]) / "metrics.json").read_text())["test"]
         assert float(x["accuracy"]) == round(m["accuracy"], 4) and float(x["balanced_accuracy"]) == round(
             m["balanced_accuracy"], 4)
+        lo, hi = m["accuracy_ci95"]
+        assert float(x["accuracy_low"]) == round(lo, 4) and float(x["accuracy_high"]) == round(hi, 4)
+        assert lo <= m["accuracy"] <= hi and hi - lo > 0.05  # a few dozen test images: a wide interval
+    # the best against the next on the same test images: McNemar on the two runs' per-image outcomes
+    from chiquito_or_not.core.stats import mcnemar
+
+    o = [json.loads((Path(x["run"]) / "metrics.json").read_text())["test"]["outcomes"] for x in rows]
+    p_value = mcnemar([c == "1" for c in o[0]], [c == "1" for c in o[1]])["p"]
+    assert float(rows[0]["vs_next_p"]) == round(p_value, 4) and rows[1]["vs_next_p"] == ""
+    assert rows[0]["distinguishable_from_next"] == str(p_value < 0.05)
+    assert f"McNemar p = {p_value:.3f} on {len(o[0])} test images" in r.output
     sizes = {x["backbone"]: int(x["params"]) for x in rows}
     assert sizes["efficientnet_lite0"] > 3_000_000 > sizes["simple_cnn"]
     assert float(rows[0]["balanced_accuracy"]) >= float(rows[1]["balanced_accuracy"])  # sorted best first
@@ -151,6 +162,12 @@ def test_sweep_chooses_on_validation_and_reports_one_test_score(roots, tmp_path)
     assert all(x["test_accuracy"] == "" for x in rows if x["chosen"] != "True")
     best_valid = max(float(x["valid_accuracy"]) for x in rows)
     assert float(chosen[0]["valid_accuracy"]) == best_valid
+    assert all(float(x["valid_accuracy_low"]) <= float(x["valid_accuracy"]) <= float(x["valid_accuracy_high"])
+               for x in rows)
+    assert float(chosen[0]["test_accuracy_low"]) <= float(chosen[0]["test_accuracy"])
+    noise = chosen[0]["choice_within_noise"] == "True"
+    assert "chose keep_frozen" in r.output and ("(the choice is within noise)" in r.output) == noise
+    assert ("within noise" in r.output.splitlines()[-1]) == noise
     assert (roots / "runs" / "three" / "sweep.png").is_file()
     r = runner.invoke(app, ["sweep", str(recipe), "--freeze", "3"])
     assert r.exit_code == 2 and "--freeze" in r.output

@@ -72,6 +72,8 @@ class RunFolder:
     leaderboard_png = property(lambda self: self.root / "leaderboard.png")
     sweep_csv = property(lambda self: self.root / "sweep.csv")
     sweep_png = property(lambda self: self.root / "sweep.png")
+    seeds_csv = property(lambda self: self.root / "seeds.csv")
+    seeds_json = property(lambda self: self.root / "seeds.json")
 
     def checkpoint(self, stage: str) -> Path:
         return self.checkpoints / f"stage-{stage}.pth"
@@ -81,5 +83,6 @@ class RunFolder:
         return self.root / f"eval-{Path(data).name}"
 
     def kept_across_runs(self) -> tuple[Path, ...]:
-        """Written by `compare` and `sweep`, not by finetune: a new run keeps them."""
-        return (self.leaderboard_csv, self.leaderboard_png, self.sweep_csv, self.sweep_png)
+        """Written by `compare`, `sweep` and `finetune --seeds`, not by one finetune: a new run keeps them."""
+        return (self.leaderboard_csv, self.leaderboard_png, self.sweep_csv, self.sweep_png, self.seeds_csv,
+                self.seeds_json)

@@ -70,7 +70,13 @@ def plot_leaderboard(rows: list[dict], path: Path, title: str,
     x = np.arange(len(rows))
     width = 0.8 / len(scores)
     for k, name in enumerate(scores):
-        ax.bar(x - 0.4 + width * (k + 0.5), [r[name] for r in rows], width, label=name.replace("_", " "))
+        vals = [r[name] for r in rows]
+        err = None
+        if all(f"{name}_low" in r for r in rows):  # the 95 % interval as an error bar
+            err = [[v - r[f"{name}_low"] for v, r in zip(vals, rows)],
+                   [r[f"{name}_high"] - v for v, r in zip(vals, rows)]]
+        ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=err, capsize=3, label=name.replace("_", " ") +
+               (" (95 % CI)" if err else ""))
     for i, r in enumerate(rows):
         ax.text(i, 0.02, f"{r['train_seconds']:.0f} s train\n{r['cpu_ms_per_image']:.1f} ms/img\n"
                 f"{r['params'] / 1e6:.2f} M params", ha="center", va="bottom", fontsize=7, color="white")
@@ -88,10 +94,13 @@ def plot_sweep(rows: list[dict], path: Path, title: str, score: str = "accuracy"
     fig, ax = plt.subplots(figsize=(6, 3.8))
     labels = [f"{r['keep_frozen']:g}" for r in rows]
     v, t = f"valid_{score}", f"test_{score}"
-    ax.bar(labels, [r[v] for r in rows], color=["C2" if r["chosen"] else "C0" for r in rows])
+    err = None
+    if all(f"{v}_low" in r for r in rows):
+        err = [[r[v] - r[f"{v}_low"] for r in rows], [r[f"{v}_high"] - r[v] for r in rows]]
+    ax.bar(labels, [r[v] for r in rows], yerr=err, capsize=3, color=["C2" if r["chosen"] else "C0" for r in rows])
     for i, r in enumerate(rows):
         note = f"valid {r[v]:.3f}" + (f"\ntest {r[t]:.3f}" if r["chosen"] else "")
-        ax.text(i, r[v] + 0.01, note, ha="center", va="bottom", fontsize=8)
+        ax.text(i, r.get(f"{v}_high", r[v]) + 0.01, note, ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, 1.15)
     ax.set_xlabel("kept frozen (layer groups, or share of body blocks)")
     ax.set_ylabel(f"validation {score.replace('_', ' ')}")

@@ -209,6 +209,9 @@ class FinetuneSpec:
     # scale and shift train only once their layer group is unfrozen. "train": fastai's default
     # (train_bn): new statistics from each batch of these images, and BatchNorm trains while frozen.
     batchnorm: Literal["frozen", "train"] = "frozen"
+    # PyTorch's deterministic algorithms (and cuBLAS's fixed workspace): same results on a GPU, at some speed
+    # cost; on a CPU runs already repeat exactly
+    deterministic: bool = False
     lr_find: bool = True
     lr_find_iters: int = _range(10, 1000, default=100)
     frozen: FrozenStage = FrozenStage()

@@ -15,13 +15,15 @@ from ..core.paths import dataset_dir, run_dir
 from ..core.plots import plot_leaderboard
 from ..core.layout import RunFolder
 from ..core.recipe import Recipe
+from ..core.stats import says, score_cells, score_columns, versus
 from ..tasks import get_task
 
 __all__ = ["compare", "parse_backbones", "cpu_ms_per_image"]
 
 def columns(task) -> list[str]:
     """leaderboard.csv's columns: the task's scores between the run's identity and its costs."""
-    return ["backbone", "weights", "split", *task.scores, "train_seconds", "params", "cpu_ms_per_image", "run"]
+    return ["backbone", "weights", "split", *score_columns(task.scores), "vs_next_p", "distinguishable_from_next",
+            "train_seconds", "params", "cpu_ms_per_image", "run"]
 
 
 def parse_backbones(spec: str) -> list[tuple[str, str]]:
@@ -49,11 +51,15 @@ def cpu_ms_per_image(model: torch.nn.Module, size: int, bs: int = 32, repeats: i
     return (time.perf_counter() - t) / (repeats * bs) * 1000
 
 
+def _label(row: dict) -> str:
+    return row["backbone"] + ("" if row["weights"] == "default" else f":{row['weights']}")
+
+
 def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list[dict]:
     """Fine-tune each backbone into runs/NAME--BACKBONE; write runs/NAME/leaderboard.{csv,png}."""
     data = dataset_dir(recipe.name)
     task = get_task(recipe.task)
-    rows = []
+    rows, metrics = [], {}
     for name, weights in backbones:
         log(f"== {name}{':' + weights if weights else ''}")
         r = replace(recipe, name=f"{recipe.name}--{name.replace('/', '-')}{'-' + weights if weights else ''}",
@@ -61,12 +67,22 @@ def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list
         res = finetune(r, log=log, data_root=data)
         split = "test" if "test" in res.metrics else "valid"
         m = res.metrics[split]
+        metrics[str(res.run)] = m
         rows.append(dict(backbone=name, weights=weights or "default", split=split,
-                         **{k: round(m[k], 4) for k in task.scores}, train_seconds=res.timings.get("train_total", 0.0),
+                         **score_cells(m, task.scores), train_seconds=res.timings.get("train_total", 0.0),
                          params=sum(p.numel() for p in res.learn.model.parameters()),
                          cpu_ms_per_image=round(cpu_ms_per_image(res.learn.model, r.finetune.size), 2),
                          run=str(res.run)))
     rows.sort(key=lambda x: (*(-x[k] for k in task.rank), x["train_seconds"]))
+    for a, b in zip(rows, rows[1:] + [None]):  # each entry against the next one down, on the same images
+        if b is None:
+            a["vs_next_p"], a["distinguishable_from_next"] = "", ""
+            continue
+        v = versus(metrics[a["run"]], metrics[b["run"]], task.rank[0])
+        a["vs_next_p"] = round(v["p"], 4) if v["p"] == v["p"] else ""
+        a["distinguishable_from_next"] = v["distinguishable"]
+        if a is rows[0]:
+            log("  best " + says(_label(a), _label(b), v, a["split"]))
     out = RunFolder(run_dir(recipe.name))
     write_csv(out.leaderboard_csv, rows, columns(task))
     plot_leaderboard(rows, out.leaderboard_png, f"{recipe.name}: {rows[0]['split']} split",

@@ -170,7 +170,8 @@ def head_learner(learn, backbone: str, cache_root: Path, log=print):
         x, counts = cached_features(learn, files, cache, bs=max(dls.bs, 32))
         for k, v in counts.items():
             total[k] += v
-        y = torch.tensor([dls.vocab.o2i[Path(f).parent.name] for f in files], dtype=torch.long)
+        # each item's target through the dataset's own label pipeline (no image is decoded)
+        y = torch.stack([torch.as_tensor(ds.tls[1][i]) for i in range(len(files))])
         sets.append(TensorDataset(x, y))
     log(f"  feature cache {cache.folder}: {total['hit']} hit, {total['computed']} computed"
         + (f", {total['rebuilt']} corrupt and rebuilt" if total["rebuilt"] else ""))

@@ -155,9 +155,50 @@ def _stage_epochs(recipe: Recipe, stage: str) -> int:
     return sum(s.cycle_len * s.cycle_mult ** i for i in range(s.cycles))
 
 
+def reseed(seed: int, *dls) -> None:
+    """Seed python, numpy and torch, and the shuffling of each DataLoaders' own generator: each step of a
+    run (LR finder, every stage) starts from its own seed, so what ran before it (a cold feature cache
+    computing vectors, a resumed run skipping stages) cannot change what it draws."""
+    import random
+
+    set_seed(seed, reproducible=True)
+    for d in dls:
+        for dl in d.loaders:
+            dl.rng = random.Random(seed)
+
+
+def environment(recipe: Recipe) -> dict:
+    """What a run's numbers depend on beyond the recipe and data: library versions, threads, device."""
+    import platform
+
+    import fastai
+    import timm
+    import torch
+    import torchvision
+
+    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "fastai": fastai.__version__, "timm": timm.__version__, "numpy": np.__version__,
+            "threads": torch.get_num_threads(), "device": device, "machine": platform.machine(),
+            "deterministic": recipe.finetune.deterministic}
+
+
+def _deterministic(recipe: Recipe) -> None:
+    """finetune.deterministic: PyTorch's deterministic kernels (an error names any op that has none)."""
+    import os
+
+    import torch
+
+    if recipe.finetune.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for repeatable GEMMs
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
 def _learner(recipe: Recipe, root: Path, run: Path):
     """(learn, dls_plain, dls_aug), seeded: the one way finetune and lr-find build their learner.
     Raises DataError when `chiquito dataset` has not run, WeightsError for missing or bad weights."""
+    _deterministic(recipe)
     set_seed(recipe.seed, reproducible=True)
     dls_plain = make_dls(recipe, augment=False, root=root)
     dls_aug = make_dls(recipe, augment=True, root=root)
@@ -183,8 +224,9 @@ def lr_find_only(recipe: Recipe, log=print, data_root: Path | None = None) -> di
     precision), so the rate it prints is the one `finetune` would choose; writes runs/NAME/lr_find.*."""
     root = Path(data_root) if data_root else dataset_dir(recipe.name)
     out = run_dir(recipe.name)
-    learn, _, _ = _learner(recipe, root, out)
+    learn, dls_plain, dls_aug = _learner(recipe, root, out)
     hl = _cached_head(learn, recipe, _precision(learn, recipe.finetune.precision), 1, log)
+    reseed(recipe.seed, dls_plain, dls_aug, *([hl.dls] if hl else []))  # as finetune does before it
     return find_lr(hl or learn, out, num_it=recipe.finetune.lr_find_iters)
 
 
@@ -204,6 +246,10 @@ class _Stages:
 
     def lr(self, value):
         return self.lr_info["chosen"] if value == "auto" else value
+
+    def reseed(self, step: int) -> None:
+        """Step 0 is the LR finder, 1..3 the stages: each starts from the recipe's seed and its number."""
+        reseed(self.recipe.seed + step, self.dls_plain, self.dls_aug, *([self.hl.dls] if self.hl else []))
 
     def cbs(self, stage: str, body: bool = True) -> list:
         """Progress (and tensorboard) callbacks; for `learn`, also the body's BatchNorm kept in eval mode."""
@@ -286,6 +332,7 @@ def _lr_find(st: _Stages, state: dict, resume: bool, write: bool) -> dict:
     if resume and (saved := read_json(RunFolder(st.run).lr_find_json)):
         return saved
     t = time.time()  # several processes run it together: fastai gathers every loss across them
+    st.reseed(0)
     with _fit_ctx(st.learn, st.world):
         info = find_lr(st.hl or st.learn, st.run, num_it=f.lr_find_iters, write=write)
     state["timings"]["lr_find"] = round(time.time() - t, 1)
@@ -312,7 +359,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     files = RunFolder(run)
     state_path, ckpt, columns = files.state, files.checkpoints, history_columns(recipe)
     state = {"fingerprint": _fingerprint(recipe), "done": [], "timings": {}, "dataset": str(root.resolve()),
-             "task": recipe.task}
+             "task": recipe.task, "environment": environment(recipe)}
     if resume:
         state = resumable_state(run, final, state["fingerprint"])
     t0 = time.time()
@@ -345,6 +392,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         if stage in state["done"] or n_ep == 0:
             continue
         t = time.time()
+        st.reseed(i)
         recorder = train(st, n_ep, i)
         history += [dict(zip(columns, [stage, len(history) + k + 1, *map(float, v)]))
                     for k, v in enumerate(recorder.values)]
@@ -367,6 +415,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
     metrics = evaluate(run, log=log, notice=lambda _: None)  # our own file, written a moment ago
     metrics["model"] = str(RunFolder(final).model)
+    metrics["environment"] = state["environment"]
     atomic_write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")
     promote(run, final)
     learn.path = final

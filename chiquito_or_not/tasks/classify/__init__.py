@@ -44,9 +44,9 @@ class Classify:
         return model_parts(recipe, body, n_features, dls.c, weights)
 
     def headline(self, metrics: dict) -> str:
-        n = metrics["counts"]["n"]
-        return (f"accuracy {metrics['accuracy']:.4f} ({n - metrics['errors']}/{n}), "
-                f"balanced {metrics['balanced_accuracy']:.4f}")
+        from .evaluate import headline
+
+        return headline(metrics)
 
     # using a trained model
     def check_model(self, model, path) -> None:
