@@ -85,3 +85,40 @@ def test_every_import_inside_the_package_resolves():
                 if not hasattr(mod, alias.name) and importlib.util.find_spec(f"{target}.{alias.name}") is None:
                     bad.append(f"{p.name}: {target}.{alias.name}")
     assert bad == []
+
+
+def test_every_source_kind_has_one_fetcher_and_a_missing_one_fails_at_import():
+    import subprocess
+    import sys
+
+    from chiquito_or_not.core.recipe import SOURCE_KINDS
+    from chiquito_or_not.data.sources import FETCHERS
+
+    assert set(FETCHERS) == set(SOURCE_KINDS.values()) and len(FETCHERS) == 7
+    script = ("import dataclasses\n"
+              "from chiquito_or_not.core import recipe\n"
+              "@dataclasses.dataclass(frozen=True)\n"
+              "class ZipSource:\n    kind: str = 'zip'\n"
+              "recipe.SOURCE_KINDS['zip'] = ZipSource\n"
+              "import chiquito_or_not.data.sources\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "source kinds without a fetcher: ZipSource" in r.stderr
+
+
+def test_every_reason_in_the_code_is_in_the_enumeration():
+    """A rejection reason spelt as a bare string (not core.reasons.Reason) would bypass the enumeration."""
+    import re
+
+    from chiquito_or_not.core.reasons import Reason
+
+    pkg = Path(__file__).resolve().parents[1] / "chiquito_or_not"
+    words = {r.value for r in Reason}
+    bare = []
+    for p in sorted(pkg.rglob("*.py")):
+        if p.name == "reasons.py":
+            continue
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            for w in re.findall(r'"([a-z_]+)"', line):
+                if w in words and ("reason" in line or "return" in line or "NotRegular" in line):
+                    bare.append(f"{p.name}:{n}: {w}")
+    assert bare == []

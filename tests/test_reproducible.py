@@ -13,10 +13,11 @@ from .conftest import subprocess_env
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
 
-def _finetune(recipe_path, data, runs):
+def _finetune(recipe_path, data, runs, hash_seed):
     r = subprocess.run([sys.executable, "-m", "chiquito_or_not", "finetune", str(recipe_path)],
                        capture_output=True, text=True, timeout=600,
-                       env=subprocess_env(CHIQUITO_DATA=str(data), CHIQUITO_RUNS=str(runs)))
+                       env=subprocess_env(CHIQUITO_DATA=str(data), CHIQUITO_RUNS=str(runs),
+                                          PYTHONHASHSEED=str(hash_seed)))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return r.stdout
 
@@ -36,9 +37,9 @@ def test_two_runs_give_the_same_metrics_and_weights(tiny_run, shared_roots, tmp_
     recipe, _ = tiny_run
     data = tmp_path / "data"  # the tiny dataset without the feature cache tiny_run filled
     shutil.copytree(shared_roots[0] / recipe.name, data / recipe.name, symlinks=True)
-    out_a = _finetune(recipe.path, data, tmp_path / "a")
+    out_a = _finetune(recipe.path, data, tmp_path / "a", hash_seed=1)  # set and dict orders differ too
     assert (data / ".cache" / "features").is_dir()  # the first run filled the cache: the second reads it
-    out_b = _finetune(recipe.path, data, tmp_path / "b")
+    out_b = _finetune(recipe.path, data, tmp_path / "b", hash_seed=2)
     run_a, run_b = tmp_path / "a" / recipe.name, tmp_path / "b" / recipe.name
     assert out_a.count("head on cached body features") == out_b.count("head on cached body features") == 1
 

@@ -8,9 +8,12 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["sha256_file", "sha256_bytes", "atomic_write_bytes", "atomic_write_text", "glob_match", "read_regular",
-           "NotRegular", "MAX_FILE_BYTES", "bytes_written",
-           "write_csv"]
+from .reasons import Reason
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}  # taken for images
+
+__all__ = ["IMAGE_EXTS", "sha256_file", "sha256_bytes", "atomic_write_bytes", "atomic_write_text", "glob_match",
+           "read_regular", "NotRegular", "MAX_FILE_BYTES", "bytes_written", "write_csv"]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -49,14 +52,14 @@ def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
             kind = ("a named pipe" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
                     or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
                     "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
-            raise NotRegular("not_a_regular_file", f"{kind}, not a regular file")
+            raise NotRegular(Reason.NOT_A_REGULAR_FILE, f"{kind}, not a regular file")
         if st.st_size > max_bytes:
-            raise NotRegular("too_large", f"{st.st_size} bytes, over the {max_bytes} byte cap")
+            raise NotRegular(Reason.TOO_LARGE, f"{st.st_size} bytes, over the {max_bytes} byte cap")
         with os.fdopen(fd, "rb", closefd=True) as f:
             fd = -1
             data = f.read(max_bytes + 1)
         if len(data) > max_bytes:  # it grew while we read
-            raise NotRegular("too_large", f"over the {max_bytes} byte cap")
+            raise NotRegular(Reason.TOO_LARGE, f"over the {max_bytes} byte cap")
         return data
     finally:
         if fd >= 0:

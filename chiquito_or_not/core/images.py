@@ -8,11 +8,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import NotRegular, read_regular
+from .files import IMAGE_EXTS, NotRegular, read_regular  # IMAGE_EXTS: the extensions taken for images
+from .reasons import Reason
 
 __all__ = ["IMAGE_EXTS", "DecodePolicy", "ACCEPT", "clean_one"]
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
 @dataclass(frozen=True)
@@ -68,37 +68,37 @@ def clean_one(raw: Path | bytes, spec: DecodePolicy) -> tuple[str, str, object |
     except NotRegular as e:
         return e.reason, e.detail, None
     except OSError as e:
-        return "unreadable", e.strerror or str(e), None
+        return Reason.UNREADABLE, e.strerror or str(e), None
     if not data:
-        return "empty_file", "0 bytes", None
+        return Reason.EMPTY_FILE, "0 bytes", None
     _bomb_warnings_are_errors()
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        return "not_an_image", "no known image format", None
+        return Reason.NOT_AN_IMAGE, "no known image format", None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return "decompression_bomb", str(e).split(".")[0], None
+        return Reason.DECOMPRESSION_BOMB, str(e).split(".")[0], None
     except (OSError, SyntaxError, ValueError) as e:
-        return "corrupt", str(e), None
+        return Reason.CORRUPT, str(e), None
     w, h = im.size
     if w * h > spec.max_pixels:
-        return "decompression_bomb", f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}", None
+        return Reason.DECOMPRESSION_BOMB, f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}", None
     if getattr(im, "is_animated", False) or getattr(im, "n_frames", 1) > 1:
-        return "animated", f"{im.format} with {getattr(im, 'n_frames', '?')} frames", None
+        return Reason.ANIMATED, f"{im.format} with {getattr(im, 'n_frames', '?')} frames", None
     if im.format not in spec.formats:
-        return "format_not_allowed", f"{im.format} (allowed: {', '.join(spec.formats)})", None
+        return Reason.FORMAT_NOT_ALLOWED, f"{im.format} (allowed: {', '.join(spec.formats)})", None
     try:
         im.load()  # the full decode: truncated and corrupt files fail here, not at training time
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return "decompression_bomb", str(e).split(".")[0], None
+        return Reason.DECOMPRESSION_BOMB, str(e).split(".")[0], None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        return "truncated_or_corrupt", str(e), None
+        return Reason.TRUNCATED_OR_CORRUPT, str(e), None
     if min(w, h) < spec.min_size:
-        return "too_small", f"{w}x{h}, min_size is {spec.min_size}", None
+        return Reason.TOO_SMALL, f"{w}x{h}, min_size is {spec.min_size}", None
     try:
         im = ImageOps.exif_transpose(im)
     except (OSError, SyntaxError, ValueError, KeyError, TypeError) as e:
-        return "corrupt_exif", str(e), None
+        return Reason.CORRUPT_EXIF, str(e), None
     im = _to_rgb(im, spec.background)
     if spec.center_crop < 1.0:  # the same crop for every class, e.g. so web photos look like LFW's face crops
         side = max(1, round(min(im.size) * spec.center_crop))

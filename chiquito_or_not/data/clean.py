@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..core.files import NotRegular, atomic_write_bytes, atomic_write_text, read_regular
 from ..core.images import clean_one
+from ..core.reasons import Reason, Status
 from .dedup import near_duplicate_clusters
 
 if TYPE_CHECKING:  # annotations only: the schema is not needed to run
@@ -31,8 +32,8 @@ class Record:
     source: str
     raw_path: str
     sha256: str = ""
-    status: str = "rejected"  # or "kept"
-    reason: str = ""
+    status: str = Status.REJECTED  # or KEPT, or (set by the dataset stage) UNUSED
+    reason: str = ""  # a core.reasons.Reason
     detail: str = ""
     width: int = 0
     height: int = 0
@@ -55,11 +56,11 @@ def _process(rec: Record, spec: DatasetSpec, clean_root: Path, cache: dict) -> R
         rec.reason, rec.detail = e.reason, e.detail
         return rec
     except OSError as e:
-        rec.reason, rec.detail = "unreadable", str(e)
+        rec.reason, rec.detail = Reason.UNREADABLE, str(e)
         return rec
     rec.sha256 = hashlib.sha256(data).hexdigest()
     hit = cache.get(f"{rec.label}/{rec.sha256}")
-    if hit and (hit["status"] != "kept" or (clean_root / hit["clean_path"]).is_file()):
+    if hit and (hit["status"] != Status.KEPT or (clean_root / hit["clean_path"]).is_file()):
         return replace(rec, **{k: hit[k] for k in ("status", "reason", "detail", "width", "height",
                                                    "phash", "clean_path")})
     reason, detail, im = clean_one(data, spec)
@@ -71,7 +72,7 @@ def _process(rec: Record, spec: DatasetSpec, clean_root: Path, cache: dict) -> R
     rel = f"{rec.label}/{rec.sha256[:16]}.jpg"
     if not (clean_root / rel).is_file():
         atomic_write_bytes(clean_root / rel, buf.getvalue())
-    rec.status, rec.width, rec.height = "kept", im.width, im.height
+    rec.status, rec.width, rec.height = Status.KEPT, im.width, im.height
     rec.phash, rec.clean_path = str(imagehash.phash(im)), rel
     return rec
 
@@ -111,18 +112,19 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
         if r.sha256:
             labels_of.setdefault(r.sha256, set()).add(r.label)
     for r in recs:
-        if r.status != "kept":
+        if r.status != Status.KEPT:
             continue
         if len(labels_of[r.sha256]) > 1:
-            r.status, r.reason = "rejected", "in_several_classes"
+            r.status, r.reason = Status.REJECTED, Reason.IN_SEVERAL_CLASSES
             r.detail = f"same file in classes {', '.join(sorted(labels_of[r.sha256]))}"
         elif r.sha256 in first:
-            r.status, r.reason, r.detail = "rejected", "exact_duplicate", f"same bytes as {first[r.sha256].raw_path}"
+            r.status, r.reason = Status.REJECTED, Reason.EXACT_DUPLICATE
+            r.detail = f"same bytes as {first[r.sha256].raw_path}"
         else:
             first[r.sha256] = r
 
     # near duplicates: keep the largest image of each cluster
-    kept = [r for r in recs if r.status == "kept"]
+    kept = [r for r in recs if r.status == Status.KEPT]
     clusters: dict[int, list[Record]] = {}
     for r, c in zip(kept, near_duplicate_clusters([r.phash for r in kept], spec.near_duplicate_distance)):
         clusters.setdefault(c, []).append(r)
@@ -131,14 +133,14 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
             continue
         if len({m.label for m in members}) > 1:
             for m in members:
-                m.status, m.reason = "rejected", "near_duplicate_in_several_classes"
+                m.status, m.reason = Status.REJECTED, Reason.NEAR_DUPLICATE_IN_SEVERAL_CLASSES
                 m.detail = f"looks like images in classes {', '.join(sorted({x.label for x in members}))}"
             continue
         # the largest image; at equal size the larger file (less compressed: a q40 copy loses to its original)
         best = max(members, key=lambda m: (m.width * m.height, _size(m.raw_path), m.sha256))
         for m in members:
             if m is not best:
-                m.status, m.reason = "rejected", "near_duplicate"
+                m.status, m.reason = Status.REJECTED, Reason.NEAR_DUPLICATE
                 m.detail = f"perceptual hash within {spec.near_duplicate_distance} bits of {best.raw_path}"
 
     clean_root.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from ..core.errors import DataError
 from ..core.files import atomic_write_text, write_csv
 from ..core.layout import DatasetFolder
 from ..core.paths import dataset_dir
+from ..core.reasons import Reason, Status, UNUSED_DETAIL
 from ..core.recipe import Recipe, write_resolved
 from ..tasks import get_task
 from .sources import fetch_source
@@ -50,11 +51,11 @@ def _class_folders(recipe: Recipe) -> dict:
 
 def _drop_small_classes(recs: list, minimum: int) -> dict[str, int]:
     """Reject every image of a class with fewer than `minimum` kept images; returns {class: count}."""
-    kept = Counter(r.label for r in recs if r.status == "kept")
+    kept = Counter(r.label for r in recs if r.status == Status.KEPT)
     small = {lab: n for lab, n in kept.items() if n < minimum}
     for r in recs:
-        if r.label in small and r.status == "kept":
-            r.status, r.reason = "rejected", "class_below_min_images"
+        if r.label in small and r.status == Status.KEPT:
+            r.status, r.reason = Status.REJECTED, Reason.CLASS_BELOW_MIN_IMAGES
             r.detail = f"class {r.label!r} has {small[r.label]} clean images < {minimum}"
     return small
 
@@ -97,7 +98,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
 
     recs: list[Record] = clean_files(raw, recipe.dataset, folder.clean)
     if deferred:
-        kept = Counter(r.label for r in recs if r.status == "kept")
+        kept = Counter(r.label for r in recs if r.status == Status.KEPT)
         n = max(kept.values(), default=0)
         if not n:
             raise DataError(f"{recipe.path}: an lfw source with count = 0 takes as many images as the other "
@@ -106,7 +107,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
             raw += _fetch(label, replace(src, count=n), where, recipe.seed, log)
         recs = clean_files(raw, recipe.dataset, folder.clean)  # cached: the first files are not decoded again
         for label, _, _ in deferred:
-            got = sum(1 for r in recs if r.label == label and r.status == "kept")
+            got = sum(1 for r in recs if r.label == label and r.status == Status.KEPT)
             if got < n:
                 log(f"  {label}: {got} clean of the {n} asked for (count = 0: as many as the largest other "
                     f"class); cleaning rejected {n - got}, see manifest.csv")
@@ -121,7 +122,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
     if len(classes) < 2:
         raise DataError(f"only {len(classes)} class(es) left after dropping small ones; lower "
                         "'dataset.min_images_per_class' or add images")
-    kept = [r for r in recs if r.status == "kept"]
+    kept = [r for r in recs if r.status == Status.KEPT]
     for label in classes:
         if not any(r.label == label for r in kept):
             write_csv(folder.manifest, [asdict(r) for r in recs], list(Record.__dataclass_fields__))
@@ -131,10 +132,8 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
     rows = assign_splits(kept, recipe.dataset, recipe.seed, unused, key=task.split_key)
     for r in kept:  # the manifest says which clean images the splits left out, and why
         if r.clean_path in unused:
-            r.status, r.reason = "unused", unused[r.clean_path]
-            r.detail = {"balanced_out": "balance = \"downsample\": every class is cut to the smallest",
-                        "per_class_cap": f"dataset.per_class = {recipe.dataset.per_class}",
-                        "train_cap": f"dataset.train = {recipe.dataset.train}"}[r.reason]
+            r.status, r.reason = Status.UNUSED, unused[r.clean_path]
+            r.detail = UNUSED_DETAIL[r.reason].format(per_class=recipe.dataset.per_class, train=recipe.dataset.train)
     write_csv(folder.manifest, [asdict(r) for r in recs], list(Record.__dataclass_fields__))
     write_csv(folder.split_csv, rows, ["split", "label", "file", "sha256", "group"])
     changes = materialize(rows, folder.clean, root)
@@ -145,6 +144,6 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
     for r in rows:
         counts.setdefault(r["split"], Counter())[r["label"]] += 1
     return DatasetSummary(root=root, inputs=len(recs), kept=len(kept),
-                          rejected=Counter(r.reason for r in recs if r.status == "rejected"),
-                          unused=Counter(r.reason for r in recs if r.status == "unused"),
+                          rejected=Counter(r.reason for r in recs if r.status == Status.REJECTED),
+                          unused=Counter(r.reason for r in recs if r.status == Status.UNUSED),
                           counts={s: dict(c) for s, c in counts.items()}, changes=changes)

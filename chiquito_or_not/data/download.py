@@ -14,6 +14,7 @@ from pathlib import Path
 from ..core.files import atomic_write_bytes
 from ..core.images import DecodePolicy, clean_one
 from ..core.net import Abort, FetchError, Progress, open_url, parse_url
+from ..core.reasons import Reason
 
 __all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError",
            "sniff_image", "read_outcomes",
@@ -134,7 +135,7 @@ class _Downloader:
                 attempt += 1
         ext = sniff_image(body[:16])
         if not ext:
-            return {"url": url, "status": "failed", "reason": "not_an_image",
+            return {"url": url, "status": "failed", "reason": Reason.NOT_AN_IMAGE,
                     "detail": f"served as {ctype or 'no type'}, starts with {body[:12]!r}", "attempts": attempt + 1}
         sha = hashlib.sha256(body).hexdigest()
         name = f"{sha[:16]}.{ext}"

@@ -12,10 +12,26 @@ from .archive import extract_archive, extract_once, fetch_archive
 from ..core.errors import SourceError
 from ..core.files import glob_match, sha256_file
 from ..core.paths import cache_dir, raw_dir
-from ..core.recipe import (ArchiveSource, DebSource, FolderSource, ImageSearchSource, LfwSource, NpmSource,
-                     PythonSource)
+from ..core.recipe import (SOURCE_KINDS, ArchiveSource, DebSource, FolderSource, ImageSearchSource, LfwSource,
+                           NpmSource, PythonSource)
 
-__all__ = ["RawFile", "fetch_source", "FETCHERS"]
+__all__ = ["RawFile", "fetch_source", "fetches", "FETCHERS"]
+
+FETCHERS: dict[type, object] = {}  # recipe source class → the function that fetches it
+_TAKES: dict[object, set] = {}  # the optional arguments (seed, retry_failed) each fetcher takes
+
+
+def fetches(source_class):
+    """Register the decorated function as the fetcher of one recipe source class."""
+    import inspect
+
+    def register(fn):
+        if source_class in FETCHERS:
+            raise RuntimeError(f"two fetchers for {source_class.__name__}")
+        FETCHERS[source_class] = fn
+        _TAKES[fn] = set(inspect.signature(fn).parameters)
+        return fn
+    return register
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,7 @@ def _select(root: Path, include, exclude, label: str, where: str, log=print) -> 
     return [RawFile(p, label) for p, r in zip(files, rel) if glob_match(r, tuple(include), tuple(exclude))]
 
 
+@fetches(FolderSource)
 def fetch_folder(src: FolderSource, where: str, log=print) -> list[RawFile]:
     root = Path(src.path).expanduser()
     if not root.is_dir():
@@ -84,6 +101,7 @@ def _need(tool: str, fix: str) -> str:
     return exe
 
 
+@fetches(NpmSource)
 def fetch_npm(src: NpmSource, where: str, log=print) -> list[RawFile]:
     spec = f"{src.package}@{src.version}"
     fname = f"npm/{src.package.replace('/', '-').lstrip('@')}-{src.version}.tgz"
@@ -102,6 +120,7 @@ def fetch_npm(src: NpmSource, where: str, log=print) -> list[RawFile]:
     return _select(root, src.include, src.exclude, f"npm:{spec}", where, log)
 
 
+@fetches(DebSource)
 def fetch_deb(src: DebSource, where: str, log=print) -> list[RawFile]:
     spec = f"{src.package}={src.version}"
     fname = f"deb/{src.package}_{src.version.replace(':', '%3a')}.deb"
@@ -125,6 +144,7 @@ def fetch_deb(src: DebSource, where: str, log=print) -> list[RawFile]:
     return _select(root, src.include, src.exclude, f"deb:{spec}", where, log)
 
 
+@fetches(ArchiveSource)
 def fetch_archive_source(src: ArchiveSource, where: str, log=print) -> list[RawFile]:
     name = src.urls[0].rstrip("/").rsplit("/", 1)[-1] or "archive"
     try:
@@ -136,6 +156,7 @@ def fetch_archive_source(src: ArchiveSource, where: str, log=print) -> list[RawF
     return _select(root, src.include, src.exclude, f"archive:{name}", where, log)
 
 
+@fetches(PythonSource)
 def fetch_python(src: PythonSource, where: str, log=print) -> list[RawFile]:
     import numpy as np
     import skimage
@@ -169,6 +190,7 @@ def fetch_python(src: PythonSource, where: str, log=print) -> list[RawFile]:
     return out
 
 
+@fetches(LfwSource)
 def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
     from .lfw import lfw_root, sample_one_per_person
 
@@ -202,6 +224,7 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawF
     return [RawFile(p, "lfw") for p in photos]
 
 
+@fetches(ImageSearchSource)
 def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
                  retry_failed: bool = False) -> list[RawFile]:
     import re
@@ -241,15 +264,15 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
             if p.is_file() and p.name != OUTCOMES_FILE]
 
 
-FETCHERS = {"folder": fetch_folder, "npm": fetch_npm, "deb": fetch_deb, "archive": fetch_archive_source,
-            "python": fetch_python,
-            "image_search": fetch_search, "lfw": fetch_lfw}
+# every source kind of the recipe schema has exactly one fetcher: a kind added to one and not the other
+# fails here, at import, not when a user's recipe first names it
+if set(FETCHERS) != set(SOURCE_KINDS.values()):
+    raise RuntimeError("source kinds without a fetcher: " + ", ".join(
+        sorted(c.__name__ for c in set(SOURCE_KINDS.values()) ^ set(FETCHERS))))
 
 
 def fetch_source(src, where: str, seed: int = 0, log=print, retry_failed: bool = False) -> list[RawFile]:
-    """Fetch (once) and list the raw files of one recipe source."""
-    if src.kind == "image_search":
-        return fetch_search(src, where, seed, log, retry_failed)
-    if src.kind == "lfw":
-        return fetch_lfw(src, where, seed, log)
-    return FETCHERS[src.kind](src, where, log=log)
+    """Fetch (once) and list the raw files of one recipe source, with its kind's fetcher."""
+    fn = FETCHERS[type(src)]
+    extra = {k: v for k, v in (("seed", seed), ("retry_failed", retry_failed)) if k in _TAKES[fn]}
+    return fn(src, where, log=log, **extra)

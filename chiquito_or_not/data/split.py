@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from .clean import Record
 from .dedup import near_duplicate_clusters, unit_hash
 from ..core.errors import DataError
+from ..core.reasons import Reason
 
 if TYPE_CHECKING:  # annotations only: the schema is not needed to run
     from ..core.recipe import DatasetSpec
@@ -32,7 +33,7 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
     if spec.per_class:
         target = min(target or spec.per_class, spec.per_class)
     if target is not None:  # keep the images with the lowest hash: adding images rarely changes the pick
-        why = "per_class_cap" if spec.per_class and target == spec.per_class else "balanced_out"
+        why = Reason.PER_CLASS_CAP if spec.per_class and target == spec.per_class else Reason.BALANCED_OUT
         for v in by_label.values():
             for r in v[target:]:
                 unused[r.clean_path] = why
@@ -74,7 +75,7 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
             if s == "train":
                 train_seen += 1
                 if spec.train and train_seen > spec.train:
-                    unused[r.clean_path] = "train_cap"
+                    unused[r.clean_path] = Reason.TRAIN_CAP
                     continue  # the recipe caps train images per class
             rows.append(dict(split=s, label=lab, file=f"{s}/{r.clean_path}", sha256=r.sha256,
                              group=key_of[id(r)][:16], clean_path=r.clean_path))

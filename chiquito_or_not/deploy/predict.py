@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.errors import ChiquitoError
-from ..core.images import IMAGE_EXTS
+from ..core.onnxfile import onnx_session
+from ..core.files import IMAGE_EXTS
 from ..tasks import DEFAULT_TASK, get_task, task_name_problem, task_of_model
 
 __all__ = ["PICKLE_NOTICE", "load_model", "onnx_session", "expand_paths", "predict_paths"]
@@ -13,24 +14,6 @@ __all__ = ["PICKLE_NOTICE", "load_model", "onnx_session", "expand_paths", "predi
 PICKLE_NOTICE = ("note: {path} is a pickle (fastai's format): loading it runs any code it holds. Load only "
                  "model.pkl files you made or trust; to share a model, or serve one from someone else, use "
                  "its .onnx export (`chiquito export RUN`), which cannot run code.")
-
-
-def onnx_session(p: Path, threads: int = 0):
-    """An onnxruntime CPU session on the file, or a one-line ChiquitoError (missing, unreadable, no extra)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ChiquitoError("ONNX models need onnxruntime: pip install 'chiquito-or-not[onnx]'") from None
-    if not p.is_file():
-        raise ChiquitoError(f"{p}: no such model file; write one with `chiquito export RUN --format onnx`")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ChiquitoError(f"{p}: not a readable ONNX model ({str(e).splitlines()[0][:120]}); "
-                            "export it again with `chiquito export RUN --format onnx`") from None
 
 
 def _load_onnx(p: Path, threads: int = 0):

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from ..data.download import DownloadPolicy, fetch_bytes
 from ..core.images import ACCEPT, clean_one
 from ..core.net import FetchError
+from ..core.reasons import Reason
 from ..tasks import task_of_model
 from .predict import load_model
 
@@ -140,7 +141,8 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
         t1 = time.perf_counter()
         reason, detail, im = await _in_thread(clean_one, data, ACCEPT)
         if reason:
-            status = 413 if reason == "decompression_bomb" else 415 if reason in ("not_an_image", "animated") else 422
+            status = (413 if reason == Reason.DECOMPRESSION_BOMB else
+                      415 if reason in (Reason.NOT_AN_IMAGE, Reason.ANIMATED) else 422)
             return _error(status, f"not a usable image: {reason} ({detail})")
         timing["decode_ms"] = round((time.perf_counter() - t1) * 1000, 1)
         t2 = time.perf_counter()

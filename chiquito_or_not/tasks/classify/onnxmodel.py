@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import ChiquitoError
+from ...core.onnxfile import onnx_session
 
 __all__ = ["OnnxClassifier", "preprocess_image"]
 
@@ -50,8 +51,6 @@ class OnnxClassifier:
         """Open `path` on onnxruntime's CPU provider, or use an already opened `session` of it."""
         self.path = Path(path)
         if session is None:
-            from ...deploy.predict import onnx_session
-
             session = onnx_session(self.path, threads)  # checks, with one-line errors
         self.session = session
         meta = self.session.get_modelmeta().custom_metadata_map

@@ -1,0 +1,47 @@
+"""Every reason an input can be left out of a dataset or refused by predict and the web app: one
+enumeration, so manifest.csv, the dataset summary and the docs use the same words. Members are strings
+(StrEnum): they compare equal to, and are written as, their values."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["Status", "Reason", "UNUSED_DETAIL"]
+
+
+class Status(StrEnum):
+    KEPT = "kept"
+    REJECTED = "rejected"  # cannot be trained on
+    UNUSED = "unused"  # clean, but left out of the splits by the recipe's policy
+
+
+class Reason(StrEnum):
+    # reading the file
+    UNREADABLE = "unreadable"
+    NOT_A_REGULAR_FILE = "not_a_regular_file"  # a pipe, device, socket or folder
+    TOO_LARGE = "too_large"
+    EMPTY_FILE = "empty_file"
+    # decoding it (core.images.clean_one)
+    NOT_AN_IMAGE = "not_an_image"
+    DECOMPRESSION_BOMB = "decompression_bomb"
+    CORRUPT = "corrupt"
+    ANIMATED = "animated"
+    FORMAT_NOT_ALLOWED = "format_not_allowed"
+    TRUNCATED_OR_CORRUPT = "truncated_or_corrupt"
+    TOO_SMALL = "too_small"
+    CORRUPT_EXIF = "corrupt_exif"
+    # de-duplication (data.clean)
+    EXACT_DUPLICATE = "exact_duplicate"
+    IN_SEVERAL_CLASSES = "in_several_classes"
+    NEAR_DUPLICATE = "near_duplicate"
+    NEAR_DUPLICATE_IN_SEVERAL_CLASSES = "near_duplicate_in_several_classes"
+    # the dataset's policy (data.dataset, data.split): status "unused" except the first
+    CLASS_BELOW_MIN_IMAGES = "class_below_min_images"
+    BALANCED_OUT = "balanced_out"
+    PER_CLASS_CAP = "per_class_cap"
+    TRAIN_CAP = "train_cap"
+
+
+UNUSED_DETAIL = {Reason.BALANCED_OUT: "balance = \"downsample\": every class is cut to the smallest",
+                 Reason.PER_CLASS_CAP: "dataset.per_class = {per_class}",
+                 Reason.TRAIN_CAP: "dataset.train = {train}"}
