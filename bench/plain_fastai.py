@@ -65,5 +65,6 @@ learn.dls = dls  # validation without augmentation, as fastai's validate would u
 preds, targs = learn.get_preds(dl=dls.valid)
 right = (preds.argmax(1) == targs).tolist()
 outcomes = {str(Path(p).relative_to(path / "valid")): int(ok) for p, ok in zip(dls.valid_ds.items, right)}
+print()  # fastprogress leaves its last bar without a newline: the result gets its own line
 print(json.dumps({"seconds": round(time.time() - t0, 1), "valid_accuracy": sum(right) / len(right), "seed": seed,
                   "outcomes": outcomes}))

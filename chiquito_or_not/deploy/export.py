@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.errors import ChiquitoError, ExportError
@@ -66,6 +67,17 @@ def _set_metadata(path: Path, meta: dict) -> None:
         extra.unlink()
 
 
+@contextmanager
+def _kept_if_checked(tmp: Path, out: Path):
+    """The block checks `tmp`; it replaces `out` only when the block succeeds, else it is deleted."""
+    try:
+        yield
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+
+
 def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, parity_limit: int = 0,
                 log=print) -> dict:
     """Write RUN/model.onnx (and model.int8.onnx); returns the report also written as export.json."""
@@ -91,12 +103,8 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
     t_export = time.time() - t
 
     files = _valid_files(run, parity_limit)
-    try:
+    with _kept_if_checked(tmp, out):
         check = task.onnx_parity(learn, tmp, files)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
     summary = check.pop("summary")
     report = {"onnx": str(out), "bytes": out.stat().st_size, "exporter": exporter, "export_s": round(t_export, 1),
               **check}
@@ -108,7 +116,7 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
         qtmp = q.with_name(f".{q.name}.part")
         import logging
 
-        try:
+        with _kept_if_checked(qtmp, q):
             logging.disable(logging.WARNING)  # it advises pre-processing through the root logger
             try:
                 quantize_dynamic(str(out), str(qtmp), weight_type=QuantType.QInt8)
@@ -117,10 +125,6 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
             _set_metadata(qtmp, {**meta, "producer": "chiquito_or_not", "exporter": exporter,
                                  "quantization": "dynamic int8 (onnxruntime)"})
             diff = task.onnx_compare(out, qtmp, files)
-        except BaseException:
-            qtmp.unlink(missing_ok=True)
-            raise
-        os.replace(qtmp, q)
         summary = diff.pop("summary")
         report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}
         log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); {summary}")
