@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from chiquito_or_not.core.stats import bootstrap_recalls, mcnemar, mean_spread, versus, wilson
+from chiquito_or_not.core.stats import balanced_interval, mcnemar, mean_spread, recall_intervals, versus, wilson
 from chiquito_or_not.tasks.classify.evaluate import compute_metrics, headline
 
 
@@ -23,20 +23,32 @@ def test_wilson_known_values():
     assert wilson(0, 0) == (0.0, 1.0)
 
 
-def test_bootstrap_is_seeded_and_brackets_the_estimate():
+def test_balanced_interval_is_seeded_and_matches_the_beta_posterior():
+    from scipy.stats import beta
+
+    y = np.repeat([0], 10)
+    right = np.arange(10) < 5  # one class, 5/10: a symmetric posterior, so the shortest interval is the central one
+    lo, hi = balanced_interval(y, right, 1, seed=0)
+    ref = beta(5.5, 5.5).ppf([0.025, 0.975])  # Jeffreys' posterior
+    assert lo == pytest.approx(ref[0], abs=1e-2) and hi == pytest.approx(ref[1], abs=1e-2)  # simulation noise
+    y = np.array([0] * 29 + [1] * 16)  # the default recipe's 45/45: neither 1.000-1.000 nor one that excludes 1
+    right = np.ones(45, dtype=bool)
+    lo, hi = balanced_interval(y, right, 2, seed=0)
+    assert 0.92 < lo < 0.94 and hi == 1.0
+    assert balanced_interval(y, right, 2, seed=0) == (lo, hi)
+    assert abs(balanced_interval(y, right, 2, seed=1)[0] - lo) < 2e-3  # enough draws: the seed barely matters
+
     rng = np.random.default_rng(1)
     y = np.repeat([0, 1, 2], [40, 30, 10])
     right = rng.random(80) < np.where(y == 2, 0.5, 0.9)
-    a = bootstrap_recalls(y, right, 4, seed=3)
-    assert a == bootstrap_recalls(y, right, 4, seed=3)
-    assert a != bootstrap_recalls(y, right, 4, seed=4)
-    (blo, bhi), per = a
     recalls = [right[y == c].mean() for c in range(3)]
+    blo, bhi = balanced_interval(y, right, 4, seed=3)  # class 3 has no images: left out
     assert blo < np.mean(recalls) < bhi
+    per = recall_intervals(y, right, 4)
     for c in range(3):
-        assert per[c][0] <= recalls[c] <= per[c][1]
+        assert per[c] == wilson(int(right[y == c].sum()), int((y == c).sum()))
     assert per[2][1] - per[2][0] > per[0][1] - per[0][0]  # 10 images: a wider interval than 40
-    assert all(math.isnan(x) for x in per[3])  # a class without images
+    assert all(math.isnan(x) for x in per[3])
 
 
 def test_mcnemar_exact():

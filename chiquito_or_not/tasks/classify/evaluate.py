@@ -8,7 +8,7 @@ import numpy as np
 
 from ...core.errors import DataError
 from ...core.files import write_csv
-from ...core.stats import LEVEL, RESAMPLES, bootstrap_recalls, wilson
+from ...core.stats import DRAWS, LEVEL, balanced_interval, recall_intervals, wilson
 from .data import labelled_files
 from .figures import plot_confusion, plot_top_losses
 from .predict import model_vocab, predict_paths
@@ -25,7 +25,7 @@ def headline(m: dict) -> str:
 
 
 def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str], seed: int = 0) -> dict:
-    """Accuracy and balanced accuracy with their 95 % intervals (Wilson; seeded stratified bootstrap),
+    """Accuracy and balanced accuracy with their 95 % intervals (Wilson; seeded posterior simulation),
     per-class precision/recall/F1 (recall with its interval), confusion matrix, counts, and the
     right/wrong outcome of every image in order (what compare's and sweep's paired test reads)."""
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
@@ -34,7 +34,7 @@ def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str], seed: int
     k = list(range(len(vocab)))
     p, r, f1, sup = precision_recall_fscore_support(y, pred, labels=k, zero_division=0)
     right = y == pred
-    bal_ci, recall_ci = bootstrap_recalls(y, right, len(vocab), seed=seed)
+    bal_ci, recall_ci = balanced_interval(y, right, len(vocab), seed=seed), recall_intervals(y, right, len(vocab))
     cm = confusion_matrix(y, pred, labels=k)
     confused = sorted(((int(cm[i, j]), vocab[i], vocab[j]) for i in k for j in k if i != j and cm[i, j]),
                       key=lambda t: (-t[0], t[1], t[2]))
@@ -43,9 +43,9 @@ def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str], seed: int
         "accuracy_ci95": list(wilson(int(right.sum()), len(y))),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
         "balanced_accuracy_ci95": list(bal_ci),
-        "interval": {"level": LEVEL, "accuracy": "Wilson score interval",
-                     "balanced_accuracy, recall": f"percentile bootstrap, {RESAMPLES} class-stratified "
-                                                  f"resamples, seed {seed}"},
+        "interval": {"level": LEVEL, "accuracy, recall": "Wilson score interval",
+                     "balanced_accuracy": f"posterior of the mean recall, each Beta(k + 1, n - k + 1) "
+                                          f"(Brodersen et al. 2010), {DRAWS} draws, seed {seed}"},
         "per_class": {vocab[i]: {"precision": float(p[i]), "recall": float(r[i]), "recall_ci95": list(recall_ci[i]),
                                  "f1": float(f1[i]), "support": int(sup[i])} for i in k},
         "confusion_matrix": {"labels": vocab, "rows_actual_cols_predicted": cm.tolist()},
