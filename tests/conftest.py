@@ -186,3 +186,14 @@ def no_scroll_waits(monkeypatch):
             return None
 
     monkeypatch.setattr(gid, "time", NoSleep())
+
+
+@pytest.fixture
+def terminal_ctrl_c():
+    """SIGINT raises KeyboardInterrupt, as at a terminal, even when pytest was started as a shell's
+    background job (which starts with SIGINT ignored, so Python never raises it); restored after."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -92,8 +92,11 @@ def _download_in_a_process(urls, tmp_path, workers: int):
               f"download_urls(urls, Path(sys.argv[2]), DownloadPolicy(workers={workers}, per_host={workers}), "
               "progress=False)\n")
     dest = tmp_path / "out"
+    # a shell's background job starts with SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # the child gets the terminal's default, whatever started pytest
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "urls.json"), str(dest)],
-                            env=subprocess_env(), stderr=subprocess.PIPE)
+                            env=subprocess_env(), stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = dest / OUTCOMES_FILE
     deadline = time.time() + 60
     while time.time() < deadline and not (journal.is_file() and journal.read_text().count("\n") >= 15):

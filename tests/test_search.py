@@ -191,7 +191,8 @@ def test_google_backend_with_a_chrome_that_does_not_exist_is_one_line(tmp_path):
     assert not (tmp_path / "m.jsonl").exists()
 
 
-def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest(bing, roots, tmp_path):
+def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest(bing, roots, tmp_path,
+                                                                                terminal_ctrl_c):
     import signal
     import threading
     import time
