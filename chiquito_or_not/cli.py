@@ -109,6 +109,8 @@ def dataset(recipe: Path = RecipeArg,
         typer.echo(f"  rejected {n:>5}  {reason}")
     for reason, n in s.unused.most_common():
         typer.echo(f"  left out {n:>5}  {reason}")
+    for reason, n in s.box_problems.most_common():
+        typer.echo(f"  bad box  {n:>5}  {reason}  (box_problems.csv)")
     for split, counts in s.counts.items():
         typer.echo(f"  {split:<6} " + "  ".join(f"{lab} {n}" for lab, n in sorted(counts.items())))
     typer.echo(f"wrote {s.root}/{{train,valid{',test' if 'test' in s.counts else ''}}}/, manifest.csv, split.csv "
@@ -188,29 +190,40 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl, or model
                                          show_default=False),
             paths: list[Path] = typer.Argument(..., help="Image files or folders", show_default=False),
             as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout"),
-            top_k: int = typer.Option(1, "--top-k", min=1, help="Show the k most likely classes"),
+            top_k: int = typer.Option(1, "--top-k", min=1, help="Classifier: show the k most likely classes"),
+            threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0,
+                                                      help="Detector: lowest score shown (default: the recipe's)"),
+            draw: Optional[Path] = typer.Option(None, "--draw", help="Detector: write each image with its boxes "
+                                                                     "into this folder (a new or empty one)"),
             bs: int = typer.Option(64, min=1, help="Batch size")):
-    """Predict label and probability for each image, in batches; exit 1 if any file failed.
+    """Predict each image, in batches: a classifier's label and probability, a detector's boxes (label,
+    score, x0 y0 x1 y1 in the image's pixels); exit 1 if any file failed.
 
     A .pkl model is a pickle: loading it runs any code it holds. Load only files you made or trust;
     for a model from someone else use its .onnx export, which cannot run code."""
     from .deploy.predict import expand_paths, load_model, predict_paths
 
+    if draw is not None and draw.exists() and (not draw.is_dir() or any(draw.iterdir())):
+        _fail(f"--draw {draw}: not a new or empty folder; pick another, so that no file of yours is overwritten")
     learn = load_model(model)
     files = expand_paths(paths)
     if not files:
         _fail("no images found in the given paths")
-    results = predict_paths(learn, files, bs=bs)
+    results = predict_paths(learn, files, bs=bs, threshold=threshold)
+    if draw is not None:
+        from .tasks import task_of_model
+
+        n = task_of_model(learn).draw_files(learn, results, draw)
+        typer.echo(f"wrote {n} image(s) with their boxes into {draw}", err=True)
     if as_json:
-        typer.echo(json.dumps([{"path": r.path, "error": r.error} if r.error else
-                               {"path": r.path, "label": r.label, "probability": r.probability,
-                                "top": r.top(top_k), "probabilities": r.probabilities} for r in results], indent=1))
-    else:  # one line per file: a name with a newline, tab or other control character is shown escaped
+        typer.echo(json.dumps([r.to_json(top_k) for r in results], indent=1))
+    else:  # one line per file (a detector: per box): a name with a control character is shown escaped
         for r in results:
             if r.error:
                 typer.echo(f"error: {shown_path(r.path)}: {r.error}", err=True)
             else:
-                typer.echo(f"{shown_path(r.path)}\t" + "\t".join(f"{lab}\t{p:.4f}" for lab, p in r.top(top_k)))
+                for line in r.lines(top_k):
+                    typer.echo(f"{shown_path(r.path)}{line}")
     failed = sum(1 for r in results if r.error)
     if failed:
         typer.echo(f"{failed} of {len(results)} file(s) could not be predicted", err=True)

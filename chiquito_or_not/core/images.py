@@ -11,7 +11,7 @@ from pathlib import Path
 from .files import IMAGE_EXTS, NotRegular, read_regular  # IMAGE_EXTS: the extensions taken for images
 from .reasons import Reason
 
-__all__ = ["IMAGE_EXTS", "DecodePolicy", "ACCEPT", "clean_one"]
+__all__ = ["IMAGE_EXTS", "DecodePolicy", "ACCEPT", "clean_one", "clean_with_boxes", "transpose_boxes"]
 
 
 
@@ -61,49 +61,98 @@ def _bomb_warnings_are_errors() -> None:
 
 def clean_one(raw: Path | bytes, spec: DecodePolicy) -> tuple[str, str, object | None]:
     """Decode one file (or its bytes): (reason, detail, RGB image) where reason is "" when it is kept."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    reason, detail, im, _ = clean_with_boxes(raw, spec, None)
+    return reason, detail, im
+
+
+# EXIF orientation -> the PIL transpose that ImageOps.exif_transpose applies for it
+_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def transpose_boxes(boxes, method: str, w: int, h: int):
+    """Boxes (x0, y0, x1, y1 in pixel-edge coordinates of a w x h image) after PIL's Image.transpose(method)."""
+    import numpy as np
+
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x0, y0, x1, y1 = b.T
+    if method == "FLIP_LEFT_RIGHT":
+        out = (w - x1, y0, w - x0, y1)
+    elif method == "FLIP_TOP_BOTTOM":
+        out = (x0, h - y1, x1, h - y0)
+    elif method == "ROTATE_180":
+        out = (w - x1, h - y1, w - x0, h - y0)
+    elif method == "ROTATE_90":  # counter-clockwise: (x, y) -> (y, w - x)
+        out = (y0, w - x1, y1, w - x0)
+    elif method == "ROTATE_270":  # clockwise: (x, y) -> (h - y, x)
+        out = (h - y1, x0, h - y0, x1)
+    elif method == "TRANSPOSE":  # (x, y) -> (y, x)
+        out = (y0, x0, y1, x1)
+    elif method == "TRANSVERSE":  # (x, y) -> (h - y, w - x)
+        out = (h - y1, w - x1, h - y0, w - x0)
+    else:
+        raise ValueError(f"unknown transpose {method!r}")
+    return np.stack(out, axis=1)
+
+
+def clean_with_boxes(raw: Path | bytes, spec: DecodePolicy, boxes=None) -> tuple[str, str, object | None, object]:
+    """`clean_one`, moving `boxes` (N x 4 x0 y0 x1 y1, pixels of the file as stored) with the pixels
+    through every geometric step (EXIF orientation, centre crop, max_side): (reason, detail, image, boxes)
+    with the boxes in the cleaned image's pixels (clipped to it by the crop; None when none were given)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
 
     try:
         data = raw if isinstance(raw, bytes) else read_regular(raw)
     except NotRegular as e:
-        return e.reason, e.detail, None
+        return e.reason, e.detail, None, None
     except OSError as e:
-        return Reason.UNREADABLE, e.strerror or str(e), None
+        return Reason.UNREADABLE, e.strerror or str(e), None, None
     if not data:
-        return Reason.EMPTY_FILE, "0 bytes", None
+        return Reason.EMPTY_FILE, "0 bytes", None, None
     _bomb_warnings_are_errors()
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        return Reason.NOT_AN_IMAGE, "no known image format", None
+        return Reason.NOT_AN_IMAGE, "no known image format", None, None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return Reason.DECOMPRESSION_BOMB, str(e).split(".")[0], None
+        return Reason.DECOMPRESSION_BOMB, str(e).split(".")[0], None, None
     except (OSError, SyntaxError, ValueError) as e:
-        return Reason.CORRUPT, str(e), None
+        return Reason.CORRUPT, str(e), None, None
     w, h = im.size
     if w * h > spec.max_pixels:
-        return Reason.DECOMPRESSION_BOMB, f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}", None
+        return Reason.DECOMPRESSION_BOMB, f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}", None, None
     if getattr(im, "is_animated", False) or getattr(im, "n_frames", 1) > 1:
-        return Reason.ANIMATED, f"{im.format} with {getattr(im, 'n_frames', '?')} frames", None
+        return Reason.ANIMATED, f"{im.format} with {getattr(im, 'n_frames', '?')} frames", None, None
     if im.format not in spec.formats:
-        return Reason.FORMAT_NOT_ALLOWED, f"{im.format} (allowed: {', '.join(spec.formats)})", None
+        return Reason.FORMAT_NOT_ALLOWED, f"{im.format} (allowed: {', '.join(spec.formats)})", None, None
     try:
         im.load()  # the full decode: truncated and corrupt files fail here, not at training time
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return Reason.DECOMPRESSION_BOMB, str(e).split(".")[0], None
+        return Reason.DECOMPRESSION_BOMB, str(e).split(".")[0], None, None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        return Reason.TRUNCATED_OR_CORRUPT, str(e), None
+        return Reason.TRUNCATED_OR_CORRUPT, str(e), None, None
     if min(w, h) < spec.min_size:
-        return Reason.TOO_SMALL, f"{w}x{h}, min_size is {spec.min_size}", None
-    try:
-        im = ImageOps.exif_transpose(im)
+        return Reason.TOO_SMALL, f"{w}x{h}, min_size is {spec.min_size}", None, None
+    b = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    try:  # ImageOps.exif_transpose's own steps, so that the boxes can take the same ones
+        method = _ORIENTATION.get(im.getexif().get(0x0112, 1))
+        if method:
+            if b is not None:
+                b = transpose_boxes(b, method, im.width, im.height)
+            im = im.transpose(getattr(Image.Transpose, method))
     except (OSError, SyntaxError, ValueError, KeyError, TypeError) as e:
-        return Reason.CORRUPT_EXIF, str(e), None
+        return Reason.CORRUPT_EXIF, str(e), None, None
     im = _to_rgb(im, spec.background)
     if spec.center_crop < 1.0:  # the same crop for every class, e.g. so web photos look like LFW's face crops
         side = max(1, round(min(im.size) * spec.center_crop))
         left, top = (im.width - side) // 2, (im.height - side) // 2
         im = im.crop((left, top, left + side, top + side))
+        if b is not None:
+            b = np.clip(b - [left, top, left, top], 0, side)
     if spec.max_side and max(im.size) > spec.max_side:
+        w0, h0 = im.size
         im.thumbnail((spec.max_side, spec.max_side), Image.Resampling.LANCZOS)
-    return "", "", im
+        if b is not None:
+            b = b * [im.width / w0, im.height / h0, im.width / w0, im.height / h0]
+    return "", "", im, b

@@ -35,6 +35,16 @@ class Reason(StrEnum):
     IN_SEVERAL_CLASSES = "in_several_classes"
     NEAR_DUPLICATE = "near_duplicate"
     NEAR_DUPLICATE_IN_SEVERAL_CLASSES = "near_duplicate_in_several_classes"
+    # detection annotations (tasks.detect): an image's, or one box's
+    NO_ANNOTATION = "no_annotation"  # an image without its annotation file (or entry)
+    ANNOTATION_WITHOUT_IMAGE = "annotation_without_image"  # an annotation whose image is not there
+    BAD_ANNOTATION = "bad_annotation"  # cannot be parsed, or a required field is missing or not a number
+    UNSAFE_ANNOTATION = "unsafe_annotation"  # an XML bomb, entities or a DTD: refused unread
+    SIZE_MISMATCH = "size_mismatch"  # the annotation's width/height disagree with the image's
+    BOX_OUTSIDE_IMAGE = "box_outside_image"  # past the edge by more than detect.box_tolerance
+    EMPTY_BOX = "empty_box"  # zero or negative width or height (below detect.min_box)
+    UNKNOWN_LABEL = "unknown_label"  # a label not in detect.labels
+    NO_BOXES = "no_boxes"  # no box left, and detect.background_images is false
     # the dataset's policy (data.dataset, data.split): status "unused" except the first
     CLASS_BELOW_MIN_IMAGES = "class_below_min_images"
     BALANCED_OUT = "balanced_out"

@@ -16,7 +16,7 @@ from .errors import RecipeError
 
 __all__ = [
     "Recipe", "DatasetSpec", "FinetuneSpec", "AugmentSpec", "ClassSpec", "SOURCE_KINDS",
-    "FolderSource", "NpmSource", "DebSource", "ArchiveSource", "PythonSource", "ImageSearchSource", "LfwSource",
+    "FolderSource", "NpmSource", "CompositeSource", "CutoutSpec", "AnnotatedSource", "DetectSpec", "DebSource", "ArchiveSource", "PythonSource", "ImageSearchSource", "LfwSource",
     "load_recipe", "recipe_to_dict", "write_resolved",
 ]
 
@@ -109,7 +109,36 @@ class LfwSource:
     kind: Literal["lfw"] = "lfw"
 
 
-Source = Union[FolderSource, NpmSource, DebSource, ArchiveSource, PythonSource, ImageSearchSource, LfwSource]
+PlainSource = Union[FolderSource, NpmSource, DebSource, ArchiveSource, PythonSource, ImageSearchSource, LfwSource]
+
+
+@dataclass(frozen=True)
+class CutoutSpec:
+    """Where the cut-outs (PNG with transparency) of one detection label come from."""
+    sources: tuple[PlainSource, ...]
+
+
+@dataclass(frozen=True)
+class CompositeSource:
+    """Detection images made the honest way offline: real alpha-masked cut-outs pasted onto real full-frame
+    photos, with the exact box of each pasted mask (a labelImg-style VOC XML beside each image). The same
+    images from the same seed; cut-outs are dealt into `groups`, and each image takes its objects from one
+    group, so the split can keep every object out of all but one split."""
+    objects: dict[str, CutoutSpec]  # label -> its cut-outs
+    backgrounds: tuple[PlainSource, ...]
+    count: int = _range(1, 100_000, default=300)
+    side: int = _range(64, 4096, default=480)  # the longer side of a generated image
+    per_image: tuple[int, int] = (1, 4)
+    scale: tuple[float, float] = (0.2, 0.55)  # an object's longer side, as a share of the image's shorter side
+    max_overlap: float = _range(0.0, 1.0, default=0.15)  # largest share of a box another object may cover
+    groups: int = _range(1, 10_000, default=40)
+    alpha_threshold: int = _range(1, 255, default=128)  # a pixel belongs to the object from this alpha on
+    min_opaque: float = _range(0.0, 1.0, default=0.2)  # cut-outs with less opaque area are not cut-outs
+    kind: Literal["composite"] = "composite"
+
+
+Source = Union[FolderSource, NpmSource, DebSource, ArchiveSource, PythonSource, ImageSearchSource, LfwSource,
+               CompositeSource]
 SOURCE_KINDS = {c.__dataclass_fields__["kind"].default: c for c in typing.get_args(Source)}
 
 
@@ -119,6 +148,34 @@ SOURCE_KINDS = {c.__dataclass_fields__["kind"].default: c for c in typing.get_ar
 class ClassSpec:
     """Where the images of one class come from."""
     sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class AnnotatedSource:
+    """Detection images and their boxes: `images` is any source; the boxes are in `format`, in one file per
+    image beside it (voc: NAME.xml, yolo: NAME.txt) or in one file (`annotations`: csv, coco) found among
+    the source's files by that relative path, or at that path on disk."""
+    images: Source
+    format: Literal["voc", "csv", "coco", "yolo"] = "voc"
+    annotations: str = ""
+    names: tuple[str, ...] = ()  # yolo: the label of class id 0, 1, ... (default: detect.labels in order)
+
+
+@dataclass(frozen=True)
+class DetectSpec:
+    """A detection recipe's labels, sources and annotation policy (task = "detect")."""
+    labels: tuple[str, ...] = ()
+    sources: tuple[AnnotatedSource, ...] = ()
+    # a bad box (outside the image beyond the tolerance, empty, unknown label): drop the whole image, or
+    # only the box
+    bad_boxes: Literal["drop_image", "drop_box"] = "drop_image"
+    box_tolerance: float = _range(0.0, 100.0, default=2.0)  # px a box may pass the edge (then clipped)
+    min_box: float = _range(0.0, 1000.0, default=2.0)  # px: a box narrower or lower than this is empty
+    background_images: bool = True  # keep images with no boxes (negatives); else they are rejected
+    size_tolerance: int = _range(0, 1000, default=1)  # px the annotation's width/height may differ from the image's
+    score_threshold: float = _range(0.0, 1.0, default=0.3)  # predict's and serve's default
+    nms_iou: float = _range(0.0, 1.0, default=0.5)
+    max_detections: int = _range(1, 10_000, default=100)
 
 
 @dataclass(frozen=True)
@@ -226,6 +283,7 @@ class Recipe:
     task: str = "classify"  # one of chiquito_or_not.tasks.TASKS
     classes: dict[str, ClassSpec] = field(default_factory=dict)
     class_folders: ClassFolders = ClassFolders()
+    detect: DetectSpec = DetectSpec()
     name: str = ""
     description: str = ""
     seed: int = _range(0, 2**32 - 1, default=42)
@@ -235,7 +293,8 @@ class Recipe:
 
     @property
     def class_names(self) -> list[str]:
-        return sorted(self.classes)
+        """The labels the model answers with: the classes (sorted), or a detector's labels in order."""
+        return list(self.detect.labels) if self.task == "detect" else sorted(self.classes)
 
 
 # ---------------------------------------------------------------- loading and checking
@@ -265,7 +324,9 @@ def _check_recipe(r: Recipe, where: str) -> None:
 
     if problem := task_name_problem(r.task):
         raise RecipeError(f"{where}: 'task' = {problem}")
-    if len(r.classes) < 2 and not r.class_folders.path:
+    if r.task == "detect":
+        _check_detect(r, where)
+    elif len(r.classes) < 2 and not r.class_folders.path:
         raise RecipeError(f"{where}: 'classes' needs at least two classes, got {len(r.classes)} "
                           "(or set 'class_folders.path' to a folder with one sub-folder per class)")
     for name, spec in r.classes.items():
@@ -291,6 +352,47 @@ def _check_recipe(r: Recipe, where: str) -> None:
     problem = keep_frozen_problem(r.finetune.unfrozen.keep_frozen)
     if problem:
         raise RecipeError(f"{where}: 'finetune.unfrozen.keep_frozen' = {r.finetune.unfrozen.keep_frozen}: {problem}")
+
+
+def _plain_label(name, where: str, key: str) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or name != name.strip():
+        raise RecipeError(f"{where}: {key} name {name!r} must be a plain name (no '/', no leading dot or space)")
+
+
+def _check_detect(r: Recipe, where: str) -> None:
+    """A detection recipe: labels, annotated sources, no classification classes."""
+    d = r.detect
+    if r.classes or r.class_folders.path:
+        raise RecipeError(f"{where}: task = \"detect\" takes its labels from 'detect.labels' and its images from "
+                          "'detect.sources'; remove 'classes' / 'class_folders'")
+    if not d.labels:
+        raise RecipeError(f"{where}: 'detect.labels' is empty; list the object labels, e.g. [\"animal\", \"food\"]")
+    if len(set(d.labels)) != len(d.labels):
+        raise RecipeError(f"{where}: 'detect.labels' names a label twice; list each once")
+    for lab in d.labels:
+        _plain_label(lab, where, "label")
+    if not d.sources:
+        raise RecipeError(f"{where}: 'detect.sources' is empty; add a [[detect.sources]] table with 'images'")
+    for i, s in enumerate(d.sources):
+        if s.format in ("csv", "coco") and not s.annotations:
+            raise RecipeError(f"{where}: 'detect.sources[{i}].annotations' is empty: a {s.format} source keeps its "
+                              "boxes in one file; name it (relative to the source, or a path)")
+        if s.images.kind == "composite":
+            c = s.images
+            unknown = sorted(set(c.objects) - set(d.labels))
+            if unknown:
+                raise RecipeError(f"{where}: 'detect.sources[{i}].images.objects' has label(s) {', '.join(unknown)} "
+                                  f"not in detect.labels ({', '.join(d.labels)}); add them there or rename")
+            if not c.backgrounds:
+                raise RecipeError(f"{where}: 'detect.sources[{i}].images.backgrounds' is empty; add photo sources")
+            lo, hi = c.per_image
+            if not 1 <= lo <= hi <= 20:
+                raise RecipeError(f"{where}: 'detect.sources[{i}].images.per_image' = [{lo}, {hi}] must be "
+                                  "1 <= min <= max <= 20")
+            a, b = c.scale
+            if not 0.01 <= a <= b <= 1.0:
+                raise RecipeError(f"{where}: 'detect.sources[{i}].images.scale' = [{a}, {b}] must be "
+                                  "0.01 <= min <= max <= 1")
 
 
 def keep_frozen_problem(v: float) -> str:
@@ -358,13 +460,14 @@ def _build(tp, value, where: str, key: str):
         if all(dataclasses.is_dataclass(a) for a in args):  # a source: `kind` picks the class
             if not isinstance(value, dict):
                 raise bad("a table with a 'kind' key")
+            kinds = {a.__dataclass_fields__["kind"].default: a for a in args}
             kind = value.get("kind")
-            if kind not in SOURCE_KINDS:
-                close = difflib.get_close_matches(str(kind), SOURCE_KINDS, n=1)
-                raise RecipeError(f"{where}: '{label}.kind' = {kind!r} is not a source kind; "
+            if kind not in kinds:
+                close = difflib.get_close_matches(str(kind), kinds, n=1)
+                raise RecipeError(f"{where}: '{label}.kind' = {kind!r} is not a source kind here; "
                                   + (f"did you mean {close[0]!r}? " if close else "")
-                                  + f"choose one of {', '.join(SOURCE_KINDS)}")
-            return _build(SOURCE_KINDS[kind], value, where, key)
+                                  + f"choose one of {', '.join(kinds)}")
+            return _build(kinds[kind], value, where, key)
         for a in args:  # ints are accepted where a float is allowed, never the reverse
             try:
                 return _build(a, value, where, key)

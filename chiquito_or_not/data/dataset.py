@@ -18,7 +18,7 @@ from ..tasks import get_task
 from .sources import fetch_source
 from .split import assign_splits, materialize
 
-__all__ = ["DatasetSummary", "build_dataset"]
+__all__ = ["DatasetSummary", "build_dataset", "build_class_dataset"]
 
 
 @dataclass
@@ -31,6 +31,7 @@ class DatasetSummary:
     counts: dict = field(default_factory=dict)  # split -> label -> n
     changes: dict = field(default_factory=dict)
     unused: Counter = field(default_factory=Counter)  # kept (clean) but left out of the splits, by reason
+    box_problems: Counter = field(default_factory=Counter)  # detection: boxes dropped (or dropping their image)
 
 
 def _class_folders(recipe: Recipe) -> dict:
@@ -79,9 +80,14 @@ def _fetch(label: str, src, where: str, seed: int, log, retry_failed: bool = Fal
 
 
 def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_failed: bool = False) -> DatasetSummary:
-    """Fetch, clean, balance and split the recipe's images into `root` (default: the data root);
-    `retry_failed` fetches again the downloads that failed for reasons that may pass."""
+    """Fetch, clean and split the recipe's images into `root` (default: the data root) the way its task
+    reads them; `retry_failed` fetches again the downloads that failed for reasons that may pass."""
     root = Path(root) if root else dataset_dir(recipe.name)
+    return get_task(recipe.task).build_dataset(recipe, root, log, retry_failed)
+
+
+def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: bool = False) -> DatasetSummary:
+    """Classification: one folder per class; cleaned, de-duplicated, balanced, split per class."""
     folder, task = DatasetFolder(root), get_task(recipe.task)
     specs = {**_class_folders(recipe), **recipe.classes}
     raw, deferred = [], []

@@ -12,7 +12,7 @@ from .archive import extract_archive, extract_once, fetch_archive
 from ..core.errors import SourceError
 from ..core.files import glob_match, sha256_file
 from ..core.paths import cache_dir, raw_dir
-from ..core.recipe import (SOURCE_KINDS, ArchiveSource, DebSource, FolderSource, ImageSearchSource, LfwSource,
+from ..core.recipe import (SOURCE_KINDS, ArchiveSource, CompositeSource, DebSource, FolderSource, ImageSearchSource, LfwSource,
                            NpmSource, PythonSource)
 
 __all__ = ["RawFile", "fetch_source", "fetches", "FETCHERS"]
@@ -39,6 +39,7 @@ class RawFile:
     """One raw input: a file on disk and the source it came from."""
     path: Path
     source: str
+    group: str = ""  # the unit the split keeps together, when the source knows it (a composite's group)
 
 
 def _select(root: Path, include, exclude, label: str, where: str, log=print) -> list[RawFile]:
@@ -262,6 +263,23 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
             f"({len(cands)} candidates found)")
     return [RawFile(p, f"search:{src.backend}:{src.query}") for p in sorted((base / "images").iterdir())
             if p.is_file() and p.name != OUTCOMES_FILE]
+
+
+@fetches(CompositeSource)
+def fetch_composite(src: CompositeSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
+    """Cut-outs and backgrounds fetched by their own sources, composites generated once under raw/."""
+    from .composite import generate_composites
+
+    cutouts = {label: [f.path for i, s in enumerate(spec.sources)
+                       for f in fetch_source(s, f"{where}.objects.{label}.sources[{i}]", seed, log)]
+               for label, spec in sorted(src.objects.items())}
+    backgrounds = [f.path for i, s in enumerate(src.backgrounds)
+                   for f in fetch_source(s, f"{where}.backgrounds[{i}]", seed, log)]
+    try:
+        made = generate_composites(src, cutouts, backgrounds, raw_dir() / "composite", seed, log)
+    except SourceError as e:
+        raise SourceError(f"{where}: {e}") from None
+    return [x for img, xml, group in made for x in (RawFile(img, "composite", group), RawFile(xml, "composite"))]
 
 
 # every source kind of the recipe schema has exactly one fetcher: a kind added to one and not the other

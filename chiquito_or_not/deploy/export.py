@@ -35,7 +35,7 @@ def _valid_files(run: Path, limit: int) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def _torch_export(model, x, path: Path) -> str:
+def _torch_export(model, x, path: Path, outputs=("probabilities",)) -> str:
     import warnings
 
     import torch
@@ -43,13 +43,13 @@ def _torch_export(model, x, path: Path) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["probabilities"],
+            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=list(outputs),
                               dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=18, dynamo=True,
                               verbose=False)
             return "torch.export"
         except Exception:  # noqa: BLE001 - fall back to the TorchScript exporter on any failure
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["probabilities"],
-                              dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
+            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=list(outputs),
+                              dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
                               opset_version=18, dynamo=False)
             return "torchscript"
 
@@ -97,7 +97,7 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
     tmp = out.with_name(f".{out.name}.part")
     model, example = task.onnx_graph(learn)
     t = time.time()
-    exporter = _torch_export(model, example, tmp)
+    exporter = _torch_export(model, example, tmp, task.onnx_outputs)
     _set_metadata(tmp, {**meta, "source": str(folder.model.resolve()), "producer": "chiquito_or_not",
                         "exporter": exporter})
     t_export = time.time() - t

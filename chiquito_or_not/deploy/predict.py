@@ -71,7 +71,7 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def predict_paths(model, paths: list[Path], bs: int = 64, workers: int = 2) -> list:
+def predict_paths(model, paths: list[Path], bs: int = 64, workers: int = 2, threshold: float | None = None) -> list:
     """The model's task's predictions for every file; a file that is not a usable image gets an error
-    and the others go on."""
-    return task_of_model(model).predict_files(model, paths, bs=bs, workers=workers)
+    and the others go on. `threshold`: a detector's lowest score."""
+    return task_of_model(model).predict_files(model, paths, bs=bs, workers=workers, threshold=threshold)

@@ -3,7 +3,7 @@
 The shared stages (data/, train/, deploy/) never ask "is this classification?": they ask the recipe's
 task (`recipe.task`) or the loaded model's task (`task_of_model`) for the parts below. A task is a
 package under tasks/ whose `TASK` object has these members, registered by one line in TASKS.
-Classification (tasks/classify) is the first.
+Classification (tasks/classify) is the first; detection (tasks/detect) the second.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 __all__ = ["TASKS", "DEFAULT_TASK", "Task", "get_task", "task_of_model", "task_name_problem"]
 
 # task name in a recipe → the package that implements it
-TASKS = {"classify": "chiquito_or_not.tasks.classify"}
+TASKS = {"classify": "chiquito_or_not.tasks.classify", "detect": "chiquito_or_not.tasks.detect"}
 DEFAULT_TASK = "classify"
 
 
@@ -23,6 +23,11 @@ class Task(Protocol):
     history_metrics: tuple[str, ...]  # the metric columns of history.csv, after the losses
     scores: tuple[str, ...]  # the metrics.json keys of a split that compare and sweep report, in order
     rank: tuple[str, ...]  # the keys compare ranks backbones by, best first
+    feature_cache: bool  # whether the frozen stage may train the head on cached body features
+    onnx_outputs: tuple[str, ...]  # the exported graph's output names
+
+    def build_dataset(self, recipe, root, log, retry_failed: bool):
+        """The dataset stage: fetch the recipe's sources, clean, split into `root`; a data.dataset.DatasetSummary."""
 
     # data: how labels are read and split
     def split_key(self, record) -> str:
@@ -38,6 +43,9 @@ class Task(Protocol):
     def memorise_dls(self, recipe, root, n_images: int) -> tuple:
         """(DataLoaders, items) for `sanity`: a few training images validated on themselves."""
 
+    def adapt_body(self, recipe, body):
+        """The backbone's body as this task's model uses it (a detector taps two feature maps)."""
+
     def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
         """(head, loss_func, metrics) for the body: what the shared Learner is built from."""
 
@@ -51,10 +59,14 @@ class Task(Protocol):
     def evaluate_set(self, model, name: str, folder, out, suffix: str, top_k: int, log) -> dict:
         """Metrics (and the task's figures, written under `out`) on one labelled folder."""
 
-    def predict_files(self, model, paths, bs: int, workers: int) -> list:
-        """One result per path (with .error when the file is not a usable image)."""
+    def predict_files(self, model, paths, bs: int, workers: int, threshold: float | None = None) -> list:
+        """One result per path (with .error when the file is not a usable image; .to_json(top_k) and
+        .lines(top_k) for the CLI); `threshold`: a detector's score threshold."""
 
-    def predict_image(self, model, image) -> dict:
+    def draw_files(self, model, results, folder) -> int:
+        """Write each predicted file with its answer drawn on it into `folder` (a detector's boxes)."""
+
+    def predict_image(self, model, image, threshold: float | None = None) -> dict:
         """The web app's JSON payload for one decoded image."""
 
     def labels(self, model) -> list[str]:

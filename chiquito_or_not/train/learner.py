@@ -32,7 +32,7 @@ def make_learner(recipe: Recipe, dls, path: Path, root: Path | None = None):
     is the dataset folder the task reads training statistics from (a classifier's class weights)."""
     f = recipe.finetune
     task = get_task(recipe.task)
-    body = create_body(f.backbone, f.weights)
+    body = task.adapt_body(recipe, create_body(f.backbone, f.weights))
     head, loss, metrics = task.model_parts(recipe, body, num_features(body), dls, root)
     # the tutorial (fastai 0.7) trained with SGD and momentum 0.9; fastai 2 defaults to Adam
     opt_func = partial(SGD, mom=0.9) if f.opt == "sgd" else Adam

@@ -15,10 +15,17 @@ class Classify:
     history_metrics = ("accuracy",)
     scores = ("accuracy", "balanced_accuracy")
     rank = ("balanced_accuracy", "accuracy")
+    feature_cache = True  # the frozen stage may train the head on cached body features
+    onnx_outputs = ("probabilities",)
 
     # data
     def split_key(self, record) -> str:
         return record.label
+
+    def build_dataset(self, recipe, root, log, retry_failed: bool):
+        from ...data.dataset import build_class_dataset
+
+        return build_class_dataset(recipe, root, log, retry_failed)
 
     def check_dataset(self, recipe, root) -> None:
         from .data import check_dataset
@@ -35,6 +42,9 @@ class Classify:
         from .data import memorise_dls
 
         return memorise_dls(recipe, root, n_images)
+
+    def adapt_body(self, recipe, body):
+        return body
 
     def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
         from .data import class_weights
@@ -65,12 +75,20 @@ class Classify:
 
         return evaluate_set(model, name, folder, out, suffix, top_k, log)
 
-    def predict_files(self, model, paths, bs: int = 64, workers: int = 2) -> list:
+    def predict_files(self, model, paths, bs: int = 64, workers: int = 2, threshold: float | None = None) -> list:
+        from ...core.errors import ChiquitoError
         from .predict import predict_paths
 
+        if threshold is not None:
+            raise ChiquitoError("--threshold applies to detectors; a classifier answers with its most likely class")
         return predict_paths(model, paths, bs=bs, workers=workers)
 
-    def predict_image(self, model, image) -> dict:
+    def draw_files(self, model, results, folder) -> int:
+        from ...core.errors import ChiquitoError
+
+        raise ChiquitoError("--draw applies to detectors: a classifier has no boxes to draw")
+
+    def predict_image(self, model, image, threshold: float | None = None) -> dict:
         from .predict import model_probabilities, model_vocab
 
         vocab, probs = model_vocab(model), model_probabilities(model, [image])[0]

@@ -26,6 +26,16 @@ class Prediction:
         """The k most likely (label, probability) pairs, most likely first."""
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
 
+    def to_json(self, top_k: int = 1) -> dict:
+        if self.error:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "label": self.label, "probability": self.probability, "top": self.top(top_k),
+                "probabilities": self.probabilities}
+
+    def lines(self, top_k: int = 1) -> list[str]:
+        """What follows the path on predict's one output line: tab, label, tab, probability (k times)."""
+        return ["\t" + "\t".join(f"{lab}\t{p:.4f}" for lab, p in self.top(top_k))]
+
 
 def predict_images(learn, images: list, bs: int = 64):
     """Class probabilities (N x C tensor) for PIL images or paths, in batches through learn.dls.test_dl."""

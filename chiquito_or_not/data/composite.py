@@ -1,0 +1,203 @@
+"""Composite detection images: real alpha-masked cut-outs pasted onto real full-frame photos, each with
+the exact box of its pasted mask, written as JPEG + labelImg VOC XML under the data root.
+
+Deterministic: the same cut-outs, backgrounds, parameters and seed give the same bytes. Cut-outs are
+dealt into `groups` (a cut-out and its `_mirror` twin always together), and every image takes all of its
+objects from one group; the XML names that group, and the split keeps a group in one split, so no
+object seen in training appears in validation or test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import SourceError
+from ..core.files import sha256_file
+
+__all__ = ["Cutout", "load_cutouts", "generate_composites", "COMPOSITE_VERSION"]
+
+COMPOSITE_VERSION = 1  # bump when the generator changes what it draws
+
+
+@dataclass
+class Cutout:
+    label: str
+    identity: str  # the object: file stem without a `_mirror` suffix
+    image: object  # RGBA, cropped to its mask
+    group: int = 0
+
+
+def _identity(path: Path) -> str:
+    return re.sub(r"[_-]?mirror(ed)?$", "", path.stem.lower())
+
+
+def load_cutouts(files: dict[str, list[Path]], alpha_threshold: int, min_opaque: float, log=print) -> list[Cutout]:
+    """Decode every label's PNG cut-outs; a file without real transparency (no pixel below the threshold,
+    or too little above it) is not a cut-out and is skipped with a count."""
+    import numpy as np
+    from PIL import Image
+
+    out, skipped = [], 0
+    for label in sorted(files):
+        for p in sorted(files[label]):
+            try:
+                with Image.open(p) as im:
+                    im.load()
+                    rgba = im.convert("RGBA")
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                skipped += 1
+                continue
+            a = np.asarray(rgba.getchannel("A"))
+            mask = a >= alpha_threshold
+            if mask.all() or mask.mean() < min_opaque or min(rgba.size) < 16:
+                skipped += 1
+                continue
+            ys, xs = np.nonzero(mask)
+            out.append(Cutout(label, f"{label}/{_identity(p)}",
+                              rgba.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))))
+    if skipped:
+        log(f"  composite: {skipped} file(s) skipped: not a cut-out (no transparency, under min_opaque, "
+            "tiny or undecodable)")
+    return out
+
+
+def _deal(cutouts: list[Cutout], groups: int, seed: int) -> None:
+    """Assign groups: per label, objects in a seeded hash order, dealt round-robin (twins share one)."""
+    def h(s: str) -> str:
+        return hashlib.sha256(f"{seed}:group:{s}".encode()).hexdigest()
+
+    for label in sorted({c.label for c in cutouts}):
+        ids = sorted({c.identity for c in cutouts if c.label == label}, key=h)
+        slot = {ident: k % groups for k, ident in enumerate(ids)}
+        for c in cutouts:
+            if c.label == label:
+                c.group = slot[c.identity]
+
+
+def _background(path: Path, side: int):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        rgb = im.convert("RGB")
+    s = side / max(rgb.size)
+    return rgb.resize((max(1, round(rgb.width * s)), max(1, round(rgb.height * s))), Image.Resampling.BILINEAR)
+
+
+def _overlap(a, b) -> float:
+    """The share of the smaller box that the two boxes have in common."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / small
+
+
+def _one(i: int, src, cutouts_by_group: dict, backgrounds: list, seed: int):
+    """(image, boxes [(label, x0, y0, x1, y1)], group) for composite number i."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    rng = random.Random(f"{seed}:composite:{i}")
+    groups = sorted(cutouts_by_group)
+    g = groups[i % len(groups)]
+    bg = backgrounds[rng.randrange(len(backgrounds))].copy()
+    if rng.random() < 0.5:
+        bg = ImageOps.mirror(bg)
+    W, H = bg.size
+    by_label: dict[str, list] = {}
+    for c in cutouts_by_group[g]:
+        by_label.setdefault(c.label, []).append(c)
+    want = rng.randint(*src.per_image)
+    boxes = []
+    # a label first (uniformly among the group's), then one of its cut-outs: rare labels get their share
+    picks = []
+    for _ in range(want):
+        lab = sorted(by_label)[rng.randrange(len(by_label))]
+        picks.append(by_label[lab][rng.randrange(len(by_label[lab]))])
+    for c in picks:
+        for _ in range(30):
+            longer = rng.uniform(*src.scale) * min(W, H)
+            s = longer / max(c.image.size)
+            w, h = max(4, round(c.image.width * s)), max(4, round(c.image.height * s))
+            if w >= W or h >= H:
+                continue
+            x, y = rng.randrange(0, W - w + 1), rng.randrange(0, H - h + 1)
+            im = c.image.resize((w, h), Image.Resampling.LANCZOS)
+            if rng.random() < 0.5:
+                im = ImageOps.mirror(im)
+            mask = np.asarray(im.getchannel("A")) >= src.alpha_threshold
+            if not mask.any():
+                continue
+            ys, xs = np.nonzero(mask)
+            box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
+            if all(_overlap(box, b[1:]) <= src.max_overlap for b in boxes):
+                # the binary mask whose box is recorded is exactly what is pasted: no faint fringe outside it
+                bg.paste(im.convert("RGB"), (x, y), Image.fromarray((mask * 255).astype(np.uint8), "L"))
+                boxes.append((c.label, *box))
+                break
+    return bg, boxes, f"g{g:03d}"
+
+
+def generate_composites(src, cutout_files: dict[str, list[Path]], background_files: list[Path], out_root: Path,
+                        seed: int, log=print) -> list[tuple[Path, Path, str]]:
+    """Write `src.count` composites (JPEG + VOC XML) into a folder of `out_root` named by everything they
+    depend on; reuse it when complete. Returns (image, xml, group) per composite."""
+    from ..tasks.detect.annotations import Box, write_voc
+
+    if not background_files:
+        raise SourceError("composite: the background sources gave no files; check their include patterns")
+    key = json.dumps({"v": COMPOSITE_VERSION, "seed": seed, "src": {k: v for k, v in vars(src).items()
+                                                                   if k not in ("objects", "backgrounds")},
+                      "cutouts": {lab: [sha256_file(p) for p in sorted(fs)] for lab, fs in sorted(cutout_files.items())},
+                      "backgrounds": [sha256_file(p) for p in sorted(background_files)]}, sort_keys=True, default=str)
+    folder = out_root / hashlib.sha256(key.encode()).hexdigest()[:16]
+    index = folder / "composites.json"
+    if index.is_file():
+        rows = json.loads(index.read_text())
+        if all((folder / r["image"]).is_file() and (folder / r["xml"]).is_file() for r in rows):
+            log(f"  composite: {len(rows)} images reused from {folder}")
+            return [(folder / r["image"], folder / r["xml"], r["group"]) for r in rows]
+    cutouts = load_cutouts(cutout_files, src.alpha_threshold, src.min_opaque, log)
+    missing = sorted(set(src.objects) - {c.label for c in cutouts})
+    if missing:
+        raise SourceError(f"composite: no usable cut-out (PNG with transparency) for label(s) {', '.join(missing)}; "
+                          "check their sources' include patterns")
+    _deal(cutouts, src.groups, seed)
+    by_group: dict[int, list] = {}
+    for c in cutouts:
+        by_group.setdefault(c.group, []).append(c)
+    backgrounds = []
+    for p in sorted(background_files):
+        try:
+            backgrounds.append(_background(p, src.side))
+        except (OSError, SyntaxError, ValueError):
+            continue  # not an image (a thumbnail database, a sound): the backgrounds' folders hold such files
+    if not backgrounds:
+        raise SourceError("composite: none of the background files is a decodable image")
+    tmp = folder.with_name(folder.name + ".part")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows = []
+    for i in range(src.count):
+        im, boxes, group = _one(i, src, by_group, backgrounds, seed)
+        name = f"composite-{i:05d}"
+        im.save(tmp / f"{name}.jpg", "JPEG", quality=92)
+        write_voc(tmp / f"{name}.xml", f"{name}.jpg", im.width, im.height, [Box(*b) for b in boxes], group)
+        rows.append({"image": f"{name}.jpg", "xml": f"{name}.xml", "group": group, "boxes": len(boxes)})
+    (tmp / "composites.json").write_text(json.dumps(rows) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    n_boxes = sum(r["boxes"] for r in rows)
+    log(f"  composite: {len(rows)} images, {n_boxes} objects from {len(cutouts)} cut-outs "
+        f"({len({c.identity for c in cutouts})} objects) on {len(backgrounds)} backgrounds, "
+        f"{len(by_group)} groups -> {folder}")
+    return [(folder / r["image"], folder / r["xml"], r["group"]) for r in rows]

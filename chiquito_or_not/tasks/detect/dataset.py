@@ -1,0 +1,350 @@
+"""The dataset stage for detection: annotated sources → checked boxes → clean images whose boxes moved with
+their pixels → train/valid/test by group, each split a folder of images and one COCO annotations.json.
+
+    datasets/NAME/
+      manifest.csv      every input image (and stray annotation file): kept or rejected, why, its boxes
+      box_problems.csv  every box dropped or that got its image dropped: file, box, reason, detail
+      split.csv         split, labels, file, sha256, group
+      classes.json      the labels, in the recipe's order (category id = position + 1)
+      clean/            decoded RGB JPEGs
+      train/ valid/ test/   images/*.jpg + annotations.json (COCO)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ...core.errors import DataError, SourceError
+from ...core.files import IMAGE_EXTS, atomic_write_bytes, atomic_write_text, write_csv
+from ...core.images import clean_with_boxes
+from ...core.layout import DatasetFolder
+from ...core.reasons import Reason, Status
+from .annotations import ANNOTATION_EXTS, Annotation, Box, check_boxes, read_coco, read_csv, read_voc, read_yolo
+
+__all__ = ["DetRecord", "build_detection_dataset", "read_split", "SPLIT_ANNOTATIONS"]
+
+SPLIT_ANNOTATIONS = "annotations.json"
+
+
+@dataclass
+class DetRecord:
+    """What happened to one input image (or one annotation without an image)."""
+    source: str
+    raw_path: str
+    annotation: str = ""
+    sha256: str = ""
+    status: str = Status.REJECTED
+    reason: str = ""
+    detail: str = ""
+    width: int = 0
+    height: int = 0
+    boxes: int = 0  # kept
+    boxes_dropped: int = 0
+    group: str = ""
+    clean_path: str = ""
+    phash: str = ""
+    kept_boxes: list = field(default_factory=list, repr=False)  # [label, x0, y0, x1, y1] in clean pixels
+
+
+def _stored_size(path: Path) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - clean_with_boxes reports the exact reason
+        return None
+
+
+def _find_annotation_file(name: str, files: list, where: str) -> Path:
+    """The one-file annotations of a source: a path on disk, or the source file whose path ends with `name`."""
+    p = Path(name).expanduser()
+    if p.is_absolute() and p.is_file():
+        return p
+    hits = [f.path for f in files if f.path.as_posix().endswith("/" + name.lstrip("/"))]
+    if len(hits) == 1:
+        return hits[0]
+    if p.is_file():
+        return p
+    raise SourceError(f"{where}: annotations file {name!r} is not among the source's files ({len(hits)} match) "
+                      "nor on disk; fix 'annotations' (a path relative to the source, or an absolute path)")
+
+
+def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[DetRecord]]:
+    """(image RawFile, Annotation or None, annotation path) for every image of a source; a record for
+    every annotation whose image is not there."""
+    images = [f for f in files if f.path.suffix.lower() in IMAGE_EXTS]
+    strays: list[DetRecord] = []
+    pairs = []
+    if asrc.format in ANNOTATION_EXTS:
+        ext = ANNOTATION_EXTS[asrc.format]
+        anns = {f.path.with_suffix(""): f.path for f in files if f.path.suffix.lower() == ext
+                and f.path.name not in ("classes.txt", "README.txt")}
+        for f in images:
+            ap = anns.pop(f.path.with_suffix(""), None)
+            if ap is None:
+                pairs.append((f, None, ""))
+                continue
+            ann = read_voc(ap) if asrc.format == "voc" else read_yolo(ap, list(asrc.names or labels))
+            pairs.append((f, ann, str(ap)))
+        for ap in sorted(anns.values()):
+            strays.append(DetRecord(source=f.source if images else "", raw_path=str(ap), annotation=str(ap),
+                                    reason=Reason.ANNOTATION_WITHOUT_IMAGE,
+                                    detail=f"no image named {ap.stem}.* beside it"))
+        return pairs, strays
+    path = _find_annotation_file(asrc.annotations, files, where)
+    table, problem = read_csv(path) if asrc.format == "csv" else read_coco(path)
+    if problem:
+        raise SourceError(f"{where}: {path}: {problem[0]}: {problem[1]}; fix the file")
+    by_name: dict[str, list] = {}
+    for f in images:
+        by_name.setdefault(f.path.name, []).append(f)
+    used = set()
+    for f in images:
+        hit = next((n for n in (f.path.name,) if n in table and len(by_name[n]) == 1), None)
+        if hit is None:  # names with folders, or one base name twice: match the path's end
+            hit = next((n for n in table if "/" in n and f.path.as_posix().endswith("/" + n.lstrip("./"))), None)
+        if hit is None:
+            pairs.append((f, None, str(path)))
+        else:
+            used.add(hit)
+            pairs.append((f, table[hit], f"{path}#{hit}"))
+    for n in sorted(set(table) - used):
+        strays.append(DetRecord(source=images[0].source if images else "", raw_path=f"{path}#{n}",
+                                annotation=str(path), reason=Reason.ANNOTATION_WITHOUT_IMAGE,
+                                detail=f"{asrc.format} entry {n!r} has no image in the source"))
+    return pairs, strays
+
+
+def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
+           problems: list) -> DetRecord:
+    """Decode one image, check its boxes against its real size, move them through cleaning."""
+    import hashlib
+
+    import imagehash
+
+    d, spec = recipe.detect, recipe.dataset
+    rec = DetRecord(source=rf.source, raw_path=str(rf.path), annotation=ann_path, group=rf.group)
+    if ann is None:
+        rec.reason, rec.detail = Reason.NO_ANNOTATION, "no annotation for this image; draw its boxes (or an " \
+                                                        "empty annotation for a background image)"
+        return rec
+    if ann.problem:
+        rec.reason, rec.detail = ann.problem
+        return rec
+    rec.group = rec.group or ann.group
+    size = _stored_size(rf.path)
+    good: list[Box] = []
+    if size:
+        w, h = size
+        if ann.width is not None and (abs(ann.width - w) > d.size_tolerance or abs(ann.height - h) > d.size_tolerance):
+            rec.reason = Reason.SIZE_MISMATCH
+            rec.detail = f"annotation says {ann.width}x{ann.height}, the image is {w}x{h}"
+            return rec
+        good, bad = check_boxes(ann, w, h, list(d.labels), d.box_tolerance, d.min_box)
+        for i, reason, detail in bad:
+            problems.append({"file": str(rf.path), "box": i, "reason": reason, "detail": detail,
+                             "action": "image dropped" if d.bad_boxes == "drop_image" else "box dropped"})
+        rec.boxes_dropped = len(bad)
+        if bad and d.bad_boxes == "drop_image":
+            rec.reason, rec.detail = bad[0][1], bad[0][2] + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "")
+            return rec
+    try:
+        data = rf.path.read_bytes()
+    except OSError:
+        data = None
+    reason, detail, im, moved = clean_with_boxes(data if data is not None else rf.path, spec,
+                                                 [[b.x0, b.y0, b.x1, b.y1] for b in good])
+    if reason:
+        rec.reason, rec.detail = reason, detail
+        return rec
+    kept = [[b.label, *(round(float(v), 2) for v in m)] for b, m in zip(good, moved)
+            if m[2] - m[0] >= d.min_box and m[3] - m[1] >= d.min_box]  # a centre crop can cut a box away
+    rec.boxes_dropped += len(good) - len(kept)
+    if not kept and not d.background_images:
+        rec.reason, rec.detail = Reason.NO_BOXES, "no box, and detect.background_images is false"
+        return rec
+    rec.sha256 = hashlib.sha256(data or b"").hexdigest()
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95)
+    rec.clean_path = f"{rec.sha256[:16]}.jpg"
+    if not (clean_root / rec.clean_path).is_file():
+        atomic_write_bytes(clean_root / rec.clean_path, buf.getvalue())
+    rec.status, rec.width, rec.height, rec.boxes = Status.KEPT, im.width, im.height, len(kept)
+    rec.kept_boxes, rec.phash = kept, str(imagehash.phash(im))
+    rec.detail = rec.detail or (f"{rec.boxes_dropped} box(es) dropped, see box_problems.csv" if rec.boxes_dropped
+                                else "")
+    return rec
+
+
+def _units(kept: list[DetRecord], distance: int) -> dict[int, str]:
+    """id(record) -> its split unit: records sharing a named group are one unit; records without one are
+    grouped by near-duplicate clusters (phash within `distance`); a unit's key is its smallest sha256."""
+    from ...data.dedup import near_duplicate_clusters
+
+    parent = list(range(len(kept)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a, b):
+        parent[find(a)] = find(b)
+
+    first_of: dict = {}
+    for i, r in enumerate(kept):
+        if r.group:
+            union(i, first_of.setdefault(("g", r.source, r.group), i))
+    loose = [i for i, r in enumerate(kept) if not r.group]  # a named group is the unit: composites on one
+    for i, c in zip(loose, near_duplicate_clusters([kept[i].phash for i in loose], distance)):  # background
+        union(i, first_of.setdefault(("c", c), i))  # look alike, yet hold different objects
+    key: dict[int, str] = {}
+    for i, r in enumerate(kept):
+        key[find(i)] = min(key.get(find(i), r.sha256), r.sha256)
+    return {id(r): key[find(i)] for i, r in enumerate(kept)}
+
+
+def _assign(kept: list[DetRecord], spec, seed: int) -> dict[int, str]:
+    """Split whole units in content-hash order: test, then valid, are filled up to their share (a fraction
+    of the images, at least one when non-zero, or a count), the rest is train. Adding images moves few."""
+    from ...data.dedup import unit_hash
+
+    unit = _units(kept, spec.group_distance)
+    keys = sorted(set(unit.values()), key=lambda k: (unit_hash(seed, "split", k), k))
+    n, size = len(kept), Counter(unit.values())
+    want = {s: (int(v) if isinstance(v, int) else max(1 if v else 0, round(v * n)))
+            for s, v in (("test", spec.test), ("valid", spec.valid))}
+    have, split_of = {"test": 0, "valid": 0}, {}
+    for k in keys:
+        split_of[k] = next((s for s in ("test", "valid") if have[s] < want[s]), "train")
+        if split_of[k] != "train":
+            have[split_of[k]] += size[k]
+    return {id(r): split_of[unit[id(r)]] for r in kept}
+
+
+def _coco(records: list[DetRecord], labels: list[str], split: str) -> dict:
+    images, anns = [], []
+    for i, r in enumerate(sorted(records, key=lambda r: r.clean_path), 1):
+        images.append({"id": i, "file_name": f"images/{r.clean_path}", "width": r.width, "height": r.height,
+                       "sha256": r.sha256, "group": r.group, "source": r.raw_path})
+        for lab, x0, y0, x1, y1 in r.kept_boxes:
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": labels.index(lab) + 1,
+                         "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+                         "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0})
+    return {"info": {"description": f"chiquito_or_not detection dataset, {split} split"},
+            "categories": [{"id": k + 1, "name": lab} for k, lab in enumerate(labels)],
+            "images": images, "annotations": anns}
+
+
+def read_split(folder: Path, labels: list[str] | None = None) -> tuple[list[Path], list[list], list[str]]:
+    """(image paths, boxes [[label, x0, y0, x1, y1], ...] per image, labels) of a split folder written here
+    (or any folder holding a COCO annotations.json beside its images)."""
+    folder = Path(folder)
+    f = folder / SPLIT_ANNOTATIONS
+    if not f.is_file():
+        raise DataError(f"{folder}: no {SPLIT_ANNOTATIONS}; pass a split folder written by `chiquito dataset` "
+                        "(or a folder with a COCO annotations.json beside its images)")
+    table, problem = read_coco(f)
+    if problem:
+        raise DataError(f"{f}: {problem[0]}: {problem[1]}")
+    doc = json.loads(f.read_text())
+    names = [c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
+    labels = labels or names
+    unknown = sorted({b.label for a in table.values() for b in a.boxes} - set(labels))
+    if unknown:
+        raise DataError(f"{f}: label(s) {', '.join(unknown)} are not the model's ({', '.join(labels)})")
+    paths, boxes = [], []
+    for name in sorted(table):
+        p = folder / name
+        if not p.is_file():
+            raise DataError(f"{f}: image {name} is missing; rebuild with `chiquito dataset RECIPE`")
+        paths.append(p)
+        boxes.append([[b.label, b.x0, b.y0, b.x1, b.y1] for b in table[name].boxes])
+    return paths, boxes, labels
+
+
+def build_detection_dataset(recipe, root: Path, log=print, retry_failed: bool = False):
+    """Fetch, check, clean and split a detection recipe's images into `root`."""
+    from ...core.recipe import write_resolved
+    from ...data.dataset import DatasetSummary, _sample
+    from ...data.sources import fetch_source
+    from ...data.split import SPLITS, materialize
+
+    folder, labels = DatasetFolder(root), list(recipe.detect.labels)
+    pairs, records = [], []
+    for i, asrc in enumerate(recipe.detect.sources):
+        where = f"{recipe.path}: detect.sources[{i}]"
+        files = fetch_source(asrc.images, f"{where}.images", recipe.seed, log, retry_failed)
+        got, strays = _pair(asrc, files, labels, where)
+        n_img = len(got)
+        log(f"  detect.sources[{i}] {asrc.images.kind:<9} {n_img:>5} images, {asrc.format} annotations"
+            + (f", {len(strays)} without image" if strays else ""))
+        pairs += got
+        records += strays
+    if recipe.dataset.sample:
+        keep = {id(x[1]) for x in _sample([("", p[0]) for p in pairs], recipe.dataset.sample, recipe.seed)}
+        pairs = [p for p in pairs if id(p[0]) in keep]
+        log(f"  sample: at most {recipe.dataset.sample} input images ({len(pairs)})")
+    if not pairs:
+        raise DataError(f"{recipe.path}: the detection sources gave no images; check detect.sources")
+    problems: list[dict] = []
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+    try:
+        cleaned = list(pool.map(lambda p: _clean(p[0], p[1], p[2], recipe, folder.clean, problems), pairs))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    seen: dict[str, DetRecord] = {}
+    for r in cleaned:  # the same bytes twice: the first is kept
+        if r.status == Status.KEPT:
+            if r.sha256 in seen:
+                r.status, r.reason = Status.REJECTED, Reason.EXACT_DUPLICATE
+                r.detail = f"same bytes as {seen[r.sha256].raw_path}"
+            else:
+                seen[r.sha256] = r
+    records = cleaned + records
+    kept = [r for r in records if r.status == Status.KEPT]
+    columns = [k for k in DetRecord.__dataclass_fields__ if k != "kept_boxes"]
+
+    def manifest():
+        write_csv(folder.manifest, [{k: v for k, v in asdict(r).items() if k != "kept_boxes"} for r in records],
+                  columns)
+        write_csv(root / "box_problems.csv", problems, ["file", "box", "reason", "detail", "action"])
+    if not kept:
+        manifest()
+        raise DataError(f"no usable image: every input was rejected; see the reasons in {folder.manifest}")
+    split_of = _assign(kept, recipe.dataset, recipe.seed)
+    by_split = {s: [r for r in kept if split_of[id(r)] == s] for s in SPLITS}
+    for s in ("train", "valid") + (("test",) if recipe.dataset.test else ()):
+        have = Counter(b[0] for r in by_split[s] for b in r.kept_boxes)
+        missing = [lab for lab in labels if not have[lab]] if s == "train" else ([] if have else labels)
+        if missing:
+            manifest()
+            raise DataError(f"split '{s}' has no box of label {', '.join(missing)} ({len(by_split[s])} images); "
+                            f"add images, or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe")
+    rows = [dict(split=s, label="+".join(sorted({b[0] for b in r.kept_boxes})) or "(background)",
+                 file=f"{s}/images/{r.clean_path}", sha256=r.sha256, group=r.group or r.sha256[:16],
+                 clean_path=r.clean_path) for s in SPLITS for r in sorted(by_split[s], key=lambda r: r.clean_path)]
+    manifest()
+    write_csv(folder.split_csv, rows, ["split", "label", "file", "sha256", "group"])
+    changes = materialize(rows, folder.clean, root)
+    for s in SPLITS:
+        if by_split[s]:
+            atomic_write_text(root / s / SPLIT_ANNOTATIONS, json.dumps(_coco(by_split[s], labels, s)) + "\n")
+    write_resolved(recipe, root)
+    atomic_write_text(folder.classes, json.dumps(labels) + "\n")
+    counts = {s: dict(Counter(b[0] for r in by_split[s] for b in r.kept_boxes)) for s in SPLITS if by_split[s]}
+    for s in counts:
+        counts[s]["images"] = len(by_split[s])
+    summary = DatasetSummary(root=root, inputs=len(records), kept=len(kept),
+                             rejected=Counter(r.reason for r in records if r.status == Status.REJECTED),
+                             counts=counts, changes=changes)
+    summary.box_problems = Counter(p["reason"] for p in problems)
+    return summary

@@ -1,0 +1,149 @@
+"""Detector metrics with the maintained COCO implementation (torchmetrics' MeanAveragePrecision on
+pycocotools): mAP@[.5:.95], mAP@0.5, mAP@0.75, per-class AP, recall; a precision-recall plot per class
+and a picture of the worst images with predicted and true boxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["coco_map", "evaluate_set", "headline", "image_errors"]
+
+
+def _tensors(dets: list[list[dict]], truth: list[list], labels: list[str]):
+    import torch
+
+    preds = [{"boxes": torch.tensor([d["box"] for d in ds], dtype=torch.float32).reshape(-1, 4),
+              "scores": torch.tensor([d["score"] for d in ds], dtype=torch.float32),
+              "labels": torch.tensor([labels.index(d["label"]) for d in ds], dtype=torch.long)} for ds in dets]
+    targets = [{"boxes": torch.tensor([t[1:] for t in ts], dtype=torch.float32).reshape(-1, 4),
+                "labels": torch.tensor([labels.index(t[0]) for t in ts], dtype=torch.long)} for ts in truth]
+    return preds, targets
+
+
+def coco_map(dets: list[list[dict]], truth: list[list], labels: list[str], curves: bool = False) -> dict:
+    """COCO metrics of detections against true boxes ([label, x0, y0, x1, y1]), boxes in the same pixels."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    preds, targets = _tensors(dets, truth, labels)
+    m = MeanAveragePrecision(class_metrics=True, backend="pycocotools", extended_summary=curves)
+    m.update(preds, targets)
+    r = m.compute()
+    m50 = MeanAveragePrecision(iou_thresholds=[0.5], class_metrics=True, backend="pycocotools")
+    m50.update(preds, targets)
+    r50 = m50.compute()
+
+    def per_class(t):
+        classes = [int(c) for c in np.atleast_1d(r["classes"].numpy())]
+        vals = np.atleast_1d(t.numpy()).tolist()
+        return {labels[c]: (None if v < 0 else round(float(v), 4)) for c, v in zip(classes, vals)}
+
+    out = {"map": round(float(r["map"]), 4), "map_50": round(float(r["map_50"]), 4),
+           "map_75": round(float(r["map_75"]), 4), "mar_100": round(float(r["mar_100"]), 4),
+           "ap_per_class": per_class(r["map_per_class"]),
+           "ap50_per_class": {labels[int(c)]: (None if v < 0 else round(float(v), 4)) for c, v in
+                              zip(np.atleast_1d(r50["classes"].numpy()), np.atleast_1d(r50["map_per_class"].numpy()))},
+           "recall_per_class": per_class(r["mar_100_per_class"])}
+    if curves:
+        out["_precision"] = r["precision"].numpy()  # T x R x K x areas x maxdets
+        out["_classes"] = [int(c) for c in np.atleast_1d(r["classes"].numpy())]
+    return out
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def image_errors(dets: list[dict], truth: list, threshold: float, iou: float = 0.5) -> int:
+    """Missed true boxes + false detections (score >= threshold, greedy matching at IoU >= `iou`, same label)."""
+    used, hits = set(), 0
+    for d in sorted((d for d in dets if d["score"] >= threshold), key=lambda d: -d["score"]):
+        best = max(((k, _iou(d["box"], t[1:])) for k, t in enumerate(truth) if k not in used and t[0] == d["label"]),
+                   key=lambda kv: kv[1], default=(None, 0.0))
+        if best[0] is not None and best[1] >= iou:
+            used.add(best[0])
+            hits += 1
+    n_det = sum(1 for d in dets if d["score"] >= threshold)
+    return (len(truth) - hits) + (n_det - hits)
+
+
+def _pr_plot(res: dict, labels: list[str], path: Path) -> None:
+    from ...core.plots import plt, save
+
+    prec = res["_precision"]  # T x R x K x A x M; IoU 0.5 is T=0, area "all" is 0, maxdets 100 is the last
+    recall = np.linspace(0, 1, prec.shape[1])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for k, c in enumerate(res["_classes"]):
+        p = prec[0, :, k, 0, -1]
+        if (p >= 0).any():
+            ax.plot(recall, np.where(p < 0, np.nan, p), label=f"{labels[c]} (AP50 {res['ap50_per_class'].get(labels[c])})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("precision-recall per class, IoU 0.5 (COCO 101-point)")
+    ax.legend(loc="lower left")
+    save(fig, path)
+
+
+def _worst_picture(paths, dets, truth, labels, threshold, path: Path, n: int) -> None:
+    from PIL import Image
+
+    from ...core.plots import plt, save
+    from .predict import draw_boxes
+
+    errs = [image_errors(d, t, threshold) for d, t in zip(dets, truth)]
+    order = sorted(range(len(paths)), key=lambda i: (-errs[i], str(paths[i])))[:n]
+    cols = min(3, max(1, len(order)))
+    rows = max(1, -(-len(order) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, order):
+        with Image.open(paths[i]) as im:
+            ax.imshow(draw_boxes(im, [d for d in dets[i] if d["score"] >= threshold], labels, truth[i]))
+        ax.set_title(f"{Path(paths[i]).name[:24]}: {errs[i]} error(s)", fontsize=8)
+    fig.suptitle(f"worst first: predicted boxes (score >= {threshold:g}, coloured) and true boxes (dashed)",
+                 fontsize=9)
+    save(fig, path)
+
+
+def evaluate_set(model, name: str, folder, out, suffix: str, top_k: int, log) -> dict:
+    """COCO metrics and figures for one split folder (images + annotations.json)."""
+    from .dataset import read_split
+    from .predict import model_spec, predict_paths
+
+    spec = model_spec(model)
+    labels = spec["labels"]
+    paths, truth, _ = read_split(Path(folder), labels)
+    preds = predict_paths(model, paths, threshold=spec["post"]["score_thresh"])
+    bad = [p for p in preds if p.error]
+    if bad:
+        from ...core.errors import DataError
+
+        raise DataError(f"{bad[0].path}: {bad[0].error}; rebuild the dataset with `chiquito dataset RECIPE`")
+    dets = [p.boxes for p in preds]
+    res = coco_map(dets, truth, labels, curves=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _pr_plot(res, labels, out / f"pr_curves{suffix}.png")
+    _worst_picture(paths, dets, truth, labels, spec["score_threshold"], out / f"worst{suffix}.png", max(1, top_k))
+    res.pop("_precision")
+    res.pop("_classes")
+    thr = spec["score_threshold"]
+    n_err = sum(image_errors(d, t, thr) for d, t in zip(dets, truth))
+    res.update({"images": len(paths), "boxes": sum(len(t) for t in truth), "errors_at_threshold": n_err,
+                "score_threshold": thr, "figures": [f"pr_curves{suffix}.png", f"worst{suffix}.png"]})
+    log(f"  {name}: {headline(res)}")
+    return res
+
+
+def headline(m: dict) -> str:
+    per = ", ".join(f"{k} {v:.3f}" for k, v in m.get("ap50_per_class", {}).items() if v is not None)
+    return (f"mAP@0.5 {m['map_50']:.3f}  mAP@[.5:.95] {m['map']:.3f}  recall {m['mar_100']:.3f}  "
+            f"({m.get('images', '?')} images, {m.get('boxes', '?')} boxes; AP50 {per})")

@@ -1,0 +1,156 @@
+"""ONNX export of a detector: body + head + box decoding in one graph (dynamic batch); NMS stays in the
+shared numpy post-processing. Parity on the validation images before a file is kept: raw outputs within
+tolerance, identical detection lists, equal mAP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import ExportError
+
+__all__ = ["onnx_graph", "onnx_metadata", "onnx_parity", "onnx_compare", "BOX_ATOL", "SCORE_ATOL"]
+
+BOX_ATOL = 1e-3  # px, raw decoded boxes and final detections
+SCORE_ATOL = 1e-4
+
+
+def onnx_graph(learn):
+    import torch
+
+    from .net import Decoded
+
+    head = learn.model[1]
+    return Decoded(learn.model).eval(), torch.zeros(2, 3, head.size, head.size)
+
+
+def onnx_metadata(learn) -> dict:
+    from .predict import model_spec
+
+    s = model_spec(learn)
+    return {"task": "detect", "labels": s["labels"], "size": str(s["size"]), "mean": s["mean"], "std": s["std"],
+            "postprocess": s["post"], "score_threshold": str(s["score_threshold"]),
+            "input": "float32 N x 3 x size x size RGB: bilinear resize to the square, /255, (x - mean) / std",
+            "outputs": "boxes N x A x 4 (x0 y0 x1 y1 in input pixels: scale by width/size, height/size); "
+                       "scores N x A x C (softmax without background); then per-class NMS (postprocess)"}
+
+
+def _inputs(files: list[Path], spec: dict):
+    from ...core.images import ACCEPT, clean_one
+    from .postprocess import preprocess
+
+    ims = []
+    for f in files:
+        reason, detail, im = clean_one(f, ACCEPT)
+        if reason:
+            raise ExportError(f"{f}: {reason} ({detail}); rebuild the dataset")
+        ims.append(im)
+    return ims, np.stack([preprocess(im, spec["size"], spec["mean"], spec["std"]) for im in ims])
+
+
+def _truth(files: list[Path], labels):
+    """The true boxes of `files` when they sit in a split folder with annotations.json, else None."""
+    from .dataset import SPLIT_ANNOTATIONS, read_split
+
+    folder = files[0].parent.parent if files else None
+    if folder is None or not (folder / SPLIT_ANNOTATIONS).is_file():
+        return None
+    paths, boxes, _ = read_split(folder, labels)
+    table = {p.resolve(): b for p, b in zip(paths, boxes)}
+    got = [table.get(f.resolve()) for f in files]
+    return None if any(g is None for g in got) else got
+
+
+def _lists(r, boxes, scores, ims) -> list[list[dict]]:
+    from .predict import _detections
+
+    return [_detections(r, b, s, im.width, im.height, r.spec["post"]["score_thresh"])
+            for b, s, im in zip(boxes, scores, ims)]
+
+
+def _compare_lists(a: list[list[dict]], b: list[list[dict]], files) -> tuple[int, float, float, str]:
+    """(identical images, max |Δbox| px, max |Δscore|, first difference or "")."""
+    same, dbox, dscore, first = 0, 0.0, 0.0, ""
+    for f, x, y in zip(files, a, b):
+        ok = len(x) == len(y) and all(p["label"] == q["label"] for p, q in zip(x, y))
+        if ok and x:
+            db = float(np.abs(np.asarray([p["box"] for p in x]) - np.asarray([q["box"] for q in y])).max())
+            ds = float(np.abs(np.asarray([p["score"] for p in x]) - np.asarray([q["score"] for q in y])).max())
+            dbox, dscore = max(dbox, db), max(dscore, ds)
+            ok = db <= BOX_ATOL and ds <= SCORE_ATOL
+        if ok:
+            same += 1
+        elif not first:
+            first = (f"{Path(f).name}: {len(x)} vs {len(y)} detections" if len(x) != len(y) else
+                     f"{Path(f).name}: labels, boxes or scores differ")
+    return same, dbox, dscore, first
+
+
+def onnx_parity(learn, onnx_path, files) -> dict:
+    """PyTorch (the learner) vs onnxruntime (the file) on `files`; ExportError on any mismatch."""
+    from ...core.onnxfile import onnx_session
+    from .evaluate import coco_map
+    from .onnxmodel import OnnxDetector
+    from .predict import runner
+
+    torch_r = runner(learn)
+    onnx_r = OnnxDetector(onnx_path, onnx_session(Path(onnx_path)))
+    if not files:
+        raise ExportError("no validation images to check the export against; rebuild the dataset")
+    ims, x = _inputs(files, torch_r.spec)
+    tb, ts, ob, os_ = [], [], [], []
+    for i in range(0, len(x), 16):
+        b, s = torch_r.run(x[i:i + 16])
+        tb.append(b)
+        ts.append(s)
+        b, s = onnx_r.run(x[i:i + 16])
+        ob.append(b)
+        os_.append(s)
+    tb, ts, ob, os_ = map(np.concatenate, (tb, ts, ob, os_))
+    raw_box, raw_score = float(np.abs(tb - ob).max()), float(np.abs(ts - os_).max())
+    t_lists, o_lists = _lists(torch_r, tb, ts, ims), _lists(torch_r, ob, os_, ims)
+    same, dbox, dscore, first = _compare_lists(t_lists, o_lists, files)
+    report = {"images": len(files), "raw_max_abs_box_px": raw_box, "raw_max_abs_score": raw_score,
+              "identical_detection_lists": same, "max_abs_box_px": dbox, "max_abs_score": dscore,
+              "box_atol_px": BOX_ATOL, "score_atol": SCORE_ATOL}
+    truth = _truth(files, torch_r.spec["labels"])
+    if truth is not None:
+        report["map_50_torch"] = coco_map(t_lists, truth, torch_r.spec["labels"])["map_50"]
+        report["map_50_onnx"] = coco_map(o_lists, truth, torch_r.spec["labels"])["map_50"]
+    problems = []
+    if raw_box > BOX_ATOL or raw_score > SCORE_ATOL:
+        problems.append(f"raw outputs differ (max |Δbox| {raw_box:.2e} px > {BOX_ATOL:g} or max |Δscore| "
+                        f"{raw_score:.2e} > {SCORE_ATOL:g})")
+    if same != len(files):
+        problems.append(f"{len(files) - same} of {len(files)} detection lists differ ({first})")
+    if truth is not None and report["map_50_torch"] != report["map_50_onnx"]:
+        problems.append(f"mAP@0.5 {report['map_50_onnx']} from ONNX vs {report['map_50_torch']} from PyTorch")
+    if problems:
+        raise ExportError("the ONNX file does not reproduce PyTorch: " + "; ".join(problems) + "; no file was kept")
+    report["summary"] = (f"parity on {len(files)} validation images: {same}/{len(files)} identical detection lists, "
+                         f"raw max |Δbox| {raw_box:.1e} px, max |Δscore| {raw_score:.1e}"
+                         + (f", mAP@0.5 {report['map_50_onnx']} both" if truth is not None else ""))
+    return report
+
+
+def onnx_compare(reference, other, files) -> dict:
+    """How a second ONNX detector (the int8 copy) differs from the reference on `files`."""
+    from ...core.onnxfile import onnx_session
+    from .onnxmodel import OnnxDetector
+
+    a = OnnxDetector(reference, onnx_session(Path(reference)))
+    b = OnnxDetector(other, onnx_session(Path(other)))
+    ims, x = _inputs(files, a.spec)
+    la, lb = _lists(a, *a.run(x), ims), _lists(a, *b.run(x), ims)
+    same, dbox, dscore, _ = _compare_lists(la, lb, files)
+    truth = _truth(files, a.spec["labels"])
+    rep = {"images": len(files), "identical_detection_lists": same, "max_abs_box_px": dbox, "max_abs_score": dscore}
+    if truth is not None:
+        from .evaluate import coco_map
+
+        rep["map_50_reference"] = coco_map(la, truth, a.spec["labels"])["map_50"]
+        rep["map_50"] = coco_map(lb, truth, a.spec["labels"])["map_50"]
+    rep["summary"] = (f"int8 vs float on {len(files)} images: {same} identical detection lists"
+                      + (f", mAP@0.5 {rep['map_50']} vs {rep['map_50_reference']}" if truth is not None else ""))
+    return rep

@@ -1,0 +1,40 @@
+"""An exported detector (model.onnx) on onnxruntime, numpy and Pillow only: no torch.
+
+The file holds body, head and box decoding (outputs `boxes` N x A x 4 in input pixels and `scores`
+N x A x C); its metadata holds labels, input size, normalisation and the post-processing parameters,
+which postprocess.py applies (the same code that serves the PyTorch model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ...core.errors import ChiquitoError
+
+__all__ = ["OnnxDetector"]
+
+
+class OnnxDetector:
+    chiquito_task = "detect"
+
+    def __init__(self, path, session):
+        self.path, self.session = Path(path), session
+        meta = session.get_modelmeta().custom_metadata_map
+        try:
+            self.spec = {"labels": json.loads(meta["labels"]), "size": int(meta["size"]),
+                         "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]),
+                         "post": json.loads(meta["postprocess"]), "score_threshold": float(meta["score_threshold"])}
+        except (KeyError, ValueError) as e:
+            raise ChiquitoError(f"{path}: not a detector exported by `chiquito export` (metadata {e} missing "
+                                "or bad); export it again") from None
+        self.vocab = self.spec["labels"]
+        self.input = session.get_inputs()[0].name
+        names = [o.name for o in session.get_outputs()]
+        if names != ["boxes", "scores"]:
+            raise ChiquitoError(f"{path}: outputs {names}, expected boxes and scores; export it again")
+
+    def run(self, x: np.ndarray):
+        boxes, scores = self.session.run(["boxes", "scores"], {self.input: x.astype(np.float32, copy=False)})
+        return boxes, scores

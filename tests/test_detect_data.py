@@ -1,0 +1,309 @@
+"""Detection data: the four annotation formats, every bad annotation, boxes through every geometric step of
+cleaning, composites, and the split by object group. No training here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chiquito_or_not.core.images import DecodePolicy, clean_with_boxes
+from chiquito_or_not.core.recipe import load_recipe
+from chiquito_or_not.data.dataset import build_dataset
+from chiquito_or_not.tasks.detect.annotations import Box, read_voc, write_voc
+
+from .conftest import photo, write_recipe
+
+LABELS = ["cat", "cup"]
+RED = (255, 0, 0)
+
+
+PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "brick", "grass", "gravel",
+          "hubble_deep_field", "immunohistochemistry"]
+
+
+def scene(w=200, h=150, box=(40, 30, 120, 100), seed=0) -> Image.Image:
+    """A real photo as background (a different one per seed) with a pure red rectangle where `box` says
+    (x0, y0, x1, y1, pixel edges)."""
+    arr = np.asarray(Image.fromarray(photo(PHOTOS[seed % len(PHOTOS)])).resize((w, h))).copy()
+    arr = (arr * 0.5).astype(np.uint8)  # no pure red in the background
+    arr[..., 0] = np.minimum(arr[..., 0], 120)
+    x0, y0, x1, y1 = box
+    arr[y0:y1, x0:x1] = RED
+    arr[0, 0] = (seed % 256, 0, 0)  # distinct bytes per image
+    return Image.fromarray(arr)
+
+
+def red_box(im: Image.Image) -> tuple[float, float, float, float]:
+    a = np.asarray(im.convert("RGB")).astype(int)
+    m = (a[..., 0] > 200) & (a[..., 1] < 80) & (a[..., 2] < 80)
+    ys, xs = np.nonzero(m)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+RECIPE = """
+task = "detect"
+seed = 3
+[dataset]
+min_size = 32
+valid = 0.34
+test = 0.0
+{dataset}
+[detect]
+labels = ["cat", "cup"]
+{detect}
+[[detect.sources]]
+format = "{fmt}"
+annotations = "{ann}"
+[detect.sources.images]
+kind = "folder"
+path = "{folder}"
+"""
+
+
+def build(tmp_path, roots, folder, fmt="voc", ann="", detect="", dataset=""):
+    r = load_recipe(write_recipe(tmp_path / "recipes", RECIPE.format(fmt=fmt, ann=ann, folder=folder,
+                                                                        detect=detect, dataset=dataset)))
+    return build_dataset(r, log=lambda *_: None), r
+
+
+def manifest(root: Path) -> dict[str, dict]:
+    with open(root / "manifest.csv", newline="") as f:
+        return {Path(row["raw_path"]).name: row for row in csv.DictReader(f)}
+
+
+def all_boxes(root: Path) -> dict[str, list]:
+    """source file name -> its boxes in the dataset, from every split's COCO file."""
+    out = {}
+    for f in root.glob("*/annotations.json"):
+        doc = json.loads(f.read_text())
+        names = {c["id"]: c["name"] for c in doc["categories"]}
+        for im in doc["images"]:
+            out[Path(im["source"]).name] = [[names[a["category_id"]], *a["bbox"]] for a in doc["annotations"]
+                                            if a["image_id"] == im["id"]]
+    return out
+
+
+def images_with_boxes(folder: Path, n=6) -> list[tuple[str, Image.Image, list]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        box = (20 + 5 * i, 15 + 3 * i, 110 + 4 * i, 90 + 2 * i)
+        im = scene(box=box, seed=i)
+        name = f"img{i}.jpg"
+        im.save(folder / name, quality=95)
+        out.append((name, im, [LABELS[i % 2], *box]))
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["voc", "csv", "coco", "yolo"])
+def test_each_annotation_format_gives_the_same_boxes(tmp_path, roots, fmt):
+    folder = tmp_path / "imgs"
+    items = images_with_boxes(folder)
+    ann = ""
+    if fmt == "voc":
+        for name, im, (lab, *b) in items:
+            write_voc(folder / name.replace(".jpg", ".xml"), name, im.width, im.height, [Box(lab, *b)])
+    elif fmt == "yolo":
+        for name, im, (lab, x0, y0, x1, y1) in items:
+            w, h = im.size
+            (folder / name.replace(".jpg", ".txt")).write_text(
+                f"{LABELS.index(lab)} {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}\n")
+    elif fmt == "csv":
+        ann = "labels.csv"
+        rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"] + [
+            f"{name},{im.width},{im.height},{lab},{x0},{y0},{x1},{y1}" for name, im, (lab, x0, y0, x1, y1) in items]
+        (folder / ann).write_text("\n".join(rows) + "\n")
+    else:
+        ann = "coco.json"
+        doc = {"categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "cup"}],
+               "images": [{"id": i, "file_name": name, "width": im.width, "height": im.height}
+                          for i, (name, im, _) in enumerate(items)],
+               "annotations": [{"id": i, "image_id": i, "category_id": 7 if lab == "cat" else 9,
+                                "bbox": [x0, y0, x1 - x0, y1 - y0]}
+                               for i, (_, _, (lab, x0, y0, x1, y1)) in enumerate(items)]}
+        (folder / ann).write_text(json.dumps(doc))
+    s, _ = build(tmp_path, roots, folder, fmt, ann)
+    assert s.kept == 6 and not s.rejected
+    got = all_boxes(s.root)
+    for name, _, (lab, x0, y0, x1, y1) in items:
+        (glab, gx, gy, gw, gh), = got[name]
+        assert glab == lab
+        assert np.allclose([gx, gy, gx + gw, gy + gh], [x0, y0, x1, y1], atol=0.01), (fmt, name)
+    assert (s.root / "train" / "annotations.json").is_file() and (s.root / "valid" / "annotations.json").is_file()
+
+
+BOMB = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<annotation><filename>&lol3;</filename></annotation>"""
+
+
+@pytest.mark.parametrize("policy", ["drop_image", "drop_box"])
+def test_bad_annotations_get_reasons_not_tracebacks(tmp_path, roots, policy):
+    folder = tmp_path / "imgs"
+    items = images_with_boxes(folder, n=12)
+    (name0, im0, b0), (name1, im1, b1), (name2, im2, b2) = items[:3]
+    w, h = im0.size
+
+    def voc(name, boxes, size=(w, h)):
+        write_voc(folder / name.replace(".jpg", ".xml"), name, *size, [Box(*b) for b in boxes])
+    for name, im, b in items[6:]:
+        voc(name, [b])
+    voc(name0, [b0, ["cat", -30, 10, 50, 60]])  # far outside: rejected (or the box dropped)
+    voc(name1, [[b1[0], -1.5, 10, 60, 70]])  # within the 2 px tolerance: clipped to 0
+    voc(name2, [b2, ["cup", 50, 50, 50, 80]])  # zero width
+    voc(items[3][0], [["dog", 10, 10, 60, 60]])  # a label not in the recipe
+    (folder / items[4][0].replace(".jpg", ".xml")).write_bytes(BOMB)
+    voc(items[5][0], [items[5][2]], size=(w + 40, h))  # the size disagrees with the image
+    (folder / "lonely.xml").write_bytes(write_voc(None, "lonely.jpg", w, h, [Box("cat", 1, 1, 9, 9)]))
+    Image.fromarray(photo("coffee")).resize((120, 90)).save(folder / "no_annotation.jpg")
+    s, _ = build(tmp_path, roots, folder, detect=f'bad_boxes = "{policy}"')
+    m = manifest(s.root)
+    assert m["img4.jpg"]["reason"] == "unsafe_annotation" and m["img4.jpg"]["status"] == "rejected"
+    assert m["img5.jpg"]["reason"] == "size_mismatch"
+    assert m["lonely.xml"]["reason"] == "annotation_without_image"
+    assert m["no_annotation.jpg"]["reason"] == "no_annotation"
+    assert m["img1.jpg"]["status"] == "kept" and all_boxes(s.root)["img1.jpg"][0][1] == 0  # clipped
+    with open(s.root / "box_problems.csv", newline="") as f:
+        problems = {(Path(r["file"]).name, r["reason"]) for r in csv.DictReader(f)}
+    assert {("img0.jpg", "box_outside_image"), ("img2.jpg", "empty_box"), ("img3.jpg", "unknown_label")} <= problems
+    if policy == "drop_image":
+        assert [m[f"img{i}.jpg"]["reason"] for i in (0, 2, 3)] == ["box_outside_image", "empty_box", "unknown_label"]
+        assert s.rejected["box_outside_image"] == 1
+    else:  # the good box stays; an image left with no box is a background image
+        assert m["img0.jpg"]["status"] == "kept" and len(all_boxes(s.root)["img0.jpg"]) == 1
+        assert m["img3.jpg"]["status"] == "kept" and all_boxes(s.root)["img3.jpg"] == []
+    assert s.box_problems["empty_box"] == 1
+
+
+def test_images_without_boxes_are_background_or_rejected(tmp_path, roots):
+    folder = tmp_path / "imgs"
+    items = images_with_boxes(folder, n=8)
+    for name, im, b in items:
+        write_voc(folder / name.replace(".jpg", ".xml"), name, im.width, im.height, [Box(*b)] if name != "img7.jpg" else [])
+    s, _ = build(tmp_path, roots, folder)
+    assert manifest(s.root)["img7.jpg"]["status"] == "kept" and all_boxes(s.root)["img7.jpg"] == []
+    s, _ = build(tmp_path, roots, folder, detect="background_images = false")
+    assert manifest(s.root)["img7.jpg"]["reason"] == "no_boxes"
+
+
+def test_voc_reader_refuses_entities_and_reads_labelimg(tmp_path):
+    p = tmp_path / "a.xml"
+    p.write_bytes(BOMB)
+    assert read_voc(p).problem[0] == "unsafe_annotation"
+    p.write_bytes(b"<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>x</xmax>"
+                  b"<ymax>4</ymax></bndbox></object></annotation>")
+    assert read_voc(p).problem[0] == "bad_annotation"
+    p.write_bytes(b"<annotation><size><width>10</width><height>8</height></size><object><name>cat</name><bndbox>"
+                  b"<xmin>1</xmin><ymin>2</ymin><xmax>3.5</xmax><ymax>4</ymax></bndbox></object></annotation>")
+    a = read_voc(p)
+    assert (a.width, a.height, a.boxes[0].label, a.boxes[0].x1) == (10, 8, "cat", 3.5)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("crop,max_side", [(1.0, 0), (0.8, 0), (1.0, 100), (0.7, 90)])
+def test_boxes_move_with_the_pixels(tmp_path, orientation, crop, max_side):
+    """A red rectangle on a real photo, stored with an EXIF orientation: after cleaning (orientation, centre
+    crop, max_side), the moved box is where the red pixels are."""
+    stored = scene(w=240, h=160, box=(60, 40, 150, 120))
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(buf, "PNG", exif=exif.tobytes())
+    spec = DecodePolicy(min_size=16, center_crop=crop, max_side=max_side)
+    reason, _, im, boxes = clean_with_boxes(buf.getvalue(), spec, [[60, 40, 150, 120]])
+    assert reason == ""
+    assert np.allclose(boxes[0], red_box(im), atol=1.01), (orientation, crop, max_side, boxes[0], red_box(im))
+    if orientation in (5, 6, 7, 8) and crop == 1.0 and not max_side:
+        assert im.size == (160, 240)
+
+
+def cutouts(folder: Path) -> None:
+    """Real photo cut-outs with an alpha mask (an ellipse): cats from chelsea, cups from coffee."""
+    from PIL import ImageDraw
+
+    for label, name, n in (("cat", "chelsea", 6), ("cup", "coffee", 6)):
+        arr = photo(name)
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            s = 120 + 10 * i
+            y, x = (13 * i) % (arr.shape[0] - s), (29 * i) % (arr.shape[1] - s)
+            im = Image.fromarray(arr[y:y + s, x:x + s]).convert("RGBA")
+            mask = Image.new("L", im.size, 0)
+            ImageDraw.Draw(mask).ellipse([4, 10 + i, s - 5, s - 8], fill=255)
+            im.putalpha(mask)
+            im.save(folder / label / f"{name}{i}.png")
+
+
+COMPOSITE = """
+task = "detect"
+seed = 5
+[dataset]
+min_size = 32
+valid = 8
+test = 8
+[detect]
+labels = ["cat", "cup"]
+[[detect.sources]]
+format = "voc"
+[detect.sources.images]
+kind = "composite"
+count = 40
+side = 160
+groups = 6
+[[detect.sources.images.objects.cat.sources]]
+kind = "folder"
+path = "{cut}/cat"
+[[detect.sources.images.objects.cup.sources]]
+kind = "folder"
+path = "{cut}/cup"
+[[detect.sources.images.backgrounds]]
+kind = "python"
+images = ["brick", "grass", "gravel"]
+"""
+
+
+def test_composites_are_exact_deterministic_and_split_by_object(tmp_path, roots):
+    cutouts(tmp_path / "cut")
+    r = load_recipe(write_recipe(tmp_path / "recipes", COMPOSITE.format(cut=tmp_path / "cut")))
+    s = build_dataset(r, log=lambda *_: None)
+    folder = next((tmp_path / "data" / "raw" / "composite").iterdir())
+    xmls = sorted(folder.glob("*.xml"))
+    assert len(xmls) == 40 and s.kept == 40
+    first = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # each box is the pasted object: inside it the image differs from the background; the XML names a group
+    ann = read_voc(xmls[0])
+    assert ann.group and 1 <= len(ann.boxes) <= 4
+    # the same seed again, from nothing: the same bytes
+    import shutil
+
+    shutil.rmtree(tmp_path / "data")
+    build_dataset(r, log=lambda *_: None)
+    again = next((tmp_path / "data" / "raw" / "composite").iterdir())
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == first
+    # no group (and so no cut-out) in two splits
+    with open(s.root / "split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    split_of_group = {}
+    for row in rows:
+        assert split_of_group.setdefault(row["group"], row["split"]) == row["split"]
+    assert {row["split"] for row in rows} == {"train", "valid", "test"}
+
+
+def test_a_detect_recipe_is_validated(tmp_path):
+    from chiquito_or_not.core.errors import RecipeError
+
+    base = RECIPE.format(fmt="csv", ann="", folder=tmp_path, detect="", dataset="")
+    with pytest.raises(RecipeError, match="annotations' is empty"):
+        load_recipe(write_recipe(tmp_path, base))
+    with pytest.raises(RecipeError, match="detect.labels' is empty"):
+        load_recipe(write_recipe(tmp_path, base.replace('labels = ["cat", "cup"]', "labels = []")))
+    with pytest.raises(RecipeError, match="not a source kind here"):
+        load_recipe(write_recipe(tmp_path, COMPOSITE.format(cut=tmp_path).replace(
+            'kind = "python"', 'kind = "composite"')))
