@@ -153,7 +153,7 @@ def test_bad_annotations_get_reasons_not_tracebacks(tmp_path, roots, policy):
 
     def voc(name, boxes, size=(w, h)):
         write_voc(folder / name.replace(".jpg", ".xml"), name, *size, [Box(*b) for b in boxes])
-    for name, im, b in items[6:]:
+    for name, _, b in items[6:]:
         voc(name, [b])
     voc(name0, [b0, ["cat", -30, 10, 50, 60]])  # far outside: rejected (or the box dropped)
     voc(name1, [[b1[0], -1.5, 10, 60, 70]])  # within the 2 px tolerance: clipped to 0
@@ -186,7 +186,8 @@ def test_images_without_boxes_are_background_or_rejected(tmp_path, roots):
     folder = tmp_path / "imgs"
     items = images_with_boxes(folder, n=8)
     for name, im, b in items:
-        write_voc(folder / name.replace(".jpg", ".xml"), name, im.width, im.height, [Box(*b)] if name != "img7.jpg" else [])
+        boxes = [Box(*b)] if name != "img7.jpg" else []
+        write_voc(folder / name.replace(".jpg", ".xml"), name, im.width, im.height, boxes)
     s, _ = build(tmp_path, roots, folder)
     assert manifest(s.root)["img7.jpg"]["status"] == "kept" and all_boxes(s.root)["img7.jpg"] == []
     s, _ = build(tmp_path, roots, folder, detect="background_images = false")

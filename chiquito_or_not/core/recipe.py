@@ -16,7 +16,8 @@ from .errors import RecipeError
 
 __all__ = [
     "Recipe", "DatasetSpec", "FinetuneSpec", "AugmentSpec", "ClassSpec", "SOURCE_KINDS",
-    "FolderSource", "NpmSource", "CompositeSource", "CutoutSpec", "AnnotatedSource", "DetectSpec", "DebSource", "ArchiveSource", "PythonSource", "ImageSearchSource", "LfwSource",
+    "FolderSource", "NpmSource", "CompositeSource", "CutoutSpec", "AnnotatedSource",
+    "DetectSpec", "DebSource", "ArchiveSource", "PythonSource", "ImageSearchSource", "LfwSource",
     "load_recipe", "recipe_to_dict", "write_resolved",
 ]
 

@@ -155,7 +155,8 @@ def generate_composites(src, cutout_files: dict[str, list[Path]], background_fil
         raise SourceError("composite: the background sources gave no files; check their include patterns")
     key = json.dumps({"v": COMPOSITE_VERSION, "seed": seed, "src": {k: v for k, v in vars(src).items()
                                                                    if k not in ("objects", "backgrounds")},
-                      "cutouts": {lab: [sha256_file(p) for p in sorted(fs)] for lab, fs in sorted(cutout_files.items())},
+                      "cutouts": {lab: [sha256_file(p) for p in sorted(fs)]
+                                  for lab, fs in sorted(cutout_files.items())},
                       "backgrounds": [sha256_file(p) for p in sorted(background_files)]}, sort_keys=True, default=str)
     folder = out_root / hashlib.sha256(key.encode()).hexdigest()[:16]
     index = folder / "composites.json"

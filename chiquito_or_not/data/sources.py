@@ -12,8 +12,8 @@ from .archive import extract_archive, extract_once, fetch_archive
 from ..core.errors import SourceError
 from ..core.files import glob_match, sha256_file
 from ..core.paths import cache_dir, raw_dir
-from ..core.recipe import (SOURCE_KINDS, ArchiveSource, CompositeSource, DebSource, FolderSource, ImageSearchSource, LfwSource,
-                           NpmSource, PythonSource)
+from ..core.recipe import (SOURCE_KINDS, ArchiveSource, CompositeSource, DebSource, FolderSource,
+                           ImageSearchSource, LfwSource, NpmSource, PythonSource)
 
 __all__ = ["RawFile", "fetch_source", "fetches", "FETCHERS"]
 

@@ -208,7 +208,8 @@ def _learner(recipe: Recipe, root: Path, run: Path):
 def _cached_head(learn, recipe: Recipe, precision: str, world: int, log):
     """The head learner on cached body features (frozen stage and LR finder), or None when off."""
     f = recipe.finetune
-    if not (f.frozen.feature_cache and get_task(recipe.task).feature_cache) or get_backbone(f.backbone).family == "scratch":
+    if (not (f.frozen.feature_cache and get_task(recipe.task).feature_cache)
+            or get_backbone(f.backbone).family == "scratch"):
         return None
     if world > 1:
         log("  feature cache off: several processes train (each would compute every image)")

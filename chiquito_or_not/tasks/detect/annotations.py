@@ -234,8 +234,9 @@ def check_boxes(ann: Annotation, width: int, height: int, labels: list[str], tol
                                              f"(min_box {min_box:g})"))
             continue
         if x0 < -tolerance or y0 < -tolerance or x1 > width + tolerance or y1 > height + tolerance:
-            bad.append((i, Reason.BOX_OUTSIDE_IMAGE, f"box {i} ({b.label}): ({x0:g}, {y0:g}, {x1:g}, {y1:g}) "
-                                                     f"outside the {width}x{height} image by more than {tolerance:g} px"))
+            bad.append((i, Reason.BOX_OUTSIDE_IMAGE,
+                        f"box {i} ({b.label}): ({x0:g}, {y0:g}, {x1:g}, {y1:g}) outside the {width}x{height} image "
+                        f"by more than {tolerance:g} px"))
             continue
         good.append(Box(b.label, max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)))
     return good, bad

@@ -81,7 +81,8 @@ def _pr_plot(res: dict, labels: list[str], path: Path) -> None:
     for k, c in enumerate(res["_classes"]):
         p = prec[0, :, k, 0, -1]
         if (p >= 0).any():
-            ax.plot(recall, np.where(p < 0, np.nan, p), label=f"{labels[c]} (AP50 {res['ap50_per_class'].get(labels[c])})")
+            ax.plot(recall, np.where(p < 0, np.nan, p),
+                    label=f"{labels[c]} (AP50 {res['ap50_per_class'].get(labels[c])})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)

@@ -1,0 +1,178 @@
+"""A tiny real detection run: composites of real photo cut-outs → dataset → finetune (real pretrained body,
+untrained SSD head) → evaluate → ONNX export with parity → predict (with and without torch) → the web
+page in headless Chromium drawing the boxes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import subprocess_env, write_recipe
+from .test_detect_data import COMPOSITE, cutouts
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+TRAIN = """
+[finetune]
+backbone = "efficientnet_lite0"
+size = 128
+bs = 8
+lr_find = false
+[finetune.frozen]
+epochs = 10
+lr = 1e-2
+feature_cache = false
+[finetune.augmented]
+cycles = 1
+lr = 3e-3
+[finetune.unfrozen]
+cycles = 1
+lrs = [1e-5, 1e-4, 1e-3]
+"""
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory):
+    from chiquito_or_not.core.recipe import load_recipe
+    from chiquito_or_not.data.dataset import build_dataset
+    from chiquito_or_not.train.finetune import finetune
+
+    base = tmp_path_factory.mktemp("detect")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CHIQUITO_DATA", str(base / "data"))
+    mp.setenv("CHIQUITO_RUNS", str(base / "runs"))
+    try:
+        cutouts(base / "cut")
+        text = COMPOSITE.format(cut=base / "cut").replace("count = 40", "count = 64") + TRAIN
+        recipe = load_recipe(write_recipe(base, text, "tinydet.toml"))
+        build_dataset(recipe, log=lambda *_: None)
+        result = finetune(recipe, log=lambda *_: None)
+        yield recipe, result, base
+    finally:
+        mp.undo()
+
+
+def test_detector_learns_and_reports_coco_metrics(det_run):
+    _, res, _ = det_run
+    m = json.loads((res.run / "metrics.json").read_text())
+    # 16 validation images, two labels: an untrained head scores ~0 (checked: 0.00-0.02 on this set)
+    assert m["valid"]["map_50"] >= 0.5, m["valid"]
+    assert set(m["valid"]["ap50_per_class"]) == {"cat", "cup"}
+    assert 0 <= m["valid"]["map"] <= m["valid"]["map_50"]
+    assert m["test"]["images"] == 8 or m["test"]["images"] >= 6
+    for f in ("pr_curves.png", "worst.png", "pr_curves_test.png", "loss_curve.png", "history.csv"):
+        assert (res.run / f).stat().st_size > 1000, f
+    hist = (res.run / "history.csv").read_text().splitlines()
+    assert hist[0].endswith("map_50") and len(hist) == 1 + 10 + 1 + 1
+
+
+def test_export_parity_and_predict_without_torch(det_run, tmp_path):
+    from chiquito_or_not.deploy.export import export_onnx
+
+    _, res, base = det_run
+    rep = export_onnx(res.run, log=lambda *_: None)
+    assert rep["identical_detection_lists"] == rep["images"] >= 8
+    assert rep["raw_max_abs_box_px"] <= 1e-3 and rep["map_50_onnx"] == rep["map_50_torch"]
+    onnx = res.run / "model.onnx"
+    valid = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[:4]
+    script = ("import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None\n"
+              "from chiquito_or_not.cli import app\n"
+              "app(sys.argv[1:], prog_name='chiquito')\n")
+    out = subprocess.run([sys.executable, "-c", script, "predict", str(onnx), *map(str, valid), "--json",
+                          "--threshold", "0.2", "--draw", str(tmp_path / "drawn")],
+                         capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert len(got) == 4 and all(b["score"] >= 0.2 and b["label"] in ("cat", "cup") for r in got for b in r["boxes"])
+    assert sum(len(r["boxes"]) for r in got) >= 2
+    assert len(list((tmp_path / "drawn").glob("*.jpg"))) == 4
+    # the same files through the .pkl (PyTorch) give the same boxes
+    from chiquito_or_not.deploy.predict import load_model, predict_paths
+
+    pkl = predict_paths(load_model(res.run / "model.pkl", notice=lambda _: None), valid, threshold=0.2)
+    for a, b in zip(pkl, got):
+        assert [x["label"] for x in a.boxes] == [x["label"] for x in b["boxes"]]
+        for x, y in zip(a.boxes, b["boxes"]):
+            assert max(abs(p - q) for p, q in zip(x["box"], y["box"])) < 1e-3
+    # --draw never writes into a folder that holds files
+    again = subprocess.run([sys.executable, "-m", "chiquito_or_not", "predict", str(onnx), str(valid[0]),
+                            "--draw", str(tmp_path / "drawn")], capture_output=True, text=True,
+                           env=subprocess_env(), timeout=300)
+    assert again.returncode == 2 and "not a new or empty folder" in again.stderr
+
+
+def test_cli_prints_boxes_in_image_pixels(det_run):
+    _, res, base = det_run
+    f = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[0]
+    out = subprocess.run([sys.executable, "-m", "chiquito_or_not", "predict", str(res.run / "model.pkl"), str(f),
+                          "--threshold", "0.05"], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-1500:]
+    from PIL import Image
+
+    w, h = Image.open(f).size
+    for line in out.stdout.splitlines():
+        path, label, score, *box = line.split("\t")
+        assert path == str(f) and label in ("cat", "cup") and 0.05 <= float(score) <= 1
+        x0, y0, x1, y1 = map(float, box)
+        assert 0 <= x0 < x1 <= w + 0.01 and 0 <= y0 < y1 <= h + 0.01
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
+                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+def test_browser_draws_the_boxes(det_run, tmp_path):
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from chiquito_or_not.deploy.serve import create_app
+
+    from .test_serve import _free_port
+
+    _, res, base = det_run
+    app = create_app(res.run / "model.pkl")
+    from fastapi.testclient import TestClient
+
+    picture = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[0]
+    api = TestClient(app).post("/api/predict", files={"file": ("a.jpg", picture.read_bytes(), "image/jpeg")}).json()
+    assert api["width"] > 0 and isinstance(api["boxes"], list)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--disable-background-networking", "--disable-component-update", "--no-first-run",
+              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=480,900"):
+        opts.add_argument(a)
+    opts.binary_location = shutil.which("chromium")
+    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    try:
+        browser.get(f"http://127.0.0.1:{port}/")
+        browser.find_element(By.ID, "file").send_keys(str(picture))
+        verdict = WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "verdict").text or None)
+        boxes = browser.find_elements(By.CSS_SELECTOR, "#stage .box")
+        assert len(boxes) == len(api["boxes"]) and ("object" in verdict or "no objects" in verdict)
+        if boxes:  # drawn over the picture, where the API put it
+            img = browser.find_element(By.ID, "preview").rect
+            r, b0 = boxes[0].rect, api["boxes"][0]
+            assert abs(r["x"] - img["x"] - b0["box"][0] / api["width"] * img["width"]) < 4
+            assert boxes[0].text.startswith(b0["label"])
+        browser.save_screenshot(str(tmp_path / "detect.png"))
+        assert Path(tmp_path / "detect.png").stat().st_size > 5000
+    finally:
+        browser.quit()
+        server.should_exit = True
+        thread.join(10)
