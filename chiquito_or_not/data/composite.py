@@ -149,7 +149,7 @@ def generate_composites(src, cutout_files: dict[str, list[Path]], background_fil
                         seed: int, log=print) -> list[tuple[Path, Path, str]]:
     """Write `src.count` composites (JPEG + VOC XML) into a folder of `out_root` named by everything they
     depend on; reuse it when complete. Returns (image, xml, group) per composite."""
-    from ..tasks.detect.annotations import Box, write_voc
+    from .voc import Box, write_voc
 
     if not background_files:
         raise SourceError("composite: the background sources gave no files; check their include patterns")

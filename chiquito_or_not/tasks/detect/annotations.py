@@ -18,21 +18,13 @@ from pathlib import Path
 
 from ...core.files import NotRegular, read_regular
 from ...core.reasons import Reason
+from ...data.voc import Box, write_voc  # noqa: F401  (re-exported: the VOC writer and reader meet here)
 
 __all__ = ["Box", "Annotation", "read_voc", "read_yolo", "read_csv", "read_coco", "write_voc", "check_boxes",
            "ANNOTATION_EXTS"]
 
 ANNOTATION_EXTS = {"voc": ".xml", "yolo": ".txt"}  # one file per image, beside it
 MAX_ANNOTATION_BYTES = 64 * 2**20
-
-
-@dataclass
-class Box:
-    label: str
-    x0: float
-    y0: float
-    x1: float
-    y1: float
 
 
 @dataclass
@@ -100,24 +92,6 @@ def read_voc(path: Path) -> Annotation:
     except ValueError as e:
         return Annotation(problem=(Reason.BAD_ANNOTATION, str(e)))
     return ann
-
-
-def write_voc(path: Path, filename: str, width: int, height: int, boxes: list[Box], group: str = "") -> bytes:
-    """labelImg's XML for one image (what `read_voc` reads); returns the bytes (written when `path`)."""
-    from xml.sax.saxutils import escape
-
-    objs = "".join(
-        f"  <object>\n    <name>{escape(b.label)}</name>\n    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n"
-        f"    <difficult>0</difficult>\n    <bndbox>\n      <xmin>{b.x0:g}</xmin>\n      <ymin>{b.y0:g}</ymin>\n"
-        f"      <xmax>{b.x1:g}</xmax>\n      <ymax>{b.y1:g}</ymax>\n    </bndbox>\n  </object>\n" for b in boxes)
-    text = (f"<annotation>\n  <filename>{escape(filename)}</filename>\n"
-            + (f"  <group>{escape(group)}</group>\n" if group else "")
-            + f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n    <depth>3</depth>\n  </size>\n"
-            f"{objs}</annotation>\n")
-    data = text.encode()
-    if path is not None:
-        Path(path).write_bytes(data)
-    return data
 
 
 def read_yolo(path: Path, names: list[str]) -> Annotation:

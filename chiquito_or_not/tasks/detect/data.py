@@ -11,7 +11,7 @@ import torch
 from ...core.errors import DataError
 from ...core.layout import DatasetFolder
 from ...core.paths import dataset_dir
-from .dataset import SPLIT_ANNOTATIONS, read_split
+from .splitfile import SPLIT_ANNOTATIONS, read_split
 from .postprocess import preprocess
 
 __all__ = ["DetSet", "collate", "make_dls", "check_dataset", "memorise_dls", "augmentation"]

@@ -29,7 +29,7 @@ from .annotations import ANNOTATION_EXTS, Annotation, Box, check_boxes, read_coc
 
 __all__ = ["DetRecord", "build_detection_dataset", "read_split", "SPLIT_ANNOTATIONS"]
 
-SPLIT_ANNOTATIONS = "annotations.json"
+from .splitfile import SPLIT_ANNOTATIONS, read_split  # noqa: F401  (part of this stage's interface)
 
 
 @dataclass
@@ -242,33 +242,6 @@ def _coco(records: list[DetRecord], labels: list[str], split: str) -> dict:
     return {"info": {"description": f"chiquito_or_not detection dataset, {split} split"},
             "categories": [{"id": k + 1, "name": lab} for k, lab in enumerate(labels)],
             "images": images, "annotations": anns}
-
-
-def read_split(folder: Path, labels: list[str] | None = None) -> tuple[list[Path], list[list], list[str]]:
-    """(image paths, boxes [[label, x0, y0, x1, y1], ...] per image, labels) of a split folder written here
-    (or any folder holding a COCO annotations.json beside its images)."""
-    folder = Path(folder)
-    f = folder / SPLIT_ANNOTATIONS
-    if not f.is_file():
-        raise DataError(f"{folder}: no {SPLIT_ANNOTATIONS}; pass a split folder written by `chiquito dataset` "
-                        "(or a folder with a COCO annotations.json beside its images)")
-    table, problem = read_coco(f)
-    if problem:
-        raise DataError(f"{f}: {problem[0]}: {problem[1]}")
-    doc = json.loads(f.read_text())
-    names = [c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
-    labels = labels or names
-    unknown = sorted({b.label for a in table.values() for b in a.boxes} - set(labels))
-    if unknown:
-        raise DataError(f"{f}: label(s) {', '.join(unknown)} are not the model's ({', '.join(labels)})")
-    paths, boxes = [], []
-    for name in sorted(table):
-        p = folder / name
-        if not p.is_file():
-            raise DataError(f"{f}: image {name} is missing; rebuild with `chiquito dataset RECIPE`")
-        paths.append(p)
-        boxes.append([[b.label, b.x0, b.y0, b.x1, b.y1] for b in table[name].boxes])
-    return paths, boxes, labels
 
 
 def build_detection_dataset(recipe, root: Path, log=print, retry_failed: bool = False):

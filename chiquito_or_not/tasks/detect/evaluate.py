@@ -116,7 +116,7 @@ def _worst_picture(paths, dets, truth, labels, threshold, path: Path, n: int) ->
 
 def evaluate_set(model, name: str, folder, out, suffix: str, top_k: int, log) -> dict:
     """COCO metrics and figures for one split folder (images + annotations.json)."""
-    from .dataset import read_split
+    from .splitfile import read_split
     from .predict import model_spec, predict_paths
 
     spec = model_spec(model)
