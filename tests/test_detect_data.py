@@ -305,6 +305,6 @@ def test_a_detect_recipe_is_validated(tmp_path):
         load_recipe(write_recipe(tmp_path, base))
     with pytest.raises(RecipeError, match="detect.labels' is empty"):
         load_recipe(write_recipe(tmp_path, base.replace('labels = ["cat", "cup"]', "labels = []")))
-    with pytest.raises(RecipeError, match="not a source kind here"):
+    with pytest.raises(RecipeError, match="not a source kind; choose one of folder, npm, deb, archive, python, image_search, lfw$"):
         load_recipe(write_recipe(tmp_path, COMPOSITE.format(cut=tmp_path).replace(
             'kind = "python"', 'kind = "composite"')))

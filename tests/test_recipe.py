@@ -24,7 +24,7 @@ path = "y"
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(path):
     r = load_recipe(path)
-    assert r.name == path.stem and (len(r.classes) >= 2 or r.class_folders.path)
+    assert r.name == path.stem and (len(r.class_names) >= 2 or r.class_folders.path)  # classes or labels
 
 
 def test_default_recipe_is_the_offline_face_or_not():

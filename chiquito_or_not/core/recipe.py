@@ -465,7 +465,7 @@ def _build(tp, value, where: str, key: str):
             kind = value.get("kind")
             if kind not in kinds:
                 close = difflib.get_close_matches(str(kind), kinds, n=1)
-                raise RecipeError(f"{where}: '{label}.kind' = {kind!r} is not a source kind here; "
+                raise RecipeError(f"{where}: '{label}.kind' = {kind!r} is not a source kind; "
                                   + (f"did you mean {close[0]!r}? " if close else "")
                                   + f"choose one of {', '.join(kinds)}")
             return _build(kinds[kind], value, where, key)
