@@ -305,6 +305,7 @@ def test_a_detect_recipe_is_validated(tmp_path):
         load_recipe(write_recipe(tmp_path, base))
     with pytest.raises(RecipeError, match="detect.labels' is empty"):
         load_recipe(write_recipe(tmp_path, base.replace('labels = ["cat", "cup"]', "labels = []")))
-    with pytest.raises(RecipeError, match="not a source kind; choose one of folder, npm, deb, archive, python, image_search, lfw$"):
+    inner = "not a source kind; choose one of folder, npm, deb, archive, python, image_search, lfw$"
+    with pytest.raises(RecipeError, match=inner):  # a composite's own sources cannot be composites
         load_recipe(write_recipe(tmp_path, COMPOSITE.format(cut=tmp_path).replace(
             'kind = "python"', 'kind = "composite"')))
