@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ...core.errors import DataError, SourceError
-from ...core.files import IMAGE_EXTS, atomic_write_bytes, atomic_write_text, write_csv
+from ...core.files import IMAGE_EXTS, NotRegular, atomic_write_bytes, atomic_write_text, read_regular, write_csv
 from ...core.images import clean_with_boxes
 from ...core.layout import DatasetFolder
 from ...core.reasons import Reason, Status
@@ -52,11 +52,13 @@ class DetRecord:
     kept_boxes: list = field(default_factory=list, repr=False)  # [label, x0, y0, x1, y1] in clean pixels
 
 
-def _stored_size(path: Path) -> tuple[int, int] | None:
+def _stored_size(data: bytes) -> tuple[int, int] | None:
+    """The size in the file's header (the pixels as stored, before EXIF orientation); None when it cannot be
+    read (then clean_with_boxes says why)."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             return im.size
     except Exception:  # noqa: BLE001 - clean_with_boxes reports the exact reason
         return None
@@ -139,7 +141,15 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
         rec.reason, rec.detail = ann.problem
         return rec
     rec.group = rec.group or ann.group
-    size = _stored_size(rf.path)
+    try:  # read once, as every stage does: regular files only, a bounded read (a pipe never blocks)
+        data = read_regular(rf.path)
+    except NotRegular as e:
+        rec.reason, rec.detail = e.reason, e.detail
+        return rec
+    except OSError as e:
+        rec.reason, rec.detail = Reason.UNREADABLE, e.strerror or str(e)
+        return rec
+    size = _stored_size(data)
     good: list[Box] = []
     if size:
         w, h = size
@@ -155,12 +165,7 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
         if bad and d.bad_boxes == "drop_image":
             rec.reason, rec.detail = bad[0][1], bad[0][2] + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "")
             return rec
-    try:
-        data = rf.path.read_bytes()
-    except OSError:
-        data = None
-    reason, detail, im, moved = clean_with_boxes(data if data is not None else rf.path, spec,
-                                                 [[b.x0, b.y0, b.x1, b.y1] for b in good])
+    reason, detail, im, moved = clean_with_boxes(data, spec, [[b.x0, b.y0, b.x1, b.y1] for b in good])
     if reason:
         rec.reason, rec.detail = reason, detail
         return rec
@@ -170,7 +175,7 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
     if not kept and not d.background_images:
         rec.reason, rec.detail = Reason.NO_BOXES, "no box, and detect.background_images is false"
         return rec
-    rec.sha256 = hashlib.sha256(data or b"").hexdigest()
+    rec.sha256 = hashlib.sha256(data).hexdigest()
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=95)
     rec.clean_path = f"{rec.sha256[:16]}.jpg"
