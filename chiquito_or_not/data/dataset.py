@@ -88,7 +88,7 @@ def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_fai
 
 def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: bool = False) -> DatasetSummary:
     """Classification: one folder per class; cleaned, de-duplicated, balanced, split per class."""
-    folder, task = DatasetFolder(root), get_task(recipe.task)
+    folder = DatasetFolder(root)
     specs = {**_class_folders(recipe), **recipe.classes}
     raw, deferred = [], []
     for label in sorted(specs):
@@ -135,7 +135,7 @@ def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: boo
             raise DataError(f"class {label!r} has no usable image after cleaning; "
                             f"see the reasons in {folder.manifest}")
     unused: dict = {}
-    rows = assign_splits(kept, recipe.dataset, recipe.seed, unused, key=task.split_key)
+    rows = assign_splits(kept, recipe.dataset, recipe.seed, unused)  # per class (the record's label)
     for r in kept:  # the manifest says which clean images the splits left out, and why
         if r.clean_path in unused:
             r.status, r.reason = Status.UNUSED, unused[r.clean_path]

@@ -24,7 +24,7 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
                   key=lambda r: r.label) -> list[dict]:
     """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset;
     `unused` gets clean_path -> reason for each kept image left out (balancing, per_class, train caps).
-    `key` is the task's split key (tasks.Task.split_key): what is balanced and stratified on."""
+    `key` is what is balanced and stratified on (default: the class)."""
     unused = {} if unused is None else unused
     labels = sorted({key(r) for r in kept})
     by_label = {lab: sorted((r for r in kept if key(r) == lab), key=lambda r: unit_hash(seed, "keep", r.sha256))

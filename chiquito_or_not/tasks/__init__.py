@@ -30,9 +30,6 @@ class Task(Protocol):
         """The dataset stage: fetch the recipe's sources, clean, split into `root`; a data.dataset.DatasetSummary."""
 
     # data: how labels are read and split
-    def split_key(self, record) -> str:
-        """The key `split` balances and stratifies on (a class name for classification)."""
-
     def check_dataset(self, recipe, root) -> None:
         """DataError (naming `chiquito dataset`) unless `root` holds usable train and valid splits."""
 

@@ -19,9 +19,6 @@ class Classify:
     onnx_outputs = ("probabilities",)
 
     # data
-    def split_key(self, record) -> str:
-        return record.label
-
     def build_dataset(self, recipe, root, log, retry_failed: bool):
         from ...data.dataset import build_class_dataset
 

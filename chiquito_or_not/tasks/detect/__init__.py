@@ -20,9 +20,6 @@ class Detect:
     onnx_outputs = ("boxes", "scores")
 
     # data
-    def split_key(self, record) -> str:
-        return record.group or record.sha256
-
     def build_dataset(self, recipe, root, log, retry_failed: bool):
         from .dataset import build_detection_dataset
 
@@ -63,7 +60,10 @@ class Detect:
     def check_model(self, model, path) -> None:
         from ...core.errors import ChiquitoError
 
-        head = getattr(getattr(model, "model", None), "__getitem__", None) and model.model[1]
+        try:
+            head = model.model[1]
+        except (AttributeError, TypeError, IndexError, KeyError):
+            head = None
         if not hasattr(head, "anchors") or not hasattr(head, "labels"):
             raise ChiquitoError(f"{path}: not an exported detector (no SSD head)")
 

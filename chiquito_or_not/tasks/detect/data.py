@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ...core.errors import DataError
@@ -138,7 +137,3 @@ def memorise_dls(recipe, root, n_images: int) -> tuple:
     ds = DetSet([paths[i] for i in order], [boxes[i] for i in order], labels, f.size, b.mean, b.std)
     bs = max(1, len(ds) // 2)
     return DataLoaders(_loader(ds, bs, True, 0), _loader(ds, bs, False, 0)), [paths[i] for i in order]
-
-
-def box_table(rows) -> np.ndarray:
-    return np.asarray([r[1:] for r in rows], dtype=np.float64).reshape(-1, 4)

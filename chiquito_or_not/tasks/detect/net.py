@@ -12,6 +12,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastai.learner import Metric
 
 __all__ = ["TapBody", "SSDHead", "SSDLoss", "Decoded", "decode_boxes", "MapMetric", "EXTRA_CHANNELS"]
 
@@ -81,6 +82,10 @@ class SSDHead(nn.Module):
         out = self.head(feats)
         return torch.cat([out["bbox_regression"], out["cls_logits"]], dim=2)
 
+    def decode(self, out):
+        """This head's raw output → (boxes N x A x 4 in input pixels, scores N x A x C without background)."""
+        return decode_boxes(out[..., :4], self.anchors, self.size), torch.softmax(out[..., 4:], dim=-1)[..., 1:]
+
 
 def decode_boxes(deltas, anchors, size: int):
     """SSD box decoding (torchvision's BoxCoder, weights 10, 10, 5, 5) in plain tensor ops, clipped to the
@@ -116,11 +121,7 @@ class Decoded(nn.Module):
         self.model = model
 
     def forward(self, x):
-        head = self.model[1]
-        out = self.model(x)
-        boxes = decode_boxes(out[..., :4], head.anchors, head.size)
-        scores = torch.softmax(out[..., 4:], dim=-1)[..., 1:]
-        return boxes, scores
+        return self.model[1].decode(self.model(x))
 
 
 def _match(gt, anchors, iou_thresh: float = 0.5):
@@ -176,13 +177,7 @@ class SSDLoss(nn.Module):
         return (box_loss + ce[pos].sum() + ce[neg].sum()) / max(1, n_pos)
 
 
-try:
-    from fastai.learner import Metric as _Metric
-except ImportError:  # the ONNX side imports nothing of this module; torch-only users get a plain base
-    _Metric = object
-
-
-class MapMetric(_Metric):
+class MapMetric(Metric):
     """mAP@0.5 of the validation set at the end of each epoch (torchmetrics, COCO's rules), as a fastai
     metric: history.csv's column `map_50`."""
 
@@ -194,12 +189,10 @@ class MapMetric(_Metric):
         self.preds, self.targets = [], []
 
     def accumulate(self, learn):
-        from chiquito_or_not.tasks.detect.postprocess import postprocess
+        from .postprocess import postprocess
 
         head = learn.model[1]
-        pred = learn.pred.detach().float()
-        boxes = decode_boxes(pred[..., :4], head.anchors.to(pred.device), head.size).cpu().numpy()
-        scores = torch.softmax(pred[..., 4:], dim=-1)[..., 1:].cpu().numpy()
+        boxes, scores = (t.cpu().numpy() for t in head.decode(learn.pred.detach().float()))
         for b, s, t in zip(boxes, scores, learn.yb[0].cpu()):
             pb, ps, pc = postprocess(b, s, **head.post)
             self.preds.append({"boxes": torch.from_numpy(pb).float(), "scores": torch.from_numpy(ps).float(),
