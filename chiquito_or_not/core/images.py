@@ -11,7 +11,8 @@ from pathlib import Path
 from .files import IMAGE_EXTS, NotRegular, read_regular  # IMAGE_EXTS: the extensions taken for images
 from .reasons import Reason
 
-__all__ = ["IMAGE_EXTS", "DecodePolicy", "ACCEPT", "clean_one", "clean_with_boxes", "transpose_boxes"]
+__all__ = ["IMAGE_EXTS", "DecodePolicy", "ACCEPT", "clean_one", "clean_with_boxes", "transpose_boxes", "load_accepted",
+           "prefetched"]
 
 
 
@@ -156,3 +157,42 @@ def clean_with_boxes(raw: Path | bytes, spec: DecodePolicy, boxes=None) -> tuple
         if b is not None:
             b = b * [im.width / w0, im.height / h0, im.width / w0, im.height / h0]
     return "", "", im, b
+
+
+def load_accepted(path: Path) -> tuple[str, object | None]:
+    """(error, image) for one file given to predict: "missing" when there is no such file, the decoder's
+    reason when it is not a usable image (ACCEPT), else "" and the RGB image."""
+    import os
+
+    if not os.path.lexists(path):
+        return "missing: no such file", None
+    reason, detail, im = clean_one(path, ACCEPT)  # regular files only, a bounded read: never blocks on a pipe
+    return (f"{reason}: {detail}", None) if reason else ("", im)
+
+
+def prefetched(paths: list[Path], prepare, bs: int, workers: int):
+    """Batches of `paths`, each file decoded (load_accepted) and turned into `prepare(image)` in worker
+    threads, the next batch while the caller runs its model on this one (memory holds at most two batches).
+    Yields (indices, prepared values, [(index, error)]) per batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path):
+        err, im = load_accepted(path)
+        return err, (None if err else prepare(im))
+
+    chunks = [range(s, min(s + bs, len(paths))) for s in range(0, len(paths), bs)]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        def submit(chunk):
+            return [(i, pool.submit(one, paths[i])) for i in chunk]
+        pending = submit(chunks[0]) if chunks else []
+        for k in range(len(chunks)):
+            current, pending = pending, submit(chunks[k + 1]) if k + 1 < len(chunks) else []
+            good, values, errors = [], [], []
+            for i, fut in current:
+                err, value = fut.result()
+                if err:
+                    errors.append((i, err))
+                else:
+                    good.append(i)
+                    values.append(value)
+            yield good, values, errors

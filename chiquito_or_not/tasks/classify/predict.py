@@ -3,12 +3,10 @@ preprocessing (the same numpy pipeline the ONNX file's runtime uses)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import ChiquitoError
-from ...core.images import ACCEPT, clean_one
 
 __all__ = ["Prediction", "predict_images", "preprocess_spec", "model_vocab", "model_probabilities",
            "predict_paths"]
@@ -106,48 +104,25 @@ def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
     return out
 
 
-def _load_one(path: Path, spec: dict):
-    """(error, array) for one file: decoded, checked and preprocessed (runs in a worker thread)."""
-    from .onnxmodel import preprocess_image
-
-    if not os.path.lexists(path):
-        return "missing: no such file", None
-    reason, detail, im = clean_one(path, ACCEPT)  # regular files only, a bounded read: never blocks on a pipe
-    if reason:
-        return f"{reason}: {detail}", None
-    return "", preprocess_image(im, spec)
-
-
 def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2) -> list[Prediction]:
     """Predict every file with a learner or an OnnxClassifier; a file that is not a usable image gets an
     error and the others go on. Worker threads decode and preprocess the next batch while the model
     runs on this one, so memory holds at most two batches."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import numpy as np
+
+    from ...core.images import prefetched
+    from .onnxmodel import preprocess_image
 
     vocab = model_vocab(learn)
     r = _runner(learn)
     results = [Prediction(str(p)) for p in paths]
-    chunks = [range(s, min(s + bs, len(paths))) for s in range(0, len(paths), bs)]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        def submit(chunk):
-            return [(i, pool.submit(_load_one, paths[i], r.spec)) for i in chunk]
-        pending = submit(chunks[0]) if chunks else []
-        for k in range(len(chunks)):
-            current, pending = pending, submit(chunks[k + 1]) if k + 1 < len(chunks) else []
-            good, arrays = [], []
-            for i, fut in current:
-                err, x = fut.result()
-                if err:
-                    results[i].error = err
-                else:
-                    good.append(i)
-                    arrays.append(x)
-            if not arrays:
-                continue
-            for i, row in zip(good, r.run(np.stack(arrays)).tolist()):
-                k_best = max(range(len(row)), key=row.__getitem__)
-                results[i].label, results[i].probability = vocab[k_best], row[k_best]
-                results[i].probabilities = dict(zip(vocab, row))
+    for good, arrays, errors in prefetched(paths, lambda im: preprocess_image(im, r.spec), bs, workers):
+        for i, err in errors:
+            results[i].error = err
+        if not arrays:
+            continue
+        for i, row in zip(good, r.run(np.stack(arrays)).tolist()):
+            k_best = max(range(len(row)), key=row.__getitem__)
+            results[i].label, results[i].probability = vocab[k_best], row[k_best]
+            results[i].probabilities = dict(zip(vocab, row))
     return results

@@ -3,7 +3,6 @@ pre- and post-processing path, boxes in the original image's pixels; drawing the
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,45 +97,26 @@ def detect_images(model, images: list, threshold: float | None = None, bs: int =
     return out
 
 
-def _load_one(path: Path, spec: dict):
-    if not os.path.lexists(path):
-        return "missing: no such file", None, None
-    reason, detail, im = clean_one(path, ACCEPT)
-    if reason:
-        return f"{reason}: {detail}", None, None
-    return "", preprocess(im, spec["size"], spec["mean"], spec["std"]), im.size
-
-
 def predict_paths(model, paths: list[Path], bs: int = 16, workers: int = 2, threshold: float | None = None,
                   post: dict | None = None) -> list[DetPrediction]:
     """Detect in every file; a file that is not a usable image gets an error and the others go on.
     Worker threads decode the next batch while the model runs on this one."""
-    from concurrent.futures import ThreadPoolExecutor
+    from ...core.images import prefetched
 
     r = runner(model)
-    thr = r.spec["score_threshold"] if threshold is None else threshold
+    spec = r.spec
+    thr = spec["score_threshold"] if threshold is None else threshold
     results = [DetPrediction(str(p)) for p in paths]
-    chunks = [range(s, min(s + bs, len(paths))) for s in range(0, len(paths), bs)]
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        def submit(chunk):
-            return [(i, pool.submit(_load_one, paths[i], r.spec)) for i in chunk]
-        pending = submit(chunks[0]) if chunks else []
-        for k in range(len(chunks)):
-            current, pending = pending, submit(chunks[k + 1]) if k + 1 < len(chunks) else []
-            good, arrays = [], []
-            for i, fut in current:
-                err, x, size = fut.result()
-                if err:
-                    results[i].error = err
-                else:
-                    good.append(i)
-                    arrays.append(x)
-                    results[i].width, results[i].height = size
-            if not arrays:
-                continue
-            boxes, scores = r.run(np.stack(arrays))
-            for i, b, s in zip(good, boxes, scores):
-                results[i].boxes = _detections(r, b, s, results[i].width, results[i].height, thr, post)
+    for good, values, errors in prefetched(paths, lambda im: (preprocess(im, spec["size"], spec["mean"], spec["std"]),
+                                                               im.size), bs, workers):
+        for i, err in errors:
+            results[i].error = err
+        if not values:
+            continue
+        boxes, scores = r.run(np.stack([x for x, _ in values]))
+        for i, (_, size), b, s in zip(good, values, boxes, scores):
+            results[i].width, results[i].height = size
+            results[i].boxes = _detections(r, b, s, *size, thr, post)
     return results
 
 
