@@ -8,8 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -128,39 +126,21 @@ def test_cli_prints_boxes_in_image_pixels(det_run):
 @pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_browser_draws_the_boxes(det_run, tmp_path):
-    import uvicorn
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from fastapi.testclient import TestClient
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     from chiquito_or_not.deploy.serve import create_app
 
-    from .test_serve import _free_port
+    from .httpserver import app_in_chromium
 
     _, res, base = det_run
     app = create_app(res.run / "model.pkl")
-    from fastapi.testclient import TestClient
-
     picture = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[0]
     api = TestClient(app).post("/api/predict", files={"file": ("a.jpg", picture.read_bytes(), "image/jpeg")}).json()
     assert api["width"] > 0 and isinstance(api["boxes"], list)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--no-first-run",
-              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=480,900"):
-        opts.add_argument(a)
-    opts.binary_location = shutil.which("chromium")
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-    try:
-        browser.get(f"http://127.0.0.1:{port}/")
+    with app_in_chromium(app, tmp_path / "profile", "480,900") as (browser, url):
+        browser.get(f"{url}/")
         browser.find_element(By.ID, "file").send_keys(str(picture))
         verdict = WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "verdict").text or None)
         boxes = browser.find_elements(By.CSS_SELECTOR, "#stage .box")
@@ -172,7 +152,3 @@ def test_browser_draws_the_boxes(det_run, tmp_path):
             assert boxes[0].text.startswith(b0["label"])
         browser.save_screenshot(str(tmp_path / "detect.png"))
         assert Path(tmp_path / "detect.png").stat().st_size > 5000
-    finally:
-        browser.quit()
-        server.should_exit = True
-        thread.join(10)

@@ -2,7 +2,6 @@
 
 import io
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -168,39 +167,17 @@ def test_concurrent_requests_are_all_answered(client):
     assert results == [200] * 12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.browser
 @pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
                     reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
 def test_browser_upload_then_url(model, images, tmp_path, shared_roots):
-    import uvicorn
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model, allow_private_urls=True), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--no-first-run",
-              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=420,900"):
-        opts.add_argument(a)
-    opts.binary_location = shutil.which("chromium")
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-    try:
-        browser.get(f"http://127.0.0.1:{port}/")
+    from .httpserver import app_in_chromium
+
+    with app_in_chromium(create_app(model, allow_private_urls=True), tmp_path / "profile") as (browser, base):
+        browser.get(f"{base}/")
         picture = tmp_path / "coffee.jpg"
         Image.fromarray(photo("coffee")).save(picture)
         browser.find_element(By.ID, "file").send_keys(str(picture))
@@ -220,7 +197,3 @@ def test_browser_upload_then_url(model, images, tmp_path, shared_roots):
         assert "ms" in browser.find_element(By.ID, "status").text
         browser.save_screenshot(str(shots / "serve-url.png"))
         assert Path(shots / "serve-url.png").stat().st_size > 5000
-    finally:
-        browser.quit()
-        server.should_exit = True
-        thread.join(10)
