@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TFLITE := $(VENV)/.tflite
 
-.PHONY: install dataset finetune demo evaluate test test-fast lint clean-runs
+.PHONY: install install-tflite dataset finetune demo evaluate test test-fast lint clean-runs
 
 install: $(STAMP)
 
@@ -19,6 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 	    ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -qq; fi
 	touch $(STAMP)
 
+# the phone export (about 1 GB: litert-torch, jax, the LiteRT converter); the tests need it, the demo not
+install-tflite: $(TFLITE)
+
+$(TFLITE): $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[web,serve,tensorboard,onnx,lite,test,tflite]'
+	touch $(TFLITE)
+
 dataset: install
 	$(BIN)/chiquito dataset $(RECIPE)
 
@@ -30,11 +38,11 @@ demo: dataset finetune
 evaluate: install
 	$(BIN)/chiquito evaluate $(RECIPE)
 
-test: install
+test: install-tflite
 	$(BIN)/python -m pytest -q
 
 # no training and no browser, 4 workers (most of these tests wait on loopback servers): under a minute
-test-fast: install
+test-fast: install-tflite
 	$(BIN)/python -m pytest -q -m "not slow and not browser" -n 4
 
 lint: install

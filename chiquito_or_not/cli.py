@@ -186,7 +186,7 @@ def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder"
 
 @app.command()
 @_friendly
-def predict(model: Path = typer.Argument(..., help="Exported model.pkl, or model.onnx (runs without torch)",
+def predict(model: Path = typer.Argument(..., help="model.pkl, or model.onnx / model.tflite (run without torch)",
                                          show_default=False),
             paths: list[Path] = typer.Argument(..., help="Image files or folders", show_default=False),
             as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout"),
@@ -200,7 +200,7 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl, or model
     score, x0 y0 x1 y1 in the image's pixels); exit 1 if any file failed.
 
     A .pkl model is a pickle: loading it runs any code it holds. Load only files you made or trust;
-    for a model from someone else use its .onnx export, which cannot run code."""
+    for a model from someone else use its .onnx or .tflite export, which cannot run code."""
     from .deploy.predict import expand_paths, load_model, predict_paths
 
     if draw is not None and draw.exists() and (not draw.is_dir() or any(draw.iterdir())):
@@ -233,19 +233,29 @@ def predict(model: Path = typer.Argument(..., help="Exported model.pkl, or model
 @app.command()
 @_friendly
 def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g. runs/face-or-not", show_default=False),
-           fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)"),
-           int8: bool = typer.Option(False, "--int8", help="Also write a dynamically quantised int8 copy"),
-           out: Optional[Path] = typer.Option(None, help="Output file (default RUN/model.onnx)")):
-    """Export model.pkl to ONNX with its classes and preprocessing; fails unless it matches PyTorch.
+           fmt: str = typer.Option("onnx", "--format", help="Export format: onnx, or tflite (LiteRT, for phones)"),
+           int8: bool = typer.Option(False, "--int8", help="Also write an int8 copy (ONNX: dynamic; TFLite: static, "
+                                                         "calibrated on the training images) and report its score"),
+           uint8: bool = typer.Option(False, "--uint8", help="TFLite: the input is uint8 pixels (default float32)"),
+           out: Optional[Path] = typer.Option(None, help="Output file (default RUN/model.onnx or RUN/model.tflite)")):
+    """Export model.pkl to ONNX or TFLite with its labels and preprocessing; fails, keeping no file,
+    unless the file reproduces PyTorch on the validation images.
 
     model.pkl is a pickle: loading it runs any code it holds. Export only runs you made or trust; the
-    .onnx file this writes cannot run code, so share that one."""
-    if fmt != "onnx":
-        _fail(f"unknown format {fmt!r}; the only export format is onnx (model.pkl is already the fastai export)")
+    .onnx and .tflite files this writes cannot run code, so share those."""
+    if fmt not in ("onnx", "tflite"):
+        _fail(f"unknown format {fmt!r}; choose onnx or tflite (model.pkl is already the fastai export)")
+    if uint8 and fmt != "tflite":
+        _fail("--uint8 applies to --format tflite only")
     from .core.layout import RunFolder
 
     if not RunFolder(run).model.is_file():
         _fail(f"{run}: no model.pkl; pass a run folder written by `chiquito finetune RECIPE`")
+    if fmt == "tflite":
+        from .deploy.tflite import export_tflite
+
+        export_tflite(run, int8=int8, uint8=uint8, out=out, log=typer.echo)
+        return
     from .deploy.export import export_onnx
 
     export_onnx(run, int8=int8, out=out, log=typer.echo)

@@ -106,6 +106,38 @@ def test_export_parity_and_predict_without_torch(det_run, tmp_path):
     assert again.returncode == 2 and "not a new or empty folder" in again.stderr
 
 
+def test_tflite_detector_matches_pytorch_and_runs_without_torch(det_run, tmp_path):
+    pytest.importorskip("litert_torch", reason="needs the tflite extra: pip install 'chiquito-or-not[tflite]'")
+    from chiquito_or_not.core.litefile import LiteSession
+    from chiquito_or_not.deploy.predict import load_model, predict_paths
+    from chiquito_or_not.deploy.tflite import export_tflite
+
+    _, res, base = det_run
+    out = tmp_path / "det.tflite"
+    rep = export_tflite(res.run, int8=True, out=out, log=lambda *_: None)
+    assert rep["identical_detection_lists"] == rep["images"] >= 8
+    assert rep["raw_max_abs_box_px"] <= 1e-3 and rep["map_50_litert"] == rep["map_50_torch"]
+    s = LiteSession(out)
+    assert s.input_shape == (1, 128, 128, 3) and s.output_names == ["boxes", "scores"]
+    assert s.metadata["labels"] == ["cat", "cup"] and s.metadata["postprocess"]["nms_iou"] == 0.5
+    q = rep["int8"]
+    assert q["bytes"] < rep["bytes"] / 2 and 0 <= q["map_50"] <= 1 and "map_50_reference" in q
+    valid = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[:4]
+    script = ("import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None\n"
+              "from chiquito_or_not.cli import app\n"
+              "app(sys.argv[1:], prog_name='chiquito')\n")
+    r = subprocess.run([sys.executable, "-c", script, "predict", str(out), *map(str, valid), "--json",
+                        "--threshold", "0.2"], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)
+    pkl = predict_paths(load_model(res.run / "model.pkl", notice=lambda _: None), valid, threshold=0.2)
+    assert sum(len(x.boxes) for x in pkl) >= 2
+    for a, b in zip(pkl, got):
+        assert sorted(x["label"] for x in a.boxes) == sorted(x["label"] for x in b["boxes"])
+        for x in a.boxes:
+            assert min(max(abs(p - q) for p, q in zip(x["box"], y["box"])) for y in b["boxes"]) < 1e-2
+
+
 def test_cli_prints_boxes_in_image_pixels(det_run):
     _, res, base = det_run
     f = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[0]

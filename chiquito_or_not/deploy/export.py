@@ -25,13 +25,14 @@ from .predict import load_model
 __all__ = ["export_onnx", "ExportError"]
 
 
-def _valid_files(run: Path, limit: int) -> list[Path]:
+def _split_files(run: Path, split: str, limit: int) -> list[Path]:
+    """The images of one split of the run's dataset (state.json names it), at most `limit` (0: all)."""
     state = RunFolder(run).state
     root = Path(json.loads(state.read_text())["dataset"]) if state.is_file() else None
-    if root is None or not (root / "valid").is_dir():
-        raise ExportError(f"{run}: cannot find the validation images for the parity check "
-                          "(state.json names the dataset); rebuild it with `chiquito dataset RECIPE`")
-    files = sorted(p for p in (root / "valid").rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    if root is None or not (root / split).is_dir():
+        raise ExportError(f"{run}: cannot find the {split} images for the check (state.json names the dataset); "
+                          "rebuild it with `chiquito dataset RECIPE`")
+    files = sorted(p for p in (root / split).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     return files[:limit] if limit else files
 
 
@@ -102,7 +103,7 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
                         "exporter": exporter})
     t_export = time.time() - t
 
-    files = _valid_files(run, parity_limit)
+    files = _split_files(run, "valid", parity_limit)
     with _kept_if_checked(tmp, out):
         check = task.onnx_parity(learn, tmp, files)
     summary = check.pop("summary")

@@ -1,4 +1,4 @@
-"""Predict: load an exported model (.pkl learner or .onnx file) and run its task's batched inference."""
+"""Predict: load an exported model (.pkl learner, .onnx or .tflite file) and run its task's batched inference."""
 
 from __future__ import annotations
 
@@ -25,6 +25,17 @@ def _load_onnx(p: Path, threads: int = 0):
     return get_task(name).onnx_model(p, session)
 
 
+def _load_lite(p: Path, threads: int = 0):
+    """An exported .tflite file in the LiteRT interpreter (no torch), as its task's model class."""
+    from ..core.litefile import LiteSession
+
+    session = LiteSession(p, threads)
+    name = session.metadata.get("task", DEFAULT_TASK)
+    if problem := task_name_problem(name):
+        raise ChiquitoError(f"{p}: {problem} in its metadata; export it with this version's `chiquito export`")
+    return get_task(name).lite_model(p, session)
+
+
 def load_model(path: str | Path, notice=None, threads: int = 0):
     """Load an exported learner (.pkl) onto the CPU, or an exported .onnx file on onnxruntime (without
     importing torch); a clear error if it is missing or not a model. A .pkl runs code when loaded:
@@ -32,6 +43,8 @@ def load_model(path: str | Path, notice=None, threads: int = 0):
     p = Path(path)
     if p.suffix.lower() == ".onnx":
         return _load_onnx(p, threads)
+    if p.suffix.lower() == ".tflite":
+        return _load_lite(p, threads)
     import pickle
     import warnings
 

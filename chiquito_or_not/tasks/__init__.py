@@ -85,6 +85,19 @@ class Task(Protocol):
     def onnx_compare(self, reference, other, files) -> dict:
         """How a second ONNX file (the int8 copy) differs from the reference on `files`, with a "summary"."""
 
+    def lite_model(self, path, session):
+        """The task's runtime model over an opened .tflite file (core.litefile.LiteSession)."""
+
+    def input_spec(self, learn) -> dict:
+        """The model's input: size_wh, mean, std, scale (what a phone-ready graph normalises inside)."""
+
+    def parity(self, learn, exported, files, what: str) -> dict:
+        """Compare an exported file's runtime model (`what`: "ONNX", "LiteRT") with PyTorch on `files`;
+        ExportError when they disagree; the report has a one-line "summary"."""
+
+    def compare(self, reference, other, files) -> dict:
+        """How runtime model `other` (a quantised copy) differs from `reference` on `files`, with a "summary"."""
+
 
 def get_task(name: str) -> Task:
     """The task registered under `name` (imported on first use)."""

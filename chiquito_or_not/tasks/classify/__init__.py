@@ -117,5 +117,26 @@ class Classify:
 
         return onnx_compare(reference, other, files)
 
+    def lite_model(self, path, session):
+        from .onnxmodel import LiteClassifier
+
+        return LiteClassifier(path, session)
+
+    def input_spec(self, learn) -> dict:
+        from .predict import preprocess_spec
+
+        s = preprocess_spec(learn)
+        return {"size_wh": s["size_wh"], "mean": s["mean"], "std": s["std"], "scale": s["scale"]}
+
+    def parity(self, learn, exported, files, what: str) -> dict:
+        from .export import parity
+
+        return parity(learn, exported, files, what)
+
+    def compare(self, reference, other, files) -> dict:
+        from .export import compare
+
+        return compare(reference, other, files)
+
 
 TASK = Classify()

@@ -10,7 +10,7 @@ import numpy as np
 from ...core.errors import ExportError
 from .predict import model_vocab, predict_images, preprocess_spec
 
-__all__ = ["PARITY_ATOL", "onnx_graph", "onnx_metadata", "onnx_parity", "onnx_compare"]
+__all__ = ["PARITY_ATOL", "onnx_graph", "onnx_metadata", "onnx_parity", "onnx_compare", "parity", "compare"]
 
 PARITY_ATOL = 1e-4
 
@@ -41,35 +41,45 @@ def onnx_parity(learn, onnx_path: Path, files: list[Path]) -> dict:
     """Every argmax must agree and every probability be within PARITY_ATOL, or ExportError."""
     from .onnxmodel import OnnxClassifier
 
+    return parity(learn, OnnxClassifier(onnx_path), files, "ONNX")
+
+
+def parity(learn, exported, files: list[Path], what: str) -> dict:
+    """PyTorch with fastai's preprocessing vs an exported file's model (`probabilities(images)`, our
+    preprocessing) on `files`: every argmax equal, every probability within PARITY_ATOL, or ExportError."""
     vocab = model_vocab(learn)
     images = _images(files)
     p_torch = predict_images(learn, images).numpy()  # fastai's preprocessing, PyTorch
-    p_onnx = OnnxClassifier(onnx_path).probabilities(images)  # ours, onnxruntime
-    diff = float(np.abs(p_torch - p_onnx).max()) if len(files) else 0.0
-    agree = int((p_torch.argmax(1) == p_onnx.argmax(1)).sum())
+    p_file = np.asarray(exported.probabilities(images))  # ours, the file's runtime
+    diff = float(np.abs(p_torch - p_file).max()) if len(files) else 0.0
+    agree = int((p_torch.argmax(1) == p_file.argmax(1)).sum())
     if agree != len(files) or diff > PARITY_ATOL:
-        raise ExportError(f"ONNX parity check failed on {len(files)} validation images: {agree} argmax agree, "
+        raise ExportError(f"{what} parity check failed on {len(files)} validation images: {agree} argmax agree, "
                           f"largest probability difference {diff:.2e} (limit {PARITY_ATOL:.0e}); "
                           "the export was not kept")
     labels = _labels(files, vocab)
     return {"parity": {"images": len(files), "argmax_agree": agree, "max_abs_diff": diff, "atol": PARITY_ATOL},
-            "valid_accuracy": float((p_onnx.argmax(1) == labels).mean()) if len(files) else None,
+            "valid_accuracy": float((p_file.argmax(1) == labels).mean()) if len(files) else None,
             "summary": f"parity on {len(files)} validation images: {agree}/{len(files)} argmax agree, "
-                       f"max |p_torch - p_onnx| = {diff:.1e}"}
+                       f"max |p_torch - p_{what.lower()}| = {diff:.1e}"}
 
 
 def onnx_compare(reference: Path, other: Path, files: list[Path]) -> dict:
     """How a second ONNX file (e.g. the int8 copy) differs from the reference on `files`."""
     from .onnxmodel import OnnxClassifier
 
-    ref, oth = OnnxClassifier(reference), OnnxClassifier(other)
+    return compare(OnnxClassifier(reference), OnnxClassifier(other), files)
+
+
+def compare(ref, oth, files: list[Path]) -> dict:
+    """How model `oth` (a quantised copy) differs from model `ref` on `files`."""
     images = _images(files)
-    p_ref, p_oth = ref.probabilities(images), oth.probabilities(images)
+    p_ref, p_oth = np.asarray(ref.probabilities(images)), np.asarray(oth.probabilities(images))
     labels = _labels(files, ref.vocab)
     acc = float((p_oth.argmax(1) == labels).mean()) if len(files) else None
     acc_ref = float((p_ref.argmax(1) == labels).mean()) if len(files) else None
     same = int((p_oth.argmax(1) == p_ref.argmax(1)).sum())
-    return {"valid_accuracy": acc, "argmax_agree_with_float": same,
+    return {"valid_accuracy": acc, "valid_accuracy_float": acc_ref, "argmax_agree_with_float": same,
             "max_abs_diff": float(np.abs(p_oth - p_ref).max()) if len(files) else 0.0,
             "summary": (f"validation accuracy {acc:.4f} vs {acc_ref:.4f} in float ({acc - acc_ref:+.4f}), "
                         f"{same}/{len(files)} same predictions") if len(files) else "no validation images"}

@@ -15,12 +15,13 @@ import numpy as np
 from ...core.errors import ChiquitoError
 from ...core.onnxfile import onnx_session
 
-__all__ = ["OnnxClassifier", "preprocess_image"]
+__all__ = ["OnnxClassifier", "LiteClassifier", "preprocess_image", "resized_image"]
 
 
-def preprocess_image(im, spec: dict) -> np.ndarray:
-    """One Pillow image → a float32 3 x H x W array, exactly as fastai's validation transforms make it:
-    centred crop of the largest box of the target shape ("crop"), bilinear resize, /255, normalise."""
+def resized_image(im, spec: dict) -> np.ndarray:
+    """One Pillow image → the uint8 H x W x 3 RGB array of the model's input size, as fastai's validation
+    transforms make it: centred crop of the largest box of the target shape ("crop"), bilinear resize.
+    What a phone app feeds a .tflite file; `preprocess_image` normalises it for the other runtimes."""
     from PIL import Image
 
     W, H = spec["size_wh"]
@@ -35,10 +36,15 @@ def preprocess_image(im, spec: dict) -> np.ndarray:
             im = im.crop((max(left, 0), max(top, 0), min(left + cw, w), min(top + ch, h)))
     elif spec["resize"] != "squish":
         raise ChiquitoError(f"resize method {spec['resize']!r} is not supported")
-    im = im.resize((W, H), Image.Resampling.BILINEAR)
+    return np.asarray(im.resize((W, H), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def preprocess_image(im, spec: dict) -> np.ndarray:
+    """One Pillow image → a float32 3 x H x W array, exactly as fastai's validation transforms make it:
+    `resized_image`, /255, normalise, channels first."""
     mean = np.asarray(spec["mean"], dtype=np.float32).reshape(3, 1, 1)
     std = np.asarray(spec["std"], dtype=np.float32).reshape(3, 1, 1)
-    x = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) * np.float32(spec["scale"])
+    x = resized_image(im, spec).astype(np.float32).transpose(2, 0, 1) * np.float32(spec["scale"])
     return (x - mean) / std
 
 
@@ -76,3 +82,24 @@ class OnnxClassifier:
             x = np.stack([self.preprocess(im) for im in images[i:i + bs]])
             out.append(self.run(x))
         return np.concatenate(out)
+
+
+class LiteClassifier(OnnxClassifier):
+    """The same interface for a .tflite file from `chiquito export --format tflite` on the LiteRT
+    interpreter (core.litefile.LiteSession): it takes the resized RGB pixels, channels last, and
+    normalises inside its graph, as a phone app feeds it."""
+
+    def __init__(self, path: str | Path, session):
+        self.path, self.session = Path(path), session
+        meta = session.metadata
+        if "classes" not in meta or "preprocess" not in meta or "probabilities" not in session.output_names:
+            raise ChiquitoError(f"{self.path}: not a classifier from `chiquito export --format tflite` "
+                                "(no classes, preprocessing or probabilities output); export it again")
+        self.vocab, self.spec = list(meta["classes"]), dict(meta["preprocess"])
+
+    def preprocess(self, im) -> np.ndarray:
+        """One Pillow image → the uint8 H x W x 3 pixels the file takes."""
+        return resized_image(im, self.spec)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(x)["probabilities"]

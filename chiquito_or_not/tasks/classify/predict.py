@@ -68,6 +68,11 @@ class _TorchRunner:
     def __init__(self, learn):
         self.learn, self.spec = learn, preprocess_spec(learn)
 
+    def preprocess(self, im):
+        from .onnxmodel import preprocess_image
+
+        return preprocess_image(im, self.spec)
+
     def run(self, x):
         import torch
 
@@ -95,12 +100,10 @@ def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
     """Class probabilities for PIL images, from a learner or an OnnxClassifier."""
     import numpy as np
 
-    from .onnxmodel import preprocess_image
-
     r = _runner(model)
     out = []
     for i in range(0, len(images), bs):
-        out += r.run(np.stack([preprocess_image(im, r.spec) for im in images[i:i + bs]])).tolist()
+        out += r.run(np.stack([r.preprocess(im) for im in images[i:i + bs]])).tolist()
     return out
 
 
@@ -111,12 +114,11 @@ def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2) -> l
     import numpy as np
 
     from ...core.images import prefetched
-    from .onnxmodel import preprocess_image
 
     vocab = model_vocab(learn)
     r = _runner(learn)
     results = [Prediction(str(p)) for p in paths]
-    for good, arrays, errors in prefetched(paths, lambda im: preprocess_image(im, r.spec), bs, workers):
+    for good, arrays, errors in prefetched(paths, r.preprocess, bs, workers):
         for i, err in errors:
             results[i].error = err
         if not arrays:

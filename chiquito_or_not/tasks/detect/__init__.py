@@ -118,5 +118,26 @@ class Detect:
 
         return onnx_compare(reference, other, files)
 
+    def lite_model(self, path, session):
+        from .onnxmodel import LiteDetector
+
+        return LiteDetector(path, session)
+
+    def input_spec(self, learn) -> dict:
+        from .predict import model_spec
+
+        s = model_spec(learn)
+        return {"size_wh": [s["size"], s["size"]], "mean": s["mean"], "std": s["std"], "scale": 1 / 255}
+
+    def parity(self, learn, exported, files, what: str) -> dict:
+        from .export import parity
+
+        return parity(learn, exported, files, what)
+
+    def compare(self, reference, other, files) -> dict:
+        from .export import compare
+
+        return compare(reference, other, files)
+
 
 TASK = Detect()

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...core.errors import ExportError
 
-__all__ = ["onnx_graph", "onnx_metadata", "onnx_parity", "onnx_compare", "BOX_ATOL", "SCORE_ATOL"]
+__all__ = ["onnx_graph", "onnx_metadata", "onnx_parity", "onnx_compare", "parity", "compare", "BOX_ATOL", "SCORE_ATOL"]
 
 BOX_ATOL = 1e-3  # px, raw decoded boxes and final detections
 SCORE_ATOL = 1e-4
@@ -36,9 +36,8 @@ def onnx_metadata(learn) -> dict:
                        "scores N x A x C (softmax without background); then per-class NMS (postprocess)"}
 
 
-def _inputs(files: list[Path], spec: dict):
+def _images(files: list[Path]) -> list:
     from ...core.images import ACCEPT, clean_one
-    from .postprocess import preprocess
 
     ims = []
     for f in files:
@@ -46,7 +45,17 @@ def _inputs(files: list[Path], spec: dict):
         if reason:
             raise ExportError(f"{f}: {reason} ({detail}); rebuild the dataset")
         ims.append(im)
-    return ims, np.stack([preprocess(im, spec["size"], spec["mean"], spec["std"]) for im in ims])
+    return ims
+
+
+def _raw(r, ims: list, bs: int = 16):
+    """Runner `r`'s raw (boxes, scores) for the images, each preprocessed the runner's own way."""
+    b, s = [], []
+    for i in range(0, len(ims), bs):
+        bb, ss = r.run(np.stack([r.preprocess(im) for im in ims[i:i + bs]]))
+        b.append(bb)
+        s.append(ss)
+    return np.concatenate(b), np.concatenate(s)
 
 
 def _truth(files: list[Path], labels):
@@ -96,27 +105,26 @@ def _compare_lists(a: list[list[dict]], b: list[list[dict]], files, threshold: f
     return same, dbox, dscore, first
 
 
-def onnx_parity(learn, onnx_path, files) -> dict:
+def onnx_parity(learn, onnx_path, files: list[Path]) -> dict:
     """PyTorch (the learner) vs onnxruntime (the file) on `files`; ExportError on any mismatch."""
     from ...core.onnxfile import onnx_session
-    from .evaluate import coco_map
     from .onnxmodel import OnnxDetector
+
+    return parity(learn, OnnxDetector(onnx_path, onnx_session(Path(onnx_path))), files, "ONNX")
+
+
+def parity(learn, exported, files: list[Path], what: str) -> dict:
+    """PyTorch (the learner) vs an exported file's runner on `files`: raw outputs within BOX_ATOL and
+    SCORE_ATOL, identical detection lists, equal mAP@0.5; ExportError naming `what` on any mismatch."""
+    from .evaluate import coco_map
     from .predict import runner
 
     torch_r = runner(learn)
-    onnx_r = OnnxDetector(onnx_path, onnx_session(Path(onnx_path)))
     if not files:
         raise ExportError("no validation images to check the export against; rebuild the dataset")
-    ims, x = _inputs(files, torch_r.spec)
-    tb, ts, ob, os_ = [], [], [], []
-    for i in range(0, len(x), 16):
-        b, s = torch_r.run(x[i:i + 16])
-        tb.append(b)
-        ts.append(s)
-        b, s = onnx_r.run(x[i:i + 16])
-        ob.append(b)
-        os_.append(s)
-    tb, ts, ob, os_ = map(np.concatenate, (tb, ts, ob, os_))
+    ims = _images(files)
+    tb, ts = _raw(torch_r, ims)
+    ob, os_ = _raw(exported, ims)
     raw_box, raw_score = float(np.abs(tb - ob).max()), float(np.abs(ts - os_).max())
     t_lists, o_lists = _lists(torch_r, tb, ts, ims), _lists(torch_r, ob, os_, ims)
     same, dbox, dscore, first = _compare_lists(t_lists, o_lists, files, torch_r.spec["post"]["score_thresh"])
@@ -124,22 +132,24 @@ def onnx_parity(learn, onnx_path, files) -> dict:
               "identical_detection_lists": same, "max_abs_box_px": dbox, "max_abs_score": dscore,
               "box_atol_px": BOX_ATOL, "score_atol": SCORE_ATOL}
     truth = _truth(files, torch_r.spec["labels"])
+    key = f"map_50_{what.lower()}"
     if truth is not None:
         report["map_50_torch"] = coco_map(t_lists, truth, torch_r.spec["labels"])["map_50"]
-        report["map_50_onnx"] = coco_map(o_lists, truth, torch_r.spec["labels"])["map_50"]
+        report[key] = coco_map(o_lists, truth, torch_r.spec["labels"])["map_50"]
     problems = []
     if raw_box > BOX_ATOL or raw_score > SCORE_ATOL:
         problems.append(f"raw outputs differ (max |Δbox| {raw_box:.2e} px > {BOX_ATOL:g} or max |Δscore| "
                         f"{raw_score:.2e} > {SCORE_ATOL:g})")
     if same != len(files):
         problems.append(f"{len(files) - same} of {len(files)} detection lists differ ({first})")
-    if truth is not None and report["map_50_torch"] != report["map_50_onnx"]:
-        problems.append(f"mAP@0.5 {report['map_50_onnx']} from ONNX vs {report['map_50_torch']} from PyTorch")
+    if truth is not None and report["map_50_torch"] != report[key]:
+        problems.append(f"mAP@0.5 {report[key]} from {what} vs {report['map_50_torch']} from PyTorch")
     if problems:
-        raise ExportError("the ONNX file does not reproduce PyTorch: " + "; ".join(problems) + "; no file was kept")
+        raise ExportError(f"the {what} file does not reproduce PyTorch: " + "; ".join(problems)
+                          + "; no file was kept")
     report["summary"] = (f"parity on {len(files)} validation images: {same}/{len(files)} identical detection lists, "
                          f"raw max |Δbox| {raw_box:.1e} px, max |Δscore| {raw_score:.1e}"
-                         + (f", mAP@0.5 {report['map_50_onnx']} both" if truth is not None else ""))
+                         + (f", mAP@0.5 {report[key]} both" if truth is not None else ""))
     return report
 
 
@@ -148,10 +158,14 @@ def onnx_compare(reference, other, files) -> dict:
     from ...core.onnxfile import onnx_session
     from .onnxmodel import OnnxDetector
 
-    a = OnnxDetector(reference, onnx_session(Path(reference)))
-    b = OnnxDetector(other, onnx_session(Path(other)))
-    ims, x = _inputs(files, a.spec)
-    la, lb = _lists(a, *a.run(x), ims), _lists(a, *b.run(x), ims)
+    return compare(OnnxDetector(reference, onnx_session(Path(reference))),
+                   OnnxDetector(other, onnx_session(Path(other))), files)
+
+
+def compare(a, b, files, label: str = "int8") -> dict:
+    """How runner `b` (a quantised copy) differs from runner `a` on `files`: detection lists and mAP@0.5."""
+    ims = _images(files)
+    la, lb = _lists(a, *_raw(a, ims), ims), _lists(a, *_raw(b, ims), ims)
     same, dbox, dscore, _ = _compare_lists(la, lb, files, a.spec["post"]["score_thresh"])
     truth = _truth(files, a.spec["labels"])
     rep = {"images": len(files), "identical_detection_lists": same, "max_abs_box_px": dbox, "max_abs_score": dscore}
@@ -160,6 +174,6 @@ def onnx_compare(reference, other, files) -> dict:
 
         rep["map_50_reference"] = coco_map(la, truth, a.spec["labels"])["map_50"]
         rep["map_50"] = coco_map(lb, truth, a.spec["labels"])["map_50"]
-    rep["summary"] = (f"int8 vs float on {len(files)} images: {same} identical detection lists"
+    rep["summary"] = (f"{label} vs float on {len(files)} images: {same} identical detection lists"
                       + (f", mAP@0.5 {rep['map_50']} vs {rep['map_50_reference']}" if truth is not None else ""))
     return rep

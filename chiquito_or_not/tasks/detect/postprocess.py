@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["nms", "postprocess", "preprocess", "POST_DEFAULTS"]
+__all__ = ["nms", "postprocess", "preprocess", "resized", "POST_DEFAULTS"]
 
 POST_DEFAULTS = {"score_thresh": 0.01, "nms_iou": 0.5, "topk_candidates": 300, "detections_per_img": 100}
 
@@ -54,13 +54,17 @@ def postprocess(boxes: np.ndarray, scores: np.ndarray, score_thresh: float = 0.0
     return b[keep], s[keep], c[keep]
 
 
-def preprocess(im, size: int, mean, std) -> np.ndarray:
-    """One PIL image → 3 x size x size float32: bilinear resize to the square (boxes scale per axis), /255,
-    (x - mean) / std."""
+def resized(im, size: int) -> np.ndarray:
+    """One PIL image → the uint8 size x size x 3 RGB array the detector sees: a bilinear resize to the
+    square (boxes scale per axis). What a phone app feeds a .tflite file; `preprocess` normalises it."""
     from PIL import Image
 
     if im.mode != "RGB":
         im = im.convert("RGB")
-    im = im.resize((size, size), Image.Resampling.BILINEAR)
-    x = np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return np.asarray(im.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def preprocess(im, size: int, mean, std) -> np.ndarray:
+    """One PIL image → 3 x size x size float32: `resized`, /255, (x - mean) / std."""
+    x = resized(im, size).astype(np.float32).transpose(2, 0, 1) / 255.0
     return (x - np.asarray(mean, np.float32).reshape(3, 1, 1)) / np.asarray(std, np.float32).reshape(3, 1, 1)

@@ -54,6 +54,10 @@ class _TorchRunner:
         self.spec = model_spec(learn)
         self.net = Decoded(learn.model)
 
+    def preprocess(self, im):
+        s = self.spec
+        return preprocess(im, s["size"], s["mean"], s["std"])
+
     def run(self, x):
         import torch
 
@@ -92,7 +96,7 @@ def detect_images(model, images: list, threshold: float | None = None, bs: int =
     out = []
     for i in range(0, len(images), bs):
         chunk = images[i:i + bs]
-        boxes, scores = r.run(np.stack([preprocess(im, spec["size"], spec["mean"], spec["std"]) for im in chunk]))
+        boxes, scores = r.run(np.stack([r.preprocess(im) for im in chunk]))
         out += [_detections(r, b, s, im.width, im.height, thr, post) for b, s, im in zip(boxes, scores, chunk)]
     return out
 
@@ -107,8 +111,7 @@ def predict_paths(model, paths: list[Path], bs: int = 16, workers: int = 2, thre
     spec = r.spec
     thr = spec["score_threshold"] if threshold is None else threshold
     results = [DetPrediction(str(p)) for p in paths]
-    for good, values, errors in prefetched(paths, lambda im: (preprocess(im, spec["size"], spec["mean"], spec["std"]),
-                                                               im.size), bs, workers):
+    for good, values, errors in prefetched(paths, lambda im: (r.preprocess(im), im.size), bs, workers):
         for i, err in errors:
             results[i].error = err
         if not values:

@@ -1,0 +1,123 @@
+"""TFLite (LiteRT) export of the tiny run's real classifier: a file exists only if the LiteRT interpreter
+ran it and it reproduced PyTorch; metadata in and beside it; int8; torch-free predict; serving it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("litert_torch", reason="needs the tflite extra: pip install 'chiquito-or-not[tflite]'")
+pytest.importorskip("ai_edge_litert", reason="needs the tflite extra: pip install 'chiquito-or-not[tflite]'")
+
+from chiquito_or_not.core.errors import ChiquitoError, ExportError
+from chiquito_or_not.core.litefile import LiteSession, read_embedded_metadata, sidecar
+from chiquito_or_not.core.paths import dataset_dir
+from chiquito_or_not.deploy.predict import expand_paths, load_model, predict_paths
+from chiquito_or_not.deploy.tflite import export_tflite
+
+from .conftest import subprocess_env
+from .httpserver import jpeg_bytes
+from .test_export import NO_TORCH
+
+pytestmark = [pytest.mark.slow, pytest.mark.registry]
+
+
+@pytest.fixture(scope="module")
+def lite(tiny_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tflite") / "model.tflite"
+    report = export_tflite(tiny_run[1].run, int8=True, out=out, log=lambda *_: None)
+    return out, report
+
+
+def test_export_passes_parity_and_carries_its_metadata(tiny_run, lite):
+    out, report = lite
+    p = report["parity"]
+    assert p["images"] > 0 and p["argmax_agree"] == p["images"] and p["max_abs_diff"] <= 1e-4
+    s = LiteSession(out)
+    assert s.input_shape == (1, 64, 64, 3) and s.input_dtype == np.float32  # a camera frame: NHWC, batch 1
+    assert s.output_names == ["probabilities"]
+    embedded, beside = read_embedded_metadata(out), json.loads(sidecar(out).read_text())
+    assert embedded == beside and beside["classes"] == ["face", "not_face"]
+    assert beside["input"]["layout"] == "NHWC" and beside["input"]["shape"] == [1, 64, 64, 3]
+    assert len(beside["input"]["normalisation_inside"]["mean"]) == 3
+    q = report["int8"]
+    assert q["bytes"] < report["bytes"] / 2  # weights in int8
+    changed = (p["images"] - q["argmax_agree_with_float"]) / p["images"]
+    assert abs(q["valid_accuracy"] - q["valid_accuracy_float"]) <= changed + 1e-9
+    assert q["valid_accuracy"] >= 0.75  # a quantised model that still answers (the float one: 1.0 here)
+    assert not list(out.parent.glob(".*part"))
+
+
+def test_tflite_predictions_match_the_pkl_on_other_images(tiny_run, lite, tmp_path):
+    from PIL import Image
+
+    from .conftest import save_crops
+
+    files = save_crops(tmp_path, "astronaut", 4, size=150) + save_crops(tmp_path, "coffee", 4, size=90)
+    Image.open(files[0]).resize((200, 120)).save(files[0])  # not square: the crop matters
+    pkl = predict_paths(load_model(tiny_run[1].run / "model.pkl"), files)
+    tfl = predict_paths(load_model(lite[0]), files)
+    for a, b in zip(pkl, tfl):
+        assert a.label == b.label and not a.error and not b.error
+        assert all(abs(a.probabilities[k] - b.probabilities[k]) < 1e-4 for k in a.probabilities)
+
+
+def test_uint8_input_and_a_lone_file_without_its_json(tiny_run, tmp_path):
+    out = tmp_path / "u8.tflite"
+    report = export_tflite(tiny_run[1].run, uint8=True, out=out, log=lambda *_: None)
+    assert report["parity"]["argmax_agree"] == report["parity"]["images"]
+    assert LiteSession(out).input_dtype == np.uint8
+    sidecar(out).unlink()  # the copy embedded in the file is enough
+    assert load_model(out).vocab == ["face", "not_face"]
+
+
+def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
+    from chiquito_or_not.tasks.classify import Classify
+
+    real = Classify.input_spec
+
+    def wrong_mean(self, learn):  # a graph that normalises differently from training: the check must catch it
+        spec = real(self, learn)
+        return {**spec, "mean": [m + 0.5 for m in spec["mean"]], "std": [s * 0.5 for s in spec["std"]]}
+
+    monkeypatch.setattr(Classify, "input_spec", wrong_mean)
+    with pytest.raises(ExportError, match="LiteRT parity check failed"):
+        export_tflite(tiny_run[1].run, out=tmp_path / "bad.tflite", log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_tflite_runs_without_torch(tiny_run, lite, env_roots):
+    valid = dataset_dir(tiny_run[0].name) / "valid"
+    files = expand_paths([valid])
+    r = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(lite[0]), str(valid), "--json"],
+                       capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "TORCH_LOADED False" in r.stderr
+    got = json.loads(r.stdout)
+    want = predict_paths(load_model(tiny_run[1].run / "model.pkl"), files)
+    assert [g["label"] for g in got] == [w.label for w in want] and len(got) == len(files) > 0
+
+
+def test_bad_tflite_files_are_one_line_errors(tmp_path):
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ChiquitoError, match="no chiquito metadata"):
+        load_model(tmp_path / "junk.tflite")
+    (tmp_path / "junk.tflite.json").write_text(json.dumps({"task": "classify"}))
+    with pytest.raises(ChiquitoError, match="not a readable LiteRT model"):
+        load_model(tmp_path / "junk.tflite")
+    with pytest.raises(ChiquitoError, match="no such model file"):
+        load_model(tmp_path / "missing.tflite")
+
+
+def test_the_app_serves_the_tflite_model(lite):
+    from fastapi.testclient import TestClient
+
+    from chiquito_or_not.deploy.serve import create_app
+
+    client = TestClient(create_app(lite[0]))
+    assert client.get("/healthz").json()["classes"] == ["face", "not_face"]
+    r = client.post("/api/predict", files={"file": ("x.jpg", jpeg_bytes(3), "image/jpeg")})
+    assert r.status_code == 200, r.text
+    assert abs(sum(r.json()["probabilities"].values()) - 1) < 1e-4
