@@ -100,6 +100,18 @@ def test_predict_tflite_runs_without_torch(tiny_run, lite, env_roots):
     assert [g["label"] for g in got] == [w.label for w in want] and len(got) == len(files) > 0
 
 
+def test_the_app_loads_the_tflite_model_without_torch(lite):
+    script = NO_TORCH.split("from chiquito_or_not.cli")[0] + (
+        "from fastapi.testclient import TestClient\n"
+        "from chiquito_or_not.deploy.serve import create_app\n"
+        "c = TestClient(create_app(sys.argv[1]))\n"
+        "print(c.get('/healthz').json()['classes'], 'torch' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(lite[0])], capture_output=True, text=True,
+                       env=subprocess_env(), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["['face',", "'not_face']", "False"]
+
+
 def test_bad_tflite_files_are_one_line_errors(tmp_path):
     (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer at all")
     with pytest.raises(ChiquitoError, match="no chiquito metadata"):
@@ -121,3 +133,16 @@ def test_the_app_serves_the_tflite_model(lite):
     r = client.post("/api/predict", files={"file": ("x.jpg", jpeg_bytes(3), "image/jpeg")})
     assert r.status_code == 200, r.text
     assert abs(sum(r.json()["probabilities"].values()) - 1) < 1e-4
+
+
+def test_the_readme_phone_code_uses_the_names_the_file_has(lite):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    kotlin = re.search(r"```kotlin\n(.*?)```", readme, re.S).group(1)
+    call = re.search(r'runSignature\(mapOf\("(\w+)" to \w+\), mapOf\("(\w+)" to \w+\), "(\w+)"\)', kotlin)
+    assert call, "the README's Kotlin no longer calls runSignature(inputs, outputs, signature)"
+    s = LiteSession(lite[0])
+    assert call.groups() == (s.input_name, s.output_names[0], s.signature)
+    assert "4 * size * size * 3" in kotlin and s.input_shape[1] == s.input_shape[2]  # float32, square, RGB
