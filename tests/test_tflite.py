@@ -88,6 +88,17 @@ def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_conversion_error_is_one_line_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
+    from chiquito_or_not.deploy import tflite
+
+    # fastai's head pools with AdaptiveMaxPool2d, which LiteRT cannot lower; the export swaps it for an
+    # equal max over the spatial axes. Without that swap the real converter fails: the error must say so
+    monkeypatch.setattr(tflite, "_lowerable", lambda model: model)
+    with pytest.raises(ExportError, match=r"^LiteRT conversion failed \(.*adaptive_max_pool2d.*\); no file was kept$"):
+        export_tflite(tiny_run[1].run, out=tmp_path / "m.tflite", log=lambda *_: None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_predict_tflite_runs_without_torch(tiny_run, lite, env_roots):
     valid = dataset_dir(tiny_run[0].name) / "valid"
     files = expand_paths([valid])
