@@ -19,6 +19,7 @@ from ..core.errors import ChiquitoError, ExportError
 from ..core.files import atomic_write_text
 from ..core.images import IMAGE_EXTS
 from ..core.layout import RunFolder
+from ..core.onnxfile import onnx_session
 from ..tasks import task_of_model
 from .predict import load_model
 
@@ -105,7 +106,7 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
 
     files = _split_files(run, "valid", parity_limit)
     with _kept_if_checked(tmp, out):
-        check = task.onnx_parity(learn, tmp, files)
+        check = task.parity(learn, task.onnx_model(tmp, onnx_session(tmp)), files, "ONNX")
     summary = check.pop("summary")
     report = {"onnx": str(out), "bytes": out.stat().st_size, "exporter": exporter, "export_s": round(t_export, 1),
               **check}
@@ -125,7 +126,8 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
                 logging.disable(logging.NOTSET)
             _set_metadata(qtmp, {**meta, "producer": "chiquito_or_not", "exporter": exporter,
                                  "quantization": "dynamic int8 (onnxruntime)"})
-            diff = task.onnx_compare(out, qtmp, files)
+            diff = task.compare(task.onnx_model(out, onnx_session(out)), task.onnx_model(qtmp, onnx_session(qtmp)),
+                                files)
         summary = diff.pop("summary")
         report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}
         log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); {summary}")

@@ -78,13 +78,6 @@ class Task(Protocol):
     def onnx_metadata(self, learn) -> dict:
         """What the ONNX file must carry for a runtime without this package to use it."""
 
-    def onnx_parity(self, learn, onnx_path, files) -> dict:
-        """Compare the ONNX file with PyTorch on `files`; raise ExportError when they disagree. The report
-        (written to export.json) has a one-line "summary"."""
-
-    def onnx_compare(self, reference, other, files) -> dict:
-        """How a second ONNX file (the int8 copy) differs from the reference on `files`, with a "summary"."""
-
     def lite_model(self, path, session):
         """The task's runtime model over an opened .tflite file (core.litefile.LiteSession)."""
 

@@ -107,16 +107,6 @@ class Classify:
 
         return onnx_metadata(learn)
 
-    def onnx_parity(self, learn, onnx_path, files) -> dict:
-        from .export import onnx_parity
-
-        return onnx_parity(learn, onnx_path, files)
-
-    def onnx_compare(self, reference, other, files) -> dict:
-        from .export import onnx_compare
-
-        return onnx_compare(reference, other, files)
-
     def lite_model(self, path, session):
         from .onnxmodel import LiteClassifier
 

@@ -10,7 +10,7 @@ import numpy as np
 from ...core.errors import ExportError
 from .predict import model_vocab, predict_images, preprocess_spec
 
-__all__ = ["PARITY_ATOL", "onnx_graph", "onnx_metadata", "onnx_parity", "onnx_compare", "parity", "compare"]
+__all__ = ["PARITY_ATOL", "onnx_graph", "onnx_metadata", "parity", "compare"]
 
 PARITY_ATOL = 1e-4
 
@@ -37,13 +37,6 @@ def _images(files):
     return [Image.open(f).convert("RGB") for f in files]
 
 
-def onnx_parity(learn, onnx_path: Path, files: list[Path]) -> dict:
-    """Every argmax must agree and every probability be within PARITY_ATOL, or ExportError."""
-    from .onnxmodel import OnnxClassifier
-
-    return parity(learn, OnnxClassifier(onnx_path), files, "ONNX")
-
-
 def parity(learn, exported, files: list[Path], what: str) -> dict:
     """PyTorch with fastai's preprocessing vs an exported file's model (`probabilities(images)`, our
     preprocessing) on `files`: every argmax equal, every probability within PARITY_ATOL, or ExportError."""
@@ -62,13 +55,6 @@ def parity(learn, exported, files: list[Path], what: str) -> dict:
             "valid_accuracy": float((p_file.argmax(1) == labels).mean()) if len(files) else None,
             "summary": f"parity on {len(files)} validation images: {agree}/{len(files)} argmax agree, "
                        f"max |p_torch - p_{what.lower()}| = {diff:.1e}"}
-
-
-def onnx_compare(reference: Path, other: Path, files: list[Path]) -> dict:
-    """How a second ONNX file (e.g. the int8 copy) differs from the reference on `files`."""
-    from .onnxmodel import OnnxClassifier
-
-    return compare(OnnxClassifier(reference), OnnxClassifier(other), files)
 
 
 def compare(ref, oth, files: list[Path]) -> dict:

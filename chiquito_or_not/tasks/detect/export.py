@@ -10,7 +10,7 @@ import numpy as np
 
 from ...core.errors import ExportError
 
-__all__ = ["onnx_graph", "onnx_metadata", "onnx_parity", "onnx_compare", "parity", "compare", "BOX_ATOL", "SCORE_ATOL"]
+__all__ = ["onnx_graph", "onnx_metadata", "parity", "compare", "BOX_ATOL", "SCORE_ATOL"]
 
 BOX_ATOL = 1e-3  # px, raw decoded boxes and final detections
 SCORE_ATOL = 1e-4
@@ -105,14 +105,6 @@ def _compare_lists(a: list[list[dict]], b: list[list[dict]], files, threshold: f
     return same, dbox, dscore, first
 
 
-def onnx_parity(learn, onnx_path, files: list[Path]) -> dict:
-    """PyTorch (the learner) vs onnxruntime (the file) on `files`; ExportError on any mismatch."""
-    from ...core.onnxfile import onnx_session
-    from .onnxmodel import OnnxDetector
-
-    return parity(learn, OnnxDetector(onnx_path, onnx_session(Path(onnx_path))), files, "ONNX")
-
-
 def parity(learn, exported, files: list[Path], what: str) -> dict:
     """PyTorch (the learner) vs an exported file's runner on `files`: raw outputs within BOX_ATOL and
     SCORE_ATOL, identical detection lists, equal mAP@0.5; ExportError naming `what` on any mismatch."""
@@ -151,15 +143,6 @@ def parity(learn, exported, files: list[Path], what: str) -> dict:
                          f"raw max |Δbox| {raw_box:.1e} px, max |Δscore| {raw_score:.1e}"
                          + (f", mAP@0.5 {report[key]} both" if truth is not None else ""))
     return report
-
-
-def onnx_compare(reference, other, files) -> dict:
-    """How a second ONNX detector (the int8 copy) differs from the reference on `files`."""
-    from ...core.onnxfile import onnx_session
-    from .onnxmodel import OnnxDetector
-
-    return compare(OnnxDetector(reference, onnx_session(Path(reference))),
-                   OnnxDetector(other, onnx_session(Path(other))), files)
 
 
 def compare(a, b, files, label: str = "int8") -> dict:
