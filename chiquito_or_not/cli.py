@@ -94,14 +94,22 @@ def main(data_root: Optional[Path] = typer.Option(None, help="Data root (default
 def dataset(recipe: Path = RecipeArg,
             retry_failed: bool = typer.Option(False, "--retry-failed",
                                               help="Download again the URLs that failed for reasons that may "
-                                                   "pass (timeouts, 5xx, connection errors)")):
-    """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/."""
+                                                   "pass (timeouts, 5xx, connection errors)"),
+            no_review: bool = typer.Option(False, "--no-review",
+                                           help="Ignore the decisions in datasets/NAME/review.csv")):
+    """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/;
+    applies the decisions of `chiquito review` (datasets/NAME/review.csv) unless --no-review."""
     from .data.dataset import build_dataset
     from .core.recipe import load_recipe
 
     r = load_recipe(recipe)
     typer.echo(f"dataset {r.name}: sources")
-    s = build_dataset(r, log=typer.echo, retry_failed=retry_failed)
+    s = build_dataset(r, log=typer.echo, retry_failed=retry_failed, use_review=not no_review)
+    if s.review:
+        typer.echo(f"  review.csv: {s.review['excluded']} excluded, {s.review['relabelled']} relabelled "
+                   "(--no-review ignores it)")
+        for p in s.review["problems"]:
+            typer.echo(f"  review.csv: ignored {p}")
     used = s.kept - sum(s.unused.values())
     typer.echo(f"cleaned {s.inputs} inputs: {s.kept} kept, {s.inputs - s.kept} rejected; "
                f"{used} in the splits" + (f", {sum(s.unused.values())} left out" if s.unused else ""))
@@ -359,6 +367,57 @@ def serve(model: Path = typer.Argument(..., help="Exported model.pkl or model.on
                       allow_networks=tuple(allow_network))
     typer.echo(f"serving {model} on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
+@_friendly
+def review(target: Path = typer.Argument(..., help="Recipe file or run folder", show_default=False),
+           list_n: Optional[int] = typer.Option(None, "--list", min=1, help="Print the N worst suspects and exit "
+                                                                            "(no browser)"),
+           as_json: bool = typer.Option(False, "--json", help="With --list: one JSON document on stdout"),
+           show: int = typer.Option(200, min=1, help="How many suspects the page shows, worst first"),
+           port: int = typer.Option(8001, min=1, max=65535, help="Port on 127.0.0.1"),
+           folds: int = typer.Option(5, min=2, max=20, help="Folds of the out-of-fold predictions")):
+    """Rank the dataset's images by how likely their label is wrong and review them in a page on
+    127.0.0.1: keep, relabel or exclude. Decisions go to datasets/NAME/review.csv as they are made;
+    `chiquito dataset` applies them (sources are never changed). Classification datasets.
+
+    Given a run folder, its model.pkl ranks too (top losses): a pickle, loading it runs any code it
+    holds. Review only runs you made or trust."""
+    from .deploy.review import find_suspects
+
+    log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
+    res = find_suspects(target, folds=folds, log=log)
+    if list_n is not None:
+        top = res["items"][:list_n]
+        if as_json:
+            typer.echo(json.dumps({k: res[k] for k in ("name", "classes", "issues", "C", "folds", "duplicates")}
+                                  | {"items": top}, indent=1))
+            return
+        typer.echo(f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged as likely label issues "
+                   f"(out-of-fold, {res['folds']} folds, C {res['C']:.0e}); the {len(top)} worst:")
+        for it in top:
+            sug = f" -> {it['suggested']}?" if it["suggested"] != it["label"] else ""
+            dec = f"  [{it['decision']}{' ' + it['decided_label'] if it['decision'] == 'relabel' else ''}]" \
+                if it["decision"] else ""
+            typer.echo(f"{it['rank']:>5}  p({it['label']}) {it['quality']:.3f}  {it['label']}{sug}  "
+                       f"{', '.join(it['why']) or '-'}  {shown_path(it['path'])}{dec}")
+        for d in res["duplicates"]:
+            typer.echo(f"  left out, {d['reason']}: {d['label']} {shown_path(d['path'])}")
+        return
+    try:
+        import uvicorn
+
+        from .deploy.review import create_review_app
+    except ImportError:
+        _fail("the review page needs the serve extra: pip install 'chiquito-or-not[serve]'")
+    app_ = create_review_app(res, show=show)
+    typer.echo(f"reviewing {res['name']}: {min(show, len(res['items']))} of {len(res['items'])} images on "
+               f"http://127.0.0.1:{port}/  (decisions: {app_.state.log.path}; Ctrl-C to stop)")
+    try:
+        uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        app_.state.log.close()
 
 
 # glibc hands freed blocks above 32 MB back to the OS and page-faults them in again on the next batch:

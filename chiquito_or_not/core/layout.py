@@ -43,6 +43,11 @@ class DatasetFolder:
         return self.root / "classes.json"
 
     @property
+    def review(self) -> Path:
+        """The user's decisions from `chiquito review` (append-only; dataset applies them)."""
+        return self.root / "review.csv"
+
+    @property
     def clean(self) -> Path:
         return self.root / "clean"
 

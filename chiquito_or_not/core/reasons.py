@@ -50,6 +50,8 @@ class Reason(StrEnum):
     BALANCED_OUT = "balanced_out"
     PER_CLASS_CAP = "per_class_cap"
     TRAIN_CAP = "train_cap"
+    # the user's decision in datasets/NAME/review.csv (chiquito review)
+    EXCLUDED_IN_REVIEW = "excluded_in_review"
 
 
 UNUSED_DETAIL = {Reason.BALANCED_OUT: "balance = \"downsample\": every class is cut to the smallest",

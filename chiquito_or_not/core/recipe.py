@@ -18,7 +18,7 @@ __all__ = [
     "Recipe", "DatasetSpec", "FinetuneSpec", "AugmentSpec", "ClassSpec", "SOURCE_KINDS",
     "FolderSource", "NpmSource", "CompositeSource", "CutoutSpec", "AnnotatedSource",
     "DetectSpec", "DebSource", "ArchiveSource", "PythonSource", "ImageSearchSource", "LfwSource",
-    "load_recipe", "recipe_to_dict", "write_resolved",
+    "load_recipe", "load_resolved", "recipe_to_dict", "write_resolved",
 ]
 
 
@@ -314,6 +314,18 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{p}: key 'path' is reserved (set by the loader); remove it")
     data.setdefault("name", p.stem)
     data["path"] = str(p)
+    recipe = _build(Recipe, data, str(p), "")
+    _check_recipe(recipe, str(p))
+    return recipe
+
+
+def load_resolved(path: str | Path) -> Recipe:
+    """A resolved recipe (recipe.json, as every dataset and run folder holds), validated like a file."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"{p}: cannot read the resolved recipe ({e}); run the stage that wrote it again") from None
     recipe = _build(Recipe, data, str(p), "")
     _check_recipe(recipe, str(p))
     return recipe

@@ -16,7 +16,8 @@ from ..core.reasons import Reason, Status, UNUSED_DETAIL
 from ..core.recipe import Recipe, write_resolved
 from ..tasks import get_task
 from .sources import fetch_source
-from .split import assign_splits, materialize
+from .review import apply_review, read_decisions
+from .split import SPLITS, assign_splits, materialize
 
 __all__ = ["DatasetSummary", "build_dataset", "build_class_dataset"]
 
@@ -32,6 +33,7 @@ class DatasetSummary:
     changes: dict = field(default_factory=dict)
     unused: Counter = field(default_factory=Counter)  # kept (clean) but left out of the splits, by reason
     box_problems: Counter = field(default_factory=Counter)  # detection: boxes dropped (or dropping their image)
+    review: dict = field(default_factory=dict)  # review.csv applied: excluded / relabelled counts, problems
 
 
 def _class_folders(recipe: Recipe) -> dict:
@@ -79,16 +81,22 @@ def _fetch(label: str, src, where: str, seed: int, log, retry_failed: bool = Fal
     return [(label, f) for f in files]
 
 
-def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_failed: bool = False) -> DatasetSummary:
+def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_failed: bool = False,
+                  use_review: bool = True) -> DatasetSummary:
     """Fetch, clean and split the recipe's images into `root` (default: the data root) the way its task
-    reads them; `retry_failed` fetches again the downloads that failed for reasons that may pass."""
+    reads them; `retry_failed` fetches again the downloads that failed for reasons that may pass;
+    `use_review` applies the decisions in `root/review.csv` (chiquito review)."""
     root = Path(root) if root else dataset_dir(recipe.name)
-    return get_task(recipe.task).build_dataset(recipe, root, log, retry_failed)
+    return get_task(recipe.task).build_dataset(recipe, root, log, retry_failed, use_review)
 
 
-def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: bool = False) -> DatasetSummary:
+def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: bool = False,
+                        use_review: bool = True) -> DatasetSummary:
     """Classification: one folder per class; cleaned, de-duplicated, balanced, split per class."""
     folder = DatasetFolder(root)
+    decisions, problems = {}, []
+    if use_review:  # read first: a review file that is not one stops the stage before anything is written
+        decisions, problems = read_decisions(folder.review)
     specs = {**_class_folders(recipe), **recipe.classes}
     raw, deferred = [], []
     for label in sorted(specs):
@@ -136,6 +144,12 @@ def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: boo
                             f"see the reasons in {folder.manifest}")
     unused: dict = {}
     rows = assign_splits(kept, recipe.dataset, recipe.seed, unused)  # per class (the record's label)
+    # the review's decisions apply to the split made on the sources' labels: no other image moves
+    for d in [d for d in decisions.values() if d.decision == "relabel" and d.label not in classes]:
+        problems.append(f"{d.sha256[:12]}: relabel to {d.label!r}, not a class of this dataset")
+        del decisions[d.sha256]
+    review = apply_review(rows, recs, decisions)
+    rows.sort(key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
     for r in kept:  # the manifest says which clean images the splits left out, and why
         if r.clean_path in unused:
             r.status, r.reason = Status.UNUSED, unused[r.clean_path]
@@ -149,7 +163,8 @@ def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: boo
     counts: dict = {}
     for r in rows:
         counts.setdefault(r["split"], Counter())[r["label"]] += 1
-    return DatasetSummary(root=root, inputs=len(recs), kept=len(kept),
+    return DatasetSummary(root=root, inputs=len(recs), kept=len(kept) - review["excluded"],
                           rejected=Counter(r.reason for r in recs if r.status == Status.REJECTED),
                           unused=Counter(r.reason for r in recs if r.status == Status.UNUSED),
-                          counts={s: dict(c) for s, c in counts.items()}, changes=changes)
+                          counts={s: dict(c) for s, c in counts.items()}, changes=changes,
+                          review={**review, "problems": problems} if decisions or problems else {})

@@ -26,8 +26,13 @@ class Task(Protocol):
     feature_cache: bool  # whether the frozen stage may train the head on cached body features
     onnx_outputs: tuple[str, ...]  # the exported graph's output names
 
-    def build_dataset(self, recipe, root, log, retry_failed: bool):
-        """The dataset stage: fetch the recipe's sources, clean, split into `root`; a data.dataset.DatasetSummary."""
+    def build_dataset(self, recipe, root, log, retry_failed: bool, use_review: bool):
+        """The dataset stage: fetch the recipe's sources, clean, split into `root` (applying root/review.csv
+        when `use_review`); a data.dataset.DatasetSummary."""
+
+    def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
+        """`chiquito review`: the dataset's images worst first ({"classes", "items", "issues",
+        "duplicates", ...}); ChiquitoError where the task has no ranking."""
 
     # data: how labels are read and split
     def check_dataset(self, recipe, root) -> None:

@@ -19,10 +19,15 @@ class Classify:
     onnx_outputs = ("probabilities",)
 
     # data
-    def build_dataset(self, recipe, root, log, retry_failed: bool):
+    def build_dataset(self, recipe, root, log, retry_failed: bool, use_review: bool):
         from ...data.dataset import build_class_dataset
 
-        return build_class_dataset(recipe, root, log, retry_failed)
+        return build_class_dataset(recipe, root, log, retry_failed, use_review)
+
+    def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
+        from .review import suspects
+
+        return suspects(recipe, root, run, folds, log)
 
     def check_dataset(self, recipe, root) -> None:
         from .data import check_dataset

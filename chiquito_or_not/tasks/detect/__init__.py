@@ -20,10 +20,18 @@ class Detect:
     onnx_outputs = ("boxes", "scores")
 
     # data
-    def build_dataset(self, recipe, root, log, retry_failed: bool):
+    def build_dataset(self, recipe, root, log, retry_failed: bool, use_review: bool):
         from .dataset import build_detection_dataset
 
+        # review.csv is classification's (chiquito review refuses a detection recipe): nothing to apply
+
         return build_detection_dataset(recipe, root, log, retry_failed)
+
+    def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
+        from ...core.errors import ChiquitoError
+
+        raise ChiquitoError(f"{recipe.path}: review ranks classification datasets only; for a detector, "
+                            "look at runs/NAME/worst.png (its images with the most missed or wrong boxes)")
 
     def check_dataset(self, recipe, root) -> None:
         from .data import check_dataset

@@ -1,0 +1,176 @@
+"""review.csv: the user's decisions on suspect images (keep, relabel, exclude), by content hash.
+
+Append-only and written by one process at a time (an exclusive lock on `review.csv.lock` for as long as
+a review page is open): a decision is a whole line, flushed and synced before the page hears "saved",
+so a closed tab or a crash loses nothing. The last line for an image wins; `keep` undoes earlier ones.
+`chiquito dataset` applies the decisions after the split is made on the labels the sources gave, so
+every image the review did not touch keeps its split.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..core.errors import DataError
+
+__all__ = ["DECISIONS", "COLUMNS", "Decision", "ReviewLog", "read_decisions", "last_decisions", "apply_review"]
+
+DECISIONS = ("keep", "relabel", "exclude")
+COLUMNS = ["sha256", "path", "decision", "label", "time"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    sha256: str
+    path: str
+    decision: str  # one of DECISIONS
+    label: str  # the new label for relabel; the current one otherwise
+    time: str
+
+
+def _valid_sha(s: str) -> bool:
+    return len(s) == 64 and all(c in "0123456789abcdef" for c in s)
+
+
+def read_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
+    """({sha256: the last decision, unless it was keep}, problems): what `dataset` applies."""
+    last, problems = last_decisions(path)
+    return {k: d for k, d in last.items() if d.decision != "keep"}, problems
+
+
+def last_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
+    """({sha256: the last decision}, problems): a line that cannot be read is left out and named in
+    `problems` (a crash can leave a last half line)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}, []
+    out: dict[str, Decision] = {}
+    problems: list[str] = []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, None)
+    if header != COLUMNS:
+        raise DataError(f"{path}: not a review file (its first line should be {','.join(COLUMNS)}); "
+                        "move it away, or pass --no-review")
+    for n, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        if len(row) != len(COLUMNS):
+            problems.append(f"line {n}: {len(row)} fields, expected {len(COLUMNS)}")
+            continue
+        d = Decision(*row)
+        if not _valid_sha(d.sha256) or d.decision not in DECISIONS:
+            problems.append(f"line {n}: not a sha256 and one of {', '.join(DECISIONS)}")
+            continue
+        out[d.sha256] = d
+    return out, problems
+
+
+class ReviewLog:
+    """The one writer of a review.csv: holds `review.csv.lock` from open() to close()."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+
+    def open(self) -> "ReviewLog":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DataError(f"{self.path} is open in another review (one writer at a time); "
+                            "close that one first") from None
+        self._fd = fd
+        if self.path.is_file():
+            read_decisions(self.path)  # refuses a file that is not a review file before appending to it
+            self._end_with_newline()
+        return self
+
+    def _end_with_newline(self) -> None:
+        """A half line left by a crash stays as it is (read_decisions skips it); the next starts afresh."""
+        with open(self.path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            last = f.read(1)
+        if last != b"\n":
+            self._append(b"\n")
+
+    def _append(self, data: bytes) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def write(self, sha256: str, path: str, decision: str, label: str) -> Decision:
+        if self._fd is None:
+            raise RuntimeError("ReviewLog.write before open()")
+        if not _valid_sha(sha256) or decision not in DECISIONS:
+            raise ValueError(f"bad decision {decision!r} for {sha256!r}")
+        d = Decision(sha256, path, decision, label, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        with self._lock:
+            if not self.path.is_file() or self.path.stat().st_size == 0:
+                w.writerow(COLUMNS)
+            w.writerow([d.sha256, d.path, d.decision, d.label, d.time])
+            self._append(buf.getvalue().encode("utf-8"))
+        return d
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def apply_review(rows: list[dict], recs: list, decisions: dict[str, Decision]) -> dict[str, int]:
+    """Apply decisions to the split rows (in place: excluded rows removed, relabelled rows moved to their
+    class in the same split) and to the manifest records; returns counts excluded / relabelled."""
+    from ..core.reasons import Reason, Status
+
+    counts = {"excluded": 0, "relabelled": 0}
+    if not decisions:
+        return counts
+    keep = []
+    for r in rows:
+        d = decisions.get(r["sha256"])
+        if d is None or (d.decision == "relabel" and d.label == r["label"]):
+            keep.append(r)
+        elif d.decision == "exclude":
+            counts["excluded"] += 1
+        else:
+            name = r["file"].rsplit("/", 1)[-1]
+            keep.append({**r, "label": d.label, "file": f"{r['split']}/{d.label}/{name}"})
+            counts["relabelled"] += 1
+    rows[:] = keep
+    for rec in recs:
+        d = decisions.get(rec.sha256)
+        if d is None or rec.status == Status.REJECTED:
+            continue
+        if d.decision == "exclude":
+            rec.status, rec.reason = Status.REJECTED, Reason.EXCLUDED_IN_REVIEW
+            rec.detail = f"excluded in review.csv at {d.time}"
+        elif d.label != rec.label:
+            rec.detail = f"relabelled in review.csv at {d.time}: was {rec.label!r}"
+            rec.label = d.label
+    return counts

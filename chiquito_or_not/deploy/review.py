@@ -1,0 +1,127 @@
+"""The review stage: rank a dataset's images by how likely their label is wrong (the task's ranking), and
+a page on 127.0.0.1 where the user keeps, relabels or excludes them; every decision goes to
+datasets/NAME/review.csv as it is made, and `chiquito dataset` applies them. No source file is touched."""
+
+import json
+import secrets
+from importlib import resources
+from pathlib import Path
+
+from ..core.errors import RunError
+from ..core.layout import DatasetFolder, RunFolder
+
+__all__ = ["resolve_target", "find_suspects", "create_review_app", "LOCAL_HOSTS"]
+
+LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def resolve_target(target: str | Path) -> tuple:
+    """(recipe, dataset folder, run folder or None) from a recipe file or a run folder."""
+    from ..core.paths import dataset_dir
+    from ..core.recipe import load_recipe, load_resolved
+
+    p = Path(target)
+    if p.is_file() and p.suffix == ".toml":
+        recipe = load_recipe(p)
+        return recipe, dataset_dir(recipe.name), None
+    if p.is_dir():
+        run = RunFolder(p)
+        if not run.recipe.is_file():
+            raise RunError(f"{p}: not a run folder (no recipe.json); pass recipes/NAME.toml or runs/NAME")
+        recipe = load_resolved(run.recipe)
+        state = json.loads(run.state.read_text()) if run.state.is_file() else {}
+        root = Path(state["dataset"]) if state.get("dataset") else dataset_dir(recipe.name)
+        return recipe, root, (p if run.model.is_file() else None)
+    raise RunError(f"{p}: neither a recipe file nor a run folder; pass recipes/NAME.toml or runs/NAME")
+
+
+def find_suspects(target: str | Path, folds: int = 5, log=print) -> dict:
+    """The task's suspects for the target's dataset (a run's model.pkl, a pickle, is loaded when given),
+    with each image's current decision from review.csv."""
+    from ..data.review import last_decisions
+    from ..tasks import get_task
+
+    recipe, root, run = resolve_target(target)
+    res = get_task(recipe.task).review_suspects(recipe, root, run, folds, log)
+    last, problems = last_decisions(DatasetFolder(root).review)
+    for it in res["items"]:
+        d = last.get(it["sha256"])
+        it["decision"], it["decided_label"] = (d.decision, d.label) if d else ("", "")
+    res.update(name=recipe.name, recipe=str(recipe.path), run=str(run) if run else "", review_problems=problems)
+    return res
+
+
+def create_review_app(res: dict, show: int = 200):
+    """The review page and its JSON API over `res` (find_suspects' result); holds review.csv's lock
+    (ReviewLog) for the app's life: close it with app.state.log.close()."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from ..data.review import DECISIONS, ReviewLog
+
+    folder = DatasetFolder(Path(res["root"]))
+    log = ReviewLog(folder.review).open()
+    items = res["items"][:show]
+    by_sha = {it["sha256"]: it for it in items}
+    files = {it["sha256"]: folder.root / it["file"] for it in items}
+    for d in res["duplicates"]:  # shown, not decided: the dataset stage already leaves them out
+        if d["clean_path"]:
+            files.setdefault(d["sha256"], folder.clean / d["clean_path"])
+    token, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
+    page = resources.files("chiquito_or_not").joinpath("static/review.html").read_text(encoding="utf-8")
+    page = page.replace("{{TOKEN}}", token).replace("{{NONCE}}", nonce).replace("{{NAME}}", res["name"])
+    csp = (f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+           "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+    app = FastAPI(title="chiquito_or_not review", docs_url=None, redoc_url=None, openapi_url=None)
+    # DNS rebinding: a page of another site resolving its name to 127.0.0.1 is refused by Host
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS)
+    app.state.log = log
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index():
+        return HTMLResponse(page, headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})
+
+    @app.get("/api/suspects")
+    def suspects():
+        return {"name": res["name"], "classes": res["classes"], "items": items, "total": len(res["items"]),
+                "issues": res["issues"], "duplicates": res["duplicates"], "review_csv": str(folder.review)}
+
+    @app.get("/image/{sha}")
+    def image(sha: str):
+        p = files.get(sha)  # only the images listed: never a path from the request
+        if p is None or not p.is_file():
+            raise HTTPException(404, "no such image in this review")
+        return FileResponse(p, headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.post("/api/decision")
+    async def decide(request: Request):
+        if not secrets.compare_digest(request.headers.get("x-review-token", ""), token):
+            return JSONResponse({"error": "missing or wrong X-Review-Token: reload the page"}, status_code=403)
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return JSONResponse({"error": "send application/json"}, status_code=415)
+        try:
+            body = json.loads((await request.body())[:4096])
+        except ValueError:
+            return JSONResponse({"error": "the body is not valid JSON"}, status_code=400)
+        it = by_sha.get(body.get("sha256")) if isinstance(body, dict) else None
+        decision = body.get("decision") if isinstance(body, dict) else None
+        if it is None or decision not in DECISIONS:
+            return JSONResponse({"error": f"send {{sha256 of a listed image, decision: {'|'.join(DECISIONS)}}}"},
+                                status_code=400)
+        label = body.get("label") if decision == "relabel" else it["label"]
+        if label not in res["classes"] or (decision == "relabel" and label == it["label"]):
+            return JSONResponse({"error": f"relabel to another class: {', '.join(res['classes'])}"}, status_code=400)
+        from starlette.concurrency import run_in_threadpool
+
+        d = await run_in_threadpool(log.write, it["sha256"], it["path"], decision, label)
+        it["decision"], it["decided_label"] = d.decision, d.label
+        return {"sha256": d.sha256, "decision": d.decision, "label": d.label, "time": d.time}
+
+    return app
