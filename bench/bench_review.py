@@ -14,6 +14,7 @@ Everything is written under a temporary folder; the recipe's own dataset is only
 
 import argparse
 import csv
+import hashlib
 import os
 import random
 import re
@@ -75,18 +76,18 @@ def main():
     classes = sorted({r["label"] for r in rows})
     rng = random.Random(a.seed)
     flipped = set(rng.sample(range(len(rows)), round(a.flip * len(rows))))
-    tmp = Path(tempfile.mkdtemp(prefix="bench_review_"))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_review_"))  # left for inspection; printed below
     os.environ["CHIQUITO_DATA"], os.environ["CHIQUITO_RUNS"] = str(tmp / "data"), str(tmp / "runs")
     folders = {c: tmp / "src" / c for c in classes}
     truth, flipped_sha = {}, set()
-    for i, r in enumerate(rows):
-        label = r["label"]
+    for i, r in enumerate(rows):  # the noisy dataset's inputs are these cleaned files: their hash is its key
+        label, sha = r["label"], hashlib.sha256((src / r["file"]).read_bytes()).hexdigest()
         if i in flipped:  # another class, chosen at random
             label = rng.choice([c for c in classes if c != r["label"]])
-            flipped_sha.add(r["sha256"])
+            flipped_sha.add(sha)
         folders[label].mkdir(parents=True, exist_ok=True)
         os.link(src / r["file"], folders[label] / Path(r["file"]).name)
-        truth[r["sha256"]] = r["label"]
+        truth[sha] = r["label"]
     recipe = load_recipe(noisy_recipe(Path(a.recipe), folders, tmp))
     ds = build_dataset(recipe, log=quiet)
     in_splits = {r["sha256"] for r in rows_of(ds.root)}

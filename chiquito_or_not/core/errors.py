@@ -1,6 +1,7 @@
 """Errors the CLI turns into one line and exit code 2."""
 
-__all__ = ["ChiquitoError", "RecipeError", "SourceError", "DataError", "WeightsError", "RunError", "ExportError"]
+__all__ = ["ChiquitoError", "RecipeError", "SourceError", "DataError", "WeightsError", "RunError", "ExportError",
+           "ImageRefused"]
 
 
 class ChiquitoError(Exception):
@@ -29,3 +30,7 @@ class RunError(ChiquitoError):
 
 class ExportError(ChiquitoError):
     """An exported file does not reproduce the model."""
+
+
+class ImageRefused(ChiquitoError):
+    """One input cannot be answered (a model trained on face crops finds no face in it): that file's error."""

@@ -176,9 +176,16 @@ def prefetched(paths: list[Path], prepare, bs: int, workers: int):
     Yields (indices, prepared values, [(index, error)]) per batch."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .errors import ImageRefused
+
     def one(path):
         err, im = load_accepted(path)
-        return err, (None if err else prepare(im))
+        if err:
+            return err, None
+        try:
+            return "", prepare(im)
+        except ImageRefused as e:  # e.g. no face found, for a model trained on face crops
+            return str(e), None
 
     chunks = [range(s, min(s + bs, len(paths))) for s in range(0, len(paths), bs)]
     with ThreadPoolExecutor(max(1, workers)) as pool:

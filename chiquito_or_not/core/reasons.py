@@ -50,6 +50,9 @@ class Reason(StrEnum):
     BALANCED_OUT = "balanced_out"
     PER_CLASS_CAP = "per_class_cap"
     TRAIN_CAP = "train_cap"
+    # face crops (data.faces, dataset.faces); predict and serve say no_face too
+    NO_FACE = "no_face"
+    SEVERAL_FACES = "several_faces"
     # the user's decision in datasets/NAME/review.csv (chiquito review)
     EXCLUDED_IN_REVIEW = "excluded_in_review"
 

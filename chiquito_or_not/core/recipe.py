@@ -149,6 +149,7 @@ SOURCE_KINDS = {c.__dataclass_fields__["kind"].default: c for c in typing.get_ar
 class ClassSpec:
     """Where the images of one class come from."""
     sources: tuple[Source, ...]
+    faces: bool = True  # with [dataset.faces]: crop this class's faces (false: keep its images whole)
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,18 @@ class ClassFolders:
 
 
 @dataclass(frozen=True)
+class FacesSpec:
+    """Face crops (`[dataset.faces]`): every image of the classes that use them goes through one face
+    detector and the same crop, so a model learns the face, not how the photo was framed."""
+    detector: Literal["", "blazeface", "mtcnn", "lbp"] = ""  # "": no face crops
+    min_score: float = _range(0.0, 1.0, default=0.6)
+    several: Literal["largest", "each", "drop"] = "largest"  # an image with several faces
+    margin: float = _range(0.0, 2.0, default=0.4)  # added around the box, as a share of its side
+    min_face: int = _range(1, 10_000, default=32)  # smaller faces (box side, image pixels) are not counted
+    size: int = _range(16, 2048, default=224)  # the square crop's side
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """How raw images are cleaned, balanced and split."""
     min_size: int = _range(8, 10_000, default=64)
@@ -206,6 +219,7 @@ class DatasetSpec:
     train: int = _range(0, None, default=0)
     valid: int | float = _range(0, None, default=0.2)
     test: int | float = _range(0, None, default=0.0)
+    faces: FacesSpec = FacesSpec()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from .dedup import near_duplicate_clusters
 if TYPE_CHECKING:  # annotations only: the schema is not needed to run
     from ..core.recipe import DatasetSpec
 
-__all__ = ["Record", "clean_files"]
+__all__ = ["Record", "clean_files", "drop_near_duplicates"]
 
 # Bump when the cleaning code changes what it writes, so cached results are recomputed.
 CLEAN_VERSION = 1
@@ -39,6 +39,8 @@ class Record:
     height: int = 0
     phash: str = ""
     clean_path: str = ""
+    box: str = ""  # a face crop: the square cut from the cleaned source image (x0 y0 x1 y1, its pixels)
+    source_sha256: str = ""  # a face crop: the sha256 of the raw image it was cut from
 
 
 def _clean_params(spec: DatasetSpec) -> str:
@@ -84,6 +86,30 @@ def _size(path: str) -> int:
         return 0
 
 
+def drop_near_duplicates(recs: list[Record], distance: int) -> None:
+    """Near duplicates among the kept records: keep the largest of each cluster of one class; a cluster
+    that spans classes is a labelling conflict, every member rejected."""
+    kept = [r for r in recs if r.status == Status.KEPT]
+    clusters: dict[int, list[Record]] = {}
+    for r, c in zip(kept, near_duplicate_clusters([r.phash for r in kept], distance)):
+        clusters.setdefault(c, []).append(r)
+    for members in clusters.values():
+        if len(members) == 1:
+            continue
+        if len({m.label for m in members}) > 1:
+            for m in members:
+                m.status, m.reason = Status.REJECTED, Reason.NEAR_DUPLICATE_IN_SEVERAL_CLASSES
+                m.detail = f"looks like images in classes {', '.join(sorted({x.label for x in members}))}"
+            continue
+        # the largest image; at equal size the larger file (less compressed: a q40 copy loses to its original)
+        best = max(members, key=lambda m: (m.width * m.height, _size(m.raw_path), m.sha256))
+        for m in members:
+            if m is not best:
+                m.status, m.reason = Status.REJECTED, Reason.NEAR_DUPLICATE
+                m.detail = f"perceptual hash within {distance} bits of {best.raw_path}" + (
+                    f" ({best.detail})" if best.box else "")
+
+
 def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: Path) -> list[Record]:
     """Clean `(label, RawFile)` pairs into `clean_root/<label>/`; one Record per input, in input order."""
     index_path = clean_root / ".index.json"
@@ -123,25 +149,7 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
         else:
             first[r.sha256] = r
 
-    # near duplicates: keep the largest image of each cluster
-    kept = [r for r in recs if r.status == Status.KEPT]
-    clusters: dict[int, list[Record]] = {}
-    for r, c in zip(kept, near_duplicate_clusters([r.phash for r in kept], spec.near_duplicate_distance)):
-        clusters.setdefault(c, []).append(r)
-    for members in clusters.values():
-        if len(members) == 1:
-            continue
-        if len({m.label for m in members}) > 1:
-            for m in members:
-                m.status, m.reason = Status.REJECTED, Reason.NEAR_DUPLICATE_IN_SEVERAL_CLASSES
-                m.detail = f"looks like images in classes {', '.join(sorted({x.label for x in members}))}"
-            continue
-        # the largest image; at equal size the larger file (less compressed: a q40 copy loses to its original)
-        best = max(members, key=lambda m: (m.width * m.height, _size(m.raw_path), m.sha256))
-        for m in members:
-            if m is not best:
-                m.status, m.reason = Status.REJECTED, Reason.NEAR_DUPLICATE
-                m.detail = f"perceptual hash within {spec.near_duplicate_distance} bits of {best.raw_path}"
+    drop_near_duplicates(recs, spec.near_duplicate_distance)
 
     clean_root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(index_path, json.dumps({"params": params, "records": per_file}))

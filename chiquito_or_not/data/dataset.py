@@ -7,7 +7,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .clean import Record, clean_files
+from .clean import Record, clean_files, drop_near_duplicates
+from .faces import crop_faces
 from ..core.errors import DataError
 from ..core.files import atomic_write_text, write_csv
 from ..core.layout import DatasetFolder
@@ -128,6 +129,9 @@ def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: boo
     for label in sorted(specs):
         if not any(r.label == label for r in recs):
             raise DataError(f"class {label!r} has no input files; check its sources in {recipe.path}")
+    if recipe.dataset.faces.detector:  # the same detector and crop for every class that uses faces
+        recs = crop_faces(recs, recipe.dataset.faces, {lab for lab in specs if specs[lab].faces}, folder.clean, log)
+        drop_near_duplicates([r for r in recs if r.box], recipe.dataset.near_duplicate_distance)
     dropped = _drop_small_classes(recs, recipe.dataset.min_images_per_class)
     for label, n in dropped.items():
         log(f"  dropped class {label!r}: {n} clean images < min_images_per_class "

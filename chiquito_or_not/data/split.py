@@ -42,6 +42,7 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
 
     # near-duplicate groups stay in one split: the group's key (its smallest sha) decides for all
     cluster = near_duplicate_clusters([r.phash for r in chosen], spec.group_distance)
+    cluster = _with_sources(chosen, cluster)
     group_key: dict[int, str] = {}
     for r, c in zip(chosen, cluster):
         group_key[c] = min(group_key.get(c, r.sha256), r.sha256)
@@ -85,6 +86,26 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
             raise DataError(f"split '{s}' has no image of class {', '.join(missing)}; add images, "
                             f"or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe")
     return sorted(rows, key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
+
+
+def _with_sources(recs: list, cluster: list[int]) -> list[int]:
+    """Clusters merged so that every crop cut from one source image is in one group (one split)."""
+    parent = {c: c for c in cluster}
+
+    def find(c):
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+    first: dict[str, int] = {}
+    for r, c in zip(recs, cluster):
+        src = getattr(r, "source_sha256", "")
+        if src:
+            if src in first:
+                parent[find(c)] = find(first[src])
+            else:
+                first[src] = c
+    return [find(c) for c in cluster]
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -48,9 +48,9 @@ def evaluate(target: str | Path, data: Path | None = None, out: Path | None = No
         if not (root / "valid").is_dir():
             raise RunError(f"{run}: its dataset folder {root} has no valid/ split; pass --data FOLDER")
         out = Path(out) if out else run
-        res = {"valid": task.evaluate_set(learn, "valid", root / "valid", out, "", top_k, log)}
+        res = {"valid": task.evaluate_set(learn, "valid", root / "valid", out, "", top_k, log, split=True)}
         if (root / "test").is_dir():
-            res["test"] = task.evaluate_set(learn, "test", root / "test", out, "_test", top_k, log)
+            res["test"] = task.evaluate_set(learn, "test", root / "test", out, "_test", top_k, log, split=True)
     res["model"] = str(files.model)
     atomic_write_text(out / "metrics.json", json.dumps(res, indent=2) + "\n")
     return res

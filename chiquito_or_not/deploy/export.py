@@ -131,5 +131,10 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
         summary = diff.pop("summary")
         report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}
         log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); {summary}")
+    from ..data.faces import copy_detector
+
+    if det := copy_detector(getattr(learn, "chiquito_faces", None), out.parent):
+        report["face_detector"] = str(det)  # a model trained on face crops travels with its detector
+        log(f"wrote {det} (the face detector predict and serve crop with)")
     atomic_write_text(out.with_name(folder.export_report.name), json.dumps(report, indent=1) + "\n")
     return report

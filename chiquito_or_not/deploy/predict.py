@@ -70,6 +70,7 @@ def load_model(path: str | Path, notice=None, threads: int = 0):
     if problem := task_name_problem(name):
         raise ChiquitoError(f"{p}: {problem}; it was written by another version of chiquito_or_not")
     get_task(name).check_model(learn, p)
+    learn.chiquito_model_path = str(p)  # where files that travel with the model are looked for
     return learn
 
 

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from ..data.download import DownloadPolicy, fetch_bytes
 from ..core.images import ACCEPT, clean_one
+from ..core.errors import ImageRefused
 from ..core.net import FetchError
 from ..core.reasons import Reason
 from ..tasks import task_of_model
@@ -151,7 +152,10 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
             with lock:
                 return task.predict_image(learn, im)
 
-        payload = await _in_thread(infer)
+        try:
+            payload = await _in_thread(infer)
+        except ImageRefused as e:  # a model trained on face crops, and no face in the picture
+            return _error(422, str(e))
         timing["predict_ms"] = round((time.perf_counter() - t2) * 1000, 1)
         timing["total_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return {**payload, "timing": timing}

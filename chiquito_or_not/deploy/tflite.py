@@ -210,5 +210,10 @@ def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out:
         rep = one(q, _calibration(run, reference, CALIBRATION_IMAGES, uint8), reference)
         log(f"wrote {q} ({rep['bytes'] / 1e6:.1f} MB); {rep.pop('summary')}")
         report["int8"] = rep
+    from ..data.faces import copy_detector
+
+    if det := copy_detector(getattr(learn, "chiquito_faces", None), out.parent):
+        report["face_detector"] = str(det)  # a model trained on face crops travels with its detector
+        log(f"wrote {det} (the face detector predict and serve crop with)")
     atomic_write_text(out.with_name("export_tflite.json"), json.dumps(report, indent=1) + "\n")
     return report

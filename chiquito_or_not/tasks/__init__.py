@@ -58,8 +58,9 @@ class Task(Protocol):
     def check_model(self, model, path) -> None:
         """ChiquitoError unless `model` (a loaded learner or ONNX model) is this task's."""
 
-    def evaluate_set(self, model, name: str, folder, out, suffix: str, top_k: int, log) -> dict:
-        """Metrics (and the task's figures, written under `out`) on one labelled folder."""
+    def evaluate_set(self, model, name: str, folder, out, suffix: str, top_k: int, log, split: bool = False) -> dict:
+        """Metrics (and the task's figures, written under `out`) on one labelled folder; `split`: one of
+        the dataset's own splits, whose pictures are already what the model takes (face crops included)."""
 
     def predict_files(self, model, paths, bs: int, workers: int, threshold: float | None = None) -> list:
         """One result per path (with .error when the file is not a usable image; .to_json(top_k) and

@@ -16,6 +16,7 @@ from fastai.optimizer import SGD, Adam
 from fastai.learner import Learner
 
 from ..core.recipe import Recipe
+from ..data.faces import face_meta
 from ..tasks import get_task
 from .backbones import body_splitter, create_body, num_features
 
@@ -42,6 +43,7 @@ def make_learner(recipe: Recipe, dls, path: Path, root: Path | None = None):
                     splitter=body_splitter(f.backbone, body),
                     path=path, model_dir="checkpoints", train_bn=f.batchnorm == "train")
     learn.chiquito_task = task.name  # exported with the learner: predict, evaluate and serve read it
+    learn.chiquito_faces = face_meta(recipe)  # trained on face crops: predict crops the same way
     learn.remove_cb(ProgressCallback)  # LogProgress prints instead: readable in a terminal and a CI log
     learn.logger = noop  # the Recorder would print raw lists otherwise
     learn.freeze()

@@ -72,10 +72,10 @@ class Classify:
 
         return model_vocab(model)
 
-    def evaluate_set(self, model, name, folder, out, suffix, top_k, log) -> dict:
+    def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
         from .evaluate import evaluate_set
 
-        return evaluate_set(model, name, folder, out, suffix, top_k, log)
+        return evaluate_set(model, name, folder, out, suffix, top_k, log, split=split)
 
     def predict_files(self, model, paths, bs: int = 64, workers: int = 2, threshold: float | None = None) -> list:
         from ...core.errors import ChiquitoError
@@ -91,11 +91,17 @@ class Classify:
         raise ChiquitoError("--draw applies to detectors: a classifier has no boxes to draw")
 
     def predict_image(self, model, image, threshold: float | None = None) -> dict:
-        from .predict import model_probabilities, model_vocab
+        from .predict import face_step, model_probabilities, model_vocab
 
+        step, face = face_step(model), {}
+        if step is not None:  # a model trained on face crops: the same crop first (ImageRefused: no face)
+            crop, box, n = step(image)
+            if box is not None:
+                face = {"face": {"box": list(box), "faces_found": n}, "width": image.width, "height": image.height}
+            image = crop
         vocab, probs = model_vocab(model), model_probabilities(model, [image])[0]
         k = max(range(len(probs)), key=probs.__getitem__)
-        return {"label": vocab[k], "probability": probs[k], "probabilities": dict(zip(vocab, probs))}
+        return {"label": vocab[k], "probability": probs[k], "probabilities": dict(zip(vocab, probs)), **face}
 
     def onnx_model(self, path, session):
         from .onnxmodel import OnnxClassifier

@@ -56,12 +56,12 @@ def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str], seed: int
     }
 
 
-def evaluate_set(model, name: str, folder: Path, out: Path, suffix: str, top_k: int, log) -> dict:
+def evaluate_set(model, name: str, folder: Path, out: Path, suffix: str, top_k: int, log, split: bool = False) -> dict:
     """Metrics of `model` on folder/<class>/ images; writes confusion_matrix{suffix}.png/.csv and
-    top_losses{suffix}.png under `out`."""
+    top_losses{suffix}.png under `out`. `split`: a dataset split, already face-cropped where the model is."""
     vocab = model_vocab(model)
     files, ys = labelled_files(folder, vocab)
-    preds = predict_paths(model, files)
+    preds = predict_paths(model, files, faces=not split)
     bad = [p for p in preds if p.error]
     if bad:
         raise DataError(f"{bad[0].path}: {bad[0].error}; {len(bad)} file(s) in {folder} are not usable images")

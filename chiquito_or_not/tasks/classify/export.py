@@ -24,7 +24,9 @@ def onnx_graph(learn):
 
 
 def onnx_metadata(learn) -> dict:
-    return {"task": "classify", "classes": model_vocab(learn), "preprocess": preprocess_spec(learn)}
+    faces = getattr(learn, "chiquito_faces", None)  # trained on face crops: predict crops the same way
+    return {"task": "classify", "classes": model_vocab(learn), "preprocess": preprocess_spec(learn)} | (
+        {"faces": faces} if faces else {})
 
 
 def _labels(files: list[Path], vocab: list[str]) -> np.ndarray:

