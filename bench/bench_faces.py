@@ -44,10 +44,10 @@ def candidates(opencv: str | None) -> dict:
     import tarfile
 
     from chiquito_or_not.core import faces
-    from chiquito_or_not.data.faces import _blazeface_file, detector_for
+    from chiquito_or_not.data.sources import fetch_face_detector
 
-    out = {name: detector_for(name) for name in faces.DETECTORS}
-    short = _blazeface_file().parent / "face_detection_short_range.tflite"  # same tarball, other member
+    out = {name: faces.get_detector(name, fetch_face_detector(name)) for name in faces.DETECTORS}
+    short = fetch_face_detector("blazeface").parent / "face_detection_short_range.tflite"  # same tarball
     if not short.is_file():
         from chiquito_or_not.core.paths import cache_dir
 

@@ -13,7 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Face", "DETECTORS", "get_detector"]
+__all__ = ["Face", "DETECTORS", "get_detector", "BLAZEFACE", "DETECTOR_FILE", "face_meta", "usable_faces",
+           "crop_face", "face_step", "find_weights"]
+
+# MediaPipe's full-range BlazeFace (Apache-2.0), inside the pinned npm @mediapipe/face_detection tarball
+BLAZEFACE = {"package": "@mediapipe/face_detection", "version": "0.4.1657300184",
+             "sha256": "a118cde74923dc4435257fbfbb613464a0f58d115dff6314d4ff96c8aebf6419",
+             "member": "package/face_detection_full_range.tflite",
+             "member_sha256": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"}
+DETECTOR_FILE = "face_detector.tflite"  # beside a run's model files
+
+
+def face_meta(recipe) -> dict | None:
+    """What a model trained on crops carries (learner attribute, ONNX and LiteRT metadata). `whole`: the
+    classes trained on whole pictures (faces = false): a picture without a face is then theirs to answer."""
+    spec = recipe.dataset.faces
+    if not spec.detector:
+        return None
+    meta = {"detector": spec.detector, "min_score": spec.min_score, "margin": spec.margin,
+            "min_face": spec.min_face, "size": spec.size, "several": "largest",
+            "whole": sorted(lab for lab, c in recipe.classes.items() if not c.faces)}
+    if spec.detector == "blazeface":
+        meta["weights_sha256"] = BLAZEFACE["member_sha256"]
+    return meta
 
 
 @dataclass(frozen=True)
@@ -143,3 +165,62 @@ def get_detector(name: str, weights: Path | None = None):
     if name not in DETECTORS:
         raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
     return DETECTORS[name](weights)
+
+
+def usable_faces(faces: list[Face], min_score: float, min_face: int) -> list[Face]:
+    """The faces that count, largest first."""
+    ok = [f for f in faces if f.score >= min_score and min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_face]
+    return sorted(ok, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+
+def crop_face(im, face: Face, margin: float, size: int):
+    """The square around the face, `margin` of its side added on every side, resized to size x size;
+    the part outside the picture is black. Returns (crop, the square's box in image pixels)."""
+    from PIL import Image
+
+    x0, y0, x1, y1 = face.box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    box = tuple(int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    return im.convert("RGB").crop(box).resize((size, size), Image.BILINEAR), box
+
+
+def find_weights(meta: dict, beside: Path | None = None) -> Path:
+    """The BlazeFace file a model trained on crops needs: beside the model (export puts it there), or
+    where `chiquito dataset` fetched it in the data root; checked by sha256. Never downloaded here."""
+    from .errors import ChiquitoError
+    from .files import sha256_file
+    from .paths import raw_dir
+
+    fetched = raw_dir() / f"npm/{BLAZEFACE['package'].replace('/', '-').lstrip('@')}-{BLAZEFACE['version']}"
+    for p in ([beside / DETECTOR_FILE] if beside else []) + [fetched / BLAZEFACE["member"]]:
+        if p.is_file() and sha256_file(p) == meta.get("weights_sha256", BLAZEFACE["member_sha256"]):
+            return p
+    raise ChiquitoError(f"this model crops faces with BlazeFace: put {DETECTOR_FILE} (sha256 "
+                        f"{BLAZEFACE['member_sha256'][:12]}...) beside it, as `chiquito export` does, or run "
+                        "`chiquito dataset` on its recipe once to fetch it")
+
+
+def face_step(meta: dict, beside: Path | None = None):
+    """For a model trained on crops (its `meta`): image → (crop, box, faces found), the same detector
+    and crop as the dataset stage (the largest face). Without a face: the whole picture (box None) when
+    some classes were trained on whole pictures, else ImageRefused."""
+    import threading
+
+    from .errors import ImageRefused
+
+    detector = get_detector(meta["detector"], find_weights(meta, beside) if meta["detector"] == "blazeface" else None)
+    lock = threading.Lock()  # one interpreter, many threads
+
+    def step(im):
+        with lock:
+            found = detector(im)
+        faces = usable_faces(found, meta["min_score"], meta["min_face"])
+        if not faces and meta.get("whole"):  # classes trained on whole pictures answer this one
+            return im, None, 0
+        if not faces:
+            raise ImageRefused(f"no face found ({meta['detector']}: none of at least {meta['min_face']} px "
+                               f"with score >= {meta['min_score']}); this model answers about faces only")
+        crop, box = crop_face(im, faces[0], meta["margin"], meta["size"])
+        return crop, box, len(faces)
+    return step

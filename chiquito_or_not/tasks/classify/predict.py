@@ -92,7 +92,7 @@ def face_step(model):
     meta = getattr(model, "faces", None) if hasattr(model, "session") else getattr(model, "chiquito_faces", None)
     step = None
     if meta:
-        from ...data.faces import face_step as make
+        from ...core.faces import face_step as make
 
         where = getattr(model, "path" if hasattr(model, "session") else "chiquito_model_path", None)
         step = make(meta, Path(where).parent if where else None)
