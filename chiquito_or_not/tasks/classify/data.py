@@ -56,7 +56,7 @@ def make_dls(recipe, augment: bool, root: Path | None = None):
     n_train = sum(_count(root, "train", classes).values())
     f, b = recipe.finetune, get_backbone(recipe.finetune.backbone)
     a = f.augment
-    tfms = aug_transforms(max_rotate=a.max_rotate, max_zoom=a.max_zoom, do_flip=a.flip,
+    tfms = aug_transforms(max_rotate=a.max_rotate, min_zoom=a.min_zoom, max_zoom=a.max_zoom, do_flip=a.flip,
                           max_lighting=a.max_lighting, max_warp=a.max_warp) if augment else []
     if augment and a.rotate90:
         tfms.append(Dihedral(p=0.75))
