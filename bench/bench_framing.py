@@ -79,6 +79,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--crop", type=int, default=224, help="dataset.faces.size: the crops' side in pixels")
     a = ap.parse_args()
 
     from chiquito_or_not.core.recipe import DebSource, NpmSource, load_recipe
@@ -117,9 +118,9 @@ def main():
     print(f"train: {len(sets['train']['woman'])} women (loose) + {len(sets['train']['man'])} men (tight); "
           f"held out: {len(sets['same']['woman'])} women + {len(sets['same']['man'])} men, each in both framings "
           f"[{tmp}]")
-    faces = '[dataset.faces]\ndetector = "blazeface"\nsize = 224'
+    faces = f'[dataset.faces]\ndetector = "blazeface"\nsize = {a.crop}'
     print(f"{'model':<24} {'same framing':>20} {'swapped framing':>20}")
-    for name, block in (("whole pictures", ""), ("face crops (blazeface)", faces)):
+    for name, block in (("whole pictures", ""), (f"face crops ({a.crop} px)", faces)):
         tag = "faces" if block else "whole"
         path = tmp / f"framing-{tag}.toml"
         path.write_text(RECIPE.format(name=f"framing-{tag}", faces=block, size=a.size, train=tmp / "train"))

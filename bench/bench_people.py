@@ -20,13 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Scratch's Costumes/People files that are photos of real people (looked at one by one; the others are drawn)
-PHOTOS = ["amon1", "anjuli-1", "anjuli-2", "anjuli-3", "anjuli-4", "anjuli-5", "anna-1", "anna-2", "anna-3",
-          "breakdancer1", "calvrett-jumping", "calvrett-thinking", "calvrett", "cassy-chillin", "cassy-dancing-1",
-          "cassy-jumping-1", "cassy-phone-1", "cassy-sitting-1", "cassy-standing-1", "chamak1", "chamak2", "dan1",
-          "dan4", "dan5", "ed", "football-stand", "jay", "jodi1", "mako-laughing", "mako-screaming", "mako-stop",
-          "marissa-crouching", "marissa-sitting", "marissa", "nathan", "nina1", "paul1", "referee1", "referee2",
-          "ribbon-dancer", "sam", "thai-dancer", "thai-dancer2"]
+# Scratch's Costumes/People files that are photos of real people (looked at one by one; the others are
+# drawn), of the 11 people that recipes/face-or-not.toml does not train on (it pastes the other 10:
+# anjuli, anna, cassy, dan, jay, mako, nathan, paul, referee, thai-dancer)
+PHOTOS = ["amon1", "breakdancer1", "calvrett-jumping", "calvrett-thinking", "calvrett", "chamak1", "chamak2", "ed",
+          "football-stand", "jodi1", "marissa-crouching", "marissa-sitting", "marissa", "nina1", "ribbon-dancer",
+          "sam"]
 SCRATCH = ("scratch", "1.4.0.6~dfsg1-6.1", "36c582eb93110f64f06c4e685c41e933ccba2fa68db12f79b10bfe840b21fc10")
 OPENCV = ("opencv-doc", "4.6.0+dfsg-12", "4b12681df35878207ac7097dc66184b2ae552e4bf4ddd2af04a0f03ed0b8682a")
 
@@ -72,7 +71,7 @@ def people_set(seed: int = 0) -> dict[str, list]:
                                             Image.open(messi).convert("RGB")]}
     names = [n for n in PHOTOS if n in costumes]
     out["half-length"] = [on_scene([cut(n, 0.45)], rng.uniform(0.4, 0.7)) for n in names]
-    out["group of three"] = [on_scene([cut(n, 0.45) for n in rng.sample(names, 3)], 0.55) for _ in range(15)]
+    out["group of three"] = [on_scene([cut(n, 0.45) for n in rng.sample(names, 3)], 0.55) for _ in range(16)]
     out["full length"] = [on_scene([cut(n, 1.0)], 0.8) for n in names]
     return out
 

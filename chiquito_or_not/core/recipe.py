@@ -121,8 +121,9 @@ class CutoutSpec:
 
 @dataclass(frozen=True)
 class CompositeSource:
-    """Detection images made the honest way offline: real alpha-masked cut-outs pasted onto real full-frame
-    photos, with the exact box of each pasted mask (a labelImg-style VOC XML beside each image). The same
+    """Images made the honest way offline: real alpha-masked cut-outs pasted onto real full-frame photos,
+    with the exact box of each pasted mask (a labelImg-style VOC XML beside each image, which a detection
+    recipe reads and a classification class ignores: all its composites are of that class). The same
     images from the same seed; cut-outs are dealt into `groups`, and each image takes its objects from one
     group, so the split can keep every object out of all but one split."""
     objects: dict[str, CutoutSpec]  # label -> its cut-outs
@@ -135,6 +136,7 @@ class CompositeSource:
     groups: int = _range(1, 10_000, default=40)
     alpha_threshold: int = _range(1, 255, default=128)  # a pixel belongs to the object from this alpha on
     min_opaque: float = _range(0.0, 1.0, default=0.2)  # cut-outs with less opaque area are not cut-outs
+    top: float = _range(0.05, 1.0, default=1.0)  # keep the top share of each cut-out (0.5: a person's upper half)
     kind: Literal["composite"] = "composite"
 
 

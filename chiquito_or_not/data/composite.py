@@ -166,6 +166,9 @@ def generate_composites(src, cutout_files: dict[str, list[Path]], background_fil
             log(f"  composite: {len(rows)} images reused from {folder}")
             return [(folder / r["image"], folder / r["xml"], r["group"]) for r in rows]
     cutouts = load_cutouts(cutout_files, src.alpha_threshold, src.min_opaque, log)
+    if src.top < 1:  # e.g. a person's head and torso: a half-length picture
+        for c in cutouts:
+            c.image = c.image.crop((0, 0, c.image.width, max(1, round(c.image.height * src.top))))
     missing = sorted(set(src.objects) - {c.label for c in cutouts})
     if missing:
         raise SourceError(f"composite: no usable cut-out (PNG with transparency) for label(s) {', '.join(missing)}; "

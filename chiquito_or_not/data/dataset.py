@@ -78,6 +78,8 @@ def _sample(raw: list, n: int, seed: int) -> list:
 
 def _fetch(label: str, src, where: str, seed: int, log, retry_failed: bool = False) -> list:
     files = fetch_source(src, where, seed, log, retry_failed)
+    if src.kind == "composite":  # a class of composites: the images; the boxes beside them are detection's
+        files = [f for f in files if f.path.suffix.lower() != ".xml"]
     log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
     return [(label, f) for f in files]
 
