@@ -12,7 +12,7 @@ from .conftest import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
-OFFLINE_KINDS = {"npm", "deb", "python"}
+OFFLINE_KINDS = {"npm", "deb", "python", "composite"}  # composites of those
 
 
 def _offline(path) -> bool:
