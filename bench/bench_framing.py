@@ -80,6 +80,8 @@ def main():
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop", type=int, default=224, help="dataset.faces.size: the crops' side in pixels")
+    ap.add_argument("--face-px", type=int, default=0, help="dataset.faces.face_px")
+    ap.add_argument("--only-faces", action="store_true", help="skip the whole-picture model")
     a = ap.parse_args()
 
     from chiquito_or_not.core.recipe import DebSource, NpmSource, load_recipe
@@ -118,9 +120,10 @@ def main():
     print(f"train: {len(sets['train']['woman'])} women (loose) + {len(sets['train']['man'])} men (tight); "
           f"held out: {len(sets['same']['woman'])} women + {len(sets['same']['man'])} men, each in both framings "
           f"[{tmp}]")
-    faces = f'[dataset.faces]\ndetector = "blazeface"\nsize = {a.crop}'
+    faces = f'[dataset.faces]\ndetector = "blazeface"\nsize = {a.crop}\nface_px = {a.face_px}'
     print(f"{'model':<24} {'same framing':>20} {'swapped framing':>20}")
-    for name, block in (("whole pictures", ""), (f"face crops ({a.crop} px)", faces)):
+    models = [("whole pictures", ""), (f"face crops ({a.crop} px, face_px {a.face_px})", faces)]
+    for name, block in models[1:] if a.only_faces else models:
         tag = "faces" if block else "whole"
         path = tmp / f"framing-{tag}.toml"
         path.write_text(RECIPE.format(name=f"framing-{tag}", faces=block, size=a.size, train=tmp / "train"))

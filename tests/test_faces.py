@@ -214,3 +214,19 @@ cycles = 0
     o = predict_paths(onnx, [pics / "astronaut.jpg", pics / "coffee.jpg"])
     assert o[0].label == out[0].label and np.allclose(o[0].face, out[0].face)
     assert abs(o[0].probability - out[0].probability) < 1e-4 and o[1].error.startswith("no face found")
+
+
+def test_face_px_gives_close_ups_the_detail_of_distant_shots():
+    from chiquito_or_not.core.faces import Face, crop_face
+
+    im = Image.fromarray(photo("astronaut"))
+    face = Face((180.0, 60.0, 270.0, 170.0), 1.0)  # her face: 110 px across
+
+    def detail(c):
+        return float(np.abs(np.diff(np.asarray(c.convert("L"), dtype=float), axis=1)).mean())
+    plain, box = crop_face(im, face, 0.4, 224)
+    coarse, box2 = crop_face(im, face, 0.4, 224, face_px=24)
+    same, _ = crop_face(im, face, 0.4, 224, face_px=200)  # the face is already smaller: nothing changes
+    assert box == box2 and coarse.size == plain.size == (224, 224)
+    assert detail(coarse) < 0.7 * detail(plain)
+    assert np.array_equal(np.asarray(same), np.asarray(plain))

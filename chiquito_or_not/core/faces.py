@@ -31,7 +31,7 @@ def face_meta(recipe) -> dict | None:
     if not spec.detector:
         return None
     meta = {"detector": spec.detector, "min_score": spec.min_score, "margin": spec.margin,
-            "min_face": spec.min_face, "size": spec.size, "several": "largest",
+            "min_face": spec.min_face, "size": spec.size, "face_px": spec.face_px, "several": "largest",
             "whole": sorted(lab for lab, c in recipe.classes.items() if not c.faces)}
     if spec.detector == "blazeface":
         meta["weights_sha256"] = BLAZEFACE["member_sha256"]
@@ -173,16 +173,23 @@ def usable_faces(faces: list[Face], min_score: float, min_face: int) -> list[Fac
     return sorted(ok, key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
 
 
-def crop_face(im, face: Face, margin: float, size: int):
+def crop_face(im, face: Face, margin: float, size: int, face_px: int = 0):
     """The square around the face, `margin` of its side added on every side, resized to size x size;
-    the part outside the picture is black. Returns (crop, the square's box in image pixels)."""
+    the part outside the picture is black. `face_px` > 0: the face is first resampled to at most that many
+    pixels across, so every crop carries the same detail whether the photo was a close-up or a distant
+    shot (sharpness would otherwise tell them apart). Returns (crop, the square's box in image pixels)."""
     from PIL import Image
 
     x0, y0, x1, y1 = face.box
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    f = max(x1 - x0, y1 - y0)
+    side = f * (1 + 2 * margin)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     box = tuple(int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
-    return im.convert("RGB").crop(box).resize((size, size), Image.BILINEAR), box
+    crop = im.convert("RGB").crop(box)
+    if face_px and f > face_px:
+        r = max(1, round(crop.width * face_px / f))
+        crop = crop.resize((r, r), Image.BILINEAR)
+    return crop.resize((size, size), Image.BILINEAR), box
 
 
 def find_weights(meta: dict, beside: Path | None = None) -> Path:
@@ -221,6 +228,6 @@ def face_step(meta: dict, beside: Path | None = None):
         if not faces:
             raise ImageRefused(f"no face found ({meta['detector']}: none of at least {meta['min_face']} px "
                                f"with score >= {meta['min_score']}); this model answers about faces only")
-        crop, box = crop_face(im, faces[0], meta["margin"], meta["size"])
+        crop, box = crop_face(im, faces[0], meta["margin"], meta["size"], meta.get("face_px", 0))
         return crop, box, len(faces)
     return step

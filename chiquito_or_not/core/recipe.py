@@ -200,6 +200,7 @@ class FacesSpec:
     margin: float = _range(0.0, 2.0, default=0.4)  # added around the box, as a share of its side
     min_face: int = _range(1, 10_000, default=32)  # smaller faces (box side, image pixels) are not counted
     size: int = _range(16, 2048, default=224)  # the square crop's side
+    face_px: int = _range(0, 2048, default=0)  # > 0: the face resampled to at most this many px first (same detail)
 
 
 @dataclass(frozen=True)

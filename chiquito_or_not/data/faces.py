@@ -18,7 +18,7 @@ from ..core.reasons import Reason, Status
 
 __all__ = ["crop_faces", "copy_detector"]
 
-def _cache_key(spec) -> str:
+def _cache_key(spec) -> str:  # the detections' cache: crop settings do not change what was detected
     return f"{spec.detector}:{BLAZEFACE['member_sha256'][:12] if spec.detector == 'blazeface' else 'v1'}"
 
 
@@ -37,6 +37,7 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
     except (OSError, ValueError):
         cache = {}
     detector, out, found = None, [], 0
+    crop_key = hashlib.sha256(json.dumps([spec.margin, spec.size, spec.face_px]).encode()).hexdigest()[:8]
     for r in recs:
         if r.status != Status.KEPT or r.label not in crop_labels:
             out.append(r)
@@ -58,11 +59,11 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             out.append(r)
             continue
         for k, f in enumerate(faces if spec.several == "each" else faces[:1]):
-            crop, box = crop_face(im, f, spec.margin, spec.size)
+            crop, box = crop_face(im, f, spec.margin, spec.size, spec.face_px)
             buf = io.BytesIO()
             crop.save(buf, "JPEG", quality=95)
             data = buf.getvalue()
-            rel = f"{r.label}/{r.sha256[:16]}-face{k}.jpg"
+            rel = f"{r.label}/{r.sha256[:16]}-face{k}-{crop_key}.jpg"  # named by the crop settings too
             if not (clean_root / rel).is_file():
                 atomic_write_bytes(clean_root / rel, data)
             out.append(replace(r, sha256=hashlib.sha256(data).hexdigest(), source_sha256=r.sha256,
