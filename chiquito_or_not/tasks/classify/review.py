@@ -66,7 +66,7 @@ def rank_items(features: np.ndarray, y: np.ndarray, n_classes: int, folds: int =
 
     probs, c = oof_probabilities(features, y, n_classes, folds, seed)
     quality = get_label_quality_scores(y, probs, method="self_confidence")
-    issue = find_label_issues(labels=y, pred_probs=probs, filter_by="prune_by_noise_rate")
+    issue = find_label_issues(labels=y, pred_probs=probs, filter_by="prune_by_noise_rate", n_jobs=1)  # no fork
     k = min(10, len(y) - 1)
     ood = OutOfDistribution(params={"k": k}).fit_score(features=features, verbose=False) if k >= 1 else np.ones(len(y))
     outlier = np.zeros(len(y), bool)
