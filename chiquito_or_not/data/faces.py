@@ -18,6 +18,7 @@ from ..core.reasons import Reason, Status
 
 __all__ = ["crop_faces", "copy_detector"]
 
+
 def _cache_key(spec) -> str:  # the detections' cache: crop settings do not change what was detected
     return f"{spec.detector}:{BLAZEFACE['member_sha256'][:12] if spec.detector == 'blazeface' else 'v1'}"
 
@@ -32,10 +33,11 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
 
     index = clean_root / ".faces.json"
     key = _cache_key(spec)
-    try:
-        cache = json.loads(index.read_text()).get(key, {}) if index.is_file() else {}
+    try:  # {detector key: {sha256: detections}}: a damaged index only costs detecting again
+        stored = json.loads(index.read_text()) if index.is_file() else {}
     except (OSError, ValueError):
-        cache = {}
+        stored = {}
+    cache = stored.setdefault(key, {})
     detector, out, found = None, [], 0
     crop_key = hashlib.sha256(json.dumps([spec.margin, spec.size, spec.face_px]).encode()).hexdigest()[:8]
     for r in recs:
@@ -71,11 +73,6 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
                                box=" ".join(str(v) for v in box), detail=f"face {k + 1} of {len(faces)}, "
                                f"score {f.score:.2f}"))
             found += 1
-    try:
-        stored = json.loads(index.read_text()) if index.is_file() else {}
-    except (OSError, ValueError):
-        stored = {}
-    stored[key] = cache
     atomic_write_text(index, json.dumps(stored))
     log(f"  faces ({spec.detector}): {found} crops from {sum(1 for r in recs if r.label in crop_labels)} images")
     return out
