@@ -230,3 +230,23 @@ def test_face_px_gives_close_ups_the_detail_of_distant_shots():
     assert box == box2 and coarse.size == plain.size == (224, 224)
     assert detail(coarse) < 0.7 * detail(plain)
     assert np.array_equal(np.asarray(same), np.asarray(plain))
+
+
+def test_crops_stay_inside_the_picture_so_no_black_border_tells_close_ups_apart():
+    from chiquito_or_not.core.faces import Face, crop_face
+
+    im = Image.fromarray(photo("astronaut"))  # 512 x 512
+    cases = {"face in a corner": Face((0.0, 0.0, 100.0, 100.0), 1.0),  # the square moves in
+             "close-up": Face((60.0, 40.0, 460.0, 470.0), 1.0),  # square of 1.8 x 430 px > the picture: shrinks
+             "in the middle": Face((180.0, 60.0, 270.0, 170.0), 1.0)}  # fits: centred on the face as before
+    for name, face in cases.items():
+        crop, box = crop_face(im, face, 0.4, 224)
+        x0, y0, x1, y1 = box
+        assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512 and x1 - x0 == y1 - y0, (name, box)
+        fx0, fy0, fx1, fy1 = face.box
+        assert x0 <= fx0 and y0 <= fy0 and (x1 >= fx1 or x1 - x0 == 512) and (y1 >= fy1 or y1 - y0 == 512), name
+        expect = im.crop(box).resize((224, 224), Image.BILINEAR)
+        assert np.array_equal(np.asarray(crop), np.asarray(expect)), name  # picture pixels only, no padding
+    assert crop_face(im, cases["close-up"], 0.4, 224)[1] == (0, 0, 512, 512)
+    assert crop_face(im, cases["face in a corner"], 0.4, 224)[1] == (0, 0, 180, 180)
+    assert crop_face(im, cases["in the middle"], 0.4, 224)[1] == (126, 16, 324, 214)

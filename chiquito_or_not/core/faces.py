@@ -174,17 +174,25 @@ def usable_faces(faces: list[Face], min_score: float, min_face: int) -> list[Fac
 
 
 def crop_face(im, face: Face, margin: float, size: int, face_px: int = 0):
-    """The square around the face, `margin` of its side added on every side, resized to size x size;
-    the part outside the picture is black. `face_px` > 0: the face is first resampled to at most that many
-    pixels across, so every crop carries the same detail whether the photo was a close-up or a distant
-    shot (sharpness would otherwise tell them apart). Returns (crop, the square's box in image pixels)."""
+    """The square around the face, `margin` of its side added on every side, resized to size x size.
+    The square always lies inside the picture: moved in where it would stick out, and no larger than the
+    picture's shorter side. (Black padding where a close-up's square left the picture was a framing cue of
+    its own: a model learned "black border = the tightly framed class".) `face_px` > 0: the face is first
+    resampled to at most that many pixels across, so every crop carries the same detail whether the
+    photo was a close-up or a distant shot (sharpness would otherwise tell them apart). Returns (crop,
+    the square's box in image pixels)."""
+    import math
+
     from PIL import Image
 
     x0, y0, x1, y1 = face.box
     f = max(x1 - x0, y1 - y0)
-    side = f * (1 + 2 * margin)
+    w, h = im.size
+    side = max(1, min(int(round(f * (1 + 2 * margin))), w, h))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    box = tuple(int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    left = min(max(0, math.floor(cx - side / 2 + 0.5)), w - side)
+    top = min(max(0, math.floor(cy - side / 2 + 0.5)), h - side)
+    box = (left, top, left + side, top + side)
     crop = im.convert("RGB").crop(box)
     if face_px and f > face_px:
         r = max(1, round(crop.width * face_px / f))

@@ -39,7 +39,7 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
         stored = {}
     cache = stored.setdefault(key, {})
     detector, out, found = None, [], 0
-    crop_key = hashlib.sha256(json.dumps([spec.margin, spec.size, spec.face_px]).encode()).hexdigest()[:8]
+    crop_key = hashlib.sha256(json.dumps([spec.margin, spec.size, spec.face_px, "inside"]).encode()).hexdigest()[:8]
     for r in recs:
         if r.status != Status.KEPT or r.label not in crop_labels:
             out.append(r)

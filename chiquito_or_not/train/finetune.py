@@ -112,6 +112,16 @@ def _precision(learn, precision: str) -> str:
     return mode
 
 
+def _channels_last(model, on: bool) -> None:
+    """Train convolutions in channels-last memory layout: on this 2-core CPU one training step of the
+    detector (batch 16, 320 px) takes 2.0 s instead of 3.4 s (bench/bench_channels_last.py). Same
+    weights, same arithmetic up to float rounding; the model is put back in the default layout before
+    it is saved or exported."""
+    import torch
+
+    model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+
+
 def _distributed() -> tuple[int, int]:
     """(world size, rank) under `accelerate launch` / torchrun, else (1, 0)."""
     from fastai.torch_core import num_distrib, rank_distrib
@@ -373,6 +383,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             shutil.rmtree(run, ignore_errors=True)
         write_resolved(recipe, run)
     precision = _precision(learn, recipe.finetune.precision)
+    _channels_last(learn.model, True)
     if recipe.finetune.tensorboard and not rank:
         _tensorboard(run, None, dls_aug)
     log(f"  data: {len(dls_plain.train_ds)} train / {len(dls_plain.valid_ds)} valid images, "
@@ -405,6 +416,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")  # the stage is now finished
 
     learn.dls = dls_plain
+    _channels_last(learn.model, False)  # the exported model in PyTorch's default layout, as any user expects
     if precision != "fp32":
         learn.to_fp32()  # the exported model is plain fp32: it loads and predicts on any CPU
     if rank:
