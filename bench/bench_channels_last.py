@@ -62,7 +62,7 @@ def main():
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        def step(layout):
+        def step(layout, model=model, loss=loss, opt=opt, x=x, y=y):
             model.to(memory_format=layout)
             t = time.perf_counter()
             opt.zero_grad()
