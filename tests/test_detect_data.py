@@ -297,6 +297,68 @@ def test_composites_are_exact_deterministic_and_split_by_object(tmp_path, roots)
     assert {row["split"] for row in rows} == {"train", "valid", "test"}
 
 
+PEOPLE = """
+seed = 7
+[dataset]
+min_size = 32
+valid = 2
+balance = "weights"
+[[classes.person.sources]]
+kind = "composite"
+count = 32
+side = 160
+per_image = [1, 2]
+groups = 4
+identity = "{identity}"
+[[classes.person.sources.objects.person.sources]]
+kind = "folder"
+path = "{cut}"
+[[classes.person.sources.backgrounds]]
+kind = "python"
+images = ["brick", "grass", "gravel"]
+[[classes.scene.sources]]
+kind = "python"
+images = ["brick", "grass", "gravel", "moon", "coffee", "rocket"]
+"""
+
+
+def test_a_composite_class_keeps_each_object_and_its_poses_in_one_split(tmp_path, roots):
+    """Classification composites: `identity` makes a person's poses one object (one group), and the split
+    keeps a group in one split, so nobody seen in training is in validation."""
+    from chiquito_or_not.core.errors import RecipeError
+    from chiquito_or_not.data.composite import _deal, load_cutouts
+
+    cutouts(tmp_path / "cut")
+    poses = tmp_path / "people"
+    poses.mkdir()
+    for k, (who, pose) in enumerate((w, p) for w in ("ann", "bob", "eve", "tom") for p in (1, 2, 3)):
+        src = tmp_path / "cut" / ("cat" if k % 2 else "cup") / f"{'chelsea' if k % 2 else 'coffee'}{k % 6}.png"
+        (poses / f"{who}-{pose}.png").write_bytes(src.read_bytes())
+    files = {"person": sorted(poses.glob("*.png"))}
+    for pattern, objects in (("^[a-z]+", 4), ("", 12)):
+        cs = load_cutouts(files, 128, 0.2, lambda *_: None, pattern)
+        _deal(cs, 4, 7)
+        assert len({c.identity for c in cs}) == objects
+        if pattern:  # every person in exactly one group, one person per group
+            assert {c.identity: c.group for c in cs} == {c.identity.split("-")[0]: c.group for c in cs}
+            assert sorted(c.group for c in cs) == [g for g in range(4) for _ in range(3)]
+
+    r = load_recipe(write_recipe(tmp_path / "recipes", PEOPLE.format(identity="^[a-z]+", cut=poses)))
+    s = build_dataset(r, log=lambda *_: None)
+    with open(s.root / "manifest.csv", newline="") as f:
+        group_of = {row["sha256"]: row["group"] for row in csv.DictReader(f) if row["status"] == "kept"}
+    with open(s.root / "split.csv", newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row["label"] == "person"]
+    assert len(rows) == 32
+    splits_of_group: dict[str, set] = {}
+    for row in rows:
+        splits_of_group.setdefault(group_of[row["sha256"]], set()).add(row["split"])
+    assert len(splits_of_group) == 4 and all(len(v) == 1 for v in splits_of_group.values())
+    assert sorted(next(iter(v)) for v in splits_of_group.values()) == ["train", "train", "train", "valid"]
+    with pytest.raises(RecipeError, match="'identity' = '\\(' is not a regular expression"):
+        load_recipe(write_recipe(tmp_path / "recipes", PEOPLE.format(identity="(", cut=poses), "bad.toml"))
+
+
 def test_a_detect_recipe_is_validated(tmp_path):
     from chiquito_or_not.core.errors import RecipeError
 

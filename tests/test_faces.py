@@ -215,6 +215,19 @@ cycles = 0
     assert o[0].label == out[0].label and np.allclose(o[0].face, out[0].face)
     assert abs(o[0].probability - out[0].probability) < 1e-4 and o[1].error.startswith("no face found")
 
+    # and so does the phone file (.tflite): same setting in its metadata, same crop, same refusal
+    pytest.importorskip("litert_torch", reason="the tflite extra")
+    from chiquito_or_not.deploy.tflite import export_tflite
+
+    phone = tmp_path / "phone"
+    export_tflite(res.run, out=phone / "model.tflite", log=lambda *_: None)
+    assert (phone / "face_detector.tflite").is_file()
+    lite = load_model(phone / "model.tflite")
+    assert lite.faces == learn.chiquito_faces
+    t = predict_paths(lite, [pics / "astronaut.jpg", pics / "coffee.jpg"])
+    assert t[0].label == out[0].label and np.allclose(t[0].face, out[0].face)
+    assert abs(t[0].probability - out[0].probability) < 1e-3 and t[1].error.startswith("no face found")
+
 
 def test_face_px_gives_close_ups_the_detail_of_distant_shots():
     from chiquito_or_not.core.faces import Face, crop_face

@@ -137,6 +137,10 @@ class CompositeSource:
     alpha_threshold: int = _range(1, 255, default=128)  # a pixel belongs to the object from this alpha on
     min_opaque: float = _range(0.0, 1.0, default=0.2)  # cut-outs with less opaque area are not cut-outs
     top: float = _range(0.05, 1.0, default=1.0)  # keep the top share of each cut-out (0.5: a person's upper half)
+    # a regular expression: its first match in a cut-out's file name (lower case, `_mirror` dropped) names
+    # the object, and cut-outs of one object share a group: "^[a-z]+" makes anjuli-1 ... anjuli-5 one person.
+    # "": the whole file name is the object
+    identity: str = ""
     kind: Literal["composite"] = "composite"
 
 
@@ -382,9 +386,25 @@ def _check_recipe(r: Recipe, where: str) -> None:
     if d.group_distance < d.near_duplicate_distance:
         raise RecipeError(f"{where}: 'dataset.group_distance' ({d.group_distance}) must be >= "
                           f"'dataset.near_duplicate_distance' ({d.near_duplicate_distance})")
+    _check_composites(r, where)
     problem = keep_frozen_problem(r.finetune.unfrozen.keep_frozen)
     if problem:
         raise RecipeError(f"{where}: 'finetune.unfrozen.keep_frozen' = {r.finetune.unfrozen.keep_frozen}: {problem}")
+
+
+def _check_composites(r: Recipe, where: str) -> None:
+    """A composite source's `identity` must be a regular expression."""
+    import re
+
+    found = [(f"classes.{n}", s) for n, c in r.classes.items() for s in c.sources]
+    found += [("detect.sources", a.images) for a in r.detect.sources]
+    for key, s in found:
+        if isinstance(s, CompositeSource) and s.identity:
+            try:
+                re.compile(s.identity)
+            except re.error as e:
+                raise RecipeError(f"{where}: '{key}' composite 'identity' = {s.identity!r} is not a regular "
+                                  f"expression ({e}); e.g. \"^[a-z]+\" (the file name's leading letters)") from None
 
 
 def _plain_label(name, where: str, key: str) -> None:

@@ -41,6 +41,7 @@ class Record:
     clean_path: str = ""
     box: str = ""  # a face crop: the square cut from the cleaned source image (x0 y0 x1 y1, its pixels)
     source_sha256: str = ""  # a face crop: the sha256 of the raw image it was cut from
+    group: str = ""  # the unit its source keeps in one split (a composite's group of cut-outs), if any
 
 
 def _clean_params(spec: DatasetSpec) -> str:
@@ -121,7 +122,7 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
             cache = stored["records"] if stored.get("params") == params else {}
         except (json.JSONDecodeError, KeyError, TypeError):
             cache = {}  # a damaged index only costs a re-decode
-    recs = [Record(label=label, source=rf.source, raw_path=str(rf.path)) for label, rf in raw]
+    recs = [Record(label=label, source=rf.source, raw_path=str(rf.path), group=rf.group) for label, rf in raw]
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
     try:
         recs = list(pool.map(lambda r: _process(r, spec, clean_root, cache), recs))

@@ -32,13 +32,18 @@ class Cutout:
     group: int = 0
 
 
-def _identity(path: Path) -> str:
-    return re.sub(r"[_-]?mirror(ed)?$", "", path.stem.lower())
+def _identity(path: Path, pattern: str = "") -> str:
+    """The object a cut-out shows: its file name without a `_mirror` suffix, or the first match of
+    `pattern` in it (the whole name when it does not match)."""
+    name = re.sub(r"[_-]?mirror(ed)?$", "", path.stem.lower())
+    m = re.search(pattern, name) if pattern else None
+    return m.group(0) if m and m.group(0) else name
 
 
-def load_cutouts(files: dict[str, list[Path]], alpha_threshold: int, min_opaque: float, log=print) -> list[Cutout]:
+def load_cutouts(files: dict[str, list[Path]], alpha_threshold: int, min_opaque: float, log=print,
+                 identity: str = "") -> list[Cutout]:
     """Decode every label's PNG cut-outs; a file without real transparency (no pixel below the threshold,
-    or too little above it) is not a cut-out and is skipped with a count."""
+    or too little above it) is not a cut-out and is skipped with a count. `identity`: see _identity."""
     import numpy as np
     from PIL import Image
 
@@ -58,7 +63,7 @@ def load_cutouts(files: dict[str, list[Path]], alpha_threshold: int, min_opaque:
                 skipped += 1
                 continue
             ys, xs = np.nonzero(mask)
-            out.append(Cutout(label, f"{label}/{_identity(p)}",
+            out.append(Cutout(label, f"{label}/{_identity(p, identity)}",
                               rgba.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))))
     if skipped:
         log(f"  composite: {skipped} file(s) skipped: not a cut-out (no transparency, under min_opaque, "
@@ -154,7 +159,8 @@ def generate_composites(src, cutout_files: dict[str, list[Path]], background_fil
     if not background_files:
         raise SourceError("composite: the background sources gave no files; check their include patterns")
     key = json.dumps({"v": COMPOSITE_VERSION, "seed": seed, "src": {k: v for k, v in vars(src).items()
-                                                                   if k not in ("objects", "backgrounds")},
+                                                                   if k not in ("objects", "backgrounds")
+                                                                   and not (k == "identity" and not v)},
                       "cutouts": {lab: [sha256_file(p) for p in sorted(fs)]
                                   for lab, fs in sorted(cutout_files.items())},
                       "backgrounds": [sha256_file(p) for p in sorted(background_files)]}, sort_keys=True, default=str)
@@ -165,7 +171,7 @@ def generate_composites(src, cutout_files: dict[str, list[Path]], background_fil
         if all((folder / r["image"]).is_file() and (folder / r["xml"]).is_file() for r in rows):
             log(f"  composite: {len(rows)} images reused from {folder}")
             return [(folder / r["image"], folder / r["xml"], r["group"]) for r in rows]
-    cutouts = load_cutouts(cutout_files, src.alpha_threshold, src.min_opaque, log)
+    cutouts = load_cutouts(cutout_files, src.alpha_threshold, src.min_opaque, log, src.identity)
     if src.top < 1:  # e.g. a person's head and torso: a half-length picture
         for c in cutouts:
             c.image = c.image.crop((0, 0, c.image.width, max(1, round(c.image.height * src.top))))

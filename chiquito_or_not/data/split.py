@@ -89,7 +89,9 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
 
 
 def _with_sources(recs: list, cluster: list[int]) -> list[int]:
-    """Clusters merged so that every crop cut from one source image is in one group (one split)."""
+    """Clusters merged so that every crop cut from one source image is in one group (one split), and so
+    are the images a source says belong together (a composite's group: the same cut-outs, e.g. people,
+    pasted into several scenes; without this the same person would be in train and in valid)."""
     parent = {c: c for c in cluster}
 
     def find(c):
@@ -97,14 +99,14 @@ def _with_sources(recs: list, cluster: list[int]) -> list[int]:
             parent[c] = parent[parent[c]]
             c = parent[c]
         return c
-    first: dict[str, int] = {}
+    first: dict[tuple, int] = {}
     for r, c in zip(recs, cluster):
-        src = getattr(r, "source_sha256", "")
-        if src:
-            if src in first:
-                parent[find(c)] = find(first[src])
-            else:
-                first[src] = c
+        for k in (("crop", getattr(r, "source_sha256", "")), ("group", r.source, r.label, getattr(r, "group", ""))):
+            if k[-1]:
+                if k in first:
+                    parent[find(c)] = find(first[k])
+                else:
+                    first[k] = c
     return [find(c) for c in cluster]
 
 
