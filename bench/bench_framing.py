@@ -113,14 +113,17 @@ def main():
     def held_out(p: Path) -> bool:
         return int(hashlib.sha256(p.read_bytes()).hexdigest(), 16) % 10 < 3
 
+    def lo(p: Path):
+        return loose(p, rng.choice(scenes), rng, a.feather)
+
     sets = {k: {"woman": [], "man": []} for k in ("train", "same", "swapped")}
     for g, label in (("women", "woman"), ("men", "man")):
         for p in sorted(people[g]):
             if held_out(p):
-                sets["same"][label].append(loose(p, rng.choice(scenes), rng, a.feather) if label == "woman" else tight(p))
-                sets["swapped"][label].append(tight(p) if label == "woman" else loose(p, rng.choice(scenes), rng, a.feather))
+                sets["same"][label].append(lo(p) if label == "woman" else tight(p))
+                sets["swapped"][label].append(tight(p) if label == "woman" else lo(p))
             else:
-                sets["train"][label].append(loose(p, rng.choice(scenes), rng, a.feather) if label == "woman" else tight(p))
+                sets["train"][label].append(lo(p) if label == "woman" else tight(p))
     for k, by_label in sets.items():
         for label, ims in by_label.items():
             d = tmp / k / label
