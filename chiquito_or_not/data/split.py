@@ -41,8 +41,7 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
     chosen = [r for lab in labels for r in by_label[lab]]
 
     # near-duplicate groups stay in one split: the group's key (its smallest sha) decides for all
-    cluster = near_duplicate_clusters([r.phash for r in chosen], spec.group_distance)
-    cluster = _with_sources(chosen, cluster)
+    cluster = _units(chosen, spec.group_distance)
     group_key: dict[int, str] = {}
     for r, c in zip(chosen, cluster):
         group_key[c] = min(group_key.get(c, r.sha256), r.sha256)
@@ -88,26 +87,33 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
     return sorted(rows, key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
 
 
-def _with_sources(recs: list, cluster: list[int]) -> list[int]:
-    """Clusters merged so that every crop cut from one source image is in one group (one split), and so
-    are the images a source says belong together (a composite's group: the same cut-outs, e.g. people,
-    pasted into several scenes; without this the same person would be in train and in valid)."""
-    parent = {c: c for c in cluster}
+def _units(recs: list, distance: int) -> list[int]:
+    """A unit number per record, each unit kept in one split: images a source says belong together (a
+    composite's group: the same cut-outs, e.g. people, pasted into several scenes) are one unit, as in
+    detection; the others are linked by near-duplicate hashes (composites are not: sharing a scene would
+    chain every group into one); then every crop cut from one source image joins its source's unit."""
+    n = len(recs)
+    parent = list(range(n))
 
     def find(c):
         while parent[c] != c:
             parent[c] = parent[parent[c]]
             c = parent[c]
         return c
+
+    def union(i, j):
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    loose = [i for i, r in enumerate(recs) if not getattr(r, "group", "")]
+    for i, c in zip(loose, near_duplicate_clusters([recs[i].phash for i in loose], distance)):
+        union(i, loose[c])
     first: dict[tuple, int] = {}
-    for r, c in zip(recs, cluster):
-        for k in (("crop", getattr(r, "source_sha256", "")), ("group", r.source, r.label, getattr(r, "group", ""))):
+    for i, r in enumerate(recs):
+        for k in (("group", r.source, r.label, getattr(r, "group", "")), ("crop", getattr(r, "source_sha256", ""))):
             if k[-1]:
-                if k in first:
-                    parent[find(c)] = find(first[k])
-                else:
-                    first[k] = c
-    return [find(c) for c in cluster]
+                union(i, first.setdefault(k, i))
+    return [find(i) for i in range(n)]
 
 
 def _link(src: Path, dst: Path) -> None:
