@@ -15,7 +15,7 @@ from ..core.reasons import Reason
 if TYPE_CHECKING:  # annotations only: the schema is not needed to run
     from ..core.recipe import DatasetSpec
 
-__all__ = ["SPLITS", "assign_splits", "materialize"]
+__all__ = ["SPLITS", "assign_splits", "split_units", "materialize"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -41,11 +41,7 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
     chosen = [r for lab in labels for r in by_label[lab]]
 
     # near-duplicate groups stay in one split: the group's key (its smallest sha) decides for all
-    cluster = _units(chosen, spec.group_distance)
-    group_key: dict[int, str] = {}
-    for r, c in zip(chosen, cluster):
-        group_key[c] = min(group_key.get(c, r.sha256), r.sha256)
-    key_of = {id(r): group_key[c] for r, c in zip(chosen, cluster)}
+    key_of = {id(r): k for r, k in zip(chosen, split_units(chosen, spec.group_distance))}
 
     split_of: dict[int, str] = {}
     for lab in labels:
@@ -87,11 +83,12 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
     return sorted(rows, key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
 
 
-def _units(recs: list, distance: int) -> list[int]:
-    """A unit number per record, each unit kept in one split: images a source says belong together (a
-    composite's group: the same cut-outs, e.g. people, pasted into several scenes) are one unit, as in
-    detection; the others are linked by near-duplicate hashes (composites are not: sharing a scene would
-    chain every group into one); then every crop cut from one source image joins its source's unit."""
+def split_units(recs: list, distance: int) -> list[str]:
+    """The unit key of each record (its unit's smallest sha256), each unit kept in one split, for both
+    tasks: images a source says belong together (a composite's group: the same cut-outs, e.g. people,
+    pasted into several scenes) are one unit; the others are linked by near-duplicate hashes (phash within
+    `distance`; composites are not: sharing a scene would chain every group into one); then every crop
+    cut from one source image joins its source's unit."""
     n = len(recs)
     parent = list(range(n))
 
@@ -110,10 +107,14 @@ def _units(recs: list, distance: int) -> list[int]:
         union(i, loose[c])
     first: dict[tuple, int] = {}
     for i, r in enumerate(recs):
-        for k in (("group", r.source, r.label, getattr(r, "group", "")), ("crop", getattr(r, "source_sha256", ""))):
+        for k in (("group", r.source, getattr(r, "label", ""), getattr(r, "group", "")),
+                  ("crop", getattr(r, "source_sha256", ""))):
             if k[-1]:
                 union(i, first.setdefault(k, i))
-    return [find(i) for i in range(n)]
+    key: dict[int, str] = {}
+    for i, r in enumerate(recs):
+        key[find(i)] = min(key.get(find(i), r.sha256), r.sha256)
+    return [key[find(i)] for i in range(n)]
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -189,32 +189,11 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
 
 
 def _units(kept: list[DetRecord], distance: int) -> dict[int, str]:
-    """id(record) -> its split unit: records sharing a named group are one unit; records without one are
-    grouped by near-duplicate clusters (phash within `distance`); a unit's key is its smallest sha256."""
-    from ...data.dedup import near_duplicate_clusters
+    """id(record) -> its split unit's key (data.split.split_units, as classification splits): records
+    sharing a named group are one unit; records without one are grouped by near-duplicate clusters."""
+    from ...data.split import split_units
 
-    parent = list(range(len(kept)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(a, b):
-        parent[find(a)] = find(b)
-
-    first_of: dict = {}
-    for i, r in enumerate(kept):
-        if r.group:
-            union(i, first_of.setdefault(("g", r.source, r.group), i))
-    loose = [i for i, r in enumerate(kept) if not r.group]  # a named group is the unit: composites on one
-    for i, c in zip(loose, near_duplicate_clusters([kept[i].phash for i in loose], distance)):  # background
-        union(i, first_of.setdefault(("c", c), i))  # look alike, yet hold different objects
-    key: dict[int, str] = {}
-    for i, r in enumerate(kept):
-        key[find(i)] = min(key.get(find(i), r.sha256), r.sha256)
-    return {id(r): key[find(i)] for i, r in enumerate(kept)}
+    return {id(r): k for r, k in zip(kept, split_units(kept, distance))}
 
 
 def _assign(kept: list[DetRecord], spec, seed: int) -> dict[int, str]:
