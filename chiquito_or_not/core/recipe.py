@@ -201,7 +201,7 @@ class FacesSpec:
     detector: Literal["", "blazeface", "mtcnn", "lbp"] = ""  # "": no face crops
     min_score: float = _range(0.0, 1.0, default=0.6)
     several: Literal["largest", "each", "drop"] = "largest"  # an image with several faces
-    margin: float = _range(0.0, 2.0, default=0.4)  # added around the box, as a share of its side
+    margin: float = _range(0.0, 2.0, default=0.2)  # added around the box, as a share of its side
     min_face: int = _range(1, 10_000, default=32)  # smaller faces (box side, image pixels) are not counted
     size: int = _range(16, 2048, default=224)  # the square crop's side
     face_px: int = _range(0, 2048, default=0)  # > 0: the face resampled to at most this many px first (same detail)
