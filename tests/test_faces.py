@@ -263,3 +263,53 @@ def test_crops_stay_inside_the_picture_so_no_black_border_tells_close_ups_apart(
     assert crop_face(im, cases["close-up"], 0.4, 224)[1] == (0, 0, 512, 512)
     assert crop_face(im, cases["face in a corner"], 0.4, 224)[1] == (0, 0, 180, 180)
     assert crop_face(im, cases["in the middle"], 0.4, 224)[1] == (126, 16, 324, 214)
+
+
+def test_the_dataset_stage_says_when_one_class_has_much_smaller_faces(tmp_path, roots):
+    """Face detail is a cue crops cannot remove (README: Face crops): real portraits, one class's faces
+    about a third the size of the other's; the dataset stage names the class and the face_px that evens
+    them out, and says nothing once it is set, or when the sizes are alike."""
+    from chiquito_or_not.data.faces import face_size_hint
+
+    far, near = tmp_path / "far", tmp_path / "near"
+    far.mkdir()
+    near.mkdir()
+    for i, (w, m) in enumerate(zip(_portraits("women/1?.jpg")[:6], _portraits("men/2?.jpg")[:6])):
+        canvas = Image.new("RGB", (480, 360), (120, 140, 160))
+        canvas.paste(Image.open(w).convert("RGB").resize((130, 130)), (40 + 50 * i, 100))
+        canvas.save(far / f"w{i}.jpg", quality=92)
+        Image.open(m).convert("RGB").resize((360, 360)).save(near / f"m{i}.jpg", quality=92)
+
+    def build(face_px: int) -> list[str]:
+        text = f"""
+name = "sizes{face_px}"
+seed = 1
+[dataset]
+min_size = 48
+valid = 0.3
+balance = "none"
+[dataset.faces]
+detector = "blazeface"
+face_px = {face_px}
+[[classes.far.sources]]
+kind = "folder"
+path = "{far}"
+[[classes.near.sources]]
+kind = "folder"
+path = "{near}"
+"""
+        lines: list[str] = []
+        build_dataset(load_recipe(write_recipe(tmp_path / "recipes", text, f"sizes{face_px}.toml")), log=lines.append)
+        return [x for x in lines if "smaller than in" in x]
+
+    said = build(0)
+    assert len(said) == 1 and "faces in 'far'" in said[0] and "'near'" in said[0], said
+    px = int(said[0].split("face_px = ")[1].split()[0])
+    assert 50 <= px <= 90, said  # the far faces' median side: 130-px portraits, faces about half of it
+    assert build(px) == []  # every face resampled to that size: nothing left to say
+    # the rule itself: the larger faces at least 1.5x the smaller, after face_px
+    assert face_size_hint({"a": [100, 110, 120], "b": [130, 150]}, 0) is None
+    assert "face_px = 70" in face_size_hint({"a": [60, 70, 80], "b": [200, 210]}, 0)
+    assert "face_px = 70" in face_size_hint({"a": [60, 70, 80], "b": [200, 210]}, 120)  # 120 vs 70: still 1.7x
+    assert face_size_hint({"a": [60, 70, 80], "b": [200, 210]}, 100) is None  # 100 vs 70: 1.4x
+    assert face_size_hint({"a": [70]}, 0) is None

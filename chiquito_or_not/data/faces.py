@@ -16,7 +16,7 @@ from ..core.faces import BLAZEFACE, DETECTOR_FILE, Face, crop_face, find_weights
 from ..core.files import atomic_write_bytes, atomic_write_text
 from ..core.reasons import Reason, Status
 
-__all__ = ["crop_faces", "copy_detector"]
+__all__ = ["crop_faces", "copy_detector", "face_size_hint"]
 
 
 def _cache_key(spec) -> str:  # the detections' cache: crop settings do not change what was detected
@@ -38,7 +38,7 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
     except (OSError, ValueError):
         stored = {}
     cache = stored.setdefault(key, {})
-    detector, out, found = None, [], 0
+    detector, out, found, sides = None, [], 0, {}
     crop_key = hashlib.sha256(json.dumps([spec.margin, spec.size, spec.face_px, "inside"]).encode()).hexdigest()[:8]
     for r in recs:
         if r.status != Status.KEPT or r.label not in crop_labels:
@@ -62,6 +62,7 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             continue
         for k, f in enumerate(faces if spec.several == "each" else faces[:1]):
             crop, box = crop_face(im, f, spec.margin, spec.size, spec.face_px)
+            sides.setdefault(r.label, []).append(max(f.box[2] - f.box[0], f.box[3] - f.box[1]))
             buf = io.BytesIO()
             crop.save(buf, "JPEG", quality=95)
             data = buf.getvalue()
@@ -75,7 +76,33 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             found += 1
     atomic_write_text(index, json.dumps(stored))
     log(f"  faces ({spec.detector}): {found} crops from {sum(1 for r in recs if r.label in crop_labels)} images")
+    hint = face_size_hint(sides, spec.face_px)
+    if hint:
+        log(f"  note: {hint}")
     return out
+
+
+def face_size_hint(sides: dict[str, list[float]], face_px: int, ratio: float = 1.5) -> str | None:
+    """When one class's faces are much smaller than another's (median side, px), after `face_px` evened
+    them out if set: a crop model can tell the classes apart by the faces' detail alone (a 70-px face
+    enlarged to the crop looks unlike a 200-px one; README: Face crops, bench_framing --scale 1). Says
+    which `face_px` gives every crop the detail of the smaller faces; None when nothing needs saying."""
+    import statistics
+
+    med = {lab: statistics.median(v) for lab, v in sides.items() if v}
+    if len(med) < 2:
+        return None
+    small, large = min(med, key=med.get), max(med, key=med.get)
+
+    def seen(m):  # the face's side once face_px has resampled it
+        return min(m, face_px) if face_px else m
+
+    if seen(med[large]) < ratio * seen(med[small]):
+        return None
+    return (f"faces in '{small}' are {med[large] / med[small]:.1f}x smaller than in '{large}' (median "
+            f"{med[small]:.0f} vs {med[large]:.0f} px): their detail alone can tell the classes apart; "
+            f"set dataset.faces.face_px = {round(med[small])} to give every crop the same detail, or add "
+            f"larger photos of '{small}'")
 
 
 def copy_detector(meta: dict | None, folder: Path) -> Path | None:
