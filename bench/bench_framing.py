@@ -67,7 +67,7 @@ def face_px(detect, ims) -> float:
     """The median side of the largest face `detect` finds in each picture."""
     import statistics
 
-    sides = [max(f[0].box[2] - f[0].box[0], f[0].box[3] - f[0].box[1]) for f in map(detect, ims) if f]
+    sides = [found[0].side for found in map(detect, ims) if found]
     return statistics.median(sides)
 
 

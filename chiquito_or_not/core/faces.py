@@ -43,6 +43,11 @@ class Face:
     box: tuple  # x0, y0, x1, y1 in the image's pixels
     score: float
 
+    @property
+    def side(self) -> float:
+        """The box's longer side in pixels: the face's size as the crop and the size checks see it."""
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
 
 def _mtcnn(weights=None):
     try:
@@ -186,7 +191,7 @@ def crop_face(im, face: Face, margin: float, size: int, face_px: int = 0):
     from PIL import Image
 
     x0, y0, x1, y1 = face.box
-    f = max(x1 - x0, y1 - y0)
+    f = face.side
     w, h = im.size
     side = max(1, min(int(round(f * (1 + 2 * margin))), w, h))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2

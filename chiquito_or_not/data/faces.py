@@ -62,7 +62,7 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             continue
         for k, f in enumerate(faces if spec.several == "each" else faces[:1]):
             crop, box = crop_face(im, f, spec.margin, spec.size, spec.face_px)
-            sides.setdefault(r.label, []).append(max(f.box[2] - f.box[0], f.box[3] - f.box[1]))
+            sides.setdefault(r.label, []).append(f.side)
             buf = io.BytesIO()
             crop.save(buf, "JPEG", quality=95)
             data = buf.getvalue()

@@ -102,10 +102,10 @@ def split_units(recs: list, distance: int) -> list[str]:
         a, b = find(i), find(j)
         if a != b:
             parent[max(a, b)] = min(a, b)
+    first: dict[tuple, int] = {}
     loose = [i for i, r in enumerate(recs) if not getattr(r, "group", "")]
     for i, c in zip(loose, near_duplicate_clusters([recs[i].phash for i in loose], distance)):
-        union(i, loose[c])
-    first: dict[tuple, int] = {}
+        union(i, first.setdefault(("near", c), i))
     for i, r in enumerate(recs):
         for k in (("group", r.source, getattr(r, "label", ""), getattr(r, "group", "")),
                   ("crop", getattr(r, "source_sha256", ""))):
