@@ -115,10 +115,10 @@ def main():
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     got = {}
-    for name in a.jobs.split(","):
+    for name in a.jobs.split(","):  # written after each job: a failed job keeps the ones before it
         got[name] = record_job(a.work, name)
+        a.out.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
         print(f"{name}: recorded", file=sys.stderr)
-    a.out.write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
     shutil.rmtree(a.work, ignore_errors=True)
 
 
