@@ -23,7 +23,7 @@ def detector(size: int):
     import torch.nn as nn
 
     from chiquito_or_not.core.recipe import load_recipe
-    from chiquito_or_not.tasks import get_task
+    from chiquito_or_not.core.task_registry import get_task
     from chiquito_or_not.train.backbones import create_body, num_features
 
     recipe = load_recipe(ROOT / "recipes" / "objects.toml")

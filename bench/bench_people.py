@@ -81,8 +81,8 @@ def main():
     ap.add_argument("models", nargs="+")
     ap.add_argument("--save", default="", help="write the held-out pictures into this folder")
     a = ap.parse_args()
-    from chiquito_or_not.deploy.predict import load_model
-    from chiquito_or_not.tasks import task_of_model
+    from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.core.task_registry import task_of_model
 
     sets = people_set()
     if a.save:

@@ -45,9 +45,9 @@ def main():
     import torch
     from PIL import Image
 
-    from chiquito_or_not.deploy.export import _split_files, export_onnx
-    from chiquito_or_not.deploy.predict import load_model
-    from chiquito_or_not.deploy.tflite import export_tflite
+    from chiquito_or_not.stages.export import _split_files, export_onnx
+    from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.stages.tflite import export_tflite
 
     torch.set_num_threads(args.threads)
     run = Path(args.run)
@@ -61,25 +61,19 @@ def main():
               "LiteRT int8": load_model(run / "model.int8.tflite", threads=args.threads)}
     files = _split_files(run, "valid", args.images)
     images = [Image.open(f).convert("RGB") for f in files]
-    from chiquito_or_not.tasks import task_of_model
+    from chiquito_or_not.core.task_registry import task_of_model
 
     task = task_of_model(learn)
     print(f"{run.name} ({task.name}): {len(images)} validation images, batch 1, {args.threads} threads, "
           f"median of {args.reps} passes")
     answers, base = {}, None
     for name, m in models.items():
-        if name == "PyTorch eager":
-            from chiquito_or_not.tasks.classify.predict import _runner as c_runner
-            from chiquito_or_not.tasks.detect.predict import runner as d_runner
-
-            r = d_runner(m) if task.name == "detect" else c_runner(m)
-        else:
-            r = m
+        r = m  # every format has the same runtime surface: preprocess, run
         xs = [r.preprocess(im)[None] for im in images]
         ms = per_image_ms(r.run, xs, args.reps)
         outs = [r.run(x) for x in xs]
         if task.name == "detect":
-            from chiquito_or_not.tasks.detect.predict import _detections
+            from chiquito_or_not.tasks.detect.box_inference import _detections
 
             ans = [sorted(d["label"] for d in _detections(r, b[0], s[0], im.width, im.height,
                                                           r.spec["score_threshold"]))

@@ -47,8 +47,8 @@ def rows_of(root: Path) -> list[dict]:
 
 def test_accuracy(run: Path, root: Path, truth: dict[str, str]) -> tuple[int, int]:
     """(right, n) of the run's model.pkl (ours, just written) on the test split, against the true labels."""
-    from chiquito_or_not.deploy.predict import load_model
-    from chiquito_or_not.tasks.classify.predict import predict_paths
+    from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.tasks.classify.class_inference import predict_paths
 
     test = [r for r in rows_of(root) if r["split"] == "test"]
     preds = predict_paths(load_model(run / "model.pkl", notice=lambda *_: None), [root / r["file"] for r in test])
@@ -64,10 +64,10 @@ def main():
     a = ap.parse_args()
 
     from chiquito_or_not.core.recipe import load_recipe
-    from chiquito_or_not.data.dataset import build_dataset
-    from chiquito_or_not.data.review import ReviewLog
-    from chiquito_or_not.deploy.review import find_suspects
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.dataset import build_dataset
+    from chiquito_or_not.data.review_log import ReviewLog
+    from chiquito_or_not.stages.review import find_suspects
+    from chiquito_or_not.stages.finetune import finetune
 
     quiet = lambda *_: None  # noqa: E731
     src_recipe = load_recipe(a.recipe)

@@ -39,7 +39,7 @@ def seeded_recipe(recipe: Path, seed: int, folder: Path) -> Path:
 
 def ours_outcomes(run: Path, data: Path) -> dict:
     """{valid/relative/path: 1 or 0} from our metrics.json (outcomes in evaluate's file order)."""
-    from chiquito_or_not.tasks.classify.data import labelled_files
+    from chiquito_or_not.tasks.classify.class_data import labelled_files
 
     m = json.loads((run / "metrics.json").read_text())["valid"]
     files, _ = labelled_files(data / "valid", list(m["per_class"]))

@@ -15,7 +15,8 @@ from pathlib import Path
 from fastai.vision.all import *  # noqa: F403 - the course's style
 
 from chiquito_or_not.core.recipe import load_recipe  # only to read the same schedule
-from chiquito_or_not.train.backbones import BACKBONES, create_body  # only to load the same pretrained body
+from chiquito_or_not.core.backbone_table import BACKBONES
+from chiquito_or_not.train.backbones import create_body  # only to load the same pretrained body
 from chiquito_or_not.train.portable import three_groups
 
 t0 = time.time()

@@ -99,7 +99,7 @@ def dataset(recipe: Path = RecipeArg,
                                            help="Ignore the decisions in datasets/NAME/review.csv")):
     """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/;
     applies the decisions of `chiquito review` (datasets/NAME/review.csv) unless --no-review."""
-    from .data.dataset import build_dataset
+    from .stages.dataset import build_dataset
     from .core.recipe import load_recipe
 
     r = load_recipe(recipe)
@@ -117,8 +117,8 @@ def dataset(recipe: Path = RecipeArg,
         typer.echo(f"  rejected {n:>5}  {reason}")
     for reason, n in s.unused.most_common():
         typer.echo(f"  left out {n:>5}  {reason}")
-    for reason, n in s.box_problems.most_common():
-        typer.echo(f"  bad box  {n:>5}  {reason}  (box_problems.csv)")
+    for note in s.notes:
+        typer.echo(f"  {note}")
     for split, counts in s.counts.items():
         typer.echo(f"  {split:<6} " + "  ".join(f"{lab} {n}" for lab, n in sorted(counts.items())))
     typer.echo(f"wrote {s.root}/{{train,valid{',test' if 'test' in s.counts else ''}}}/, manifest.csv, split.csv "
@@ -129,7 +129,7 @@ def dataset(recipe: Path = RecipeArg,
 @_friendly
 def lr_find(recipe: Path = RecipeArg):
     """Run the LR finder on the frozen learner, as finetune does; writes runs/NAME/lr_find.png and .json."""
-    from .train.finetune import lr_find_only
+    from .stages.finetune import lr_find_only
     from .core.paths import run_dir
     from .core.recipe import load_recipe
 
@@ -151,8 +151,8 @@ def finetune(recipe: Path = RecipeArg,
                                        "...) on the same split; report each figure's mean and spread")):
     """LR finder, then frozen head, augmented, unfrozen stages; exports and evaluates runs/NAME/model.pkl."""
     from .core.recipe import load_recipe
-    from .tasks import get_task
-    from .train.finetune import finetune as run_finetune
+    from .core.task_registry import get_task
+    from .stages.finetune import finetune as run_finetune
 
     r = load_recipe(recipe)
     if seeds > 1:
@@ -160,7 +160,7 @@ def finetune(recipe: Path = RecipeArg,
             _fail("--resume continues one run; run --seeds without it (each seed's run is built afresh)")
         from .core.layout import RunFolder
         from .core.paths import run_dir
-        from .train.seeds import seed_spread
+        from .stages.seeds import seed_spread
 
         typer.echo(f"finetune {r.name} with {seeds} seeds")
         seed_spread(r, seeds, log=typer.echo)
@@ -186,7 +186,7 @@ def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder"
     """Reload the exported model.pkl and write metrics, confusion matrix and worst mistakes.
 
     model.pkl is a pickle: loading it runs any code it holds. Evaluate only runs you made or trust."""
-    from .deploy.evaluate import evaluate as run_evaluate
+    from .stages.evaluate import evaluate as run_evaluate
 
     res = run_evaluate(target, data=data, out=out, log=typer.echo)
     typer.echo(f"wrote metrics.json beside the figures for {res['model']}")
@@ -209,7 +209,8 @@ def predict(model: Path = typer.Argument(..., help="model.pkl, or model.onnx / m
 
     A .pkl model is a pickle: loading it runs any code it holds. Load only files you made or trust;
     for a model from someone else use its .onnx or .tflite export, which cannot run code."""
-    from .deploy.predict import expand_paths, load_model, predict_paths
+    from .stages.predict import expand_paths, predict_paths
+    from .core.model_loader import load_model
 
     if draw is not None and draw.exists() and (not draw.is_dir() or any(draw.iterdir())):
         _fail(f"--draw {draw}: not a new or empty folder; pick another, so that no file of yours is overwritten")
@@ -219,7 +220,7 @@ def predict(model: Path = typer.Argument(..., help="model.pkl, or model.onnx / m
         _fail("no images found in the given paths")
     results = predict_paths(learn, files, bs=bs, threshold=threshold)
     if draw is not None:
-        from .tasks import task_of_model
+        from .core.task_registry import task_of_model
 
         n = task_of_model(learn).draw_files(learn, results, draw)
         typer.echo(f"wrote {n} image(s) with their boxes into {draw}", err=True)
@@ -260,11 +261,11 @@ def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g.
     if not RunFolder(run).model.is_file():
         _fail(f"{run}: no model.pkl; pass a run folder written by `chiquito finetune RECIPE`")
     if fmt == "tflite":
-        from .deploy.tflite import export_tflite
+        from .stages.tflite import export_tflite
 
         export_tflite(run, int8=int8, uint8=uint8, out=out, log=typer.echo)
         return
-    from .deploy.export import export_onnx
+    from .stages.export import export_onnx
 
     export_onnx(run, int8=int8, out=out, log=typer.echo)
 
@@ -275,13 +276,13 @@ def compare(recipe: Path = RecipeArg,
             backbones: str = typer.Option(..., help="Comma-separated, e.g. "
                                                     "efficientnet_lite0,simple_cnn,resnet18:none")):
     """Train each backbone on the same split and schedule; write runs/NAME/leaderboard.csv and .png."""
-    from .train.compare import compare as run_compare
-    from .train.compare import parse_backbones
+    from .stages.compare import compare as run_compare
+    from .stages.compare import parse_backbones
     from .core.recipe import load_recipe
 
     from .core.layout import RunFolder
     from .core.paths import run_dir
-    from .tasks import get_task
+    from .core.task_registry import get_task
 
     r = load_recipe(recipe)
     rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
@@ -304,10 +305,10 @@ def sweep(recipe: Path = RecipeArg,
                                                    "or shares of the body's blocks (0.25, 0.5, 0.75)")):
     """Train once per amount frozen, choose on validation, report the test score of the chosen one only."""
     from .core.recipe import load_recipe
-    from .train.sweep import parse_freeze
-    from .train.sweep import sweep as run_sweep
+    from .stages.sweep import parse_freeze
+    from .stages.sweep import sweep as run_sweep
 
-    from .tasks import get_task
+    from .core.task_registry import get_task
 
     r = load_recipe(recipe)
     res = run_sweep(r, parse_freeze(freeze), log=typer.echo)
@@ -329,7 +330,7 @@ def sanity(recipe: Path = RecipeArg,
            target: float = typer.Option(0.99, min=0.0, max=1.0, help="Training accuracy that counts as learnt")):
     """Check that the model can learn at all: memorise a couple of batches; exit 0 on pass, 1 on fail."""
     from .core.recipe import load_recipe
-    from .train.sanity import sanity_check
+    from .stages.sanity import sanity_check
 
     res = sanity_check(load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target,
                        log=typer.echo)
@@ -353,7 +354,7 @@ def serve(model: Path = typer.Argument(..., help="Exported model.pkl or model.on
     try:
         import uvicorn
 
-        from .deploy.serve import create_app
+        from .stages.serve import create_app
     except ImportError:
         _fail("the web app needs the serve extra: pip install 'chiquito-or-not[serve]'")
     import ipaddress
@@ -384,7 +385,7 @@ def review(target: Path = typer.Argument(..., help="Recipe file or run folder", 
 
     Given a run folder, its model.pkl ranks too (top losses): a pickle, loading it runs any code it
     holds. Review only runs you made or trust."""
-    from .deploy.review import find_suspects
+    from .stages.review import find_suspects
 
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     res = find_suspects(target, folds=folds, log=log)
@@ -408,7 +409,7 @@ def review(target: Path = typer.Argument(..., help="Recipe file or run folder", 
     try:
         import uvicorn
 
-        from .deploy.review import create_review_app
+        from .stages.review import create_review_app
     except ImportError:
         _fail("the review page needs the serve extra: pip install 'chiquito-or-not[serve]'")
     app_ = create_review_app(res, show=show)

@@ -110,8 +110,8 @@ def shared_roots(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(shared_roots, tmp_path_factory):
     """dataset + finetune of the tiny recipe, once per session: (recipe, FinetuneResult)."""
-    from chiquito_or_not.data.dataset import build_dataset
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.dataset import build_dataset
+    from chiquito_or_not.stages.finetune import finetune
     from chiquito_or_not.core.recipe import load_recipe
 
     if not (shutil.which("npm") and shutil.which("apt-get")):

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from chiquito_or_not.train.backbones import backbone_name_problem, body_splitter, create_body, get_backbone
+from chiquito_or_not.core.backbone_table import backbone_name_problem
+from chiquito_or_not.train.backbones import body_splitter, create_body, get_backbone
 from chiquito_or_not.core.errors import ChiquitoError
 
 from .conftest import predict_without_the_package, subprocess_env
@@ -75,8 +76,8 @@ def test_missing_weights_offline_are_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_timm_body_trains_exports_and_reloads_without_the_package(tiny_run, env_roots, tmp_path, monkeypatch):
-    from chiquito_or_not.train.finetune import finetune
-    from chiquito_or_not.tasks.classify.predict import predict_images
+    from chiquito_or_not.stages.finetune import finetune
+    from chiquito_or_not.tasks.classify.class_inference import predict_images
 
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))

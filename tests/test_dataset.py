@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chiquito_or_not.cli import app
-from chiquito_or_not.data.dataset import build_dataset
+from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.core.errors import DataError, SourceError
 from chiquito_or_not.core.recipe import NpmSource, PythonSource, load_recipe
 from chiquito_or_not.data.sources import fetch_source
@@ -179,7 +179,7 @@ def test_npm_checksum_mismatch_caches_nothing(roots):
 
 
 def test_class_folders_and_small_classes_dropped(roots, tmp_path):
-    from chiquito_or_not.tasks.classify.data import dataset_classes
+    from chiquito_or_not.tasks.classify.class_data import dataset_classes
 
     top = tmp_path / "chars"
     save_crops(top / "homer", "chelsea", 9, seed=1)

@@ -39,8 +39,8 @@ lrs = [1e-5, 1e-4, 1e-3]
 @pytest.fixture(scope="module")
 def det_run(tmp_path_factory):
     from chiquito_or_not.core.recipe import load_recipe
-    from chiquito_or_not.data.dataset import build_dataset
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.dataset import build_dataset
+    from chiquito_or_not.stages.finetune import finetune
 
     base = tmp_path_factory.mktemp("detect")
     mp = pytest.MonkeyPatch()
@@ -72,7 +72,7 @@ def test_detector_learns_and_reports_coco_metrics(det_run):
 
 
 def test_export_parity_and_predict_without_torch(det_run, tmp_path):
-    from chiquito_or_not.deploy.export import export_onnx
+    from chiquito_or_not.stages.export import export_onnx
 
     _, res, base = det_run
     rep = export_onnx(res.run, log=lambda *_: None)
@@ -92,7 +92,8 @@ def test_export_parity_and_predict_without_torch(det_run, tmp_path):
     assert sum(len(r["boxes"]) for r in got) >= 2
     assert len(list((tmp_path / "drawn").glob("*.jpg"))) == 4
     # the same files through the .pkl (PyTorch) give the same boxes
-    from chiquito_or_not.deploy.predict import load_model, predict_paths
+    from chiquito_or_not.stages.predict import predict_paths
+    from chiquito_or_not.core.model_loader import load_model
 
     pkl = predict_paths(load_model(res.run / "model.pkl", notice=lambda _: None), valid, threshold=0.2)
     for a, b in zip(pkl, got):
@@ -109,8 +110,9 @@ def test_export_parity_and_predict_without_torch(det_run, tmp_path):
 def test_tflite_detector_matches_pytorch_and_runs_without_torch(det_run, tmp_path):
     pytest.importorskip("litert_torch", reason="needs the tflite extra: pip install 'chiquito-or-not[tflite]'")
     from chiquito_or_not.core.litefile import LiteSession
-    from chiquito_or_not.deploy.predict import load_model, predict_paths
-    from chiquito_or_not.deploy.tflite import export_tflite
+    from chiquito_or_not.stages.predict import predict_paths
+    from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.stages.tflite import export_tflite
 
     _, res, base = det_run
     out = tmp_path / "det.tflite"
@@ -162,7 +164,7 @@ def test_browser_draws_the_boxes(det_run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from chiquito_or_not.deploy.serve import create_app
+    from chiquito_or_not.stages.serve import create_app
 
     from .httpserver import app_in_chromium
 

@@ -11,10 +11,11 @@ pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'chiquito-
 
 from chiquito_or_not.tasks.classify import export as export_mod  # the classifier's metadata and parity check
 from chiquito_or_not.core.errors import ChiquitoError
-from chiquito_or_not.deploy.export import ExportError, export_onnx
-from chiquito_or_not.tasks.classify.onnxmodel import OnnxClassifier
+from chiquito_or_not.stages.export import ExportError, export_onnx
+from chiquito_or_not.tasks.classify.class_runtime import OnnxClassifier
 from chiquito_or_not.core.paths import dataset_dir
-from chiquito_or_not.deploy.predict import expand_paths, load_model, predict_paths
+from chiquito_or_not.stages.predict import expand_paths, predict_paths
+from chiquito_or_not.core.model_loader import load_model
 
 from .conftest import subprocess_env
 from .httpserver import jpeg_bytes
@@ -115,7 +116,7 @@ def test_bad_onnx_files_are_one_line_errors(tmp_path):
 def test_the_app_serves_the_onnx_model(exported):
     from fastapi.testclient import TestClient
 
-    from chiquito_or_not.deploy.serve import create_app
+    from chiquito_or_not.stages.serve import create_app
 
     client = TestClient(create_app(exported[0]))
     assert client.get("/healthz").json()["classes"] == ["face", "not_face"]

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from chiquito_or_not.core.recipe import load_recipe
-from chiquito_or_not.data.dataset import build_dataset
+from chiquito_or_not.stages.dataset import build_dataset
 
 from .conftest import photo, write_recipe
 
@@ -149,9 +149,10 @@ def test_a_model_trained_on_crops_crops_in_predict_serve_and_onnx(tmp_path, root
     from typer.testing import CliRunner
 
     from chiquito_or_not.cli import app
-    from chiquito_or_not.deploy.predict import load_model, predict_paths
-    from chiquito_or_not.deploy.serve import create_app
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.predict import predict_paths
+    from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.stages.serve import create_app
+    from chiquito_or_not.stages.finetune import finetune
 
     text = f"""
 name = "crops"
@@ -217,7 +218,7 @@ cycles = 0
 
     # and so does the phone file (.tflite): same setting in its metadata, same crop, same refusal
     pytest.importorskip("litert_torch", reason="the tflite extra")
-    from chiquito_or_not.deploy.tflite import export_tflite
+    from chiquito_or_not.stages.tflite import export_tflite
 
     phone = tmp_path / "phone"
     export_tflite(res.run, out=phone / "model.tflite", log=lambda *_: None)
@@ -230,7 +231,7 @@ cycles = 0
 
 
 def test_face_px_gives_close_ups_the_detail_of_distant_shots():
-    from chiquito_or_not.core.faces import Face, crop_face
+    from chiquito_or_not.core.face_detectors import Face, crop_face
 
     im = Image.fromarray(photo("astronaut"))
     face = Face((180.0, 60.0, 270.0, 170.0), 1.0)  # her face: 110 px across
@@ -246,7 +247,7 @@ def test_face_px_gives_close_ups_the_detail_of_distant_shots():
 
 
 def test_crops_stay_inside_the_picture_so_no_black_border_tells_close_ups_apart():
-    from chiquito_or_not.core.faces import Face, crop_face
+    from chiquito_or_not.core.face_detectors import Face, crop_face
 
     im = Image.fromarray(photo("astronaut"))  # 512 x 512
     cases = {"face in a corner": Face((0.0, 0.0, 100.0, 100.0), 1.0),  # the square moves in
@@ -269,7 +270,7 @@ def test_the_dataset_stage_says_when_one_class_has_much_smaller_faces(tmp_path, 
     """Face detail is a cue crops cannot remove (README: Face crops): real portraits, one class's faces
     about a third the size of the other's; the dataset stage names the class and the face_px that evens
     them out, and says nothing once it is set, or when the sizes are alike."""
-    from chiquito_or_not.data.faces import face_size_hint
+    from chiquito_or_not.data.face_crops import face_size_hint
 
     far, near = tmp_path / "far", tmp_path / "near"
     far.mkdir()

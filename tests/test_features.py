@@ -88,7 +88,7 @@ def test_finetune_trained_the_frozen_stage_from_the_cache(tiny_run, env_roots):
 
 
 def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkeypatch):
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.finetune import finetune
 
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))
@@ -108,7 +108,7 @@ def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkey
 def test_batchnorm_frozen_keeps_the_pretrained_statistics_train_updates_them(tiny_run, env_roots, tmp_path,
                                                                             monkeypatch, batchnorm):
     from chiquito_or_not.train.backbones import create_body
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.finetune import finetune
 
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))

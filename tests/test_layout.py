@@ -9,7 +9,7 @@ import pytest
 
 from chiquito_or_not.core.errors import RecipeError
 from chiquito_or_not.core.recipe import load_recipe
-from chiquito_or_not.tasks import TASKS, Task, get_task
+from chiquito_or_not.core.task_registry import TASKS, Task, get_task
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "import_layers.py"
 SHARED = ("core", "data", "train", "deploy", "cli")
@@ -33,8 +33,8 @@ def test_shared_modules_never_import_a_task():
     g = _import_layers().graph()
     shared = [m for m in g if m.removeprefix("chiquito_or_not.").split(".")[0] in SHARED]
     assert len(shared) > 25
-    reach = {m: sorted(d for d in g[m] if d.startswith("chiquito_or_not.tasks.")) for m in shared}
-    assert {m: d for m, d in reach.items() if d} == {}  # they ask chiquito_or_not.tasks for the recipe's task
+    reach = {m: sorted(d for d in g[m] if d.startswith("chiquito_or_not.core.task_registry.")) for m in shared}
+    assert {m: d for m, d in reach.items() if d} == {}  # they ask chiquito_or_not.core.task_registry for the recipe's task
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -10,7 +10,8 @@ import threading
 import pytest
 import torch
 
-from chiquito_or_not.train.backbones import BACKBONES, create_body
+from chiquito_or_not.core.backbone_table import BACKBONES
+from chiquito_or_not.train.backbones import create_body
 from chiquito_or_not.core.errors import WeightsError
 from chiquito_or_not.train.lr_find import suggest
 
@@ -135,7 +136,7 @@ def test_cli_help_answers_without_importing_torch():
 def test_sgdr_schedule_restarts_at_each_cycle(lens):
     import numpy as np
 
-    from chiquito_or_not.train.finetune import sgdr_schedule
+    from chiquito_or_not.stages.finetune import sgdr_schedule
 
     f = sgdr_schedule(np.array([1e-4, 1e-3, 1e-2]), lens)
     n = sum(lens)
@@ -150,7 +151,7 @@ def test_sgdr_schedule_restarts_at_each_cycle(lens):
 
 
 def test_class_weights_follow_the_balanced_formula(tmp_path):
-    from chiquito_or_not.tasks.classify.data import class_weights
+    from chiquito_or_not.tasks.classify.class_data import class_weights
     from chiquito_or_not.core.recipe import load_recipe
 
     from .conftest import save_crops, write_recipe
@@ -172,7 +173,7 @@ def test_class_weights_follow_the_balanced_formula(tmp_path):
 ])
 def test_gpu_only_settings_are_refused_on_a_cpu_before_any_work(roots, monkeypatch, extra, env, words):
     from chiquito_or_not.core.errors import ChiquitoError
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.finetune import finetune
     from chiquito_or_not.core.recipe import load_recipe
 
     from .conftest import TINY_RECIPE, write_recipe

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chiquito_or_not.data.dataset import build_dataset
+from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.core.errors import SourceError
 from chiquito_or_not.core.recipe import LfwSource, load_recipe
 from chiquito_or_not.data.sources import fetch_source

@@ -7,7 +7,7 @@ from urllib.parse import quote
 import pytest
 
 from chiquito_or_not.data.download import DownloadPolicy, fetch_bytes
-from chiquito_or_not.core.net import FetchError, parse_url
+from chiquito_or_not.core.http_fetch import FetchError, parse_url
 
 from .httpserver import Server, tls_server_context
 

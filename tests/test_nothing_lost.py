@@ -27,7 +27,8 @@ def _digest(folder: Path) -> dict:
 
 
 def _probs(model: Path, images: list[Path]):
-    from chiquito_or_not.deploy.predict import load_model, predict_paths
+    from chiquito_or_not.stages.predict import predict_paths
+    from chiquito_or_not.core.model_loader import load_model
 
     return [r.probabilities for r in predict_paths(load_model(model, notice=lambda m: None), images)]
 
@@ -44,7 +45,7 @@ def own_run(tiny_run, tmp_path, monkeypatch, shared_roots):
 
 
 def test_failing_finetunes_leave_the_previous_run_as_it_was(own_run, tmp_path, shared_roots):
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.finetune import finetune
 
     recipe, run = own_run
     images = sorted((shared_roots[0] / recipe.name / "valid").rglob("*.jpg"))[:6]
@@ -73,7 +74,7 @@ def test_failing_finetunes_leave_the_previous_run_as_it_was(own_run, tmp_path, s
 def test_interrupted_then_damaged_then_resumed(own_run, shared_roots):
     """Ctrl-C in stage 2 keeps the previous run; a damaged state or checkpoint is one line; --resume finishes
     and only then replaces the previous run."""
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.finetune import finetune
 
     recipe, run = own_run
     partial = run.with_name(run.name + ".partial")

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from chiquito_or_not.cli import app
-from chiquito_or_not.tasks.classify.predict import predict_images
+from chiquito_or_not.tasks.classify.class_inference import predict_images
 
 from .conftest import TINY_RECIPE, predict_without_the_package, subprocess_env, write_recipe
 
@@ -143,7 +143,7 @@ def test_interrupted_finetune_resumes_after_the_last_finished_stage(shared_roots
 
 
 def test_dataset_rerun_downloads_nothing_and_changes_nothing(tiny_run, env_roots, monkeypatch, tmp_path):
-    from chiquito_or_not.data.dataset import build_dataset
+    from chiquito_or_not.stages.dataset import build_dataset
 
     recipe, _ = tiny_run
     monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no npm, no apt-get: any download would fail

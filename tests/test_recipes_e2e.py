@@ -42,10 +42,11 @@ def test_the_offline_recipes_are_found():
 
 @pytest.mark.parametrize("path", OFFLINE, ids=lambda p: p.stem)
 def test_offline_recipe_runs_end_to_end(path, shared_roots, tmp_path, monkeypatch):
-    from chiquito_or_not.data.dataset import build_dataset
-    from chiquito_or_not.deploy.predict import load_model, predict_paths
-    from chiquito_or_not.tasks.classify.data import labelled_files
-    from chiquito_or_not.train.finetune import finetune
+    from chiquito_or_not.stages.dataset import build_dataset
+    from chiquito_or_not.stages.predict import predict_paths
+    from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.tasks.classify.class_data import labelled_files
+    from chiquito_or_not.stages.finetune import finetune
 
     if not (shutil.which("npm") and shutil.which("apt-get")):
         pytest.skip("needs npm and apt-get to fetch the pinned registry artifacts")

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from chiquito_or_not.cli import app
 from chiquito_or_not.core.errors import DataError
 from chiquito_or_not.core.recipe import load_recipe
-from chiquito_or_not.data.dataset import build_dataset
-from chiquito_or_not.data.review import ReviewLog, last_decisions, read_decisions
+from chiquito_or_not.stages.dataset import build_dataset
+from chiquito_or_not.data.review_log import ReviewLog, last_decisions, read_decisions
 
 from .conftest import save_crops, write_recipe
 
@@ -72,7 +72,7 @@ def planted(tmp_path, roots):
 
 
 def test_ranking_finds_the_planted_mistakes(planted):
-    from chiquito_or_not.deploy.review import find_suspects
+    from chiquito_or_not.stages.review import find_suspects
 
     recipe, wrong, root = planted
     in_splits = set(_split(root)) & wrong
@@ -173,7 +173,7 @@ def test_dataset_applies_review_by_content(planted, tmp_path):
 def test_review_api_refuses_foreign_pages(planted):
     from fastapi.testclient import TestClient
 
-    from chiquito_or_not.deploy.review import create_review_app, find_suspects
+    from chiquito_or_not.stages.review import create_review_app, find_suspects
 
     recipe, wrong, root = planted
     app_ = create_review_app(find_suspects(recipe.path, log=lambda *_: None), show=10)
@@ -207,7 +207,7 @@ def test_review_page_in_chromium(planted, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from chiquito_or_not.deploy.review import create_review_app, find_suspects
+    from chiquito_or_not.stages.review import create_review_app, find_suspects
 
     from .httpserver import app_in_chromium
 
@@ -243,7 +243,7 @@ def test_review_page_in_chromium(planted, tmp_path):
 
 @pytest.mark.slow
 def test_review_of_a_run_ranks_by_its_losses_too(tiny_run, env_roots):
-    from chiquito_or_not.deploy.review import find_suspects
+    from chiquito_or_not.stages.review import find_suspects
 
     recipe, result = tiny_run
     notices = []

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("ddgs", reason="needs the web extra: pip install 'chiquito-or-not[web]'")
 
-from chiquito_or_not.data.dataset import build_dataset
+from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.core.errors import SourceError
 from chiquito_or_not.core.recipe import load_recipe
 from chiquito_or_not.data.search import search_images

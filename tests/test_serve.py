@@ -12,7 +12,7 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'chiquito-or-not[serve]'")
 pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the test extra)")
 
-from chiquito_or_not.deploy.serve import create_app
+from chiquito_or_not.stages.serve import create_app
 
 from .conftest import photo
 from .httpserver import Server, jpeg_bytes

@@ -14,8 +14,9 @@ pytest.importorskip("ai_edge_litert", reason="needs the tflite extra: pip instal
 from chiquito_or_not.core.errors import ChiquitoError, ExportError
 from chiquito_or_not.core.litefile import LiteSession, read_embedded_metadata, sidecar
 from chiquito_or_not.core.paths import dataset_dir
-from chiquito_or_not.deploy.predict import expand_paths, load_model, predict_paths
-from chiquito_or_not.deploy.tflite import export_tflite
+from chiquito_or_not.stages.predict import expand_paths, predict_paths
+from chiquito_or_not.core.model_loader import load_model
+from chiquito_or_not.stages.tflite import export_tflite
 
 from .conftest import subprocess_env
 from .httpserver import jpeg_bytes
@@ -114,7 +115,7 @@ def test_predict_tflite_runs_without_torch(tiny_run, lite, env_roots):
 def test_the_app_loads_the_tflite_model_without_torch(lite):
     script = NO_TORCH.split("from chiquito_or_not.cli")[0] + (
         "from fastapi.testclient import TestClient\n"
-        "from chiquito_or_not.deploy.serve import create_app\n"
+        "from chiquito_or_not.stages.serve import create_app\n"
         "c = TestClient(create_app(sys.argv[1]))\n"
         "print(c.get('/healthz').json()['classes'], 'torch' in sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", script, str(lite[0])], capture_output=True, text=True,
@@ -137,7 +138,7 @@ def test_bad_tflite_files_are_one_line_errors(tmp_path):
 def test_the_app_serves_the_tflite_model(lite):
     from fastapi.testclient import TestClient
 
-    from chiquito_or_not.deploy.serve import create_app
+    from chiquito_or_not.stages.serve import create_app
 
     client = TestClient(create_app(lite[0]))
     assert client.get("/healthz").json()["classes"] == ["face", "not_face"]

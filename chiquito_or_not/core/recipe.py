@@ -305,7 +305,7 @@ class FinetuneSpec:
 @dataclass(frozen=True)
 class Recipe:
     """One experiment: its task, classes and their sources, dataset policy, model and schedule."""
-    task: str = "classify"  # one of chiquito_or_not.tasks.TASKS
+    task: str = "classify"  # one of chiquito_or_not.core.task_registry.TASKS
     classes: dict[str, ClassSpec] = field(default_factory=dict)
     class_folders: ClassFolders = ClassFolders()
     detect: DetectSpec = DetectSpec()
@@ -356,8 +356,8 @@ def load_resolved(path: str | Path) -> Recipe:
 
 
 def _check_recipe(r: Recipe, where: str) -> None:
-    from ..tasks import task_name_problem  # plain data: no task is imported
-    from ..train.backbones import backbone_name_problem  # no torch import: the registry is plain data
+    from .task_registry import task_name_problem  # plain data: no task is imported
+    from .backbone_table import backbone_name_problem
 
     if problem := task_name_problem(r.task):
         raise RecipeError(f"{where}: 'task' = {problem}")
@@ -473,97 +473,113 @@ def _type_name(tp) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
+def _bad(tp, value, where: str, key: str, expected=None, why=None) -> RecipeError:
+    msg = why or f"expected {expected or _type_name(tp)}, got {type(value).__name__} {value!r}"
+    return RecipeError(f"{where}: '{key or '(top level)'}' {msg}")
+
+
+def _check_range(f, v, where: str, sub: str) -> None:
+    lo, hi = f.metadata.get("min"), f.metadata.get("max")
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+            raise RecipeError(f"{where}: '{sub}' = {v} is out of range; use a value in {rng}")
+
+
+def _build_table(tp, value, where: str, key: str):
+    """A dataclass from a TOML table: unknown keys named with the closest valid one, required keys, ranges."""
+    if not isinstance(value, dict):
+        raise _bad(tp, value, where, key)
+    hints = typing.get_type_hints(tp)
+    fields = {f.name: f for f in dataclasses.fields(tp)}
+    prefix = key + "." if key else ""
+    for k in value:
+        if k not in fields:
+            close = difflib.get_close_matches(k, list(fields), n=1, cutoff=0.5)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"valid keys here: {', '.join(fields)}"
+            raise RecipeError(f"{where}: unknown key '{prefix}{k}'; {hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        sub = prefix + name
+        if name not in value:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecipeError(f"{where}: missing required key '{sub}' ({_type_name(hints[name])})")
+            continue
+        kwargs[name] = _build(hints[name], value[name], where, sub)
+        _check_range(f, kwargs[name], where, sub)
+    return tp(**kwargs)
+
+
+def _build_union(tp, value, where: str, key: str):
+    args = typing.get_args(tp)
+    if all(dataclasses.is_dataclass(a) for a in args):  # a source: `kind` picks the class
+        if not isinstance(value, dict):
+            raise _bad(tp, value, where, key, "a table with a 'kind' key")
+        kinds = {a.__dataclass_fields__["kind"].default: a for a in args}
+        kind = value.get("kind")
+        if kind not in kinds:
+            close = difflib.get_close_matches(str(kind), kinds, n=1)
+            raise RecipeError(f"{where}: '{key or '(top level)'}.kind' = {kind!r} is not a source kind; "
+                              + (f"did you mean {close[0]!r}? " if close else "")
+                              + f"choose one of {', '.join(kinds)}")
+        return _build(kinds[kind], value, where, key)
+    for a in args:  # ints are accepted where a float is allowed, never the reverse
+        try:
+            return _build(a, value, where, key)
+        except RecipeError:
+            continue
+    raise _bad(tp, value, where, key)
+
+
+def _build_literal(tp, value, where: str, key: str):
+    allowed = typing.get_args(tp)
+    if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        raise _bad(tp, value, where, key, why=f"= {value!r} is not allowed; use {_type_name(tp)}"
+                   + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return value
+
+
+def _build_tuple(tp, value, where: str, key: str):
+    args = typing.get_args(tp)
+    if not isinstance(value, list):
+        raise _bad(tp, value, where, key)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_build(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise _bad(tp, value, where, key, why=f"needs exactly {len(args)} values, got {len(value)}")
+    return tuple(_build(a, v, where, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+
+
+def _build_dict(tp, value, where: str, key: str):
+    _, vt = typing.get_args(tp)
+    if not isinstance(value, dict):
+        raise _bad(tp, value, where, key)
+    return {k: _build(vt, v, where, f"{key}.{k}") for k, v in value.items()}
+
+
+# a scalar type → the TOML values it takes (bool is an int in Python, never in a recipe) and its conversion
+_SCALARS = {
+    bool: (lambda v: isinstance(v, bool), bool),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), float),
+    str: (lambda v: isinstance(v, str), str),
+}
+_GENERICS = {Union: _build_union, types.UnionType: _build_union, Literal: _build_literal, tuple: _build_tuple,
+             dict: _build_dict}
+
+
 def _build(tp, value, where: str, key: str):
     """Turn TOML data into `tp`, raising RecipeError(file: key: problem; fix)."""
-    label = key or "(top level)"
-
-    def bad(expected=None, why=None):
-        msg = why or f"expected {expected or _type_name(tp)}, got {type(value).__name__} {value!r}"
-        return RecipeError(f"{where}: '{label}' {msg}")
-
-    origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad()
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp)}
-        for k in value:
-            if k not in fields:
-                close = difflib.get_close_matches(k, list(fields), n=1, cutoff=0.5)
-                hint = f"did you mean '{key + '.' if key else ''}{close[0]}'?" if close else \
-                    f"valid keys here: {', '.join(fields)}"
-                raise RecipeError(f"{where}: unknown key '{key + '.' if key else ''}{k}'; {hint}")
-        kwargs = {}
-        for name, f in fields.items():
-            sub = f"{key}.{name}" if key else name
-            if name not in value:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise RecipeError(f"{where}: missing required key '{sub}' ({_type_name(hints[name])})")
-                continue
-            v = _build(hints[name], value[name], where, sub)
-            lo, hi = f.metadata.get("min"), f.metadata.get("max")
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                if (lo is not None and v < lo) or (hi is not None and v > hi):
-                    rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-                    raise RecipeError(f"{where}: '{sub}' = {v} is out of range; use a value in {rng}")
-            kwargs[name] = v
-        return tp(**kwargs)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if all(dataclasses.is_dataclass(a) for a in args):  # a source: `kind` picks the class
-            if not isinstance(value, dict):
-                raise bad("a table with a 'kind' key")
-            kinds = {a.__dataclass_fields__["kind"].default: a for a in args}
-            kind = value.get("kind")
-            if kind not in kinds:
-                close = difflib.get_close_matches(str(kind), kinds, n=1)
-                raise RecipeError(f"{where}: '{label}.kind' = {kind!r} is not a source kind; "
-                                  + (f"did you mean {close[0]!r}? " if close else "")
-                                  + f"choose one of {', '.join(kinds)}")
-            return _build(kinds[kind], value, where, key)
-        for a in args:  # ints are accepted where a float is allowed, never the reverse
-            try:
-                return _build(a, value, where, key)
-            except RecipeError:
-                continue
-        raise bad()
-    if origin is Literal:
-        if value not in typing.get_args(tp) or isinstance(value, bool) != any(
-                isinstance(a, bool) for a in typing.get_args(tp)):
-            close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(tp)], n=1)
-            raise bad(why=f"= {value!r} is not allowed; use {_type_name(tp)}"
-                      + (f" (did you mean {close[0]!r}?)" if close else ""))
-        return value
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise bad()
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_build(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise bad(why=f"needs exactly {len(args)} values, got {len(value)}")
-        return tuple(_build(a, v, where, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is dict:
-        kt, vt = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise bad()
-        return {k: _build(vt, v, where, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
+        return _build_table(tp, value, where, key)
+    if (builder := _GENERICS.get(typing.get_origin(tp))) is not None:
+        return builder(tp, value, where, key)
+    if tp in _SCALARS:
+        accepts, convert = _SCALARS[tp]
+        if not accepts(value):
+            raise _bad(tp, value, where, key)
+        return convert(value)
     raise TypeError(f"recipe schema has an unsupported type {tp!r} at {key}")  # a bug, not user input
 
 

@@ -16,24 +16,22 @@ import math
 
 import numpy as np
 
-__all__ = ["LEVEL", "Z", "DRAWS", "wilson", "balanced_interval", "recall_intervals", "mcnemar", "mean_spread",
+__all__ = ["LEVEL", "DRAWS", "wilson", "balanced_interval", "recall_intervals", "mcnemar", "mean_spread",
            "score_cells",
            "score_columns", "versus", "says"]
 
 LEVEL = 0.95
-Z = 1.959963984540054  # the normal quantile for a two-sided 95 % interval
 DRAWS = 100_000  # posterior draws for balanced accuracy: its interval ends move by about 0.001 between seeds
 
 
-def wilson(k: int, n: int, z: float = Z) -> tuple[float, float]:
-    """The Wilson score interval of k successes in n trials ((0, 1) when n is 0)."""
+def wilson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The Wilson score interval of k successes in n trials (scipy's binomtest), (0, 1) when n is 0."""
     if n <= 0:
         return 0.0, 1.0
-    p, z2 = k / n, z * z
-    denom = 1 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def balanced_interval(y, correct, n_classes: int, seed: int = 0, draws: int = DRAWS,

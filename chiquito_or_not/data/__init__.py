@@ -1,1 +1,2 @@
-"""The shared dataset stages: sources → raw files → clean (decode, reject, de-duplicate) → split."""
+"""Shared dataset mechanics: sources → raw files → clean (decode, reject, de-duplicate) → split; the dataset
+stage (stages/dataset.py) composes them with the task's parts."""

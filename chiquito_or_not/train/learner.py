@@ -16,8 +16,8 @@ from fastai.optimizer import SGD, Adam
 from fastai.learner import Learner
 
 from ..core.recipe import Recipe
-from ..core.faces import face_meta
-from ..tasks import get_task
+from ..core.face_detectors import face_meta
+from ..core.task_registry import get_task
 from .backbones import body_splitter, create_body, num_features
 
 __all__ = ["make_dls", "make_learner", "LogProgress", "keep_frozen", "BodyBatchNormEval"]

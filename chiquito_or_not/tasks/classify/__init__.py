@@ -1,8 +1,10 @@
 """Classification: a label is a folder; a model answers with class probabilities.
 
-`TASK` is what the shared stages use (see chiquito_or_not.tasks.Task); the modules beside it hold the
-parts: data (classes, DataLoaders, class weights), model (head, loss, metric), evaluate and figures,
-predict, export (ONNX parity) and onnxmodel (the ONNX runtime side, no torch).
+`TASK` is what the shared stages use (see chiquito_or_not.core.task_registry.Task); the modules beside it hold the
+parts: class_dataset (records and the split unit for the dataset stage), class_data (classes,
+DataLoaders, class weights), class_head (head, loss, metric), class_metrics and class_figures,
+class_inference (a model.pkl as a runtime model, batched predictions), class_export (ONNX graph and
+parity), class_runtime (the ONNX and LiteRT files, no torch) and class_suspects (review's ranking).
 """
 
 from __future__ import annotations
@@ -23,29 +25,29 @@ class Classify:
     onnx_outputs = ("probabilities",)
 
     # data
-    def build_dataset(self, recipe, root, log, retry_failed: bool, use_review: bool):
-        from ...data.dataset import build_class_dataset
+    def dataset_parts(self, recipe, folder, log, use_review: bool):
+        from .class_dataset import ClassDataset
 
-        return build_class_dataset(recipe, root, log, retry_failed, use_review)
+        return ClassDataset(recipe, folder, log, use_review)
 
     def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        from .review import suspects
+        from .class_suspects import suspects
 
         return suspects(recipe, root, run, folds, log)
 
     def check_dataset(self, recipe, root) -> None:
-        from .data import check_dataset
+        from .class_data import check_dataset
 
         check_dataset(recipe, root)
 
     # training
     def dataloaders(self, recipe, root, augment: bool):
-        from .data import make_dls
+        from .class_data import make_dls
 
         return make_dls(recipe, augment=augment, root=root)
 
     def memorise_dls(self, recipe, root, n_images: int) -> tuple:
-        from .data import memorise_dls
+        from .class_data import memorise_dls
 
         return memorise_dls(recipe, root, n_images)
 
@@ -53,14 +55,14 @@ class Classify:
         return body
 
     def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
-        from .data import class_weights
-        from .model import model_parts
+        from .class_data import class_weights
+        from .class_head import model_parts
 
         weights = class_weights(recipe, root) if root is not None else None
         return model_parts(recipe, body, n_features, dls.c, weights)
 
     def headline(self, metrics: dict) -> str:
-        from .evaluate import headline
+        from .class_metrics import headline
 
         return headline(metrics)
 
@@ -71,19 +73,19 @@ class Classify:
         if not hasattr(model, "dls") or not hasattr(model.dls, "vocab"):
             raise ChiquitoError(f"{path}: not an exported image classifier (no vocab)")
 
-    def labels(self, model) -> list[str]:
-        from .predict import model_vocab
+    def learner_model(self, learn, path):
+        from .class_inference import LearnerClassifier
 
-        return model_vocab(model)
+        return LearnerClassifier(learn, path)
 
     def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
-        from .evaluate import evaluate_set
+        from .class_metrics import evaluate_set
 
         return evaluate_set(model, name, folder, out, suffix, top_k, log, split=split)
 
     def predict_files(self, model, paths, bs: int = 64, workers: int = 2, threshold: float | None = None) -> list:
         from ...core.errors import ChiquitoError
-        from .predict import predict_paths
+        from .class_inference import predict_paths
 
         if threshold is not None:
             raise ChiquitoError("--threshold applies to detectors; a classifier answers with its most likely class")
@@ -95,51 +97,47 @@ class Classify:
         raise ChiquitoError("--draw applies to detectors: a classifier has no boxes to draw")
 
     def predict_image(self, model, image, threshold: float | None = None) -> dict:
-        from .predict import face_step, model_probabilities, model_vocab
-
-        step, face = face_step(model), {}
-        if step is not None:  # a model trained on face crops: the same crop first (ImageRefused: no face)
-            crop, box, n = step(image)
+        face = {}
+        if model.face_step is not None:  # a model trained on face crops: the same crop first (ImageRefused: no face)
+            crop, box, n = model.face_step(image)
             if box is not None:
                 face = {"face": {"box": list(box), "faces_found": n}, "width": image.width, "height": image.height}
             image = crop
-        vocab, probs = model_vocab(model), model_probabilities(model, [image])[0]
+        vocab, probs = model.vocab, model.probabilities([image])[0].tolist()
         k = max(range(len(probs)), key=probs.__getitem__)
         return {"label": vocab[k], "probability": probs[k], "probabilities": dict(zip(vocab, probs)), **face}
 
     def onnx_model(self, path, session):
-        from .onnxmodel import OnnxClassifier
+        from .class_runtime import OnnxClassifier
 
         return OnnxClassifier(path, session=session)
 
-    def onnx_graph(self, learn):
-        from .export import onnx_graph
+    def onnx_graph(self, model):
+        from .class_export import onnx_graph
 
-        return onnx_graph(learn)
+        return onnx_graph(model)
 
-    def onnx_metadata(self, learn) -> dict:
-        from .export import onnx_metadata
+    def onnx_metadata(self, model) -> dict:
+        from .class_export import onnx_metadata
 
-        return onnx_metadata(learn)
+        return onnx_metadata(model)
 
     def lite_model(self, path, session):
-        from .onnxmodel import LiteClassifier
+        from .class_runtime import LiteClassifier
 
         return LiteClassifier(path, session)
 
-    def input_spec(self, learn) -> dict:
-        from .predict import preprocess_spec
-
-        s = preprocess_spec(learn)
+    def input_spec(self, model) -> dict:
+        s = model.spec
         return {"size_wh": s["size_wh"], "mean": s["mean"], "std": s["std"], "scale": s["scale"]}
 
-    def parity(self, learn, exported, files, what: str) -> dict:
-        from .export import parity
+    def parity(self, model, exported, files, what: str) -> dict:
+        from .class_export import parity
 
-        return parity(learn, exported, files, what)
+        return parity(model, exported, files, what)
 
     def compare(self, reference, other, files) -> dict:
-        from .export import compare
+        from .class_export import compare
 
         return compare(reference, other, files)
 

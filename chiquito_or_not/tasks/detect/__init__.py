@@ -1,9 +1,11 @@
 """Object detection: boxes with labels in, an SSD detector out (task = "detect").
 
-`TASK` is what the shared stages use (see chiquito_or_not.tasks.Task); the modules beside it hold the
-parts: annotations (VOC/CSV/COCO/YOLO readers and box checks), dataset (the dataset stage), data
-(DataLoaders, box-aware augmentation), net and model (SSDLite head on the body, loss, decoding),
-postprocess (numpy NMS shared by every runtime), evaluate, predict, export and onnxmodel.
+`TASK` is what the shared stages use (see chiquito_or_not.core.task_registry.Task); the modules beside it hold the
+parts: box_formats (VOC/CSV/COCO/YOLO readers and box checks), box_dataset (records, boxes and COCO
+files for the dataset stage), box_splits (reading a split back), box_data (DataLoaders, box-aware
+augmentation), ssd and box_head (SSDLite head on the body, loss, decoding), box_postprocess (numpy NMS
+shared by every runtime), box_metrics (mAP and figures), box_inference (a model.pkl as a runtime model,
+batched boxes, drawing), box_export (ONNX graph and parity) and box_runtime (the ONNX and LiteRT files).
 """
 
 from __future__ import annotations
@@ -21,12 +23,10 @@ class Detect:
     onnx_outputs = ("boxes", "scores")
 
     # data
-    def build_dataset(self, recipe, root, log, retry_failed: bool, use_review: bool):
-        from .dataset import build_detection_dataset
+    def dataset_parts(self, recipe, folder, log, use_review: bool):
+        from .box_dataset import BoxDataset
 
-        # review.csv is classification's (chiquito review refuses a detection recipe): nothing to apply
-
-        return build_detection_dataset(recipe, root, log, retry_failed)
+        return BoxDataset(recipe, folder, log, use_review)
 
     def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
         from ...core.errors import ChiquitoError
@@ -35,33 +35,33 @@ class Detect:
                             "look at runs/NAME/worst.png (its images with the most missed or wrong boxes)")
 
     def check_dataset(self, recipe, root) -> None:
-        from .data import check_dataset
+        from .box_data import check_dataset
 
         check_dataset(recipe, root)
 
     # training
     def dataloaders(self, recipe, root, augment: bool):
-        from .data import make_dls
+        from .box_data import make_dls
 
         return make_dls(recipe, augment=augment, root=root)
 
     def memorise_dls(self, recipe, root, n_images: int) -> tuple:
-        from .data import memorise_dls
+        from .box_data import memorise_dls
 
         return memorise_dls(recipe, root, n_images)
 
     def adapt_body(self, recipe, body):
-        from .model import adapt_body
+        from .box_head import adapt_body
 
         return adapt_body(recipe, body)
 
     def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
-        from .model import model_parts
+        from .box_head import model_parts
 
         return model_parts(recipe, body, n_features, dls, root)
 
     def headline(self, metrics: dict) -> str:
-        from .evaluate import headline
+        from .box_metrics import headline
 
         return headline(metrics)
 
@@ -76,65 +76,63 @@ class Detect:
         if not hasattr(head, "anchors") or not hasattr(head, "labels"):
             raise ChiquitoError(f"{path}: not an exported detector (no SSD head)")
 
-    def labels(self, model) -> list[str]:
-        from .predict import model_spec
+    def learner_model(self, learn, path):
+        from .box_inference import LearnerDetector
 
-        return model_spec(model)["labels"]
+        return LearnerDetector(learn, path)
 
     def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
-        from .evaluate import evaluate_set
+        from .box_metrics import evaluate_set
 
         return evaluate_set(model, name, folder, out, suffix, top_k, log)
 
     def predict_files(self, model, paths, bs: int = 16, workers: int = 2, threshold: float | None = None) -> list:
-        from .predict import predict_paths
+        from .box_inference import predict_paths
 
         return predict_paths(model, paths, bs=bs, workers=workers, threshold=threshold)
 
     def draw_files(self, model, results, folder) -> int:
-        from .predict import draw_files
+        from .box_inference import draw_files
 
         return draw_files(model, results, folder)
 
     def predict_image(self, model, image, threshold: float | None = None) -> dict:
-        from .predict import detect_images
+        from .box_inference import detect_images
 
         boxes = detect_images(model, [image], threshold=threshold)[0]
         return {"boxes": boxes, "width": image.width, "height": image.height}
 
     def onnx_model(self, path, session):
-        from .onnxmodel import OnnxDetector
+        from .box_runtime import OnnxDetector
 
         return OnnxDetector(path, session)
 
-    def onnx_graph(self, learn):
-        from .export import onnx_graph
+    def onnx_graph(self, model):
+        from .box_export import onnx_graph
 
-        return onnx_graph(learn)
+        return onnx_graph(model)
 
-    def onnx_metadata(self, learn) -> dict:
-        from .export import onnx_metadata
+    def onnx_metadata(self, model) -> dict:
+        from .box_export import onnx_metadata
 
-        return onnx_metadata(learn)
+        return onnx_metadata(model)
 
     def lite_model(self, path, session):
-        from .onnxmodel import LiteDetector
+        from .box_runtime import LiteDetector
 
         return LiteDetector(path, session)
 
-    def input_spec(self, learn) -> dict:
-        from .predict import model_spec
-
-        s = model_spec(learn)
+    def input_spec(self, model) -> dict:
+        s = model.spec
         return {"size_wh": [s["size"], s["size"]], "mean": s["mean"], "std": s["std"], "scale": 1 / 255}
 
-    def parity(self, learn, exported, files, what: str) -> dict:
-        from .export import parity
+    def parity(self, model, exported, files, what: str) -> dict:
+        from .box_export import parity
 
-        return parity(learn, exported, files, what)
+        return parity(model, exported, files, what)
 
     def compare(self, reference, other, files) -> dict:
-        from .export import compare
+        from .box_export import compare
 
         return compare(reference, other, files)
 

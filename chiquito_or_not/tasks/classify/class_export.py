@@ -8,24 +8,24 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import ExportError
-from .predict import model_vocab, predict_images, preprocess_spec
+from .class_inference import predict_images
 
 __all__ = ["PARITY_ATOL", "onnx_graph", "onnx_metadata", "parity", "compare"]
 
 PARITY_ATOL = 1e-4
 
 
-def onnx_graph(learn):
+def onnx_graph(model):
     """(module, example input): the learner's model with a softmax, probabilities out."""
     import torch
 
-    w, h = preprocess_spec(learn)["size_wh"]
-    return torch.nn.Sequential(learn.model, torch.nn.Softmax(dim=1)).eval(), torch.zeros(2, 3, h, w)
+    w, h = model.spec["size_wh"]
+    return torch.nn.Sequential(model.learn.model, torch.nn.Softmax(dim=1)).eval(), torch.zeros(2, 3, h, w)
 
 
-def onnx_metadata(learn) -> dict:
-    faces = getattr(learn, "chiquito_faces", None)  # trained on face crops: predict crops the same way
-    return {"task": "classify", "classes": model_vocab(learn), "preprocess": preprocess_spec(learn)} | (
+def onnx_metadata(model) -> dict:
+    faces = model.faces  # trained on face crops: predict crops the same way
+    return {"task": "classify", "classes": model.vocab, "preprocess": model.spec} | (
         {"faces": faces} if faces else {})
 
 
@@ -39,12 +39,12 @@ def _images(files):
     return [Image.open(f).convert("RGB") for f in files]
 
 
-def parity(learn, exported, files: list[Path], what: str) -> dict:
+def parity(model, exported, files: list[Path], what: str) -> dict:
     """PyTorch with fastai's preprocessing vs an exported file's model (`probabilities(images)`, our
     preprocessing) on `files`: every argmax equal, every probability within PARITY_ATOL, or ExportError."""
-    vocab = model_vocab(learn)
+    vocab = model.vocab
     images = _images(files)
-    p_torch = predict_images(learn, images).numpy()  # fastai's preprocessing, PyTorch
+    p_torch = predict_images(model.learn, images).numpy()  # fastai's preprocessing, PyTorch
     p_file = np.asarray(exported.probabilities(images))  # ours, the file's runtime
     diff = float(np.abs(p_torch - p_file).max()) if len(files) else 0.0
     agree = int((p_torch.argmax(1) == p_file.argmax(1)).sum())

@@ -10,8 +10,8 @@ import torch
 from ...core.errors import DataError
 from ...core.layout import DatasetFolder
 from ...core.paths import dataset_dir
-from .splitfile import SPLIT_ANNOTATIONS, read_split
-from .postprocess import preprocess
+from .box_splits import SPLIT_ANNOTATIONS, read_split
+from .box_postprocess import preprocess
 
 __all__ = ["DetSet", "collate", "make_dls", "check_dataset", "memorise_dls", "augmentation"]
 

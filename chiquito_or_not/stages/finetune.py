@@ -16,19 +16,19 @@ import numpy as np
 from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.torch_core import set_seed
 
-from . import portable
-from .backbones import get_backbone
+from ..train import portable
+from ..train.backbones import get_backbone
 from ..core.errors import RecipeError, RunError
-from .features import head_learner
+from ..train.features import head_learner
 from ..core.files import atomic_write_text, write_csv
-from .learner import BodyBatchNormEval, LogProgress, keep_frozen, make_dls, make_learner
-from .lr_find import find_lr
+from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_dls, make_learner
+from ..train.lr_find import find_lr
 from ..core.paths import cache_dir, dataset_dir, partial_run_dir, run_dir
 from ..core.plots import plot_history
 from ..core.layout import RunFolder
 from ..core.recipe import Recipe, recipe_to_dict, write_resolved
-from ..tasks import get_task
-from .runs import STAGES, promote, read_json, resumable_state
+from ..core.task_registry import get_task
+from ..train.runs import STAGES, promote, read_json, resumable_state
 
 __all__ = ["STAGES", "finetune", "lr_find_only", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult",
            "history_columns"]
@@ -361,7 +361,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     The run is built in runs/NAME.partial/ and replaces runs/NAME/ only when it has succeeded; everything
     that can be checked (recipe, dataset, weights, resume state) is checked before anything is written."""
-    from ..deploy.evaluate import evaluate
+    from .evaluate import evaluate
 
     final, run = run_dir(recipe.name), partial_run_dir(recipe.name)
     root = Path(data_root) if data_root else dataset_dir(recipe.name)

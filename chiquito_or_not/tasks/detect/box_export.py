@@ -16,19 +16,17 @@ BOX_ATOL = 1e-3  # px, raw decoded boxes and final detections
 SCORE_ATOL = 1e-4
 
 
-def onnx_graph(learn):
+def onnx_graph(model):
     import torch
 
-    from .net import Decoded
+    from .ssd import Decoded
 
-    head = learn.model[1]
-    return Decoded(learn.model).eval(), torch.zeros(2, 3, head.size, head.size)
+    head = model.learn.model[1]
+    return Decoded(model.learn.model).eval(), torch.zeros(2, 3, head.size, head.size)
 
 
-def onnx_metadata(learn) -> dict:
-    from .predict import model_spec
-
-    s = model_spec(learn)
+def onnx_metadata(model) -> dict:
+    s = model.spec
     return {"task": "detect", "labels": s["labels"], "size": str(s["size"]), "mean": s["mean"], "std": s["std"],
             "postprocess": s["post"], "score_threshold": str(s["score_threshold"]),
             "input": "float32 N x 3 x size x size RGB: bilinear resize to the square, /255, (x - mean) / std",
@@ -60,7 +58,7 @@ def _raw(r, ims: list, bs: int = 16):
 
 def _truth(files: list[Path], labels):
     """The true boxes of `files` when they sit in a split folder with annotations.json, else None."""
-    from .splitfile import SPLIT_ANNOTATIONS, read_split
+    from .box_splits import SPLIT_ANNOTATIONS, read_split
 
     folder = files[0].parent.parent if files else None
     if folder is None or not (folder / SPLIT_ANNOTATIONS).is_file():
@@ -72,7 +70,7 @@ def _truth(files: list[Path], labels):
 
 
 def _lists(r, boxes, scores, ims) -> list[list[dict]]:
-    from .predict import _detections
+    from .box_inference import _detections
 
     return [_detections(r, b, s, im.width, im.height, r.spec["post"]["score_thresh"])
             for b, s, im in zip(boxes, scores, ims)]
@@ -105,13 +103,11 @@ def _compare_lists(a: list[list[dict]], b: list[list[dict]], files, threshold: f
     return same, dbox, dscore, first
 
 
-def parity(learn, exported, files: list[Path], what: str) -> dict:
+def parity(model, exported, files: list[Path], what: str) -> dict:
     """PyTorch (the learner) vs an exported file's runner on `files`: raw outputs within BOX_ATOL and
     SCORE_ATOL, identical detection lists, equal mAP@0.5; ExportError naming `what` on any mismatch."""
-    from .evaluate import coco_map
-    from .predict import runner
-
-    torch_r = runner(learn)
+    from .box_metrics import coco_map
+    torch_r = model
     if not files:
         raise ExportError("no validation images to check the export against; rebuild the dataset")
     ims = _images(files)
@@ -153,7 +149,7 @@ def compare(a, b, files, label: str = "int8") -> dict:
     truth = _truth(files, a.spec["labels"])
     rep = {"images": len(files), "identical_detection_lists": same, "max_abs_box_px": dbox, "max_abs_score": dscore}
     if truth is not None:
-        from .evaluate import coco_map
+        from .box_metrics import coco_map
 
         rep["map_50_reference"] = coco_map(la, truth, a.spec["labels"])["map_50"]
         rep["map_50"] = coco_map(lb, truth, a.spec["labels"])["map_50"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import ChiquitoError
+from ...core.model_loader import RuntimeModel
 from ...core.onnxfile import onnx_session
 
 __all__ = ["OnnxClassifier", "LiteClassifier", "preprocess_image", "resized_image"]
@@ -48,10 +49,10 @@ def preprocess_image(im, spec: dict) -> np.ndarray:
     return (x - mean) / std
 
 
-class OnnxClassifier:
-    """`vocab`, `preprocess(image)` and `probabilities(images)` for an ONNX file from `chiquito export`."""
+class OnnxClassifier(RuntimeModel):
+    """An ONNX file from `chiquito export` as a classifier: RuntimeModel's surface and `probabilities(images)`."""
 
-    chiquito_task = "classify"
+    task = "classify"
 
     def __init__(self, path: str | Path, threads: int = 0, session=None):
         """Open `path` on onnxruntime's CPU provider, or use an already opened `session` of it."""

@@ -20,8 +20,8 @@ from ..core.files import atomic_write_text
 from ..core.images import IMAGE_EXTS
 from ..core.layout import RunFolder
 from ..core.onnxfile import onnx_session
-from ..tasks import task_of_model
-from .predict import load_model
+from ..core.task_registry import task_of_model
+from ..core.model_loader import load_model
 
 __all__ = ["export_onnx", "ExportError"]
 
@@ -91,22 +91,22 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
 
     run = Path(run)
     folder = RunFolder(run)
-    learn = load_model(folder.model)
-    task = task_of_model(learn)
-    meta = task.onnx_metadata(learn)
+    model = load_model(folder.model)
+    task = task_of_model(model)
+    meta = task.onnx_metadata(model)
     out = Path(out) if out else folder.onnx
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
-    model, example = task.onnx_graph(learn)
+    graph, example = task.onnx_graph(model)
     t = time.time()
-    exporter = _torch_export(model, example, tmp, task.onnx_outputs)
+    exporter = _torch_export(graph, example, tmp, task.onnx_outputs)
     _set_metadata(tmp, {**meta, "source": str(folder.model.resolve()), "producer": "chiquito_or_not",
                         "exporter": exporter})
     t_export = time.time() - t
 
     files = _split_files(run, "valid", parity_limit)
     with _kept_if_checked(tmp, out):
-        check = task.parity(learn, task.onnx_model(tmp, onnx_session(tmp)), files, "ONNX")
+        check = task.parity(model, task.onnx_model(tmp, onnx_session(tmp)), files, "ONNX")
     summary = check.pop("summary")
     report = {"onnx": str(out), "bytes": out.stat().st_size, "exporter": exporter, "export_s": round(t_export, 1),
               **check}
@@ -131,9 +131,9 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
         summary = diff.pop("summary")
         report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}
         log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); {summary}")
-    from ..data.faces import copy_detector
+    from ..data.face_crops import copy_detector
 
-    if det := copy_detector(getattr(learn, "chiquito_faces", None), out.parent):
+    if det := copy_detector(model.faces, out.parent):
         report["face_detector"] = str(det)  # a model trained on face crops travels with its detector
         log(f"wrote {det} (the face detector predict and serve crop with)")
     atomic_write_text(out.with_name(folder.export_report.name), json.dumps(report, indent=1) + "\n")

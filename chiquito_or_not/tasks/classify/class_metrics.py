@@ -9,9 +9,9 @@ import numpy as np
 from ...core.errors import DataError
 from ...core.files import write_csv
 from ...core.stats import DRAWS, LEVEL, balanced_interval, recall_intervals, wilson
-from .data import labelled_files
-from .figures import plot_confusion, plot_top_losses
-from .predict import model_vocab, predict_paths
+from .class_data import labelled_files
+from .class_figures import plot_confusion, plot_top_losses
+from .class_inference import predict_paths
 
 __all__ = ["compute_metrics", "evaluate_set", "headline"]
 
@@ -61,7 +61,7 @@ def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str], seed: int
 def evaluate_set(model, name: str, folder: Path, out: Path, suffix: str, top_k: int, log, split: bool = False) -> dict:
     """Metrics of `model` on folder/<class>/ images; writes confusion_matrix{suffix}.png/.csv and
     top_losses{suffix}.png under `out`. `split`: a dataset split, already face-cropped where the model is."""
-    vocab = model_vocab(model)
+    vocab = model.vocab
     files, ys = labelled_files(folder, vocab)
     preds = predict_paths(model, files, faces=not split)
     refused = [i for i, p in enumerate(preds) if p.error.startswith(NO_FACE)]  # a face model, no face in it

@@ -21,9 +21,9 @@ from ..core.errors import ChiquitoError, ExportError
 from ..core.files import atomic_write_text
 from ..core.layout import RunFolder
 from ..core.litefile import META_NAME, LiteSession, quiet, sidecar
-from ..tasks import task_of_model
+from ..core.task_registry import task_of_model
 from .export import _kept_if_checked, _split_files
-from .predict import load_model
+from ..core.model_loader import load_model
 
 __all__ = ["export_tflite", "embed_metadata"]
 
@@ -155,11 +155,11 @@ def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out:
 
     run = Path(run)
     folder = RunFolder(run)
-    learn = load_model(folder.model)
-    task = task_of_model(learn)
-    spec = task.input_spec(learn)
+    model = load_model(folder.model)
+    task = task_of_model(model)
+    spec = task.input_spec(model)
     w, h = spec["size_wh"]
-    meta = {**task.onnx_metadata(learn), "format": "tflite", "producer": "chiquito_or_not",
+    meta = {**task.onnx_metadata(model), "format": "tflite", "producer": "chiquito_or_not",
             "source": str(folder.model.resolve()),
             "input": {"name": "pixels", "shape": [1, h, w, 3], "layout": "NHWC", "channels": "RGB",
                       "dtype": "uint8" if uint8 else "float32", "range": [0, 255],
@@ -175,7 +175,7 @@ def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out:
     def one(path: Path, calibration=None, reference=None) -> dict:
         tmp, tmp_json = path.with_name(f".{path.name}.part"), sidecar(path.with_name(f".{path.name}.part"))
         m = {**meta, "quantization": "static int8 (PT2E), calibrated on training images" if calibration else "none"}
-        module, example = _phone_graph(task.onnx_graph(learn)[0], spec, task.onnx_outputs, uint8)
+        module, example = _phone_graph(task.onnx_graph(model)[0], spec, task.onnx_outputs, uint8)
         t = time.time()
         try:
             edge = _convert(module, example, calibration)
@@ -194,7 +194,7 @@ def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out:
                     raise ExportError(f"the LiteRT interpreter cannot run the converted file ({e}); "
                                       "no file was kept") from None
                 exported = task.lite_model(tmp, session)
-                check = task.parity(learn, exported, files, "LiteRT") if calibration is None else \
+                check = task.parity(model, exported, files, "LiteRT") if calibration is None else \
                     task.compare(reference, exported, files)
                 os.replace(tmp_json, sidecar(path))  # the JSON first: the model never stands without it
         finally:
@@ -210,9 +210,9 @@ def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out:
         rep = one(q, _calibration(run, reference, CALIBRATION_IMAGES, uint8), reference)
         log(f"wrote {q} ({rep['bytes'] / 1e6:.1f} MB); {rep.pop('summary')}")
         report["int8"] = rep
-    from ..data.faces import copy_detector
+    from ..data.face_crops import copy_detector
 
-    if det := copy_detector(getattr(learn, "chiquito_faces", None), out.parent):
+    if det := copy_detector(model.faces, out.parent):
         report["face_detector"] = str(det)  # a model trained on face crops travels with its detector
         log(f"wrote {det} (the face detector predict and serve crop with)")
     atomic_write_text(out.with_name("export_tflite.json"), json.dumps(report, indent=1) + "\n")

@@ -189,7 +189,7 @@ class MapMetric(Metric):
         self.preds, self.targets = [], []
 
     def accumulate(self, learn):
-        from .postprocess import postprocess
+        from .box_postprocess import postprocess
 
         head = learn.model[1]
         boxes, scores = (t.cpu().numpy() for t in head.decode(learn.pred.detach().float()))

@@ -12,7 +12,7 @@ from ..core.plots import plot_sweep
 from ..core.layout import RunFolder
 from ..core.recipe import Recipe, keep_frozen_problem
 from ..core.stats import says, score_cells, score_columns, versus
-from ..tasks import get_task
+from ..core.task_registry import get_task
 
 __all__ = ["sweep", "parse_freeze"]
 

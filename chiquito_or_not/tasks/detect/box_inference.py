@@ -1,4 +1,4 @@
-"""Detector inference: batched boxes from a learner (PyTorch) or an OnnxDetector, through one numpy
+"""Detector inference: a model.pkl as a runtime model (LearnerDetector), batched boxes from any detector runtime, through one numpy
 pre- and post-processing path, boxes in the original image's pixels; drawing them."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from ...core.images import ACCEPT, clean_one
-from .postprocess import postprocess, preprocess
+from .box_postprocess import postprocess
+from .box_runtime import OnnxDetector
 
-__all__ = ["DetPrediction", "runner", "detect_images", "predict_paths", "draw_boxes", "draw_files",
-           "model_spec"]
+__all__ = ["DetPrediction", "LearnerDetector", "learner_spec", "detect_images", "predict_paths", "draw_boxes",
+           "draw_files"]
 
 
 @dataclass
@@ -36,27 +37,24 @@ class DetPrediction:
                 for d in self.boxes]
 
 
-def model_spec(model) -> dict:
-    """What inference needs, from a learner's SSDHead or an ONNX file's metadata."""
-    if hasattr(model, "session"):
-        return model.spec
-    head = model.model[1]
+def learner_spec(learn) -> dict:
+    """What inference needs, from a learner's SSDHead (an ONNX file carries the same in its metadata)."""
+    head = learn.model[1]
     return {"labels": list(head.labels), "size": head.size, "mean": head.mean, "std": head.std,
             "post": dict(head.post), "score_threshold": getattr(head, "score_threshold", 0.3)}
 
 
-class _TorchRunner:
-    """A learner's detector with its decoding, eval mode, no autograd: numpy batch → (boxes, scores)."""
+class LearnerDetector(OnnxDetector):
+    """A loaded model.pkl as a detector with the ONNX file's surface: its model with the box decoding, eval
+    mode, no autograd (numpy batch → boxes, scores); `learn` is the Learner."""
 
-    def __init__(self, learn):
-        from .net import Decoded
+    def __init__(self, learn, path: str | Path):
+        from .ssd import Decoded
 
-        self.spec = model_spec(learn)
+        self.learn, self.path = learn, Path(path)
+        self.spec = learner_spec(learn)
+        self.vocab = self.spec["labels"]
         self.net = Decoded(learn.model)
-
-    def preprocess(self, im):
-        s = self.spec
-        return preprocess(im, s["size"], s["mean"], s["std"])
 
     def run(self, x):
         import torch
@@ -65,15 +63,6 @@ class _TorchRunner:
         with torch.inference_mode():
             b, s = self.net(torch.from_numpy(x))
         return b.float().numpy(), s.float().numpy()
-
-
-def runner(model):
-    if hasattr(model, "session"):
-        return model
-    r = getattr(model, "_chiquito_runner", None)
-    if r is None:
-        r = model._chiquito_runner = _TorchRunner(model)
-    return r
 
 
 def _detections(r, boxes, scores, w: int, h: int, threshold: float, post: dict | None = None) -> list[dict]:
@@ -90,14 +79,13 @@ def _detections(r, boxes, scores, w: int, h: int, threshold: float, post: dict |
 
 def detect_images(model, images: list, threshold: float | None = None, bs: int = 16, post: dict | None = None) -> list:
     """Detections for PIL images: [{"label", "score", "box"}] per image, boxes in its own pixels."""
-    r = runner(model)
-    spec = r.spec
+    spec = model.spec
     thr = spec["score_threshold"] if threshold is None else threshold
     out = []
     for i in range(0, len(images), bs):
         chunk = images[i:i + bs]
-        boxes, scores = r.run(np.stack([r.preprocess(im) for im in chunk]))
-        out += [_detections(r, b, s, im.width, im.height, thr, post) for b, s, im in zip(boxes, scores, chunk)]
+        boxes, scores = model.run(np.stack([model.preprocess(im) for im in chunk]))
+        out += [_detections(model, b, s, im.width, im.height, thr, post) for b, s, im in zip(boxes, scores, chunk)]
     return out
 
 
@@ -107,19 +95,18 @@ def predict_paths(model, paths: list[Path], bs: int = 16, workers: int = 2, thre
     Worker threads decode the next batch while the model runs on this one."""
     from ...core.images import prefetched
 
-    r = runner(model)
-    spec = r.spec
+    spec = model.spec
     thr = spec["score_threshold"] if threshold is None else threshold
     results = [DetPrediction(str(p)) for p in paths]
-    for good, values, errors in prefetched(paths, lambda im: (r.preprocess(im), im.size), bs, workers):
+    for good, values, errors in prefetched(paths, lambda im: (model.preprocess(im), im.size), bs, workers):
         for i, err in errors:
             results[i].error = err
         if not values:
             continue
-        boxes, scores = r.run(np.stack([x for x, _ in values]))
+        boxes, scores = model.run(np.stack([x for x, _ in values]))
         for i, (_, size), b, s in zip(good, values, boxes, scores):
             results[i].width, results[i].height = size
-            results[i].boxes = _detections(r, b, s, *size, thr, post)
+            results[i].boxes = _detections(model, b, s, *size, thr, post)
     return results
 
 
@@ -157,7 +144,7 @@ def draw_files(model, results: list[DetPrediction], folder: Path) -> int:
     overwritten; two inputs with one name get numbered copies). The inputs are only read."""
     from ...core.files import atomic_write_bytes
 
-    labels = model_spec(model)["labels"]
+    labels = model.vocab
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     taken, n = set(), 0

@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from ..core.faces import BLAZEFACE, DETECTOR_FILE, Face, crop_face, find_weights, get_detector, usable_faces
+from ..core.face_detectors import BLAZEFACE, DETECTOR_FILE, Face, crop_face, find_weights, get_detector, usable_faces
 from ..core.files import atomic_write_bytes, atomic_write_text
 from ..core.reasons import Reason, Status
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from .backbones import backbone_name_problem
+from ..core.backbone_table import backbone_name_problem
 from ..core.files import write_csv
 from ..core.errors import RecipeError
 from .finetune import finetune
@@ -16,7 +16,7 @@ from ..core.plots import plot_leaderboard
 from ..core.layout import RunFolder
 from ..core.recipe import Recipe
 from ..core.stats import says, score_cells, score_columns, versus
-from ..tasks import get_task
+from ..core.task_registry import get_task
 
 __all__ = ["compare", "parse_backbones", "cpu_ms_per_image"]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from ..core.errors import RunError
 from ..core.files import atomic_write_text
 from ..core.layout import RunFolder
-from ..tasks import task_of_model
-from .predict import load_model
+from ..core.task_registry import task_of_model
+from ..core.model_loader import load_model
 
 __all__ = ["evaluate", "resolve_run"]
 
@@ -36,21 +36,21 @@ def evaluate(target: str | Path, data: Path | None = None, out: Path | None = No
     files = RunFolder(run)
     if not files.model.is_file():
         raise RunError(f"{run}: no model.pkl; run `chiquito finetune RECIPE` first")
-    learn = load_model(files.model, notice=notice)
-    task = task_of_model(learn)
+    model = load_model(files.model, notice=notice)
+    task = task_of_model(model)
     if data is not None:
         data = Path(data)
         out = Path(out) if out else files.eval_dir(data)
-        res = {"data": task.evaluate_set(learn, data.name, data, out, "", top_k, log)}
+        res = {"data": task.evaluate_set(model, data.name, data, out, "", top_k, log)}
     else:
         state = json.loads(files.state.read_text()) if files.state.is_file() else {}
         root = Path(state.get("dataset", ""))
         if not (root / "valid").is_dir():
             raise RunError(f"{run}: its dataset folder {root} has no valid/ split; pass --data FOLDER")
         out = Path(out) if out else run
-        res = {"valid": task.evaluate_set(learn, "valid", root / "valid", out, "", top_k, log, split=True)}
+        res = {"valid": task.evaluate_set(model, "valid", root / "valid", out, "", top_k, log, split=True)}
         if (root / "test").is_dir():
-            res["test"] = task.evaluate_set(learn, "test", root / "test", out, "_test", top_k, log, split=True)
+            res["test"] = task.evaluate_set(model, "test", root / "test", out, "_test", top_k, log, split=True)
     res["model"] = str(files.model)
     atomic_write_text(out / "metrics.json", json.dumps(res, indent=2) + "\n")
     return res

@@ -38,8 +38,8 @@ def resolve_target(target: str | Path) -> tuple:
 def find_suspects(target: str | Path, folds: int = 5, log=print) -> dict:
     """The task's suspects for the target's dataset (a run's model.pkl, a pickle, is loaded when given),
     with each image's current decision from review.csv."""
-    from ..data.review import last_decisions
-    from ..tasks import get_task
+    from ..data.review_log import last_decisions
+    from ..core.task_registry import get_task
 
     recipe, root, run = resolve_target(target)
     res = get_task(recipe.task).review_suspects(recipe, root, run, folds, log)
@@ -59,7 +59,7 @@ def create_review_app(res: dict, show: int = 200):
     from starlette.exceptions import HTTPException
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    from ..data.review import DECISIONS, ReviewLog
+    from ..data.review_log import DECISIONS, ReviewLog
 
     folder = DatasetFolder(Path(res["root"]))
     log = ReviewLog(folder.review).open()

@@ -107,8 +107,8 @@ def _features(recipe, root: Path, files: list[Path], log) -> np.ndarray:
 
 def _losses(run: Path, files: list[Path], labels: list[str], log) -> np.ndarray:
     """Each image's cross-entropy under the run's model (model.pkl: a pickle, loading it runs code)."""
-    from ...deploy.predict import load_model
-    from .predict import predict_paths
+    from ...core.model_loader import load_model
+    from .class_inference import predict_paths
 
     learn = load_model(Path(run) / "model.pkl", notice=log)
     out = predict_paths(learn, files, faces=False)  # the dataset's pictures: already cropped
@@ -134,7 +134,7 @@ def cross_class_duplicates(folder: DatasetFolder) -> list[dict]:
 def suspects(recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
     """Every image of the dataset's splits, worst first, with its label, the suggested label, scores and
     why; plus the cross-class duplicates. `run`: also rank by that run's losses."""
-    from .data import dataset_classes
+    from .class_data import dataset_classes
 
     folder = DatasetFolder(Path(root))
     if not folder.split_csv.is_file():

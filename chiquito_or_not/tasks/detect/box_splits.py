@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ...core.errors import DataError
-from .annotations import read_coco
+from .box_formats import read_coco
 
 __all__ = ["SPLIT_ANNOTATIONS", "read_split"]
 

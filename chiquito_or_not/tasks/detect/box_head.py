@@ -10,7 +10,7 @@ def adapt_body(recipe, body):
     import torch.nn as nn
 
     from ...core.errors import RecipeError
-    from .net import TapBody
+    from .ssd import TapBody
 
     if not isinstance(body, nn.Sequential):
         raise RecipeError(f"{recipe.path}: backbone {recipe.finetune.backbone!r} is not a sequence of blocks, so "
@@ -26,8 +26,8 @@ def model_parts(recipe, body, n_features: int, dls, root) -> tuple:
     import torch
 
     from ...train.backbones import get_backbone
-    from .net import MapMetric, SSDHead, SSDLoss
-    from .postprocess import POST_DEFAULTS
+    from .ssd import MapMetric, SSDHead, SSDLoss
+    from .box_postprocess import POST_DEFAULTS
 
     f, d = recipe.finetune, recipe.detect
     was = body.training

@@ -1,5 +1,5 @@
-"""Classifier inference: batched probabilities from a learner or an ONNX classifier, with our own
-preprocessing (the same numpy pipeline the ONNX file's runtime uses)."""
+"""Classifier inference: a model.pkl as a runtime model (LearnerClassifier), and batched predictions from any
+classifier runtime with our own preprocessing (the numpy pipeline the ONNX and LiteRT files use too)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import ChiquitoError
+from .class_runtime import OnnxClassifier
 
-__all__ = ["Prediction", "predict_images", "preprocess_spec", "model_vocab", "model_probabilities",
-           "predict_paths", "face_step"]
+__all__ = ["Prediction", "LearnerClassifier", "predict_images", "preprocess_spec", "predict_paths"]
 
 
 @dataclass
@@ -63,17 +63,15 @@ def preprocess_spec(learn) -> dict:
             "std": [float(x) for x in norm.std.flatten()], "layout": "NCHW", "channels": "RGB"}
 
 
-class _TorchRunner:
-    """A learner's model in eval mode on preprocessed numpy batches (what predict and serve use):
-    no DataLoader per call, no callbacks, no autograd."""
+class LearnerClassifier(OnnxClassifier):
+    """A loaded model.pkl as a classifier with the ONNX file's surface: its model in eval mode on the same
+    numpy preprocessing (no DataLoader per call, no callbacks, no autograd); `learn` is the Learner."""
 
-    def __init__(self, learn):
-        self.learn, self.spec = learn, preprocess_spec(learn)
-
-    def preprocess(self, im):
-        from .onnxmodel import preprocess_image
-
-        return preprocess_image(im, self.spec)
+    def __init__(self, learn, path: str | Path):
+        self.learn, self.path = learn, Path(path)
+        self.vocab = [str(v) for v in learn.dls.vocab]
+        self.spec = preprocess_spec(learn)
+        self.faces = getattr(learn, "chiquito_faces", None)  # travels in the pickle: trained on face crops
 
     def run(self, x):
         import torch
@@ -84,63 +82,22 @@ class _TorchRunner:
             return torch.softmax(model(torch.from_numpy(x)).float(), dim=1).numpy()
 
 
-def face_step(model):
-    """None, or the face crop a model trained on crops needs first (data.faces.face_step), made once per model."""
-    step = getattr(model, "_chiquito_face_step", False)
-    if step is not False:
-        return step
-    meta = getattr(model, "faces", None) if hasattr(model, "session") else getattr(model, "chiquito_faces", None)
-    step = None
-    if meta:
-        from ...core.faces import face_step as make
-
-        where = getattr(model, "path" if hasattr(model, "session") else "chiquito_model_path", None)
-        step = make(meta, Path(where).parent if where else None)
-    model._chiquito_face_step = step
-    return step
-
-
-def _runner(model):
-    if hasattr(model, "session"):
-        return model
-    r = getattr(model, "_chiquito_runner", None)
-    if r is None:
-        r = model._chiquito_runner = _TorchRunner(model)
-    return r
-
-
-def model_vocab(model) -> list[str]:
-    """Class names of a learner or an OnnxClassifier."""
-    return [str(v) for v in (model.vocab if hasattr(model, "session") else model.dls.vocab)]
-
-
-def model_probabilities(model, images: list, bs: int = 64) -> list[list[float]]:
-    """Class probabilities for PIL images, from a learner or an OnnxClassifier."""
-    import numpy as np
-
-    r = _runner(model)
-    out = []
-    for i in range(0, len(images), bs):
-        out += r.run(np.stack([r.preprocess(im) for im in images[i:i + bs]])).tolist()
-    return out
-
-
-def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2, faces: bool = True) -> list[Prediction]:
-    """Predict every file with a learner or an OnnxClassifier; a file that is not a usable image gets an
+def predict_paths(model, paths: list[Path], bs: int = 64, workers: int = 2, faces: bool = True) -> list[Prediction]:
+    """Predict every file with a classifier's runtime model (LearnerClassifier, OnnxClassifier, LiteClassifier); a file that is not a usable image gets an
     error and the others go on. Worker threads decode and preprocess the next batch while the model
     runs on this one, so memory holds at most two batches."""
     import numpy as np
 
     from ...core.images import prefetched
 
-    vocab = model_vocab(learn)
-    r, step = _runner(learn), face_step(learn) if faces else None
+    vocab = model.vocab
+    step = model.face_step if faces else None
 
     def prepare(im):
         if step is None:
-            return r.preprocess(im), None
+            return model.preprocess(im), None
         crop, box, _ = step(im)
-        return r.preprocess(crop), (list(box) if box else None)
+        return model.preprocess(crop), (list(box) if box else None)
 
     results = [Prediction(str(p)) for p in paths]
     for good, prepared, errors in prefetched(paths, prepare, bs, workers):
@@ -150,7 +107,7 @@ def predict_paths(learn, paths: list[Path], bs: int = 64, workers: int = 2, face
             continue
         for i, (_, box) in zip(good, prepared):
             results[i].face = box
-        for i, row in zip(good, r.run(np.stack([a for a, _ in prepared])).tolist()):
+        for i, row in zip(good, model.run(np.stack([a for a, _ in prepared])).tolist()):
             k_best = max(range(len(row)), key=row.__getitem__)
             results[i].label, results[i].probability = vocab[k_best], row[k_best]
             results[i].probabilities = dict(zip(vocab, row))

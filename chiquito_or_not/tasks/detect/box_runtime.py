@@ -12,12 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import ChiquitoError
+from ...core.model_loader import RuntimeModel
 
 __all__ = ["OnnxDetector", "LiteDetector"]
 
 
-class OnnxDetector:
-    chiquito_task = "detect"
+class OnnxDetector(RuntimeModel):
+    """An ONNX file from `chiquito export` as a detector: RuntimeModel's surface, `spec` its input and
+    post-processing."""
+
+    task = "detect"
 
     def __init__(self, path, session):
         self.path, self.session = Path(path), session
@@ -37,7 +41,7 @@ class OnnxDetector:
 
     def preprocess(self, im) -> np.ndarray:
         """One PIL image → the normalised 3 x size x size float32 array the file takes."""
-        from .postprocess import preprocess
+        from .box_postprocess import preprocess
 
         s = self.spec
         return preprocess(im, s["size"], s["mean"], s["std"])
@@ -68,7 +72,7 @@ class LiteDetector(OnnxDetector):
 
     def preprocess(self, im) -> np.ndarray:
         """One PIL image → the uint8 size x size x 3 pixels the file takes."""
-        from .postprocess import resized
+        from .box_postprocess import resized
 
         return resized(im, self.spec["size"])
 

@@ -11,7 +11,7 @@ from ..core.layout import RunFolder
 from ..core.paths import dataset_dir, run_dir
 from ..core.recipe import Recipe
 from ..core.stats import mean_spread
-from ..tasks import get_task
+from ..core.task_registry import get_task
 from .finetune import finetune
 
 __all__ = ["seed_spread"]

@@ -1,4 +1,4 @@
-"""The dataset stage for detection: annotated sources → checked boxes → clean images whose boxes moved with
+"""Detection's side of the dataset stage: annotated sources → checked boxes → clean images whose boxes moved with
 their pixels → train/valid/test by group, each split a folder of images and one COCO annotations.json.
 
     datasets/NAME/
@@ -25,11 +25,13 @@ from ...core.files import IMAGE_EXTS, NotRegular, atomic_write_bytes, atomic_wri
 from ...core.images import clean_with_boxes
 from ...core.layout import DatasetFolder
 from ...core.reasons import Reason, Status
-from .annotations import ANNOTATION_EXTS, Annotation, Box, check_boxes, read_coco, read_csv, read_voc, read_yolo
+from ...data.dataset_parts import DatasetSummary, sample_per_label
+from ...data.sources import fetch_source
+from ...data.split import SPLITS
+from .box_formats import ANNOTATION_EXTS, Annotation, Box, check_boxes, read_coco, read_csv, read_voc, read_yolo
+from .box_splits import SPLIT_ANNOTATIONS
 
-__all__ = ["DetRecord", "build_detection_dataset", "read_split", "SPLIT_ANNOTATIONS"]
-
-from .splitfile import SPLIT_ANNOTATIONS, read_split  # noqa: F401  (part of this stage's interface)
+__all__ = ["DetRecord", "BoxDataset"]
 
 
 @dataclass
@@ -228,80 +230,96 @@ def _coco(records: list[DetRecord], labels: list[str], split: str) -> dict:
             "images": images, "annotations": anns}
 
 
-def build_detection_dataset(recipe, root: Path, log=print, retry_failed: bool = False):
-    """Fetch, check, clean and split a detection recipe's images into `root`."""
-    from ...core.recipe import write_resolved
-    from ...data.dataset import DatasetSummary, _sample
-    from ...data.sources import fetch_source
-    from ...data.split import SPLITS, materialize
+class BoxDataset:
+    """One detection dataset build (data.dataset_parts.DatasetParts): annotated sources → checked boxes →
+    clean images, split by unit, one COCO annotations.json per split. review.csv is classification's
+    (chiquito review refuses a detection recipe): nothing to apply."""
 
-    folder, labels = DatasetFolder(root), list(recipe.detect.labels)
-    pairs, records = [], []
-    for i, asrc in enumerate(recipe.detect.sources):
-        where = f"{recipe.path}: detect.sources[{i}]"
-        files = fetch_source(asrc.images, f"{where}.images", recipe.seed, log, retry_failed)
-        got, strays = _pair(asrc, files, labels, where)
-        n_img = len(got)
-        log(f"  detect.sources[{i}] {asrc.images.kind:<9} {n_img:>5} images, {asrc.format} annotations"
-            + (f", {len(strays)} without image" if strays else ""))
-        pairs += got
-        records += strays
-    if recipe.dataset.sample:
-        keep = {id(x[1]) for x in _sample([("", p[0]) for p in pairs], recipe.dataset.sample, recipe.seed)}
-        pairs = [p for p in pairs if id(p[0]) in keep]
-        log(f"  sample: at most {recipe.dataset.sample} input images ({len(pairs)})")
-    if not pairs:
-        raise DataError(f"{recipe.path}: the detection sources gave no images; check detect.sources")
-    problems: list[dict] = []
-    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
-    try:
-        cleaned = list(pool.map(lambda p: _clean(p[0], p[1], p[2], recipe, folder.clean, problems), pairs))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    seen: dict[str, DetRecord] = {}
-    for r in cleaned:  # the same bytes twice: the first is kept
-        if r.status == Status.KEPT:
-            if r.sha256 in seen:
-                r.status, r.reason = Status.REJECTED, Reason.EXACT_DUPLICATE
-                r.detail = f"same bytes as {seen[r.sha256].raw_path}"
-            else:
-                seen[r.sha256] = r
-    records = cleaned + records
-    kept = [r for r in records if r.status == Status.KEPT]
-    columns = [k for k in DetRecord.__dataclass_fields__ if k != "kept_boxes"]
+    def __init__(self, recipe, folder: DatasetFolder, log, use_review: bool):
+        self.recipe, self.folder, self.log = recipe, folder, log
+        self.strays: list[DetRecord] = []  # annotations without an image
+        self.problems: list[dict] = []  # box_problems.csv
+        self.records: list[DetRecord] = []
+        self.by_split: dict = {}
 
-    def manifest():
-        write_csv(folder.manifest, [{k: v for k, v in asdict(r).items() if k != "kept_boxes"} for r in records],
+    def gather(self, retry_failed: bool) -> list:
+        r, labels, pairs = self.recipe, list(self.recipe.detect.labels), []
+        for i, asrc in enumerate(r.detect.sources):
+            where = f"{r.path}: detect.sources[{i}]"
+            files = fetch_source(asrc.images, f"{where}.images", r.seed, self.log, retry_failed)
+            got, strays = _pair(asrc, files, labels, where)
+            self.log(f"  detect.sources[{i}] {asrc.images.kind:<9} {len(got):>5} images, {asrc.format} annotations"
+                     + (f", {len(strays)} without image" if strays else ""))
+            pairs += got
+            self.strays += strays
+        if r.dataset.sample:
+            keep = {id(x[1]) for x in sample_per_label([("", p[0]) for p in pairs], r.dataset.sample, r.seed)}
+            pairs = [p for p in pairs if id(p[0]) in keep]
+            self.log(f"  sample: at most {r.dataset.sample} input images ({len(pairs)})")
+        if not pairs:
+            raise DataError(f"{r.path}: the detection sources gave no images; check detect.sources")
+        return pairs
+
+    def clean(self, pairs: list) -> list:
+        pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+        try:
+            cleaned = list(pool.map(lambda p: _clean(p[0], p[1], p[2], self.recipe, self.folder.clean,
+                                                     self.problems), pairs))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        seen: dict[str, DetRecord] = {}
+        for r in cleaned:  # the same bytes twice: the first is kept
+            if r.status == Status.KEPT:
+                if r.sha256 in seen:
+                    r.status, r.reason = Status.REJECTED, Reason.EXACT_DUPLICATE
+                    r.detail = f"same bytes as {seen[r.sha256].raw_path}"
+                else:
+                    seen[r.sha256] = r
+        self.records = cleaned + self.strays
+        if not any(r.status == Status.KEPT for r in self.records):
+            self.write_manifest(self.records)
+            raise DataError(f"no usable image: every input was rejected; see the reasons in {self.folder.manifest}")
+        return self.records
+
+    def split(self, records: list) -> list[dict]:
+        kept, labels = [r for r in records if r.status == Status.KEPT], list(self.recipe.detect.labels)
+        split_of = _assign(kept, self.recipe.dataset, self.recipe.seed)
+        by_split = self.by_split = {s: [r for r in kept if split_of[id(r)] == s] for s in SPLITS}
+        for s in ("train", "valid") + (("test",) if self.recipe.dataset.test else ()):
+            have = Counter(b[0] for r in by_split[s] for b in r.kept_boxes)
+            missing = [lab for lab in labels if not have[lab]] if s == "train" else ([] if have else labels)
+            if missing:
+                self.write_manifest(records)
+                raise DataError(f"split '{s}' has no box of label {', '.join(missing)} ({len(by_split[s])} images); "
+                                f"add images, or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe")
+        return [dict(split=s, label="+".join(sorted({b[0] for b in r.kept_boxes})) or "(background)",
+                     file=f"{s}/images/{r.clean_path}", sha256=r.sha256, group=r.group or r.sha256[:16],
+                     clean_path=r.clean_path) for s in SPLITS for r in sorted(by_split[s], key=lambda r: r.clean_path)]
+
+    def write_manifest(self, records: list) -> None:
+        columns = [k for k in DetRecord.__dataclass_fields__ if k != "kept_boxes"]
+        write_csv(self.folder.manifest, [{k: v for k, v in asdict(r).items() if k != "kept_boxes"} for r in records],
                   columns)
-        write_csv(root / "box_problems.csv", problems, ["file", "box", "reason", "detail", "action"])
-    if not kept:
-        manifest()
-        raise DataError(f"no usable image: every input was rejected; see the reasons in {folder.manifest}")
-    split_of = _assign(kept, recipe.dataset, recipe.seed)
-    by_split = {s: [r for r in kept if split_of[id(r)] == s] for s in SPLITS}
-    for s in ("train", "valid") + (("test",) if recipe.dataset.test else ()):
-        have = Counter(b[0] for r in by_split[s] for b in r.kept_boxes)
-        missing = [lab for lab in labels if not have[lab]] if s == "train" else ([] if have else labels)
-        if missing:
-            manifest()
-            raise DataError(f"split '{s}' has no box of label {', '.join(missing)} ({len(by_split[s])} images); "
-                            f"add images, or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe")
-    rows = [dict(split=s, label="+".join(sorted({b[0] for b in r.kept_boxes})) or "(background)",
-                 file=f"{s}/images/{r.clean_path}", sha256=r.sha256, group=r.group or r.sha256[:16],
-                 clean_path=r.clean_path) for s in SPLITS for r in sorted(by_split[s], key=lambda r: r.clean_path)]
-    manifest()
-    write_csv(folder.split_csv, rows, ["split", "label", "file", "sha256", "group"])
-    changes = materialize(rows, folder.clean, root)
-    for s in SPLITS:
-        if by_split[s]:
-            atomic_write_text(root / s / SPLIT_ANNOTATIONS, json.dumps(_coco(by_split[s], labels, s)) + "\n")
-    write_resolved(recipe, root)
-    atomic_write_text(folder.classes, json.dumps(labels) + "\n")
-    counts = {s: dict(Counter(b[0] for r in by_split[s] for b in r.kept_boxes)) for s in SPLITS if by_split[s]}
-    for s in counts:
-        counts[s]["images"] = len(by_split[s])
-    summary = DatasetSummary(root=root, inputs=len(records), kept=len(kept),
-                             rejected=Counter(r.reason for r in records if r.status == Status.REJECTED),
-                             counts=counts, changes=changes)
-    summary.box_problems = Counter(p["reason"] for p in problems)
-    return summary
+        write_csv(self.folder.root / "box_problems.csv", self.problems, ["file", "box", "reason", "detail", "action"])
+
+    def write_split_files(self, rows: list[dict]) -> None:
+        labels = list(self.recipe.detect.labels)
+        for s in SPLITS:
+            if self.by_split[s]:
+                atomic_write_text(self.folder.root / s / SPLIT_ANNOTATIONS,
+                                  json.dumps(_coco(self.by_split[s], labels, s)) + "\n")
+
+    def labels(self) -> list[str]:
+        return list(self.recipe.detect.labels)
+
+    def summary(self, records: list, rows: list[dict], changes: dict) -> DatasetSummary:
+        by_split = self.by_split
+        counts = {s: dict(Counter(b[0] for r in by_split[s] for b in r.kept_boxes)) for s in SPLITS if by_split[s]}
+        for s in counts:
+            counts[s]["images"] = len(by_split[s])
+        bad = Counter(p["reason"] for p in self.problems)
+        return DatasetSummary(root=self.folder.root, inputs=len(records),
+                              kept=sum(1 for r in records if r.status == Status.KEPT),
+                              rejected=Counter(r.reason for r in records if r.status == Status.REJECTED),
+                              counts=counts, changes=changes,
+                              notes=[f"bad box  {n:>5}  {reason}  (box_problems.csv)" for reason, n in bad.most_common()])

@@ -96,7 +96,7 @@ def _worst_picture(paths, dets, truth, labels, threshold, path: Path, n: int) ->
     from PIL import Image
 
     from ...core.plots import plt, save
-    from .predict import draw_boxes
+    from .box_inference import draw_boxes
 
     errs = [image_errors(d, t, threshold) for d, t in zip(dets, truth)]
     order = sorted(range(len(paths)), key=lambda i: (-errs[i], str(paths[i])))[:n]
@@ -116,10 +116,10 @@ def _worst_picture(paths, dets, truth, labels, threshold, path: Path, n: int) ->
 
 def evaluate_set(model, name: str, folder, out, suffix: str, top_k: int, log) -> dict:
     """COCO metrics and figures for one split folder (images + annotations.json)."""
-    from .splitfile import read_split
-    from .predict import model_spec, predict_paths
+    from .box_splits import read_split
+    from .box_inference import predict_paths
 
-    spec = model_spec(model)
+    spec = model.spec
     labels = spec["labels"]
     paths, truth, _ = read_split(Path(folder), labels)
     preds = predict_paths(model, paths, threshold=spec["post"]["score_thresh"])

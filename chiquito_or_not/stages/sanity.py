@@ -9,8 +9,8 @@ from fastai.torch_core import set_seed
 
 from ..core.paths import dataset_dir
 from ..core.recipe import Recipe
-from ..tasks import get_task
-from .learner import LogProgress, make_learner
+from ..core.task_registry import get_task
+from ..train.learner import LogProgress, make_learner
 
 __all__ = ["sanity_check"]
 

@@ -1,0 +1,120 @@
+"""The task registry: what differs between kinds of model, behind one interface (Task).
+
+The stages never ask "is this classification?": they ask the recipe's task (`get_task(recipe.task)`) or
+the loaded model's (`task_of_model`) for the parts below. A task is a package under tasks/ whose `TASK`
+object has these members, registered here by one line in TASKS and imported by name when first asked
+for (this module imports nothing of the package above core). Classification (tasks/classify) is the
+first; detection (tasks/detect) the second.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Protocol
+
+__all__ = ["TASKS", "DEFAULT_TASK", "Task", "get_task", "task_of_model", "task_name_problem"]
+
+# task name in a recipe → the package that implements it
+TASKS = {"classify": "chiquito_or_not.tasks.classify", "detect": "chiquito_or_not.tasks.detect"}
+DEFAULT_TASK = "classify"
+
+
+class Task(Protocol):
+    name: str
+    history_metrics: tuple[str, ...]  # the metric columns of history.csv, after the losses
+    scores: tuple[str, ...]  # the metrics.json keys of a split that compare and sweep report, in order
+    rank: tuple[str, ...]  # the keys compare ranks backbones by, best first
+    feature_cache: bool  # whether the frozen stage may train the head on cached body features
+    channels_last: bool  # whether finetune trains in channels-last memory layout (faster on a CPU)
+    onnx_outputs: tuple[str, ...]  # the exported graph's output names
+
+    def dataset_parts(self, recipe, folder, log, use_review: bool):
+        """This task's side of one dataset build into `folder` (a data.dataset_parts.DatasetParts): how the
+        sources become labelled records, how they are split, what is written per split; `use_review`:
+        apply folder/review.csv."""
+
+    def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
+        """`chiquito review`: the dataset's images worst first ({"classes", "items", "issues",
+        "duplicates", ...}); ChiquitoError where the task has no ranking."""
+
+    # data: how labels are read and split
+    def check_dataset(self, recipe, root) -> None:
+        """DataError (naming `chiquito dataset`) unless `root` holds usable train and valid splits."""
+
+    # training
+    def dataloaders(self, recipe, root, augment: bool):
+        """fastai DataLoaders over root's train and valid splits."""
+
+    def memorise_dls(self, recipe, root, n_images: int) -> tuple:
+        """(DataLoaders, items) for `sanity`: a few training images validated on themselves."""
+
+    def adapt_body(self, recipe, body):
+        """The backbone's body as this task's model uses it (a detector taps two feature maps)."""
+
+    def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
+        """(head, loss_func, metrics) for the body: what the shared Learner is built from."""
+
+    def headline(self, metrics: dict) -> str:
+        """One split's metrics in one line, for the command summaries."""
+
+    # using a trained model
+    def check_model(self, model, path) -> None:
+        """ChiquitoError unless `model` (a loaded learner or ONNX model) is this task's."""
+
+    def evaluate_set(self, model, name: str, folder, out, suffix: str, top_k: int, log, split: bool = False) -> dict:
+        """Metrics (and the task's figures, written under `out`) on one labelled folder; `split`: one of
+        the dataset's own splits, whose pictures are already what the model takes (face crops included)."""
+
+    def predict_files(self, model, paths, bs: int, workers: int, threshold: float | None = None) -> list:
+        """One result per path (with .error when the file is not a usable image; .to_json(top_k) and
+        .lines(top_k) for the CLI); `threshold`: a detector's score threshold."""
+
+    def draw_files(self, model, results, folder) -> int:
+        """Write each predicted file with its answer drawn on it into `folder` (a detector's boxes)."""
+
+    def predict_image(self, model, image, threshold: float | None = None) -> dict:
+        """The web app's JSON payload for one decoded image."""
+
+    def learner_model(self, learn, path):
+        """A loaded model.pkl's Learner as this task's runtime model (core.model_loader.RuntimeModel)."""
+
+    def onnx_model(self, path, session):
+        """The task's runtime model over an opened onnxruntime session (what predict and serve use)."""
+
+    def onnx_graph(self, model) -> tuple:
+        """(module, example input): what ONNX export traces (the model with its output post-processing)."""
+
+    def onnx_metadata(self, model) -> dict:
+        """What the ONNX file must carry for a runtime without this package to use it."""
+
+    def lite_model(self, path, session):
+        """The task's runtime model over an opened .tflite file (core.litefile.LiteSession)."""
+
+    def input_spec(self, model) -> dict:
+        """The model's input: size_wh, mean, std, scale (what a phone-ready graph normalises inside)."""
+
+    def parity(self, model, exported, files, what: str) -> dict:
+        """Compare an exported file's runtime model (`what`: "ONNX", "LiteRT") with the .pkl's on `files`;
+        ExportError when they disagree; the report has a one-line "summary"."""
+
+    def compare(self, reference, other, files) -> dict:
+        """How runtime model `other` (a quantised copy) differs from `reference` on `files`, with a "summary"."""
+
+
+def get_task(name: str) -> Task:
+    """The task registered under `name` (imported on first use)."""
+    if problem := task_name_problem(name):
+        raise ValueError(problem)
+    return import_module(TASKS[name]).TASK
+
+
+def task_name_problem(name) -> str:
+    """Why `name` is not a task ("" when it is one)."""
+    if isinstance(name, str) and name in TASKS:
+        return ""
+    return f"unknown task {name!r}; choose one of {', '.join(TASKS)}"
+
+
+def task_of_model(model) -> Task:
+    """The task of a loaded model (a core.model_loader.RuntimeModel)."""
+    return get_task(model.task)

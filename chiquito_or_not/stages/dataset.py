@@ -1,0 +1,39 @@
+"""The dataset stage: sources → raw → clean → train/valid/test folders, with manifests, for every task.
+
+One skeleton for every task: its DatasetParts (data.dataset_parts) fetch, label and sample the inputs,
+clean them and split them; this stage then writes manifest.csv, split.csv, the split folders, recipe.json
+and classes.json, in that order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..core.files import atomic_write_text, write_csv
+from ..core.layout import DatasetFolder
+from ..core.paths import dataset_dir
+from ..core.recipe import Recipe, write_resolved
+from ..core.task_registry import get_task
+from ..data.dataset_parts import SPLIT_COLUMNS, DatasetSummary
+from ..data.split import materialize
+
+__all__ = ["build_dataset"]
+
+
+def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_failed: bool = False,
+                  use_review: bool = True) -> DatasetSummary:
+    """Fetch, clean and split the recipe's images into `root` (default: the data root) the way its task
+    reads them; `retry_failed` fetches again the downloads that failed for reasons that may pass;
+    `use_review` applies the decisions in `root/review.csv` (chiquito review)."""
+    root = Path(root) if root else dataset_dir(recipe.name)
+    folder = DatasetFolder(root)
+    parts = get_task(recipe.task).dataset_parts(recipe, folder, log, use_review)
+    records = parts.clean(parts.gather(retry_failed))
+    rows = parts.split(records)
+    parts.write_manifest(records)
+    write_csv(folder.split_csv, rows, SPLIT_COLUMNS)
+    changes = materialize(rows, folder.clean, root)
+    parts.write_split_files(rows)
+    write_resolved(recipe, root)
+    atomic_write_text(folder.classes, json.dumps(parts.labels()) + "\n")
+    return parts.summary(records, rows, changes)
