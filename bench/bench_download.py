@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chiquito_or_not.data.download import DownloadPolicy, download_urls  # noqa: E402
+from chiquito_or_not.core.http_fetch import FetchPolicy  # noqa: E402
+from chiquito_or_not.data.download import download_urls  # noqa: E402
 from tests.httpserver import Server  # noqa: E402
 
 
@@ -30,10 +31,10 @@ def main():
     a = ap.parse_args()
     with Server(latency=a.latency) as server:
         urls = [f"{server.base}/img/{i}.jpg" for i in range(a.n)]
-        base_t, base_c = timed(urls, DownloadPolicy(workers=1, per_host=1))
-        ours_t, ours_c = timed(urls, DownloadPolicy())
+        base_t, base_c = timed(urls, FetchPolicy(workers=1, per_host=1))
+        ours_t, ours_c = timed(urls, FetchPolicy())
     assert base_c == ours_c == {"ok": a.n}, (base_c, ours_c)
-    d = DownloadPolicy()
+    d = FetchPolicy()
     print(f"{a.n} images, {a.latency * 1000:.0f} ms latency per request, loopback")
     print(f"one at a time           : {base_t:7.2f} s  ({a.n / base_t:6.1f} img/s)")
     print(f"default (workers {d.workers}, per host {d.per_host}): {ours_t:7.2f} s  ({a.n / ours_t:6.1f} img/s)")

@@ -13,6 +13,16 @@ from typing import Optional
 import typer
 
 from .core.errors import ChiquitoError
+from .stages.review import create_review_app
+from .stages.review import find_suspects
+from .core.recipe import load_recipe
+from .core.task_registry import get_task
+from .core.paths import run_dir
+from .core.layout import RunFolder
+from .core.task_registry import task_of_model
+from .stages.predict import expand_paths, predict_paths
+from .stages.dataset import build_dataset
+from .core.files import bytes_written
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn 'is this a picture of X?' into a trained, evaluated, exported classifier.")
@@ -45,7 +55,6 @@ _INTERRUPTED = {
 def _disk_full(e: OSError) -> str:
     import shutil
 
-    from .core.files import bytes_written
 
     where = Path(e.filename).parent if e.filename else Path.cwd()
     while not where.exists() and where != where.parent:
@@ -99,9 +108,6 @@ def dataset(recipe: Path = RecipeArg,
                                            help="Ignore the decisions in datasets/NAME/review.csv")):
     """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/;
     applies the decisions of `chiquito review` (datasets/NAME/review.csv) unless --no-review."""
-    from .stages.dataset import build_dataset
-    from .core.recipe import load_recipe
-
     r = load_recipe(recipe)
     typer.echo(f"dataset {r.name}: sources")
     s = build_dataset(r, log=typer.echo, retry_failed=retry_failed, use_review=not no_review)
@@ -130,8 +136,6 @@ def dataset(recipe: Path = RecipeArg,
 def lr_find(recipe: Path = RecipeArg):
     """Run the LR finder on the frozen learner, as finetune does; writes runs/NAME/lr_find.png and .json."""
     from .stages.finetune import lr_find_only
-    from .core.paths import run_dir
-    from .core.recipe import load_recipe
 
     r = load_recipe(recipe)
     run = run_dir(r.name)
@@ -150,16 +154,12 @@ def finetune(recipe: Path = RecipeArg,
              seeds: int = typer.Option(1, "--seeds", min=1, help="Train with this many seeds (the recipe's, +1, "
                                        "...) on the same split; report each figure's mean and spread")):
     """LR finder, then frozen head, augmented, unfrozen stages; exports and evaluates runs/NAME/model.pkl."""
-    from .core.recipe import load_recipe
-    from .core.task_registry import get_task
     from .stages.finetune import finetune as run_finetune
 
     r = load_recipe(recipe)
     if seeds > 1:
         if resume:
             _fail("--resume continues one run; run --seeds without it (each seed's run is built afresh)")
-        from .core.layout import RunFolder
-        from .core.paths import run_dir
         from .stages.seeds import seed_spread
 
         typer.echo(f"finetune {r.name} with {seeds} seeds")
@@ -209,7 +209,6 @@ def predict(model: Path = typer.Argument(..., help="model.pkl, or model.onnx / m
 
     A .pkl model is a pickle: loading it runs any code it holds. Load only files you made or trust;
     for a model from someone else use its .onnx or .tflite export, which cannot run code."""
-    from .stages.predict import expand_paths, predict_paths
     from .core.model_loader import load_model
 
     if draw is not None and draw.exists() and (not draw.is_dir() or any(draw.iterdir())):
@@ -220,8 +219,6 @@ def predict(model: Path = typer.Argument(..., help="model.pkl, or model.onnx / m
         _fail("no images found in the given paths")
     results = predict_paths(learn, files, bs=bs, threshold=threshold)
     if draw is not None:
-        from .core.task_registry import task_of_model
-
         n = task_of_model(learn).draw_files(learn, results, draw)
         typer.echo(f"wrote {n} image(s) with their boxes into {draw}", err=True)
     if as_json:
@@ -256,7 +253,6 @@ def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g.
         _fail(f"unknown format {fmt!r}; choose onnx or tflite (model.pkl is already the fastai export)")
     if uint8 and fmt != "tflite":
         _fail("--uint8 applies to --format tflite only")
-    from .core.layout import RunFolder
 
     if not RunFolder(run).model.is_file():
         _fail(f"{run}: no model.pkl; pass a run folder written by `chiquito finetune RECIPE`")
@@ -278,11 +274,7 @@ def compare(recipe: Path = RecipeArg,
     """Train each backbone on the same split and schedule; write runs/NAME/leaderboard.csv and .png."""
     from .stages.compare import compare as run_compare
     from .stages.compare import parse_backbones
-    from .core.recipe import load_recipe
 
-    from .core.layout import RunFolder
-    from .core.paths import run_dir
-    from .core.task_registry import get_task
 
     r = load_recipe(recipe)
     rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
@@ -304,11 +296,9 @@ def sweep(recipe: Path = RecipeArg,
           freeze: str = typer.Option("0,1,2", help="Kept frozen in the unfrozen stage: layer groups (0, 1, 2) "
                                                    "or shares of the body's blocks (0.25, 0.5, 0.75)")):
     """Train once per amount frozen, choose on validation, report the test score of the chosen one only."""
-    from .core.recipe import load_recipe
     from .stages.sweep import parse_freeze
     from .stages.sweep import sweep as run_sweep
 
-    from .core.task_registry import get_task
 
     r = load_recipe(recipe)
     res = run_sweep(r, parse_freeze(freeze), log=typer.echo)
@@ -329,7 +319,6 @@ def sanity(recipe: Path = RecipeArg,
            max_epochs: int = typer.Option(60, min=1, help="Give up after this many epochs"),
            target: float = typer.Option(0.99, min=0.0, max=1.0, help="Training accuracy that counts as learnt")):
     """Check that the model can learn at all: memorise a couple of batches; exit 0 on pass, 1 on fail."""
-    from .core.recipe import load_recipe
     from .stages.sanity import sanity_check
 
     res = sanity_check(load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target,
@@ -385,8 +374,6 @@ def review(target: Path = typer.Argument(..., help="Recipe file or run folder", 
 
     Given a run folder, its model.pkl ranks too (top losses): a pickle, loading it runs any code it
     holds. Review only runs you made or trust."""
-    from .stages.review import find_suspects
-
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     res = find_suspects(target, folds=folds, log=log)
     if list_n is not None:
@@ -409,7 +396,6 @@ def review(target: Path = typer.Argument(..., help="Recipe file or run folder", 
     try:
         import uvicorn
 
-        from .stages.review import create_review_app
     except ImportError:
         _fail("the review page needs the serve extra: pip install 'chiquito-or-not[serve]'")
     app_ = create_review_app(res, show=show)

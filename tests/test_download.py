@@ -9,12 +9,13 @@ import time
 
 import pytest
 
-from chiquito_or_not.data.download import OUTCOMES_FILE, DownloadPolicy, download_urls, read_outcomes
+from chiquito_or_not.core.http_fetch import FetchPolicy
+from chiquito_or_not.data.download import OUTCOMES_FILE, download_urls, read_outcomes
 
 from .conftest import subprocess_env
 from .httpserver import Server
 
-FAST = DownloadPolicy(workers=8, per_host=8, read_timeout=0.5, connect_timeout=1, retries=2, backoff=0.05,
+FAST = FetchPolicy(workers=8, per_host=8, read_timeout=0.5, connect_timeout=1, retries=2, backoff=0.05,
                       max_bytes=100_000, max_redirects=3)
 
 
@@ -87,9 +88,9 @@ def _download_in_a_process(urls, tmp_path, workers: int):
     """download_urls in a child process, returned once it has journaled 15 outcomes."""
     (tmp_path / "urls.json").write_text(json.dumps(urls))
     script = ("import json, sys\nfrom pathlib import Path\n"
-              "from chiquito_or_not.data.download import download_urls, DownloadPolicy\n"
+              "from chiquito_or_not.core.http_fetch import FetchPolicy\nfrom chiquito_or_not.data.download import download_urls\n"
               "urls = json.loads(Path(sys.argv[1]).read_text())\n"
-              f"download_urls(urls, Path(sys.argv[2]), DownloadPolicy(workers={workers}, per_host={workers}), "
+              f"download_urls(urls, Path(sys.argv[2]), FetchPolicy(workers={workers}, per_host={workers}), "
               "progress=False)\n")
     dest = tmp_path / "out"
     # a shell's background job starts with SIGINT ignored, and Python then never raises KeyboardInterrupt:
@@ -113,7 +114,7 @@ def test_interrupted_run_resumes_without_downloading_twice(tmp_path):
         before = read_outcomes(journal)
         assert 15 <= len(before) < 60
         # generous timeouts: on a loaded machine FAST's 0.5 s read timeout would retry, and a retry is a hit
-        patient = DownloadPolicy(workers=8, per_host=8, read_timeout=20, connect_timeout=10, backoff=0.05)
+        patient = FetchPolicy(workers=8, per_host=8, read_timeout=20, connect_timeout=10, backoff=0.05)
         counts = download_urls(urls, dest, patient, progress=False)
         assert counts["ok"] == 60
         for url in before:  # what was finished before the kill was not fetched again
@@ -128,7 +129,7 @@ def test_a_stalled_url_stalls_neither_the_others_nor_the_journal(tmp_path):
 
     with Server() as server:
         urls = [server.base + "/drip.jpg"] + [f"{server.base}/img/{i}.jpg" for i in range(12)]
-        policy = DownloadPolicy(workers=4, per_host=4, read_timeout=5, deadline=2.5, retries=0)
+        policy = FetchPolicy(workers=4, per_host=4, read_timeout=5, deadline=2.5, retries=0)
         lines = []
         t = threading.Thread(target=download_urls, args=(urls, tmp_path, policy),
                              kwargs={"progress": False, "log": lines.append, "every": 0.5})
@@ -158,7 +159,7 @@ def test_ctrl_c_stops_at_once_and_the_rerun_fetches_only_what_is_missing(tmp_pat
         before = read_outcomes(journal)
         assert 15 <= len(before) < 81
         hits_before = sum(server.hits.values())
-        patient = DownloadPolicy(workers=8, per_host=8, read_timeout=20, connect_timeout=10, deadline=2)
+        patient = FetchPolicy(workers=8, per_host=8, read_timeout=20, connect_timeout=10, deadline=2)
         counts = download_urls(urls, dest, patient, progress=False)
         assert counts["ok"] == 80 and counts["deadline"] == 1
         assert sum(server.hits.values()) - hits_before == 81 - len(before)  # only what was missing

@@ -6,13 +6,13 @@ from urllib.parse import quote
 
 import pytest
 
-from chiquito_or_not.data.download import DownloadPolicy, fetch_bytes
+from chiquito_or_not.core.http_fetch import FetchPolicy, fetch_image
 from chiquito_or_not.core.http_fetch import FetchError, parse_url
 
 from .httpserver import Server, tls_server_context
 
 # the guarded policy serve uses, with 127.0.0.2 let through so a trusted loopback server can redirect
-GUARDED = DownloadPolicy(allow_private=False, allow_networks=("127.0.0.2/32",), retries=0, connect_timeout=1,
+GUARDED = FetchPolicy(allow_private=False, allow_networks=("127.0.0.2/32",), retries=0, connect_timeout=1,
                          read_timeout=2, deadline=3)
 
 
@@ -63,7 +63,7 @@ def test_fuzz_no_tricky_url_reaches_the_target(target, trusted):
             if u != url and any(c in url for c in "\r\n\x00"):
                 continue  # the test server would write them into its own header
             try:
-                fetch_bytes(u, GUARDED)
+                fetch_image(u, GUARDED)
                 outcomes[u] = "fetched"
             except FetchError as e:
                 outcomes[u] = e.reason
@@ -111,7 +111,7 @@ def test_the_checked_address_is_the_connected_one(monkeypatch):
     with Server(host="127.0.0.2") as allowed:
         with Server(host="127.0.0.1", port=allowed.port) as tgt:
             _pin(monkeypatch, {"images.test": ["127.0.0.2", "127.0.0.1", "127.0.0.1"]})
-            body, final, _ = fetch_bytes(f"http://images.test:{allowed.port}/img/3.jpg", GUARDED)
+            body, final, _ = fetch_image(f"http://images.test:{allowed.port}/img/3.jpg", GUARDED)
             assert body[:3] == b"\xff\xd8\xff" and final == f"http://images.test:{allowed.port}/img/3.jpg"
             assert allowed.hits["/img/3.jpg"] == 1 and sum(tgt.hits.values()) == 0
             assert allowed.host_headers == [f"images.test:{allowed.port}"]
@@ -123,7 +123,7 @@ def test_the_checked_address_is_the_connected_one(monkeypatch):
                 (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))]
                 if h == "both.test" else real(h, p, *a, **k))
             with pytest.raises(FetchError) as e:
-                fetch_bytes(f"http://both.test:{allowed.port}/img/3.jpg", GUARDED)
+                fetch_image(f"http://both.test:{allowed.port}/img/3.jpg", GUARDED)
             assert e.value.reason == "private_address" and allowed.hits["/img/3.jpg"] == 1
 
 
@@ -131,11 +131,11 @@ def test_tls_name_is_the_urls_host_while_connecting_to_the_pinned_address(monkey
     ctx, ca_file = tls_server_context(tmp_path, "images.test")
     with Server(ssl_context=ctx) as s:
         _pin(monkeypatch, {"images.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]})
-        policy = DownloadPolicy(verify=str(ca_file), retries=0)
-        body, _, _ = fetch_bytes(f"https://images.test:{s.port}/img/4.jpg", policy)
+        policy = FetchPolicy(verify=str(ca_file), retries=0)
+        body, _, _ = fetch_image(f"https://images.test:{s.port}/img/4.jpg", policy)
         assert body[:3] == b"\xff\xd8\xff" and s.host_headers[-1] == f"images.test:{s.port}"
         with pytest.raises(FetchError) as e:  # same address, a name the certificate does not cover
-            fetch_bytes(f"https://other.test:{s.port}/img/4.jpg", policy)
+            fetch_image(f"https://other.test:{s.port}/img/4.jpg", policy)
         assert e.value.reason == "tls_error"
 
 
@@ -144,7 +144,7 @@ def test_one_overall_deadline_stops_a_dripping_server():
     with Server() as s:
         t = time.monotonic()
         with pytest.raises(FetchError) as e:
-            fetch_bytes(s.base + "/drip.jpg", DownloadPolicy(read_timeout=2, deadline=1.5, retries=0))
+            fetch_image(s.base + "/drip.jpg", FetchPolicy(read_timeout=2, deadline=1.5, retries=0))
         took = time.monotonic() - t
     assert e.value.reason == "deadline" and 1.4 < took < 4, (e.value, took)
 
@@ -154,26 +154,26 @@ def test_proxy_carries_every_download_plain_and_tls(tmp_path):
 
     ctx, ca_file = tls_server_context(tmp_path, "127.0.0.1")
     with Proxy() as proxy, Server() as plain, Server(ssl_context=ctx) as tls:
-        policy = DownloadPolicy(proxy=proxy.url, verify=str(ca_file), retries=0)
-        assert fetch_bytes(plain.base + "/img/5.jpg", policy)[0][:3] == b"\xff\xd8\xff"
-        assert fetch_bytes(plain.base + "/redirect-ok", policy)[0][:3] == b"\xff\xd8\xff"
-        assert fetch_bytes(tls.base + "/img/6.jpg", policy)[0][:3] == b"\xff\xd8\xff"
+        policy = FetchPolicy(proxy=proxy.url, verify=str(ca_file), retries=0)
+        assert fetch_image(plain.base + "/img/5.jpg", policy)[0][:3] == b"\xff\xd8\xff"
+        assert fetch_image(plain.base + "/redirect-ok", policy)[0][:3] == b"\xff\xd8\xff"
+        assert fetch_image(tls.base + "/img/6.jpg", policy)[0][:3] == b"\xff\xd8\xff"
         assert proxy.requests == [plain.base + "/img/5.jpg", plain.base + "/redirect-ok", plain.base + "/img/7.jpg"]
         assert proxy.tunnels == [f"127.0.0.1:{tls.port}"]
         with pytest.raises(FetchError) as e:  # TLS is still checked end to end through the tunnel
-            fetch_bytes(tls.base + "/img/6.jpg", DownloadPolicy(proxy=proxy.url, retries=0))
+            fetch_image(tls.base + "/img/6.jpg", FetchPolicy(proxy=proxy.url, retries=0))
         assert e.value.reason == "tls_error"
     with pytest.raises(FetchError) as e:
-        fetch_bytes("http://127.0.0.1:9/x.jpg", DownloadPolicy(proxy="http://127.0.0.1:9", retries=0))
+        fetch_image("http://127.0.0.1:9/x.jpg", FetchPolicy(proxy="http://127.0.0.1:9", retries=0))
     assert e.value.reason in ("proxy_error", "connection_error")
 
 
 def test_each_fetch_keeps_its_own_timeouts_on_a_shared_connection():
     """Kept-alive connections are shared by a thread's fetches; a policy's timeouts go with each request."""
     with Server() as s:
-        patient = DownloadPolicy(read_timeout=10, deadline=20, retries=0)
-        assert fetch_bytes(s.base + "/slow.jpg", patient)[0][:3] == b"\xff\xd8\xff"  # 3 s to answer
+        patient = FetchPolicy(read_timeout=10, deadline=20, retries=0)
+        assert fetch_image(s.base + "/slow.jpg", patient)[0][:3] == b"\xff\xd8\xff"  # 3 s to answer
         with pytest.raises(FetchError) as e:
-            fetch_bytes(s.base + "/slow.jpg", DownloadPolicy(read_timeout=0.5, deadline=20, retries=0))
+            fetch_image(s.base + "/slow.jpg", FetchPolicy(read_timeout=0.5, deadline=20, retries=0))
         assert e.value.reason == "timeout"
-        assert fetch_bytes(s.base + "/slow.jpg", patient)[0][:3] == b"\xff\xd8\xff"
+        assert fetch_image(s.base + "/slow.jpg", patient)[0][:3] == b"\xff\xd8\xff"

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from .errors import ImageRefused
+from .paths import npm_artifact, raw_dir
+from .files import sha256_file
+from .errors import ChiquitoError
+from .litefile import quiet
 
 __all__ = ["Face", "DETECTORS", "get_detector", "BLAZEFACE", "DETECTOR_FILE", "face_meta", "usable_faces",
            "crop_face", "face_step", "find_weights"]
@@ -53,8 +58,6 @@ def _mtcnn(weights=None):
     try:
         from facenet_pytorch import MTCNN
     except ImportError:
-        from .errors import ChiquitoError
-
         raise ChiquitoError("the mtcnn face detector needs facenet-pytorch, installed without its outdated pins: "
                             "pip install --no-deps facenet-pytorch==2.6.0") from None
 
@@ -121,13 +124,10 @@ def _blazeface(model: Path, full: bool = True, min_score: float = 0.5):
     anchors decoded, weighted NMS as MediaPipe does; `full`: the full-range model (48 x 48 anchors)."""
     from PIL import Image
 
-    from .litefile import quiet
 
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from .errors import ChiquitoError
-
         raise ChiquitoError("the blazeface face detector runs in LiteRT: pip install 'chiquito-or-not[faces]'") \
             from None
     with quiet():
@@ -208,10 +208,6 @@ def crop_face(im, face: Face, margin: float, size: int, face_px: int = 0):
 def find_weights(meta: dict, beside: Path | None = None) -> Path:
     """The BlazeFace file a model trained on crops needs: beside the model (export puts it there), or
     where `chiquito dataset` fetched it in the data root; checked by sha256. Never downloaded here."""
-    from .errors import ChiquitoError
-    from .files import sha256_file
-    from .paths import npm_artifact, raw_dir
-
     fetched = raw_dir() / npm_artifact(BLAZEFACE["package"], BLAZEFACE["version"]).removesuffix(".tgz")
     for p in ([beside / DETECTOR_FILE] if beside else []) + [fetched / BLAZEFACE["member"]]:
         if p.is_file() and sha256_file(p) == meta.get("weights_sha256", BLAZEFACE["member_sha256"]):
@@ -227,7 +223,6 @@ def face_step(meta: dict, beside: Path | None = None):
     some classes were trained on whole pictures, else ImageRefused."""
     import threading
 
-    from .errors import ImageRefused
 
     detector = get_detector(meta["detector"], find_weights(meta, beside) if meta["detector"] == "blazeface" else None)
     lock = threading.Lock()  # one interpreter, many threads

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .files import IMAGE_EXTS, NotRegular, read_regular  # IMAGE_EXTS: the extensions taken for images
 from .reasons import Reason
+from .errors import ImageRefused
 
 __all__ = ["IMAGE_EXTS", "DecodePolicy", "ACCEPT", "clean_one", "clean_with_boxes", "transpose_boxes", "load_accepted",
            "prefetched"]
@@ -176,7 +177,6 @@ def prefetched(paths: list[Path], prepare, bs: int, workers: int):
     Yields (indices, prepared values, [(index, error)]) per batch."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .errors import ImageRefused
 
     def one(path):
         err, im = load_accepted(path)

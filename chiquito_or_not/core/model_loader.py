@@ -14,6 +14,8 @@ from pathlib import Path
 from .errors import ChiquitoError
 from .onnxfile import onnx_session
 from .task_registry import DEFAULT_TASK, get_task, task_name_problem
+from .litefile import LiteSession
+from .face_detectors import face_step
 
 __all__ = ["PICKLE_NOTICE", "RuntimeModel", "load_model", "MOVED_MODULES"]
 
@@ -57,7 +59,6 @@ class RuntimeModel:
         """None, or the face crop (core.face_detectors.face_step) a model trained on crops needs first."""
         if not self.faces:
             return None
-        from .face_detectors import face_step
 
         return face_step(self.faces, self.path.parent)
 
@@ -111,8 +112,6 @@ def load_model(path: str | Path, notice=None, threads: int = 0) -> RuntimeModel:
         task = _task_named(session.get_modelmeta().custom_metadata_map.get("task", DEFAULT_TASK), p)
         return task.onnx_model(p, session)
     if p.suffix.lower() == ".tflite":
-        from .litefile import LiteSession
-
         session = LiteSession(p, threads)
         return _task_named(session.metadata.get("task", DEFAULT_TASK), p).lite_model(p, session)
     learn = _load_pickle(p, notice)

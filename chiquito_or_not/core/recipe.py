@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Literal, Union
 
 from .errors import RecipeError
+from .layout import RESOLVED_RECIPE
+from .backbone_table import backbone_name_problem
+from .task_registry import task_name_problem
 
 __all__ = [
     "Recipe", "DatasetSpec", "FinetuneSpec", "AugmentSpec", "ClassSpec", "SOURCE_KINDS",
@@ -356,9 +359,6 @@ def load_resolved(path: str | Path) -> Recipe:
 
 
 def _check_recipe(r: Recipe, where: str) -> None:
-    from .task_registry import task_name_problem  # plain data: no task is imported
-    from .backbone_table import backbone_name_problem
-
     if problem := task_name_problem(r.task):
         raise RecipeError(f"{where}: 'task' = {problem}")
     if r.task == "detect":
@@ -591,7 +591,6 @@ def recipe_to_dict(r) -> dict:
 def write_resolved(r: Recipe, folder: Path) -> Path:
     """Save the resolved recipe (all defaults spelled out) as JSON into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    from .layout import RESOLVED_RECIPE
 
     out = folder / RESOLVED_RECIPE
     out.write_text(json.dumps(recipe_to_dict(r), indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ..core.errors import SourceError
 from ..core.files import sha256_file
+from ..core.progress_line import Progress
+from ..core.http_fetch import FetchError, open_url
 
 __all__ = ["fetch_archive", "extract_once", "extract_archive"]
 
@@ -20,8 +22,6 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
     """`target` holding the archive: reused when it checks out, else downloaded from the first mirror that
     works. `size` 0 means unknown (the sha256 still decides). Fetched through net.open_url, the guarded
     fetch every download shares (no overall deadline: archives are large; each read still times out)."""
-    from ..core.http_fetch import FetchError, Progress, open_url
-
     if target.is_file() and (not size or target.stat().st_size == size) and sha256_file(target) == sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

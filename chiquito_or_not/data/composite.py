@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..core.errors import SourceError
 from ..core.files import sha256_file
+from .voc import Box, write_voc
 
 __all__ = ["Cutout", "load_cutouts", "generate_composites", "COMPOSITE_VERSION"]
 
@@ -154,8 +155,6 @@ def generate_composites(src, cutout_files: dict[str, list[Path]], background_fil
                         seed: int, log=print) -> list[tuple[Path, Path, str]]:
     """Write `src.count` composites (JPEG + VOC XML) into a folder of `out_root` named by everything they
     depend on; reuse it when complete. Returns (image, xml, group) per composite."""
-    from .voc import Box, write_voc
-
     if not background_files:
         raise SourceError("composite: the background sources gave no files; check their include patterns")
     key = json.dumps({"v": COMPOSITE_VERSION, "seed": seed, "src": {k: v for k, v in vars(src).items()

@@ -13,38 +13,16 @@ from pathlib import Path
 
 from ..core.files import atomic_write_bytes
 from ..core.images import DecodePolicy, clean_one
-from ..core.http_fetch import Abort, FetchError, Progress, open_url, parse_url
+from ..core.http_fetch import Abort, FetchError, FetchPolicy, fetch_image, parse_url
+from ..core.progress_line import Progress
 from ..core.reasons import Reason
 
-__all__ = ["DownloadPolicy", "DownloadCounts", "download_urls", "is_transient", "fetch_bytes", "FetchError",
-           "sniff_image", "read_outcomes",
-           "OUTCOMES_FILE"]
+__all__ = ["DownloadCounts", "download_urls", "is_transient", "sniff_image", "read_outcomes", "OUTCOMES_FILE"]
 
 OUTCOMES_FILE = "downloads.jsonl"
 TRANSIENT = {"timeout", "deadline", "connection_error", "interrupted"}
 MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
          (b"BM", "bmp"), (b"II*\x00", "tif"), (b"MM\x00*", "tif")]
-
-
-@dataclass(frozen=True)
-class DownloadPolicy:
-    """How hard and how politely to download."""
-    workers: int = 32
-    per_host: int = 12
-    connect_timeout: float = 5.0
-    read_timeout: float = 15.0
-    retries: int = 3
-    backoff: float = 0.5  # seconds, doubled on each retry
-    max_retry_after: float = 30.0
-    max_bytes: int = 20 * 1024 * 1024
-    max_redirects: int = 5
-    min_size: int = 32
-    verify: bool | str = True  # or a CA bundle path
-    deadline: float = 60.0  # seconds for one attempt at one URL, redirects and body included
-    allow_private: bool = True  # False: refuse loopback, private, link-local... addresses (serve's pasted URLs)
-    allow_networks: tuple[str, ...] = ()  # CIDRs let through even when allow_private is False
-    proxy: str = ""  # http(s)://host:port: every request goes through it (it resolves the hosts)
-    user_agent: str = "chiquito_or_not/0.1 (+image dataset builder)"
 
 
 def sniff_image(head: bytes) -> str:
@@ -71,7 +49,7 @@ def read_outcomes(path: Path) -> dict[str, dict]:
 
 
 class _Downloader:
-    def __init__(self, dest: Path | None, policy: DownloadPolicy):
+    def __init__(self, dest: Path | None, policy: FetchPolicy):
         self.dest, self.p = dest, policy
         self.abort = Abort()  # Ctrl-C: in-flight fetches end at once, queued ones never start
         self.claimed: set[str] = set()  # files an "ok" outcome owns; a file a killed run left unrecorded is not one
@@ -89,34 +67,9 @@ class _Downloader:
             return self.host_locks.setdefault(host, threading.BoundedSemaphore(self.p.per_host))
 
     def fetch_once(self, url: str) -> tuple[bytes, str, str]:
-        """(body, final url, content type) through net.open_url: strict URL, checked and pinned address
-        at every redirect, one overall deadline."""
-        p = self.p
-        with self.host_slot(url), open_url(url, allow_private=p.allow_private, allow_networks=p.allow_networks,
-                                           verify=p.verify,
-                                           connect_timeout=p.connect_timeout, read_timeout=p.read_timeout,
-                                           deadline=p.deadline, max_redirects=p.max_redirects,
-                                           headers={"User-Agent": p.user_agent}, abort=self.abort,
-                                           proxy=p.proxy) as r:
-            if r.status == 429 or r.status >= 500:
-                ra = r.headers.get("Retry-After", "")
-                raise FetchError(f"http_{r.status}", r.raw.reason or "",
-                                 retry_after=float(ra) if ra.replace(".", "", 1).isdigit() else None,
-                                 transient=True)
-            if r.status != 200:
-                raise FetchError(f"http_{r.status}", r.raw.reason or "")
-            ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if ctype and not ctype.startswith("image/") and ctype != "application/octet-stream":
-                raise FetchError("not_image_content_type", ctype)
-            length = r.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > p.max_bytes:
-                raise FetchError("too_large", f"Content-Length {length} > {p.max_bytes}")
-            body = bytearray()
-            for chunk in r.iter_chunks(64 * 1024):
-                body += chunk
-                if len(body) > p.max_bytes:
-                    raise FetchError("too_large", f"body over {p.max_bytes} bytes")
-            return bytes(body), r.url, ctype
+        """(body, final url, content type): one guarded fetch (core.http_fetch.fetch_image), this host's slot held."""
+        with self.host_slot(url):
+            return fetch_image(url, self.p, self.abort)
 
     def fetch(self, url: str) -> dict:
         """Download one URL with retries; returns its outcome record."""
@@ -152,11 +105,6 @@ class _Downloader:
                 "sha256": sha, "bytes": len(body), "final_url": final, "attempts": attempt + 1}
 
 
-def fetch_bytes(url: str, policy: DownloadPolicy = DownloadPolicy()) -> tuple[bytes, str, str]:
-    """One URL's body, final URL and content type, once, with the downloader's checks; raises FetchError."""
-    return _Downloader(None, policy).fetch_once(url)
-
-
 def is_transient(reason: str) -> bool:
     """A failure reason that may go away on another try (what --retry-failed fetches again)."""
     return reason in TRANSIENT or reason == "http_429" or reason.startswith("http_5")
@@ -182,7 +130,7 @@ class DownloadCounts(Counter):
         return sum(n for reason, n in self.items() if is_transient(reason))
 
 
-def download_urls(urls: list[str], dest: Path, policy: DownloadPolicy = DownloadPolicy(),
+def download_urls(urls: list[str], dest: Path, policy: FetchPolicy = FetchPolicy(),
                   log=print, progress: bool | None = None, retry_failed: bool = False,
                   every: float = 10.0) -> DownloadCounts:
     """Download `urls` into `dest` (content-named files) and record each outcome in dest/downloads.jsonl.

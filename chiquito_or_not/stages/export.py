@@ -22,6 +22,7 @@ from ..core.layout import RunFolder
 from ..core.onnxfile import onnx_session
 from ..core.task_registry import task_of_model
 from ..core.model_loader import load_model
+from ..data.face_crops import copy_detector
 
 __all__ = ["export_onnx", "ExportError"]
 
@@ -131,7 +132,6 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
         summary = diff.pop("summary")
         report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}
         log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); {summary}")
-    from ..data.face_crops import copy_detector
 
     if det := copy_detector(model.faces, out.parent):
         report["face_detector"] = str(det)  # a model trained on face crops travels with its detector

@@ -29,6 +29,7 @@ from ..core.layout import RunFolder
 from ..core.recipe import Recipe, recipe_to_dict, write_resolved
 from ..core.task_registry import get_task
 from ..train.runs import STAGES, promote, read_json, resumable_state
+from .evaluate import evaluate
 
 __all__ = ["STAGES", "finetune", "lr_find_only", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult",
            "history_columns"]
@@ -361,8 +362,6 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     The run is built in runs/NAME.partial/ and replaces runs/NAME/ only when it has succeeded; everything
     that can be checked (recipe, dataset, weights, resume state) is checked before anything is written."""
-    from .evaluate import evaluate
-
     final, run = run_dir(recipe.name), partial_run_dir(recipe.name)
     root = Path(data_root) if data_root else dataset_dir(recipe.name)
     world, rank = _check_before_writing(recipe)

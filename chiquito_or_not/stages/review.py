@@ -9,6 +9,11 @@ from pathlib import Path
 
 from ..core.errors import RunError
 from ..core.layout import DatasetFolder, RunFolder
+from ..data.review_log import DECISIONS, ReviewLog
+from ..core.task_registry import get_task
+from ..data.review_log import last_decisions
+from ..core.recipe import load_recipe, load_resolved
+from ..core.paths import dataset_dir
 
 __all__ = ["resolve_target", "find_suspects", "create_review_app", "LOCAL_HOSTS"]
 
@@ -17,9 +22,6 @@ LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 def resolve_target(target: str | Path) -> tuple:
     """(recipe, dataset folder, run folder or None) from a recipe file or a run folder."""
-    from ..core.paths import dataset_dir
-    from ..core.recipe import load_recipe, load_resolved
-
     p = Path(target)
     if p.is_file() and p.suffix == ".toml":
         recipe = load_recipe(p)
@@ -38,9 +40,6 @@ def resolve_target(target: str | Path) -> tuple:
 def find_suspects(target: str | Path, folds: int = 5, log=print) -> dict:
     """The task's suspects for the target's dataset (a run's model.pkl, a pickle, is loaded when given),
     with each image's current decision from review.csv."""
-    from ..data.review_log import last_decisions
-    from ..core.task_registry import get_task
-
     recipe, root, run = resolve_target(target)
     res = get_task(recipe.task).review_suspects(recipe, root, run, folds, log)
     last, problems = last_decisions(DatasetFolder(root).review)
@@ -59,7 +58,6 @@ def create_review_app(res: dict, show: int = 200):
     from starlette.exceptions import HTTPException
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-    from ..data.review_log import DECISIONS, ReviewLog
 
     folder = DatasetFolder(Path(res["root"]))
     log = ReviewLog(folder.review).open()

@@ -13,10 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..data.download import DownloadPolicy, fetch_bytes
 from ..core.images import ACCEPT, clean_one
 from ..core.errors import ImageRefused
-from ..core.http_fetch import FetchError
+from ..core.http_fetch import FetchError, FetchPolicy, fetch_image
 from ..core.reasons import Reason
 from ..core.task_registry import task_of_model
 from ..core.model_loader import load_model
@@ -64,7 +63,7 @@ class _Service:
     """The loaded model and the limits every request is held to: one inference at a time, so memory stays
     bounded under concurrent requests."""
 
-    def __init__(self, model, max_bytes: int, policy: DownloadPolicy):
+    def __init__(self, model, max_bytes: int, policy: FetchPolicy):
         self.model, self.task, self.max_bytes, self.policy = model, task_of_model(model), max_bytes, policy
         self.lock = threading.Lock()
 
@@ -110,7 +109,7 @@ class _Service:
         if not isinstance(url, str) or not url:
             raise _Refused(400, 'send {"url": "https://..."} or a multipart file')
         try:
-            data, _, _ = await _in_thread(fetch_bytes, url, self.policy)
+            data, _, _ = await _in_thread(fetch_image, url, self.policy)
         except FetchError as e:
             raise _Refused(FETCH_STATUS.get(e.reason, 422), f"cannot use that URL: {e.reason} ({e.detail})") \
                 from None
@@ -167,7 +166,7 @@ def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_
     """The app; the model is loaded here, once, from the operator's file and never from a request
     (a .pkl is a pickle: loading it runs code it contains)."""
     # fetch_timeout is the whole fetch (redirects and body); no single read may wait longer either
-    policy = DownloadPolicy(read_timeout=fetch_timeout, connect_timeout=min(5.0, fetch_timeout),
+    policy = FetchPolicy(read_timeout=fetch_timeout, connect_timeout=min(5.0, fetch_timeout),
                             deadline=fetch_timeout, max_bytes=max_bytes, max_redirects=5, retries=0,
                             allow_private=allow_private_urls, allow_networks=tuple(allow_networks))
     svc = _Service(load_model(model_path), max_bytes, policy)

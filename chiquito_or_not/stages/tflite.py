@@ -24,6 +24,7 @@ from ..core.litefile import META_NAME, LiteSession, quiet, sidecar
 from ..core.task_registry import task_of_model
 from .export import _kept_if_checked, _split_files
 from ..core.model_loader import load_model
+from ..data.face_crops import copy_detector
 
 __all__ = ["export_tflite", "embed_metadata"]
 
@@ -210,7 +211,6 @@ def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out:
         rep = one(q, _calibration(run, reference, CALIBRATION_IMAGES, uint8), reference)
         log(f"wrote {q} ({rep['bytes'] / 1e6:.1f} MB); {rep.pop('summary')}")
         report["int8"] = rep
-    from ..data.face_crops import copy_detector
 
     if det := copy_detector(model.faces, out.parent):
         report["face_detector"] = str(det)  # a model trained on face crops travels with its detector

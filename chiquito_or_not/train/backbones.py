@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..core.backbone_table import ALIASES, ANY_MODEL, BACKBONES, IMAGENET_STATS, TORCHVISION_URL, Backbone, backbone_name_problem
 from ..core.errors import RecipeError, WeightsError
+from ..core.http_fetch import FetchError, open_url
 
 __all__ = ["get_backbone", "create_body", "body_splitter", "num_features"]
 
@@ -85,7 +86,6 @@ def _timm_pretrained(b: Backbone, kw: dict):
 
     import timm
 
-    from ..core.http_fetch import FetchError, open_url
 
     repo = getattr(timm.get_pretrained_cfg(b.arch), "hf_hub_id", None)
     try:

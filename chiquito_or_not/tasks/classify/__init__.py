@@ -8,6 +8,22 @@ parity), class_runtime (the ONNX and LiteRT files, no torch) and class_suspects 
 """
 
 from __future__ import annotations
+from .class_export import compare
+from .class_export import parity
+from .class_runtime import LiteClassifier
+from .class_export import onnx_metadata
+from .class_export import onnx_graph
+from .class_runtime import OnnxClassifier
+from ...core.errors import ChiquitoError
+from .class_inference import predict_paths
+from .class_inference import LearnerClassifier
+from .class_head import model_parts
+from .class_data import class_weights
+from .class_data import memorise_dls
+from .class_data import make_dls
+from .class_data import check_dataset
+from .class_suspects import suspects
+from .class_dataset import ClassDataset
 
 __all__ = ["TASK", "Classify"]
 
@@ -26,38 +42,25 @@ class Classify:
 
     # data
     def dataset_parts(self, recipe, folder, log, use_review: bool):
-        from .class_dataset import ClassDataset
-
         return ClassDataset(recipe, folder, log, use_review)
 
     def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        from .class_suspects import suspects
-
         return suspects(recipe, root, run, folds, log)
 
     def check_dataset(self, recipe, root) -> None:
-        from .class_data import check_dataset
-
         check_dataset(recipe, root)
 
     # training
     def dataloaders(self, recipe, root, augment: bool):
-        from .class_data import make_dls
-
         return make_dls(recipe, augment=augment, root=root)
 
     def memorise_dls(self, recipe, root, n_images: int) -> tuple:
-        from .class_data import memorise_dls
-
         return memorise_dls(recipe, root, n_images)
 
     def adapt_body(self, recipe, body):
         return body
 
     def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
-        from .class_data import class_weights
-        from .class_head import model_parts
-
         weights = class_weights(recipe, root) if root is not None else None
         return model_parts(recipe, body, n_features, dls.c, weights)
 
@@ -68,14 +71,10 @@ class Classify:
 
     # using a trained model
     def check_model(self, model, path) -> None:
-        from ...core.errors import ChiquitoError
-
         if not hasattr(model, "dls") or not hasattr(model.dls, "vocab"):
             raise ChiquitoError(f"{path}: not an exported image classifier (no vocab)")
 
     def learner_model(self, learn, path):
-        from .class_inference import LearnerClassifier
-
         return LearnerClassifier(learn, path)
 
     def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
@@ -84,16 +83,11 @@ class Classify:
         return evaluate_set(model, name, folder, out, suffix, top_k, log, split=split)
 
     def predict_files(self, model, paths, bs: int = 64, workers: int = 2, threshold: float | None = None) -> list:
-        from ...core.errors import ChiquitoError
-        from .class_inference import predict_paths
-
         if threshold is not None:
             raise ChiquitoError("--threshold applies to detectors; a classifier answers with its most likely class")
         return predict_paths(model, paths, bs=bs, workers=workers)
 
     def draw_files(self, model, results, folder) -> int:
-        from ...core.errors import ChiquitoError
-
         raise ChiquitoError("--draw applies to detectors: a classifier has no boxes to draw")
 
     def predict_image(self, model, image, threshold: float | None = None) -> dict:
@@ -108,23 +102,15 @@ class Classify:
         return {"label": vocab[k], "probability": probs[k], "probabilities": dict(zip(vocab, probs)), **face}
 
     def onnx_model(self, path, session):
-        from .class_runtime import OnnxClassifier
-
         return OnnxClassifier(path, session=session)
 
     def onnx_graph(self, model):
-        from .class_export import onnx_graph
-
         return onnx_graph(model)
 
     def onnx_metadata(self, model) -> dict:
-        from .class_export import onnx_metadata
-
         return onnx_metadata(model)
 
     def lite_model(self, path, session):
-        from .class_runtime import LiteClassifier
-
         return LiteClassifier(path, session)
 
     def input_spec(self, model) -> dict:
@@ -132,13 +118,9 @@ class Classify:
         return {"size_wh": s["size_wh"], "mean": s["mean"], "std": s["std"], "scale": s["scale"]}
 
     def parity(self, model, exported, files, what: str) -> dict:
-        from .class_export import parity
-
         return parity(model, exported, files, what)
 
     def compare(self, reference, other, files) -> dict:
-        from .class_export import compare
-
         return compare(reference, other, files)
 
 

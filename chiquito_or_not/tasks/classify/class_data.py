@@ -10,6 +10,8 @@ from ...core.errors import DataError
 from ...core.images import IMAGE_EXTS
 from ...core.layout import DatasetFolder
 from ...core.paths import dataset_dir
+from ...train.backbones import get_backbone
+from ...data.dedup import unit_hash
 
 __all__ = ["dataset_classes", "check_dataset", "make_dls", "class_weights", "labelled_files", "memorise_dls"]
 
@@ -48,7 +50,6 @@ def make_dls(recipe, augment: bool, root: Path | None = None):
     """fastai DataLoaders over `<root>/train` and `<root>/valid`, with or without augmentation."""
     from fastai.vision.all import Dihedral, ImageDataLoaders, Normalize, Resize, aug_transforms
 
-    from ...train.backbones import get_backbone
 
     root = _root(recipe, root)
     check_dataset(recipe, root)
@@ -103,8 +104,6 @@ def memorise_dls(recipe, root: Path | None, n_images: int) -> tuple:
     from fastai.data.transforms import parent_label
     from fastai.vision.all import ImageBlock, Normalize, Resize
 
-    from ...data.dedup import unit_hash
-    from ...train.backbones import get_backbone
 
     root = DatasetFolder(_root(recipe, root)).split("train")
     classes = dataset_classes(recipe, root.parent)

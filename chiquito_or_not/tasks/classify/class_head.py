@@ -1,6 +1,7 @@
 """The classifier's head, loss and metric on top of any backbone body."""
 
 from __future__ import annotations
+from ...train.backbones import get_backbone
 
 __all__ = ["model_parts"]
 
@@ -12,7 +13,6 @@ def model_parts(recipe, body, n_features: int, n_classes: int, weights: list[flo
     import torch.nn as nn
     from fastai.vision.all import CrossEntropyLossFlat, accuracy, apply_init, create_head
 
-    from ...train.backbones import get_backbone
 
     if get_backbone(recipe.finetune.backbone).head == "dense":  # flatten a 4x4 map, Dense(512), ReLU, dropout
         head = nn.Sequential(nn.AdaptiveMaxPool2d(4), nn.Flatten(), nn.Linear(n_features * 16, 512),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ...core.errors import ChiquitoError
 from .class_runtime import OnnxClassifier
+from ...core.images import prefetched
 
 __all__ = ["Prediction", "LearnerClassifier", "predict_images", "preprocess_spec", "predict_paths"]
 
@@ -88,7 +89,6 @@ def predict_paths(model, paths: list[Path], bs: int = 64, workers: int = 2, face
     runs on this one, so memory holds at most two batches."""
     import numpy as np
 
-    from ...core.images import prefetched
 
     vocab = model.vocab
     step = model.face_step if faces else None

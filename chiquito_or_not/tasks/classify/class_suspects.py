@@ -22,6 +22,12 @@ import numpy as np
 from ...core.errors import DataError
 from ...core.layout import DatasetFolder
 from ...core.reasons import Reason
+from .class_data import dataset_classes
+from .class_inference import predict_paths
+from ...core.model_loader import load_model
+from ...train.features import FeatureCache, cached_features, learner_key
+from ...train.backbones import get_backbone
+from ...core.paths import cache_dir
 
 __all__ = ["oof_probabilities", "rank_items", "suspects", "FEATURE_BACKBONE"]
 
@@ -88,9 +94,6 @@ def _features(recipe, root: Path, files: list[Path], log) -> np.ndarray:
     """The pretrained body's pooled features of `files`, through the feature cache."""
     import tempfile
 
-    from ...core.paths import cache_dir
-    from ...train.backbones import get_backbone
-    from ...train.features import FeatureCache, cached_features, learner_key
     from ...train.learner import make_dls, make_learner
 
     f = recipe.finetune
@@ -107,9 +110,6 @@ def _features(recipe, root: Path, files: list[Path], log) -> np.ndarray:
 
 def _losses(run: Path, files: list[Path], labels: list[str], log) -> np.ndarray:
     """Each image's cross-entropy under the run's model (model.pkl: a pickle, loading it runs code)."""
-    from ...core.model_loader import load_model
-    from .class_inference import predict_paths
-
     learn = load_model(Path(run) / "model.pkl", notice=log)
     out = predict_paths(learn, files, faces=False)  # the dataset's pictures: already cropped
     return np.array([-np.log(max(r.probabilities.get(lab, 0.0), 1e-12)) if r.probabilities else 0.0
@@ -134,8 +134,6 @@ def cross_class_duplicates(folder: DatasetFolder) -> list[dict]:
 def suspects(recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
     """Every image of the dataset's splits, worst first, with its label, the suggested label, scores and
     why; plus the cross-class duplicates. `run`: also rank by that run's losses."""
-    from .class_data import dataset_classes
-
     folder = DatasetFolder(Path(root))
     if not folder.split_csv.is_file():
         raise DataError(f"{folder.root}: no split.csv; run `chiquito dataset {recipe.path}` first")

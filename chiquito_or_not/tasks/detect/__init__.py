@@ -9,6 +9,22 @@ batched boxes, drawing), box_export (ONNX graph and parity) and box_runtime (the
 """
 
 from __future__ import annotations
+from .box_export import compare
+from .box_export import parity
+from .box_runtime import LiteDetector
+from .box_export import onnx_metadata
+from .box_export import onnx_graph
+from .box_runtime import OnnxDetector
+from .box_inference import detect_images
+from .box_inference import draw_files
+from .box_inference import predict_paths
+from .box_metrics import evaluate_set
+from .box_inference import LearnerDetector
+from ...core.errors import ChiquitoError
+from .box_metrics import headline
+from .box_head import model_parts
+from .box_head import adapt_body
+from .box_dataset import BoxDataset
 
 __all__ = ["TASK", "Detect"]
 
@@ -24,13 +40,9 @@ class Detect:
 
     # data
     def dataset_parts(self, recipe, folder, log, use_review: bool):
-        from .box_dataset import BoxDataset
-
         return BoxDataset(recipe, folder, log, use_review)
 
     def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        from ...core.errors import ChiquitoError
-
         raise ChiquitoError(f"{recipe.path}: review ranks classification datasets only; for a detector, "
                             "look at runs/NAME/worst.png (its images with the most missed or wrong boxes)")
 
@@ -51,24 +63,16 @@ class Detect:
         return memorise_dls(recipe, root, n_images)
 
     def adapt_body(self, recipe, body):
-        from .box_head import adapt_body
-
         return adapt_body(recipe, body)
 
     def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
-        from .box_head import model_parts
-
         return model_parts(recipe, body, n_features, dls, root)
 
     def headline(self, metrics: dict) -> str:
-        from .box_metrics import headline
-
         return headline(metrics)
 
     # using a trained model
     def check_model(self, model, path) -> None:
-        from ...core.errors import ChiquitoError
-
         try:
             head = model.model[1]
         except (AttributeError, TypeError, IndexError, KeyError):
@@ -77,49 +81,31 @@ class Detect:
             raise ChiquitoError(f"{path}: not an exported detector (no SSD head)")
 
     def learner_model(self, learn, path):
-        from .box_inference import LearnerDetector
-
         return LearnerDetector(learn, path)
 
     def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
-        from .box_metrics import evaluate_set
-
         return evaluate_set(model, name, folder, out, suffix, top_k, log)
 
     def predict_files(self, model, paths, bs: int = 16, workers: int = 2, threshold: float | None = None) -> list:
-        from .box_inference import predict_paths
-
         return predict_paths(model, paths, bs=bs, workers=workers, threshold=threshold)
 
     def draw_files(self, model, results, folder) -> int:
-        from .box_inference import draw_files
-
         return draw_files(model, results, folder)
 
     def predict_image(self, model, image, threshold: float | None = None) -> dict:
-        from .box_inference import detect_images
-
         boxes = detect_images(model, [image], threshold=threshold)[0]
         return {"boxes": boxes, "width": image.width, "height": image.height}
 
     def onnx_model(self, path, session):
-        from .box_runtime import OnnxDetector
-
         return OnnxDetector(path, session)
 
     def onnx_graph(self, model):
-        from .box_export import onnx_graph
-
         return onnx_graph(model)
 
     def onnx_metadata(self, model) -> dict:
-        from .box_export import onnx_metadata
-
         return onnx_metadata(model)
 
     def lite_model(self, path, session):
-        from .box_runtime import LiteDetector
-
         return LiteDetector(path, session)
 
     def input_spec(self, model) -> dict:
@@ -127,13 +113,9 @@ class Detect:
         return {"size_wh": [s["size"], s["size"]], "mean": s["mean"], "std": s["std"], "scale": 1 / 255}
 
     def parity(self, model, exported, files, what: str) -> dict:
-        from .box_export import parity
-
         return parity(model, exported, files, what)
 
     def compare(self, reference, other, files) -> dict:
-        from .box_export import compare
-
         return compare(reference, other, files)
 
 

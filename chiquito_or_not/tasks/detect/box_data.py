@@ -12,6 +12,8 @@ from ...core.layout import DatasetFolder
 from ...core.paths import dataset_dir
 from .box_splits import SPLIT_ANNOTATIONS, read_split
 from .box_postprocess import preprocess
+from ...train.backbones import get_backbone
+from ...data.dedup import unit_hash
 
 __all__ = ["DetSet", "collate", "make_dls", "check_dataset", "memorise_dls", "augmentation"]
 
@@ -106,7 +108,6 @@ def make_dls(recipe, augment: bool, root=None):
     """fastai DataLoaders over the train and valid splits (train augmented when `augment`)."""
     from fastai.data.core import DataLoaders
 
-    from ...train.backbones import get_backbone
 
     root = _root(recipe, root)
     check_dataset(recipe, root)
@@ -126,8 +127,6 @@ def memorise_dls(recipe, root, n_images: int) -> tuple:
     """A few training images, validated on themselves, no augmentation (`chiquito sanity`)."""
     from fastai.data.core import DataLoaders
 
-    from ...data.dedup import unit_hash
-    from ...train.backbones import get_backbone
 
     root = DatasetFolder(_root(recipe, root)).split("train")
     labels = list(recipe.detect.labels)

@@ -30,6 +30,8 @@ from ...data.sources import fetch_source
 from ...data.split import SPLITS
 from .box_formats import ANNOTATION_EXTS, Annotation, Box, check_boxes, read_coco, read_csv, read_voc, read_yolo
 from .box_splits import SPLIT_ANNOTATIONS
+from ...data.dedup import unit_hash
+from ...data.split import split_units
 
 __all__ = ["DetRecord", "BoxDataset"]
 
@@ -193,16 +195,12 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
 def _units(kept: list[DetRecord], distance: int) -> dict[int, str]:
     """id(record) -> its split unit's key (data.split.split_units, as classification splits): records
     sharing a named group are one unit; records without one are grouped by near-duplicate clusters."""
-    from ...data.split import split_units
-
     return {id(r): k for r, k in zip(kept, split_units(kept, distance))}
 
 
 def _assign(kept: list[DetRecord], spec, seed: int) -> dict[int, str]:
     """Split whole units in content-hash order: test, then valid, are filled up to their share (a fraction
     of the images, at least one when non-zero, or a count), the rest is train. Adding images moves few."""
-    from ...data.dedup import unit_hash
-
     unit = _units(kept, spec.group_distance)
     keys = sorted(set(unit.values()), key=lambda k: (unit_hash(seed, "split", k), k))
     n, size = len(kept), Counter(unit.values())

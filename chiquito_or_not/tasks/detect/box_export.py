@@ -9,6 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import ExportError
+from .box_metrics import coco_map
+from .box_inference import _detections
+from .box_splits import SPLIT_ANNOTATIONS, read_split
+from ...core.images import ACCEPT, clean_one
 
 __all__ = ["onnx_graph", "onnx_metadata", "parity", "compare", "BOX_ATOL", "SCORE_ATOL"]
 
@@ -35,8 +39,6 @@ def onnx_metadata(model) -> dict:
 
 
 def _images(files: list[Path]) -> list:
-    from ...core.images import ACCEPT, clean_one
-
     ims = []
     for f in files:
         reason, detail, im = clean_one(f, ACCEPT)
@@ -58,8 +60,6 @@ def _raw(r, ims: list, bs: int = 16):
 
 def _truth(files: list[Path], labels):
     """The true boxes of `files` when they sit in a split folder with annotations.json, else None."""
-    from .box_splits import SPLIT_ANNOTATIONS, read_split
-
     folder = files[0].parent.parent if files else None
     if folder is None or not (folder / SPLIT_ANNOTATIONS).is_file():
         return None
@@ -70,8 +70,6 @@ def _truth(files: list[Path], labels):
 
 
 def _lists(r, boxes, scores, ims) -> list[list[dict]]:
-    from .box_inference import _detections
-
     return [_detections(r, b, s, im.width, im.height, r.spec["post"]["score_thresh"])
             for b, s, im in zip(boxes, scores, ims)]
 
@@ -106,7 +104,6 @@ def _compare_lists(a: list[list[dict]], b: list[list[dict]], files, threshold: f
 def parity(model, exported, files: list[Path], what: str) -> dict:
     """PyTorch (the learner) vs an exported file's runner on `files`: raw outputs within BOX_ATOL and
     SCORE_ATOL, identical detection lists, equal mAP@0.5; ExportError naming `what` on any mismatch."""
-    from .box_metrics import coco_map
     torch_r = model
     if not files:
         raise ExportError("no validation images to check the export against; rebuild the dataset")
@@ -149,8 +146,6 @@ def compare(a, b, files, label: str = "int8") -> dict:
     truth = _truth(files, a.spec["labels"])
     rep = {"images": len(files), "identical_detection_lists": same, "max_abs_box_px": dbox, "max_abs_score": dscore}
     if truth is not None:
-        from .box_metrics import coco_map
-
         rep["map_50_reference"] = coco_map(la, truth, a.spec["labels"])["map_50"]
         rep["map_50"] = coco_map(lb, truth, a.spec["labels"])["map_50"]
     rep["summary"] = (f"{label} vs float on {len(files)} images: {same} identical detection lists"

@@ -1,6 +1,9 @@
 """The detector's parts on a backbone body: the body tapped at strides 16 and 32, the SSD head, loss, metric."""
 
 from __future__ import annotations
+from .box_postprocess import POST_DEFAULTS
+from ...train.backbones import get_backbone
+from ...core.errors import RecipeError
 
 __all__ = ["adapt_body", "model_parts"]
 
@@ -9,7 +12,6 @@ def adapt_body(recipe, body):
     """The classification body as a TapBody (the same modules, two feature maps out)."""
     import torch.nn as nn
 
-    from ...core.errors import RecipeError
     from .ssd import TapBody
 
     if not isinstance(body, nn.Sequential):
@@ -25,9 +27,7 @@ def model_parts(recipe, body, n_features: int, dls, root) -> tuple:
     """(SSDHead, SSDLoss, [mAP@0.5]) sized by probing the body at the recipe's input size."""
     import torch
 
-    from ...train.backbones import get_backbone
     from .ssd import MapMetric, SSDHead, SSDLoss
-    from .box_postprocess import POST_DEFAULTS
 
     f, d = recipe.finetune, recipe.detect
     was = body.training

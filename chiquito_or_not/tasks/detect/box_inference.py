@@ -11,6 +11,8 @@ import numpy as np
 from ...core.images import ACCEPT, clean_one
 from .box_postprocess import postprocess
 from .box_runtime import OnnxDetector
+from ...core.files import atomic_write_bytes
+from ...core.images import prefetched
 
 __all__ = ["DetPrediction", "LearnerDetector", "learner_spec", "detect_images", "predict_paths", "draw_boxes",
            "draw_files"]
@@ -93,8 +95,6 @@ def predict_paths(model, paths: list[Path], bs: int = 16, workers: int = 2, thre
                   post: dict | None = None) -> list[DetPrediction]:
     """Detect in every file; a file that is not a usable image gets an error and the others go on.
     Worker threads decode the next batch while the model runs on this one."""
-    from ...core.images import prefetched
-
     spec = model.spec
     thr = spec["score_threshold"] if threshold is None else threshold
     results = [DetPrediction(str(p)) for p in paths]
@@ -142,8 +142,6 @@ def draw_boxes(im, boxes: list[dict], labels: list[str], truth: list | None = No
 def draw_files(model, results: list[DetPrediction], folder: Path) -> int:
     """Each file that was predicted, with its boxes, as a JPEG in `folder` (a new or empty folder: nothing is
     overwritten; two inputs with one name get numbered copies). The inputs are only read."""
-    from ...core.files import atomic_write_bytes
-
     labels = model.vocab
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

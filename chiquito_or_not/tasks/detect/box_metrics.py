@@ -7,6 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from ...core.errors import DataError
+from .box_inference import predict_paths
+from .box_splits import read_split
+from .box_inference import draw_boxes
 
 __all__ = ["coco_map", "evaluate_set", "headline", "image_errors"]
 
@@ -96,7 +100,6 @@ def _worst_picture(paths, dets, truth, labels, threshold, path: Path, n: int) ->
     from PIL import Image
 
     from ...core.plots import plt, save
-    from .box_inference import draw_boxes
 
     errs = [image_errors(d, t, threshold) for d, t in zip(dets, truth)]
     order = sorted(range(len(paths)), key=lambda i: (-errs[i], str(paths[i])))[:n]
@@ -116,17 +119,12 @@ def _worst_picture(paths, dets, truth, labels, threshold, path: Path, n: int) ->
 
 def evaluate_set(model, name: str, folder, out, suffix: str, top_k: int, log) -> dict:
     """COCO metrics and figures for one split folder (images + annotations.json)."""
-    from .box_splits import read_split
-    from .box_inference import predict_paths
-
     spec = model.spec
     labels = spec["labels"]
     paths, truth, _ = read_split(Path(folder), labels)
     preds = predict_paths(model, paths, threshold=spec["post"]["score_thresh"])
     bad = [p for p in preds if p.error]
     if bad:
-        from ...core.errors import DataError
-
         raise DataError(f"{bad[0].path}: {bad[0].error}; rebuild the dataset with `chiquito dataset RECIPE`")
     dets = [p.boxes for p in preds]
     res = coco_map(dets, truth, labels, curves=True)

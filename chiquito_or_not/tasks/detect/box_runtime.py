@@ -13,6 +13,8 @@ import numpy as np
 
 from ...core.errors import ChiquitoError
 from ...core.model_loader import RuntimeModel
+from .box_postprocess import resized
+from .box_postprocess import preprocess
 
 __all__ = ["OnnxDetector", "LiteDetector"]
 
@@ -41,8 +43,6 @@ class OnnxDetector(RuntimeModel):
 
     def preprocess(self, im) -> np.ndarray:
         """One PIL image → the normalised 3 x size x size float32 array the file takes."""
-        from .box_postprocess import preprocess
-
         s = self.spec
         return preprocess(im, s["size"], s["mean"], s["std"])
 
@@ -72,8 +72,6 @@ class LiteDetector(OnnxDetector):
 
     def preprocess(self, im) -> np.ndarray:
         """One PIL image → the uint8 size x size x 3 pixels the file takes."""
-        from .box_postprocess import resized
-
         return resized(im, self.spec["size"])
 
     def run(self, x: np.ndarray):

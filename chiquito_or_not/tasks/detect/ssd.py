@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastai.learner import Metric
+from .box_postprocess import postprocess
 
 __all__ = ["TapBody", "SSDHead", "SSDLoss", "Decoded", "decode_boxes", "MapMetric", "EXTRA_CHANNELS"]
 
@@ -189,8 +190,6 @@ class MapMetric(Metric):
         self.preds, self.targets = [], []
 
     def accumulate(self, learn):
-        from .box_postprocess import postprocess
-
         head = learn.model[1]
         boxes, scores = (t.cpu().numpy() for t in head.decode(learn.pred.detach().float()))
         for b, s, t in zip(boxes, scores, learn.yb[0].cpu()):
