@@ -25,8 +25,11 @@ def main():
     recipe = load_recipe(args.recipe)
     root = ROOT / "datasets" / recipe.name
     rows = [r for r in csv.DictReader(open(root / "manifest.csv")) if r["status"] == "kept"]
-    pairs = [(ROOT / r["raw_path"], root / "train" / r["clean_path"]) for r in rows
-             if (root / "train" / r["clean_path"]).is_file()]
+    pairs = [
+        (ROOT / r["raw_path"], root / "train" / r["clean_path"])
+        for r in rows
+        if (root / "train" / r["clean_path"]).is_file()
+    ]
     resize = Resize(recipe.finetune.size)
 
     def load(paths):
@@ -40,10 +43,14 @@ def main():
     px_raw = sum(PILImage.create(a).size[0] * PILImage.create(a).size[1] for a, _ in pairs) / len(pairs)
     px_st = sum(PILImage.create(b).size[0] * PILImage.create(b).size[1] for _, b in pairs) / len(pairs)
     print(f"{len(pairs)} training images of {recipe.name}, resized to {recipe.finetune.size}px, best of {args.reps}")
-    print(f"  originals        {raw:6.2f}s per epoch  {1000 * raw / len(pairs):6.2f} ms/image  "
-          f"{px_raw / 1e6:5.2f} MP on average")
-    print(f"  stored (max_side {recipe.dataset.max_side}) {stored:6.2f}s per epoch  "
-          f"{1000 * stored / len(pairs):6.2f} ms/image  {px_st / 1e6:5.2f} MP on average")
+    print(
+        f"  originals        {raw:6.2f}s per epoch  {1000 * raw / len(pairs):6.2f} ms/image  "
+        f"{px_raw / 1e6:5.2f} MP on average"
+    )
+    print(
+        f"  stored (max_side {recipe.dataset.max_side}) {stored:6.2f}s per epoch  "
+        f"{1000 * stored / len(pairs):6.2f} ms/image  {px_st / 1e6:5.2f} MP on average"
+    )
     print(f"gain: {raw / stored:.2f}x less decode and resize time per epoch")
 
 

@@ -31,9 +31,9 @@ def main():
 
     import torch
 
+    from chiquito_or_not.core.model_loader import load_model
     from chiquito_or_not.stages.export import export_onnx
     from chiquito_or_not.stages.predict import predict_paths
-    from chiquito_or_not.core.model_loader import load_model
 
     run = Path(args.run)
     if not (run / "model.onnx").is_file():
@@ -43,20 +43,25 @@ def main():
     onnx_model = load_model(run / "model.onnx")
     results = {}
     for name, model in (("pytorch", torch_model), ("onnxruntime", onnx_model)):
-        predict_paths(model, files[:args.bs], bs=args.bs)  # warm-up
+        predict_paths(model, files[: args.bs], bs=args.bs)  # warm-up
         times = []
         for _ in range(args.reps):
             t = time.perf_counter()
             out = predict_paths(model, files, bs=args.bs)
             times.append(time.perf_counter() - t)
         results[name] = (statistics.median(times) / len(files) * 1000, out)
-    same = sum(1 for a, b in zip(results["pytorch"][1], results["onnxruntime"][1])
-               if [x["label"] for x in a.boxes] == [x["label"] for x in b.boxes])
+    same = sum(
+        1
+        for a, b in zip(results["pytorch"][1], results["onnxruntime"][1])
+        if [x["label"] for x in a.boxes] == [x["label"] for x in b.boxes]
+    )
     print(f"{len(files)} validation images, batch {args.bs}, {torch.get_num_threads()} threads, median of {args.reps}")
     print(f"  pytorch eager  {results['pytorch'][0]:7.1f} ms/image")
     print(f"  onnxruntime    {results['onnxruntime'][0]:7.1f} ms/image")
-    print(f"  ratio pytorch/onnxruntime {results['pytorch'][0] / results['onnxruntime'][0]:.2f}x; "
-          f"same labels in {same}/{len(files)} images")
+    print(
+        f"  ratio pytorch/onnxruntime {results['pytorch'][0] / results['onnxruntime'][0]:.2f}x; "
+        f"same labels in {same}/{len(files)} images"
+    )
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ def candidates(opencv: str | None) -> dict:
             g = cv2.cvtColor(np.asarray(im), cv2.COLOR_RGB2GRAY)
             found = cascade.detectMultiScale(g, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
             return [faces.Face((float(x), float(y), float(x + w), float(y + h)), 1.0) for x, y, w, h in found]
+
         out["haar"] = haar
     except ImportError:
         print("haar: OpenCV not importable, left out (see --opencv)")
@@ -98,8 +99,10 @@ def main():
         hit = sum(1 for fs in por if fs)
         good = sum(1 for fs, im in zip(por, data["portraits"]) if fs and good_box(max(fs, key=lambda f: f.score), im))
         fp = sum(len(fs) for fs in found["face-free"])
-        print(f"{name:<16} {hit / len(por):>8.3f} {good / len(por):>9.3f} {len(found['astronaut'][0]):>10} "
-              f"{100 * fp / len(data['face-free']):>12.1f} {ms:>8.1f}")
+        print(
+            f"{name:<16} {hit / len(por):>8.3f} {good / len(por):>9.3f} {len(found['astronaut'][0]):>10} "
+            f"{100 * fp / len(data['face-free']):>12.1f} {ms:>8.1f}"
+        )
 
 
 if __name__ == "__main__":

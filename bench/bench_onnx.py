@@ -38,9 +38,9 @@ def main():
     import numpy as np
     import torch
 
+    from chiquito_or_not.core.model_loader import load_model
     from chiquito_or_not.stages.export import export_onnx
     from chiquito_or_not.tasks.classify.class_runtime import OnnxClassifier
-    from chiquito_or_not.core.model_loader import load_model
 
     run = Path(args.run)
     if not (run / "model.onnx").is_file():

@@ -23,9 +23,24 @@ sys.path.insert(0, str(ROOT))
 # Scratch's Costumes/People files that are photos of real people (looked at one by one; the others are
 # drawn), of the 11 people that recipes/face-or-not.toml does not train on (it pastes the other 10:
 # anjuli, anna, cassy, dan, jay, mako, nathan, paul, referee, thai-dancer)
-PHOTOS = ["amon1", "breakdancer1", "calvrett-jumping", "calvrett-thinking", "calvrett", "chamak1", "chamak2", "ed",
-          "football-stand", "jodi1", "marissa-crouching", "marissa-sitting", "marissa", "nina1", "ribbon-dancer",
-          "sam"]
+PHOTOS = [
+    "amon1",
+    "breakdancer1",
+    "calvrett-jumping",
+    "calvrett-thinking",
+    "calvrett",
+    "chamak1",
+    "chamak2",
+    "ed",
+    "football-stand",
+    "jodi1",
+    "marissa-crouching",
+    "marissa-sitting",
+    "marissa",
+    "nina1",
+    "ribbon-dancer",
+    "sam",
+]
 SCRATCH = ("scratch", "1.4.0.6~dfsg1-6.1", "36c582eb93110f64f06c4e685c41e933ccba2fa68db12f79b10bfe840b21fc10")
 OPENCV = ("opencv-doc", "4.6.0+dfsg-12", "4b12681df35878207ac7097dc66184b2ae552e4bf4ddd2af04a0f03ed0b8682a")
 
@@ -41,12 +56,19 @@ def people_set(seed: int = 0) -> dict[str, list]:
 
     quiet = lambda *_: None  # noqa: E731
     base = "usr/share/scratch/Media"
-    costumes = {f.path.stem: f.path for f in fetch_deb(DebSource(*SCRATCH, include=(
-        f"{base}/Costumes/People/*.{{gif,png}}",)), "bench", log=quiet)}
-    scenes = sorted(f.path for f in fetch_deb(DebSource(*SCRATCH, include=(
-        f"{base}/Backgrounds/{{Indoors,Nature,Outdoors}}/*.jpg",)), "bench", log=quiet))
-    messi = fetch_deb(DebSource(*OPENCV, include=("usr/share/doc/opencv-doc/examples/data/messi5.jpg",)),
-                      "bench", log=quiet)[0].path
+    costumes = {
+        f.path.stem: f.path
+        for f in fetch_deb(DebSource(*SCRATCH, include=(f"{base}/Costumes/People/*.{{gif,png}}",)), "bench", log=quiet)
+    }
+    scenes = sorted(
+        f.path
+        for f in fetch_deb(
+            DebSource(*SCRATCH, include=(f"{base}/Backgrounds/{{Indoors,Nature,Outdoors}}/*.jpg",)), "bench", log=quiet
+        )
+    )
+    messi = fetch_deb(
+        DebSource(*OPENCV, include=("usr/share/doc/opencv-doc/examples/data/messi5.jpg",)), "bench", log=quiet
+    )[0].path
     rng = random.Random(seed)
 
     def cut(name: str, share: float):
@@ -66,9 +88,13 @@ def people_set(seed: int = 0) -> dict[str, list]:
         return bg
 
     gray = skimage.data.camera()
-    out = {"astronaut, cameraman, messi5": [Image.fromarray(skimage.data.astronaut()),
-                                            Image.fromarray(np.stack([gray] * 3, -1)),
-                                            Image.open(messi).convert("RGB")]}
+    out = {
+        "astronaut, cameraman, messi5": [
+            Image.fromarray(skimage.data.astronaut()),
+            Image.fromarray(np.stack([gray] * 3, -1)),
+            Image.open(messi).convert("RGB"),
+        ]
+    }
     names = [n for n in PHOTOS if n in costumes]
     out["half-length"] = [on_scene([cut(n, 0.45)], rng.uniform(0.4, 0.7)) for n in names]
     out["group of three"] = [on_scene([cut(n, 0.45) for n in rng.sample(names, 3)], 0.55) for _ in range(16)]

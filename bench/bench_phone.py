@@ -45,8 +45,8 @@ def main():
     import torch
     from PIL import Image
 
-    from chiquito_or_not.stages.export import _split_files, export_onnx
     from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.stages.export import _split_files, export_onnx
     from chiquito_or_not.stages.tflite import export_tflite
 
     torch.set_num_threads(args.threads)
@@ -56,16 +56,21 @@ def main():
     if not (run / "model.int8.tflite").is_file():
         export_tflite(run, int8=True)
     learn = load_model(run / "model.pkl", notice=lambda m: None)
-    models = {"PyTorch eager": learn, "onnxruntime": load_model(run / "model.onnx", threads=args.threads),
-              "LiteRT float": load_model(run / "model.tflite", threads=args.threads),
-              "LiteRT int8": load_model(run / "model.int8.tflite", threads=args.threads)}
+    models = {
+        "PyTorch eager": learn,
+        "onnxruntime": load_model(run / "model.onnx", threads=args.threads),
+        "LiteRT float": load_model(run / "model.tflite", threads=args.threads),
+        "LiteRT int8": load_model(run / "model.int8.tflite", threads=args.threads),
+    }
     files = _split_files(run, "valid", args.images)
     images = [Image.open(f).convert("RGB") for f in files]
     from chiquito_or_not.core.task_registry import task_of_model
 
     task = task_of_model(learn)
-    print(f"{run.name} ({task.name}): {len(images)} validation images, batch 1, {args.threads} threads, "
-          f"median of {args.reps} passes")
+    print(
+        f"{run.name} ({task.name}): {len(images)} validation images, batch 1, {args.threads} threads, "
+        f"median of {args.reps} passes"
+    )
     answers, base = {}, None
     for name, m in models.items():
         r = m  # every format has the same runtime surface: preprocess, run
@@ -75,18 +80,24 @@ def main():
         if task.name == "detect":
             from chiquito_or_not.tasks.detect.box_inference import _detections
 
-            ans = [sorted(d["label"] for d in _detections(r, b[0], s[0], im.width, im.height,
-                                                          r.spec["score_threshold"]))
-                   for (b, s), im in zip(outs, images)]
+            ans = [
+                sorted(d["label"] for d in _detections(r, b[0], s[0], im.width, im.height, r.spec["score_threshold"]))
+                for (b, s), im in zip(outs, images)
+            ]
         else:
             ans = [int(np.argmax(o[0])) for o in outs]
         answers[name] = ans
         base = base or ms
-        path = {"onnxruntime": run / "model.onnx", "LiteRT float": run / "model.tflite",
-                "LiteRT int8": run / "model.int8.tflite"}.get(name, run / "model.pkl")
+        path = {
+            "onnxruntime": run / "model.onnx",
+            "LiteRT float": run / "model.tflite",
+            "LiteRT int8": run / "model.int8.tflite",
+        }.get(name, run / "model.pkl")
         same = sum(a == b for a, b in zip(ans, answers["PyTorch eager"]))
-        print(f"  {name:14s} {ms:7.2f} ms/image  ({base / ms:4.2f}x PyTorch)  {path.stat().st_size / 1e6:6.1f} MB "
-              f"{path.name:18s} same answer as PyTorch {same}/{len(ans)}")
+        print(
+            f"  {name:14s} {ms:7.2f} ms/image  ({base / ms:4.2f}x PyTorch)  {path.stat().st_size / 1e6:6.1f} MB "
+            f"{path.name:18s} same answer as PyTorch {same}/{len(ans)}"
+        )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ def main():
     warnings.filterwarnings("ignore")
     from fastai.callback.progress import ProgressCallback  # noqa: F401  (adds Learner.no_bar)
 
-    from chiquito_or_not.stages.predict import expand_paths, predict_paths
     from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.stages.predict import expand_paths, predict_paths
 
     files = expand_paths([args.images])[: args.n]
     if len(files) < args.n:

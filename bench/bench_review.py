@@ -64,10 +64,10 @@ def main():
     a = ap.parse_args()
 
     from chiquito_or_not.core.recipe import load_recipe
-    from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.data.review_log import ReviewLog
-    from chiquito_or_not.stages.review import find_suspects
+    from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.stages.finetune import finetune
+    from chiquito_or_not.stages.review import find_suspects
 
     quiet = lambda *_: None  # noqa: E731
     src_recipe = load_recipe(a.recipe)
@@ -92,8 +92,10 @@ def main():
     ds = build_dataset(recipe, log=quiet)
     in_splits = {r["sha256"] for r in rows_of(ds.root)}
     noisy = flipped_sha & in_splits
-    print(f"{src_recipe.name}: {len(rows)} images, {len(flipped_sha)} labels flipped (seed {a.seed}); "
-          f"noisy dataset: {len(in_splits)} in its splits, {len(noisy)} of them flipped  [{tmp}]")
+    print(
+        f"{src_recipe.name}: {len(rows)} images, {len(flipped_sha)} labels flipped (seed {a.seed}); "
+        f"noisy dataset: {len(in_splits)} in its splits, {len(noisy)} of them flipped  [{tmp}]"
+    )
 
     t0 = time.perf_counter()
     res = find_suspects(recipe.path, log=quiet)
@@ -122,8 +124,10 @@ def main():
             log.write(it["sha256"], it["path"], "relabel", it["suggested"])
     fixed = build_dataset(recipe, log=quiet)
     right_fix = sum(1 for it in fixes if it["suggested"] == truth[it["sha256"]])
-    print(f"fixes: {len(fixes)} relabelled to the suggested class ({right_fix} of them back to the true label); "
-          f"review.csv applied: {fixed.review}")
+    print(
+        f"fixes: {len(fixes)} relabelled to the suggested class ({right_fix} of them back to the true label); "
+        f"review.csv applied: {fixed.review}"
+    )
     after = train("fixed")
     print("test accuracy against the true labels (same test images; the recipe's schedule):")
     for name, (r, n, s) in (("trained on the noisy labels", before), ("after the suggested fixes", after)):

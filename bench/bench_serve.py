@@ -40,7 +40,7 @@ def payloads(n: int) -> list[bytes]:
     for _ in range(n):
         y, x = rng.integers(0, 150), rng.integers(0, 350)
         buf = io.BytesIO()
-        Image.fromarray(arr[y:y + 250, x:x + 250]).save(buf, "JPEG", quality=90)
+        Image.fromarray(arr[y : y + 250, x : x + 250]).save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
 
@@ -71,8 +71,9 @@ def main():
         def one(i):
             t = time.perf_counter()
             try:
-                r = requests.post(base + "/api/predict", files={"file": (f"{i}.jpg", bodies[i % 32], "image/jpeg")},
-                                  timeout=120)
+                r = requests.post(
+                    base + "/api/predict", files={"file": (f"{i}.jpg", bodies[i % 32], "image/jpeg")}, timeout=120
+                )
                 return time.perf_counter() - t, r.status_code
             except requests.RequestException:
                 return time.perf_counter() - t, 0
@@ -93,10 +94,14 @@ def main():
     print(f"{a.n} requests, {a.concurrency} at a time, model {a.model}")
     print(f"throughput   : {a.n / wall:.1f} req/s ({wall:.1f} s)")
     print(f"latency      : p50 {p(0.5):.0f} ms, p95 {p(0.95):.0f} ms, mean {statistics.mean(lat) * 1000:.0f} ms")
-    print(f"errors       : {sum(c != 200 for c in codes)} non-200, {sum(c >= 500 for c in codes)} 5xx, "
-          f"{codes.count(0)} connection errors")
-    print(f"server RSS   : before {before['VmRSS'] / 1024:.0f} MB, after {after['VmRSS'] / 1024:.0f} MB "
-          f"(peak {after['VmHWM'] / 1024:.0f} MB; peak before the load {before['VmHWM'] / 1024:.0f} MB)")
+    print(
+        f"errors       : {sum(c != 200 for c in codes)} non-200, {sum(c >= 500 for c in codes)} 5xx, "
+        f"{codes.count(0)} connection errors"
+    )
+    print(
+        f"server RSS   : before {before['VmRSS'] / 1024:.0f} MB, after {after['VmRSS'] / 1024:.0f} MB "
+        f"(peak {after['VmHWM'] / 1024:.0f} MB; peak before the load {before['VmHWM'] / 1024:.0f} MB)"
+    )
     print(f"RSS by third : {', '.join(f'{x / 1024:.0f} MB' for x in rounds)}")
 
 

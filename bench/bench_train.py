@@ -81,16 +81,22 @@ def main():
             seeded = seeded_recipe(recipe, seed, tmp)
 
             t = time.time()
-            plain = subprocess.run([sys.executable, str(ROOT / "bench/plain_fastai.py"), str(seeded),
-                                    str(data / r.name), str(seed)], capture_output=True, text=True, env=env, cwd=ROOT)
+            plain = subprocess.run(
+                [sys.executable, str(ROOT / "bench/plain_fastai.py"), str(seeded), str(data / r.name), str(seed)],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
             plain_s = time.time() - t
             if plain.returncode:
                 sys.exit(plain.stderr[-3000:])
             p = json.loads(plain.stdout.strip().splitlines()[-1])
 
             t = time.time()
-            ours = subprocess.run([str(BIN / "chiquito"), "finetune", str(seeded)], capture_output=True, text=True,
-                                  env=env, cwd=ROOT)
+            ours = subprocess.run(
+                [str(BIN / "chiquito"), "finetune", str(seeded)], capture_output=True, text=True, env=env, cwd=ROOT
+            )
             ours_s = time.time() - t
             if ours.returncode:
                 sys.exit(ours.stderr[-3000:])
@@ -101,19 +107,32 @@ def main():
             pairs += [(o[k], p["outcomes"][k]) for k in sorted(o)]
             acc_o = sum(o.values()) / len(o)
             timings = json.loads((run / "state.json").read_text())["timings"]
-            rows.append(dict(seed=seed, plain_s=plain_s, ours_s=ours_s, plain_acc=p["valid_accuracy"], ours_acc=acc_o,
-                             n=len(o), timings=timings))
+            rows.append(
+                dict(
+                    seed=seed,
+                    plain_s=plain_s,
+                    ours_s=ours_s,
+                    plain_acc=p["valid_accuracy"],
+                    ours_acc=acc_o,
+                    n=len(o),
+                    timings=timings,
+                )
+            )
 
     print(f"recipe {recipe.name}: {rows[0]['n']} validation images, {len(rows)} seed(s) per side")
     print(f"{'seed':>6}{'plain s':>9}{'ours s':>9}{'ratio':>7}{'plain acc':>11}{'ours acc':>10}")
     for x in rows:
-        print(f"{x['seed']:>6}{x['plain_s']:>9.1f}{x['ours_s']:>9.1f}{x['ours_s'] / x['plain_s']:>7.2f}"
-              f"{x['plain_acc']:>11.4f}{x['ours_acc']:>10.4f}")
+        print(
+            f"{x['seed']:>6}{x['plain_s']:>9.1f}{x['ours_s']:>9.1f}{x['ours_s'] / x['plain_s']:>7.2f}"
+            f"{x['plain_acc']:>11.4f}{x['ours_acc']:>10.4f}"
+        )
     ratio = sum(x["ours_s"] for x in rows) / sum(x["plain_s"] for x in rows)
     d, lo, hi, t = paired_difference(pairs)
-    print(f"ratio ours/plain: {ratio:.2f}x time (bar <= 0.80); accuracy ours - plain {d:+.4f} "
-          f"(95 % CI {lo:+.4f} to {hi:+.4f}, paired on {len(pairs)} image-runs; McNemar p = {t['p']:.3f}; "
-          f"bar >= -0.005)")
+    print(
+        f"ratio ours/plain: {ratio:.2f}x time (bar <= 0.80); accuracy ours - plain {d:+.4f} "
+        f"(95 % CI {lo:+.4f} to {hi:+.4f}, paired on {len(pairs)} image-runs; McNemar p = {t['p']:.3f}; "
+        f"bar >= -0.005)"
+    )
     print("ours by stage (s), first seed: " + ", ".join(f"{k} {v}" for k, v in rows[0]["timings"].items()))
 
 

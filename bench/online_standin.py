@@ -25,10 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.httpserver import Server, jpeg_bytes, tls_server_context  # noqa: E402
 
 BAD = {  # path: what it does (the test server's routes)
-    "/nothing.jpg": "404", "/always500.jpg": "503 after retries", "/slow.jpg": "3 s before answering",
-    "/drip.jpg": "one byte every 0.4 s (the 60 s deadline cuts it)", "/loop": "redirect loop",
-    "/html.jpg": "HTML served as image/jpeg", "/big.jpg": "image then 300 KB of zeros", "/page.html": "text/html",
-    "/truncated.jpg": "half a JPEG", "/pixel.png": "1x1 PNG",
+    "/nothing.jpg": "404",
+    "/always500.jpg": "503 after retries",
+    "/slow.jpg": "3 s before answering",
+    "/drip.jpg": "one byte every 0.4 s (the 60 s deadline cuts it)",
+    "/loop": "redirect loop",
+    "/html.jpg": "HTML served as image/jpeg",
+    "/big.jpg": "image then 300 KB of zeros",
+    "/page.html": "text/html",
+    "/truncated.jpg": "half a JPEG",
+    "/pixel.png": "1x1 PNG",
 }
 
 
@@ -48,8 +54,14 @@ def lfw_archive(people: int) -> bytes:
 
 def run(cmd, env, interrupt_after=None, journal=None) -> tuple[int, str, float, float | None]:
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    p = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     stop_s = None
     if interrupt_after:
         while p.poll() is None:
@@ -84,41 +96,75 @@ def main():
         pages.files["/search"] = (f"<html><body><script>var d=[{items}];</script></body></html>".encode(), "text/html")
         mirror.files["/lfw.tgz"] = (archive, "application/gzip")
         text = (Path(__file__).resolve().parents[1] / "recipes" / "chiquito.toml").read_text()
-        text = text.replace('limit = 800', f'limit = {len(urls)}').replace('backend = "google"', f'''backend = "google"
+        text = (
+            text.replace("limit = 800", f"limit = {len(urls)}")
+            .replace(
+                'backend = "google"',
+                f'''backend = "google"
 url = "{pages.base}/search"
 verify = "{ca}"
-chrome = "/usr/bin/chromium"''').replace('count = 0                # 0: as many as there are clean positives',
-                                         f'''count = 0
+chrome = "/usr/bin/chromium"''',
+            )
+            .replace(
+                "count = 0                # 0: as many as there are clean positives",
+                f'''count = 0
 mirrors = ["http://127.0.0.1:9/dead/lfw.tgz", "{mirror.base}/lfw.tgz"]
 size = {len(archive)}
-sha256 = "{hashlib.sha256(archive).hexdigest()}"''')
+sha256 = "{hashlib.sha256(archive).hexdigest()}"''',
+            )
+        )
         recipe = tmp / "chiquito.toml"
         recipe.write_text(text)
         env = {**os.environ, "CHIQUITO_DATA": str(tmp / "data"), "CHIQUITO_RUNS": str(tmp / "runs")}
         cmd = [sys.executable, "-m", "chiquito_or_not", "dataset", str(recipe)]
-        journal = (tmp / "data" / "raw" / "search" /
-                   f"google-chiquito-de-la-calzada-{len(urls)}" / "images" / "downloads.jsonl")
-        print(f"stand-ins: {len(urls)} candidate URLs ({a.good + 2} distinct good images, 1 duplicate, "
-              f"{len(BAD)} bad: {', '.join(BAD.values())}); LFW archive of {a.people} people, "
-              f"{len(archive) / 2**20:.1f} MB, on a dead and a live mirror\n")
-        for title, kw in (("run 1, Ctrl-C after %d downloads" % a.interrupt_after,
-                           dict(interrupt_after=a.interrupt_after, journal=journal)),
-                          ("run 2, after the Ctrl-C", {}), ("run 3, nothing left to do", {})):
+        journal = (
+            tmp
+            / "data"
+            / "raw"
+            / "search"
+            / f"google-chiquito-de-la-calzada-{len(urls)}"
+            / "images"
+            / "downloads.jsonl"
+        )
+        print(
+            f"stand-ins: {len(urls)} candidate URLs ({a.good + 2} distinct good images, 1 duplicate, "
+            f"{len(BAD)} bad: {', '.join(BAD.values())}); LFW archive of {a.people} people, "
+            f"{len(archive) / 2**20:.1f} MB, on a dead and a live mirror\n"
+        )
+        for title, kw in (
+            (
+                "run 1, Ctrl-C after %d downloads" % a.interrupt_after,
+                dict(interrupt_after=a.interrupt_after, journal=journal),
+            ),
+            ("run 2, after the Ctrl-C", {}),
+            ("run 3, nothing left to do", {}),
+        ):
             hits0 = sum(images.hits.values()), sum(pages.hits.values()), sum(mirror.hits.values())
             rc, out, took, stop = run(cmd, env, **kw)
-            hits = (sum(images.hits.values()) - hits0[0], sum(pages.hits.values()) - hits0[1],
-                    sum(mirror.hits.values()) - hits0[2])
-            print(f"==== {title}: exit {rc} in {took:.1f} s" + (f" (stopped {stop:.1f} s after Ctrl-C)" if stop else "")
-                  + f"; requests: images {hits[0]}, results page {hits[1]}, LFW mirror {hits[2]}")
+            hits = (
+                sum(images.hits.values()) - hits0[0],
+                sum(pages.hits.values()) - hits0[1],
+                sum(mirror.hits.values()) - hits0[2],
+            )
+            print(
+                f"==== {title}: exit {rc} in {took:.1f} s"
+                + (f" (stopped {stop:.1f} s after Ctrl-C)" if stop else "")
+                + f"; requests: images {hits[0]}, results page {hits[1]}, LFW mirror {hits[2]}"
+            )
             print(out)
             if kw:  # what run 1 finished must not be requested again
                 finished = {json.loads(x)["url"] for x in journal.read_text().splitlines()}
                 hits_after_1 = dict(images.hits)
-        again = sum(images.hits[u.removeprefix(images.base).split("?")[0]] -
-                    hits_after_1.get(u.removeprefix(images.base).split("?")[0], 0) for u in finished)
+        again = sum(
+            images.hits[u.removeprefix(images.base).split("?")[0]]
+            - hits_after_1.get(u.removeprefix(images.base).split("?")[0], 0)
+            for u in finished
+        )
         recs = [json.loads(x) for x in journal.read_text().splitlines()]
-        print(f"journal: {len(recs)} lines for {len(set(r['url'] for r in recs))} URLs; {len(finished)} URLs "
-              f"were journaled before the Ctrl-C, and later runs requested them {again} times")
+        print(
+            f"journal: {len(recs)} lines for {len(set(r['url'] for r in recs))} URLs; {len(finished)} URLs "
+            f"were journaled before the Ctrl-C, and later runs requested them {again} times"
+        )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,11 @@ def record_job(work: Path, name: str) -> dict:
     data, run = Path("datasets") / run_name, Path("runs") / run_name
     _chiquito(work, "dataset", str(recipe))
     _chiquito(work, "finetune", str(recipe))
-    out = {"split.csv": _sha256(work / data / "split.csv"), "manifest.csv": _sha256(work / data / "manifest.csv"),
-           "metrics.json": json.loads((work / run / "metrics.json").read_text())}
+    out = {
+        "split.csv": _sha256(work / data / "split.csv"),
+        "manifest.csv": _sha256(work / data / "manifest.csv"),
+        "metrics.json": json.loads((work / run / "metrics.json").read_text()),
+    }
     models = ["model.pkl"]
     for fmt in exports:
         _chiquito(work, "export", str(run), "--format", fmt)

@@ -13,19 +13,21 @@ from typing import Optional
 import typer
 
 from .core.errors import ChiquitoError
-from .stages.review import create_review_app
-from .stages.review import find_suspects
-from .core.recipe import load_recipe
-from .core.task_registry import get_task
-from .core.paths import run_dir
-from .core.layout import RunFolder
-from .core.task_registry import task_of_model
-from .stages.predict import expand_paths, predict_paths
-from .stages.dataset import build_dataset
 from .core.files import bytes_written
+from .core.layout import RunFolder
+from .core.paths import run_dir
+from .core.recipe import load_recipe
+from .core.task_registry import get_task, task_of_model
+from .stages.dataset import build_dataset
+from .stages.predict import expand_paths, predict_paths
+from .stages.review import create_review_app, find_suspects
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Turn 'is this a picture of X?' into a trained, evaluated, exported classifier.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Turn 'is this a picture of X?' into a trained, evaluated, exported classifier.",
+)
 
 RecipeArg = typer.Argument(..., help="Recipe file, e.g. recipes/face-or-not.toml", show_default=False)
 
@@ -46,15 +48,14 @@ def _fail(msg: str, code: int = 2):
 # what Ctrl-C keeps, per command
 _INTERRUPTED = {
     "finetune": "interrupted; finished stages are kept in runs/NAME.partial/ and the previous run in runs/NAME/ "
-                "is untouched: `chiquito finetune RECIPE --resume` goes on",
+    "is untouched: `chiquito finetune RECIPE --resume` goes on",
     "dataset": "interrupted; finished downloads and extracted sources are kept: run `chiquito dataset RECIPE` "
-               "again to go on",
+    "again to go on",
 }
 
 
 def _disk_full(e: OSError) -> str:
     import shutil
-
 
     where = Path(e.filename).parent if e.filename else Path.cwd()
     while not where.exists() and where != where.parent:
@@ -63,13 +64,16 @@ def _disk_full(e: OSError) -> str:
         free = f"{shutil.disk_usage(where).free / 2**20:.0f} MB free"
     except OSError:
         free = "free space unknown"
-    return (f"no space left on the device holding {where} ({free}) while writing {e.filename or 'a file'}; "
-            f"this command wrote {bytes_written() / 2**20:.1f} MB before it filled, and no half-written file "
-            "was kept: free some space (or move --data-root/--runs-root) and run it again")
+    return (
+        f"no space left on the device holding {where} ({free}) while writing {e.filename or 'a file'}; "
+        f"this command wrote {bytes_written() / 2**20:.1f} MB before it filled, and no half-written file "
+        "was kept: free some space (or move --data-root/--runs-root) and run it again"
+    )
 
 
 def _friendly(fn):
     """Known errors become one line on stderr and exit code 2; Ctrl-C says how to go on."""
+
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         import errno
@@ -84,12 +88,15 @@ def _friendly(fn):
             if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
                 _fail(_disk_full(e))
             raise
+
     return wrapper
 
 
 @app.callback()
-def main(data_root: Optional[Path] = typer.Option(None, help="Data root (default ./datasets or $CHIQUITO_DATA)"),
-         runs_root: Optional[Path] = typer.Option(None, help="Runs root (default ./runs or $CHIQUITO_RUNS)")):
+def main(
+    data_root: Optional[Path] = typer.Option(None, help="Data root (default ./datasets or $CHIQUITO_DATA)"),
+    runs_root: Optional[Path] = typer.Option(None, help="Runs root (default ./runs or $CHIQUITO_RUNS)"),
+):
     # a library deep in the stack calls torch.jit.script at import; users cannot act on that warning
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     if data_root:
@@ -100,25 +107,32 @@ def main(data_root: Optional[Path] = typer.Option(None, help="Data root (default
 
 @app.command()
 @_friendly
-def dataset(recipe: Path = RecipeArg,
-            retry_failed: bool = typer.Option(False, "--retry-failed",
-                                              help="Download again the URLs that failed for reasons that may "
-                                                   "pass (timeouts, 5xx, connection errors)"),
-            no_review: bool = typer.Option(False, "--no-review",
-                                           help="Ignore the decisions in datasets/NAME/review.csv")):
+def dataset(
+    recipe: Path = RecipeArg,
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Download again the URLs that failed for reasons that may pass (timeouts, 5xx, connection errors)",
+    ),
+    no_review: bool = typer.Option(False, "--no-review", help="Ignore the decisions in datasets/NAME/review.csv"),
+):
     """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/;
     applies the decisions of `chiquito review` (datasets/NAME/review.csv) unless --no-review."""
     r = load_recipe(recipe)
     typer.echo(f"dataset {r.name}: sources")
     s = build_dataset(r, log=typer.echo, retry_failed=retry_failed, use_review=not no_review)
     if s.review:
-        typer.echo(f"  review.csv: {s.review['excluded']} excluded, {s.review['relabelled']} relabelled "
-                   "(--no-review ignores it)")
+        typer.echo(
+            f"  review.csv: {s.review['excluded']} excluded, {s.review['relabelled']} relabelled "
+            "(--no-review ignores it)"
+        )
         for p in s.review["problems"]:
             typer.echo(f"  review.csv: ignored {p}")
     used = s.kept - sum(s.unused.values())
-    typer.echo(f"cleaned {s.inputs} inputs: {s.kept} kept, {s.inputs - s.kept} rejected; "
-               f"{used} in the splits" + (f", {sum(s.unused.values())} left out" if s.unused else ""))
+    typer.echo(
+        f"cleaned {s.inputs} inputs: {s.kept} kept, {s.inputs - s.kept} rejected; "
+        f"{used} in the splits" + (f", {sum(s.unused.values())} left out" if s.unused else "")
+    )
     for reason, n in s.rejected.most_common():
         typer.echo(f"  rejected {n:>5}  {reason}")
     for reason, n in s.unused.most_common():
@@ -127,8 +141,10 @@ def dataset(recipe: Path = RecipeArg,
         typer.echo(f"  {note}")
     for split, counts in s.counts.items():
         typer.echo(f"  {split:<6} " + "  ".join(f"{lab} {n}" for lab, n in sorted(counts.items())))
-    typer.echo(f"wrote {s.root}/{{train,valid{',test' if 'test' in s.counts else ''}}}/, manifest.csv, split.csv "
-               f"({s.changes['added']} files added, {s.changes['removed']} removed)")
+    typer.echo(
+        f"wrote {s.root}/{{train,valid{',test' if 'test' in s.counts else ''}}}/, manifest.csv, split.csv "
+        f"({s.changes['added']} files added, {s.changes['removed']} removed)"
+    )
 
 
 @app.command("lr-find")
@@ -149,10 +165,17 @@ def lr_find(recipe: Path = RecipeArg):
 
 @app.command()
 @_friendly
-def finetune(recipe: Path = RecipeArg,
-             resume: bool = typer.Option(False, "--resume", help="Go on after the last finished stage"),
-             seeds: int = typer.Option(1, "--seeds", min=1, help="Train with this many seeds (the recipe's, +1, "
-                                       "...) on the same split; report each figure's mean and spread")):
+def finetune(
+    recipe: Path = RecipeArg,
+    resume: bool = typer.Option(False, "--resume", help="Go on after the last finished stage"),
+    seeds: int = typer.Option(
+        1,
+        "--seeds",
+        min=1,
+        help="Train with this many seeds (the recipe's, +1, "
+        "...) on the same split; report each figure's mean and spread",
+    ),
+):
     """LR finder, then frozen head, augmented, unfrozen stages; exports and evaluates runs/NAME/model.pkl."""
     from .stages.finetune import finetune as run_finetune
 
@@ -180,9 +203,11 @@ def finetune(recipe: Path = RecipeArg,
 
 @app.command()
 @_friendly
-def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder", show_default=False),
-             data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder per class"),
-             out: Optional[Path] = typer.Option(None, help="Where figures and metrics go")):
+def evaluate(
+    target: Path = typer.Argument(..., help="Recipe file or run folder", show_default=False),
+    data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder per class"),
+    out: Optional[Path] = typer.Option(None, help="Where figures and metrics go"),
+):
     """Reload the exported model.pkl and write metrics, confusion matrix and worst mistakes.
 
     model.pkl is a pickle: loading it runs any code it holds. Evaluate only runs you made or trust."""
@@ -194,16 +219,21 @@ def evaluate(target: Path = typer.Argument(..., help="Recipe file or run folder"
 
 @app.command()
 @_friendly
-def predict(model: Path = typer.Argument(..., help="model.pkl, or model.onnx / model.tflite (run without torch)",
-                                         show_default=False),
-            paths: list[Path] = typer.Argument(..., help="Image files or folders", show_default=False),
-            as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout"),
-            top_k: int = typer.Option(1, "--top-k", min=1, help="Classifier: show the k most likely classes"),
-            threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0,
-                                                      help="Detector: lowest score shown (default: the recipe's)"),
-            draw: Optional[Path] = typer.Option(None, "--draw", help="Detector: write each image with its boxes "
-                                                                     "into this folder (a new or empty one)"),
-            bs: int = typer.Option(64, min=1, help="Batch size")):
+def predict(
+    model: Path = typer.Argument(
+        ..., help="model.pkl, or model.onnx / model.tflite (run without torch)", show_default=False
+    ),
+    paths: list[Path] = typer.Argument(..., help="Image files or folders", show_default=False),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout"),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Classifier: show the k most likely classes"),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", min=0.0, max=1.0, help="Detector: lowest score shown (default: the recipe's)"
+    ),
+    draw: Optional[Path] = typer.Option(
+        None, "--draw", help="Detector: write each image with its boxes into this folder (a new or empty one)"
+    ),
+    bs: int = typer.Option(64, min=1, help="Batch size"),
+):
     """Predict each image, in batches: a classifier's label and probability, a detector's boxes (label,
     score, x0 y0 x1 y1 in the image's pixels); exit 1 if any file failed.
 
@@ -238,12 +268,18 @@ def predict(model: Path = typer.Argument(..., help="model.pkl, or model.onnx / m
 
 @app.command()
 @_friendly
-def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g. runs/face-or-not", show_default=False),
-           fmt: str = typer.Option("onnx", "--format", help="Export format: onnx, or tflite (LiteRT, for phones)"),
-           int8: bool = typer.Option(False, "--int8", help="Also write an int8 copy (ONNX: dynamic; TFLite: static, "
-                                                         "calibrated on the training images) and report its score"),
-           uint8: bool = typer.Option(False, "--uint8", help="TFLite: the input is uint8 pixels (default float32)"),
-           out: Optional[Path] = typer.Option(None, help="Output file (default RUN/model.onnx or RUN/model.tflite)")):
+def export(
+    run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g. runs/face-or-not", show_default=False),
+    fmt: str = typer.Option("onnx", "--format", help="Export format: onnx, or tflite (LiteRT, for phones)"),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Also write an int8 copy (ONNX: dynamic; TFLite: static, "
+        "calibrated on the training images) and report its score",
+    ),
+    uint8: bool = typer.Option(False, "--uint8", help="TFLite: the input is uint8 pixels (default float32)"),
+    out: Optional[Path] = typer.Option(None, help="Output file (default RUN/model.onnx or RUN/model.tflite)"),
+):
     """Export model.pkl to ONNX or TFLite with its labels and preprocessing; fails, keeping no file,
     unless the file reproduces PyTorch on the validation images.
 
@@ -268,74 +304,91 @@ def export(run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g.
 
 @app.command()
 @_friendly
-def compare(recipe: Path = RecipeArg,
-            backbones: str = typer.Option(..., help="Comma-separated, e.g. "
-                                                    "efficientnet_lite0,simple_cnn,resnet18:none")):
+def compare(
+    recipe: Path = RecipeArg,
+    backbones: str = typer.Option(..., help="Comma-separated, e.g. efficientnet_lite0,simple_cnn,resnet18:none"),
+):
     """Train each backbone on the same split and schedule; write runs/NAME/leaderboard.csv and .png."""
     from .stages.compare import compare as run_compare
     from .stages.compare import parse_backbones
 
-
     r = load_recipe(recipe)
     rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
     scores = get_task(r.task).scores
-    typer.echo(f"{'backbone':<22} {'split':<6} " + " ".join(f"{k[:21] + ' (95 % CI)':>31}" for k in scores)
-               + f" {'train s':>8} {'params':>10} {'ms/img':>7}")
+    typer.echo(
+        f"{'backbone':<22} {'split':<6} "
+        + " ".join(f"{k[:21] + ' (95 % CI)':>31}" for k in scores)
+        + f" {'train s':>8} {'params':>10} {'ms/img':>7}"
+    )
     for x in rows:
         name = x["backbone"] + ("" if x["weights"] == "default" else f":{x['weights']}")
         cells = [f"{x[k]:.3f} ({x[k + '_low']:.3f}-{x[k + '_high']:.3f})" for k in scores]
-        typer.echo(f"{name:<22} {x['split']:<6} " + " ".join(f"{c:>31}" for c in cells)
-                   + f" {x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}")
+        typer.echo(
+            f"{name:<22} {x['split']:<6} "
+            + " ".join(f"{c:>31}" for c in cells)
+            + f" {x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}"
+        )
     out = RunFolder(run_dir(r.name))
     typer.echo(f"wrote {out.leaderboard_csv} and {out.leaderboard_png.name}")
 
 
 @app.command()
 @_friendly
-def sweep(recipe: Path = RecipeArg,
-          freeze: str = typer.Option("0,1,2", help="Kept frozen in the unfrozen stage: layer groups (0, 1, 2) "
-                                                   "or shares of the body's blocks (0.25, 0.5, 0.75)")):
+def sweep(
+    recipe: Path = RecipeArg,
+    freeze: str = typer.Option(
+        "0,1,2",
+        help="Kept frozen in the unfrozen stage: layer groups (0, 1, 2) "
+        "or shares of the body's blocks (0.25, 0.5, 0.75)",
+    ),
+):
     """Train once per amount frozen, choose on validation, report the test score of the chosen one only."""
     from .stages.sweep import parse_freeze
     from .stages.sweep import sweep as run_sweep
-
 
     r = load_recipe(recipe)
     res = run_sweep(r, parse_freeze(freeze), log=typer.echo)
     score = get_task(r.task).scores[0]
     for x in res["rows"]:
         v, t = f"valid_{score}", f"test_{score}"
-        typer.echo(f"  frozen {x['keep_frozen']:<5g} valid {score} {x[v]:.4f} ({x[v + '_low']:.3f}-"
-                   f"{x[v + '_high']:.3f})  " + (f"chosen: test {score} {x[t]:.4f} ({x[t + '_low']:.3f}-"
-                                                  f"{x[t + '_high']:.3f})" if x["chosen"] else ""))
+        typer.echo(
+            f"  frozen {x['keep_frozen']:<5g} valid {score} {x[v]:.4f} ({x[v + '_low']:.3f}-"
+            f"{x[v + '_high']:.3f})  "
+            + (f"chosen: test {score} {x[t]:.4f} ({x[t + '_low']:.3f}-{x[t + '_high']:.3f})" if x["chosen"] else "")
+        )
     if res["within_noise"]:
         typer.echo("  the chosen amount is not distinguishable from the runner-up on validation: within noise")
 
 
 @app.command()
 @_friendly
-def sanity(recipe: Path = RecipeArg,
-           images: int = typer.Option(16, min=2, help="How many training images (two batches)"),
-           max_epochs: int = typer.Option(60, min=1, help="Give up after this many epochs"),
-           target: float = typer.Option(0.99, min=0.0, max=1.0, help="Training accuracy that counts as learnt")):
+def sanity(
+    recipe: Path = RecipeArg,
+    images: int = typer.Option(16, min=2, help="How many training images (two batches)"),
+    max_epochs: int = typer.Option(60, min=1, help="Give up after this many epochs"),
+    target: float = typer.Option(0.99, min=0.0, max=1.0, help="Training accuracy that counts as learnt"),
+):
     """Check that the model can learn at all: memorise a couple of batches; exit 0 on pass, 1 on fail."""
     from .stages.sanity import sanity_check
 
-    res = sanity_check(load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target,
-                       log=typer.echo)
+    res = sanity_check(load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target, log=typer.echo)
     raise typer.Exit(0 if res["passed"] else 1)
 
 
 @app.command()
 @_friendly
-def serve(model: Path = typer.Argument(..., help="Exported model.pkl or model.onnx", show_default=False),
-          host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)"),
-          port: int = typer.Option(8000, min=1, max=65535),
-          max_upload_mb: float = typer.Option(10.0, min=0.01, help="Largest upload or fetched image"),
-          allow_network: list[str] = typer.Option([], "--allow-network",
-                                                  help="A CIDR (e.g. 10.1.2.0/24) pasted URLs may reach; repeatable"),
-          allow_private_urls: bool = typer.Option(False, "--allow-private-urls",
-                                                  help="Let pasted URLs reach loopback/private addresses")):
+def serve(
+    model: Path = typer.Argument(..., help="Exported model.pkl or model.onnx", show_default=False),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)"),
+    port: int = typer.Option(8000, min=1, max=65535),
+    max_upload_mb: float = typer.Option(10.0, min=0.01, help="Largest upload or fetched image"),
+    allow_network: list[str] = typer.Option(
+        [], "--allow-network", help="A CIDR (e.g. 10.1.2.0/24) pasted URLs may reach; repeatable"
+    ),
+    allow_private_urls: bool = typer.Option(
+        False, "--allow-private-urls", help="Let pasted URLs reach loopback/private addresses"
+    ),
+):
     """Serve a web page and a JSON API (POST /api/predict) that classify uploaded or linked pictures.
 
     A .pkl model is a pickle: loading it runs any code it holds. Serve only a model.pkl you made or
@@ -353,21 +406,28 @@ def serve(model: Path = typer.Argument(..., help="Exported model.pkl or model.on
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             _fail(f"--allow-network {net!r} is not a network; write it as a CIDR such as 10.1.2.0/24 or 10.1.2.3/32")
-    app_ = create_app(model, max_bytes=int(max_upload_mb * 2**20), allow_private_urls=allow_private_urls,
-                      allow_networks=tuple(allow_network))
+    app_ = create_app(
+        model,
+        max_bytes=int(max_upload_mb * 2**20),
+        allow_private_urls=allow_private_urls,
+        allow_networks=tuple(allow_network),
+    )
     typer.echo(f"serving {model} on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()
 @_friendly
-def review(target: Path = typer.Argument(..., help="Recipe file or run folder", show_default=False),
-           list_n: Optional[int] = typer.Option(None, "--list", min=1, help="Print the N worst suspects and exit "
-                                                                            "(no browser)"),
-           as_json: bool = typer.Option(False, "--json", help="With --list: one JSON document on stdout"),
-           show: int = typer.Option(200, min=1, help="How many suspects the page shows, worst first"),
-           port: int = typer.Option(8001, min=1, max=65535, help="Port on 127.0.0.1"),
-           folds: int = typer.Option(5, min=2, max=20, help="Folds of the out-of-fold predictions")):
+def review(
+    target: Path = typer.Argument(..., help="Recipe file or run folder", show_default=False),
+    list_n: Optional[int] = typer.Option(
+        None, "--list", min=1, help="Print the N worst suspects and exit (no browser)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="With --list: one JSON document on stdout"),
+    show: int = typer.Option(200, min=1, help="How many suspects the page shows, worst first"),
+    port: int = typer.Option(8001, min=1, max=65535, help="Port on 127.0.0.1"),
+    folds: int = typer.Option(5, min=2, max=20, help="Folds of the out-of-fold predictions"),
+):
     """Rank the dataset's images by how likely their label is wrong and review them in a page on
     127.0.0.1: keep, relabel or exclude. Decisions go to datasets/NAME/review.csv as they are made;
     `chiquito dataset` applies them (sources are never changed). Classification datasets.
@@ -379,17 +439,28 @@ def review(target: Path = typer.Argument(..., help="Recipe file or run folder", 
     if list_n is not None:
         top = res["items"][:list_n]
         if as_json:
-            typer.echo(json.dumps({k: res[k] for k in ("name", "classes", "issues", "C", "folds", "duplicates")}
-                                  | {"items": top}, indent=1))
+            typer.echo(
+                json.dumps(
+                    {k: res[k] for k in ("name", "classes", "issues", "C", "folds", "duplicates")} | {"items": top},
+                    indent=1,
+                )
+            )
             return
-        typer.echo(f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged as likely label issues "
-                   f"(out-of-fold, {res['folds']} folds, C {res['C']:.0e}); the {len(top)} worst:")
+        typer.echo(
+            f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged as likely label issues "
+            f"(out-of-fold, {res['folds']} folds, C {res['C']:.0e}); the {len(top)} worst:"
+        )
         for it in top:
             sug = f" -> {it['suggested']}?" if it["suggested"] != it["label"] else ""
-            dec = f"  [{it['decision']}{' ' + it['decided_label'] if it['decision'] == 'relabel' else ''}]" \
-                if it["decision"] else ""
-            typer.echo(f"{it['rank']:>5}  p({it['label']}) {it['quality']:.3f}  {it['label']}{sug}  "
-                       f"{', '.join(it['why']) or '-'}  {shown_path(it['path'])}{dec}")
+            dec = (
+                f"  [{it['decision']}{' ' + it['decided_label'] if it['decision'] == 'relabel' else ''}]"
+                if it["decision"]
+                else ""
+            )
+            typer.echo(
+                f"{it['rank']:>5}  p({it['label']}) {it['quality']:.3f}  {it['label']}{sug}  "
+                f"{', '.join(it['why']) or '-'}  {shown_path(it['path'])}{dec}"
+            )
         for d in res["duplicates"]:
             typer.echo(f"  left out, {d['reason']}: {d['label']} {shown_path(d['path'])}")
         return
@@ -399,8 +470,10 @@ def review(target: Path = typer.Argument(..., help="Recipe file or run folder", 
     except ImportError:
         _fail("the review page needs the serve extra: pip install 'chiquito-or-not[serve]'")
     app_ = create_review_app(res, show=show)
-    typer.echo(f"reviewing {res['name']}: {min(show, len(res['items']))} of {len(res['items'])} images on "
-               f"http://127.0.0.1:{port}/  (decisions: {app_.state.log.path}; Ctrl-C to stop)")
+    typer.echo(
+        f"reviewing {res['name']}: {min(show, len(res['items']))} of {len(res['items'])} images on "
+        f"http://127.0.0.1:{port}/  (decisions: {app_.state.log.path}; Ctrl-C to stop)"
+    )
     try:
         uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
     finally:

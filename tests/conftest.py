@@ -83,7 +83,7 @@ def save_crops(folder: Path, name: str, n: int, size: int = 96, seed: int = 0) -
     for i in range(n):
         s = int(rng.integers(size, min(arr.shape[:2])))
         y, x = rng.integers(0, arr.shape[0] - s + 1), rng.integers(0, arr.shape[1] - s + 1)
-        im = Image.fromarray(arr[y:y + s, x:x + s]).resize((size, size))
+        im = Image.fromarray(arr[y : y + s, x : x + s]).resize((size, size))
         if i % 2:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         p = folder / f"{name}_{i:03d}.jpg"
@@ -110,9 +110,9 @@ def shared_roots(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(shared_roots, tmp_path_factory):
     """dataset + finetune of the tiny recipe, once per session: (recipe, FinetuneResult)."""
+    from chiquito_or_not.core.recipe import load_recipe
     from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.stages.finetune import finetune
-    from chiquito_or_not.core.recipe import load_recipe
 
     if not (shutil.which("npm") and shutil.which("apt-get")):
         pytest.skip("needs npm and apt-get to fetch the pinned registry artifacts")
@@ -121,8 +121,9 @@ def tiny_run(shared_roots, tmp_path_factory):
     mp.setenv("CHIQUITO_DATA", str(data))
     mp.setenv("CHIQUITO_RUNS", str(runs))
     try:
-        path = write_recipe(tmp_path_factory.mktemp("recipes"), TINY_RECIPE.format(name="tiny", aug_cycles=1),
-                            "tiny.toml")
+        path = write_recipe(
+            tmp_path_factory.mktemp("recipes"), TINY_RECIPE.format(name="tiny", aug_cycles=1), "tiny.toml"
+        )
         recipe = load_recipe(path)
         build_dataset(recipe, log=lambda *_: None)
         result = finetune(recipe, log=lambda *_: None)
@@ -159,9 +160,16 @@ def predict_without_the_package(model_pkl: Path, files: list[Path], cwd: Path) -
         "from fastai.learner import load_learner\n"
         "learn = load_learner(sys.argv[1])\n"
         "probs, _ = learn.get_preds(dl=learn.dls.test_dl(sys.argv[2:], num_workers=0))\n"
-        "print(json.dumps({'vocab': list(learn.dls.vocab), 'probs': probs.tolist()}))\n")
-    out = subprocess.run([sys.executable, "-c", script, str(model_pkl), *map(str, files)],
-                         capture_output=True, text=True, cwd=cwd, env=subprocess_env(), timeout=300)
+        "print(json.dumps({'vocab': list(learn.dls.vocab), 'probs': probs.tolist()}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(model_pkl), *map(str, files)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     return got["vocab"], np.array(got["probs"])
@@ -174,8 +182,10 @@ def no_scroll_waits(monkeypatch):
     sleep returns at once, for this library only: the browser, its scrolling and parsing stay real."""
     import time
 
-    gid = pytest.importorskip("google_images_download.google_images_download",
-                              reason="needs the web extra: pip install 'chiquito-or-not[web]'")
+    gid = pytest.importorskip(
+        "google_images_download.google_images_download",
+        reason="needs the web extra: pip install 'chiquito-or-not[web]'",
+    )
 
     class NoSleep:
         def __getattr__(self, name):

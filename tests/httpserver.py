@@ -21,7 +21,7 @@ def jpeg_bytes(seed: int, size: int = 96) -> bytes:
     arr = skimage.data.coffee()
     rng = np.random.default_rng(seed)
     y, x = rng.integers(0, arr.shape[0] - size), rng.integers(0, arr.shape[1] - size)
-    crop = arr[y:y + size, x:x + size].copy()
+    crop = arr[y : y + size, x : x + size].copy()
     crop[:8, :8] = [(seed >> 16) & 255, (seed >> 8) & 255, seed & 255]  # distinct bytes for every seed
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, "JPEG", quality=90)
@@ -36,6 +36,7 @@ def png_bytes(w: int, h: int) -> bytes:
 
 class _QuietServer(http.server.ThreadingHTTPServer):
     """Clients that hang up (the downloader cutting a drip at its deadline, Ctrl-C) are not server errors."""
+
     daemon_threads = True
 
     def handle_error(self, request, client_address):
@@ -114,11 +115,15 @@ class Server(_Running):
         if m := re.fullmatch(r"/img/(\d+)\.jpg", path):
             return h.send_body(200, jpeg_bytes(int(m.group(1))), "image/jpeg")
         if path == "/flaky.jpg":  # 500 twice, then the image
-            return h.send_body(500, b"oops", "text/plain") if n <= 2 else \
-                h.send_body(200, jpeg_bytes(1001), "image/jpeg")
+            return (
+                h.send_body(500, b"oops", "text/plain") if n <= 2 else h.send_body(200, jpeg_bytes(1001), "image/jpeg")
+            )
         if path == "/busy.jpg":  # 429 with Retry-After once, then the image
-            return h.send_body(429, b"slow down", "text/plain", [("Retry-After", "1")]) if n == 1 else \
-                h.send_body(200, jpeg_bytes(1002), "image/jpeg")
+            return (
+                h.send_body(429, b"slow down", "text/plain", [("Retry-After", "1")])
+                if n == 1
+                else h.send_body(200, jpeg_bytes(1002), "image/jpeg")
+            )
         if path == "/always500.jpg":
             return h.send_body(503, b"down", "text/plain")
         if path == "/slow.jpg":
@@ -126,6 +131,7 @@ class Server(_Running):
             return h.send_body(200, jpeg_bytes(1003), "image/jpeg")
         if path == "/go":  # redirect to the URL in ?to= (the fuzz test's redirect variants)
             from urllib.parse import parse_qs, urlsplit
+
             to = parse_qs(urlsplit(h.path).query).get("to", [""])[0]
             return h.send_body(302, b"", "text/plain", [("Location", to.encode().decode("latin-1"))])  # raw UTF-8
         if path == "/drip.jpg":  # one byte every 0.4 s, each read well within any read timeout
@@ -200,8 +206,7 @@ class Proxy(_Running):
             def do_GET(self):  # noqa: N802
                 proxy.requests.append(self.path)
                 req = urllib.request.Request(self.path, headers={"User-Agent": self.headers.get("User-Agent", "")})
-                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                     _NoRedirect())
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
                 try:
                     r = opener.open(req, timeout=10)
                     code, headers, body = r.status, r.headers, r.read()
@@ -281,9 +286,17 @@ def app_in_chromium(app, profile, window: str = "420,900"):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--disable-background-networking", "--disable-component-update", "--no-first-run",
-              f"--user-data-dir={profile}", f"--window-size={window}"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--window-size={window}",
+    ):
         opts.add_argument(a)
     opts.binary_location = shutil.which("chromium")
     browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)

@@ -6,10 +6,10 @@ import tarfile
 
 import pytest
 
-from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.core.errors import SourceError
 from chiquito_or_not.core.recipe import ArchiveSource, load_recipe
 from chiquito_or_not.data.sources import fetch_source
+from chiquito_or_not.stages.dataset import build_dataset
 
 from .conftest import write_recipe
 from .httpserver import Server, jpeg_bytes
@@ -39,14 +39,18 @@ def test_archive_download_extract_and_split(roots, tmp_path):
         s.files["/flower_photos.tgz"] = (body, "application/gzip")
         text = "[dataset]\nmin_size = 32\nvalid = 2\ntest = 2\nnear_duplicate_distance = 0\ngroup_distance = 0\n"
         for name in CLASSES:
-            text += (f'[[classes.{name}.sources]]\nkind = "archive"\nurls = ["{s.base}/gone.tgz", '
-                     f'"{s.base}/flower_photos.tgz"]\nsize = {len(body)}\nsha256 = "{sha}"\n'
-                     f'include = ["flower_photos/{name}/*.jpg"]\n')
+            text += (
+                f'[[classes.{name}.sources]]\nkind = "archive"\nurls = ["{s.base}/gone.tgz", '
+                f'"{s.base}/flower_photos.tgz"]\nsize = {len(body)}\nsha256 = "{sha}"\n'
+                f'include = ["flower_photos/{name}/*.jpg"]\n'
+            )
         summary = build_dataset(load_recipe(write_recipe(tmp_path, text)), log=lambda *_: None)
         assert s.hits["/flower_photos.tgz"] == 1  # downloaded once for the three classes
         assert summary.counts["test"] == {c: 2 for c in CLASSES}
         assert summary.counts["valid"] == {c: 2 for c in CLASSES} and summary.kept == 30
 
-        with pytest.raises(SourceError, match="no mirror gave a good .*use a folder source on its extracted "
-                                              "files, or add a mirror to 'urls'"):
+        with pytest.raises(
+            SourceError,
+            match="no mirror gave a good .*use a folder source on its extracted files, or add a mirror to 'urls'",
+        ):
             fetch_source(ArchiveSource(urls=(s.base + "/flower_photos.tgz",), sha256="f" * 64), "t")

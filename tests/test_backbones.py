@@ -13,13 +13,19 @@ import torch
 import torch.nn as nn
 
 from chiquito_or_not.core.backbone_table import backbone_name_problem
-from chiquito_or_not.train.backbones import body_splitter, create_body, get_backbone
 from chiquito_or_not.core.errors import ChiquitoError
+from chiquito_or_not.train.backbones import body_splitter, create_body, get_backbone
 
 from .conftest import predict_without_the_package, subprocess_env
 
-SMALL = ["timm/mobilenetv3_small_050", "torchvision/mobilenet_v3_small", "torchvision/vgg11", "efficientnet_lite0",
-         "resnet18", "simple_cnn"]
+SMALL = [
+    "timm/mobilenetv3_small_050",
+    "torchvision/mobilenet_v3_small",
+    "torchvision/vgg11",
+    "efficientnet_lite0",
+    "resnet18",
+    "simple_cnn",
+]
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -56,18 +62,28 @@ def test_names_aliases_and_normalisation():
 def test_missing_weights_offline_are_one_line(tmp_path):
     """Default sources that cannot be reached: the hub (pointed at a closed loopback port, empty cache)
     and a torchvision URL on a closed port. One line naming where the file was expected."""
-    script = ("import json, sys\nfrom chiquito_or_not.train.backbones import create_body\n"
-              "from chiquito_or_not.core.errors import ChiquitoError\n"
-              "for name, weights in json.loads(sys.argv[1]):\n"
-              "    try:\n        create_body(name, weights)\n        print('LOADED', name)\n"
-              "    except ChiquitoError as e:\n        print('ERR', e)\n")
-    env = subprocess_env(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"),
-                         TORCH_HOME=str(tmp_path / "torch"))
-    cases = [("timm/mobilenetv3_small_050", "", "Hugging Face cache"),
-             ("torchvision/vgg11", "http://127.0.0.1:9/vgg11-8a719046.pth", "download from"),
-             ("timm/mobilenetv3_small_050", str(tmp_path / "no.pth"), "does not exist")]
-    out = subprocess.run([sys.executable, "-c", script, json.dumps([c[:2] for c in cases])], capture_output=True,
-                         text=True, env=env, timeout=120)
+    script = (
+        "import json, sys\nfrom chiquito_or_not.train.backbones import create_body\n"
+        "from chiquito_or_not.core.errors import ChiquitoError\n"
+        "for name, weights in json.loads(sys.argv[1]):\n"
+        "    try:\n        create_body(name, weights)\n        print('LOADED', name)\n"
+        "    except ChiquitoError as e:\n        print('ERR', e)\n"
+    )
+    env = subprocess_env(
+        HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch")
+    )
+    cases = [
+        ("timm/mobilenetv3_small_050", "", "Hugging Face cache"),
+        ("torchvision/vgg11", "http://127.0.0.1:9/vgg11-8a719046.pth", "download from"),
+        ("timm/mobilenetv3_small_050", str(tmp_path / "no.pth"), "does not exist"),
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps([c[:2] for c in cases])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("ERR", "LOADED"))]  # not torch.hub's chatter
     assert len(lines) == len(cases) and "Traceback" not in out.stderr, (out.stdout, out.stderr)
     for line, (_, _, words) in zip(lines, cases):
@@ -82,13 +98,23 @@ def test_a_timm_body_trains_exports_and_reloads_without_the_package(tiny_run, en
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))
     f = recipe.finetune
-    r = replace(recipe, name="tiny-timm", finetune=replace(
-        f, backbone="timm/mobilenetv3_small_050", weights="none", lr_find=False,
-        unfrozen=replace(f.unfrozen, keep_frozen=0.5), augmented=replace(f.augmented, lr=1e-2)))
+    r = replace(
+        recipe,
+        name="tiny-timm",
+        finetune=replace(
+            f,
+            backbone="timm/mobilenetv3_small_050",
+            weights="none",
+            lr_find=False,
+            unfrozen=replace(f.unfrozen, keep_frozen=0.5),
+            augmented=replace(f.augmented, lr=1e-2),
+        ),
+    )
     res = finetune(r, log=lambda *_: None, data_root=env_roots[0] / recipe.name)
     assert len(res.learn.opt.param_groups) == 3 and res.metrics["valid"]["counts"]["n"] > 0
     valid = sorted((env_roots[0] / recipe.name / "valid").rglob("*.jpg"))
     from PIL import Image
+
     expected = predict_images(res.learn, [Image.open(p).convert("RGB") for p in valid]).numpy()
     _, probs = predict_without_the_package(res.run / "model.pkl", valid, tmp_path)
     np.testing.assert_allclose(probs, expected, atol=1e-5)

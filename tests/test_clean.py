@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chiquito_or_not.core.images import clean_one
-from chiquito_or_not.data.clean import clean_files
 from chiquito_or_not.core.files import sha256_file
+from chiquito_or_not.core.images import clean_one
 from chiquito_or_not.core.recipe import DatasetSpec
+from chiquito_or_not.data.clean import clean_files
 from chiquito_or_not.data.sources import RawFile
 
 from .conftest import photo, save_crops
@@ -48,10 +48,18 @@ def bad_files(tmp_path):
     return f
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("empty", "empty_file"), ("text", "not_an_image"), ("truncated", "truncated_or_corrupt"),
-    ("anim", "animated"), ("gif", "format_not_allowed"), ("tiny", "too_small"), ("bomb", "decompression_bomb"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("empty", "empty_file"),
+        ("text", "not_an_image"),
+        ("truncated", "truncated_or_corrupt"),
+        ("anim", "animated"),
+        ("gif", "format_not_allowed"),
+        ("tiny", "too_small"),
+        ("bomb", "decompression_bomb"),
+    ],
+)
 def test_bad_files_get_their_reason(bad_files, name, reason):
     got, detail, im = clean_one(bad_files[name], SPEC)
     assert got == reason and detail and im is None
@@ -115,8 +123,9 @@ def test_clean_files_dedups_and_keeps_raw_untouched(tmp_path, bad_files):
     Image.open(a[1]).save(near, quality=60)  # same picture, other bytes
     clash = tmp_path / "b" / "cat_in_b.jpg"
     clash.write_bytes(a[2].read_bytes())
-    raw = [("a", RawFile(p, "t")) for p in [*a, dup, near, *bad_files.values()]] + \
-          [("b", RawFile(p, "t")) for p in [*b, clash]]
+    raw = [("a", RawFile(p, "t")) for p in [*a, dup, near, *bad_files.values()]] + [
+        ("b", RawFile(p, "t")) for p in [*b, clash]
+    ]
     before = {str(p): sha256_file(p) for _, rf in raw for p in [rf.path]}
     recs = clean_files(raw, SPEC, tmp_path / "clean")
     by = {Path(r.raw_path).name: r for r in recs}
@@ -145,8 +154,9 @@ def test_near_duplicates_of_equal_size_keep_the_better_file(tmp_path):
     Image.fromarray(arr).save(poor, quality=40)
     assert good.stat().st_size > 2 * poor.stat().st_size
     for order in ([poor, good], [good, poor]):
-        recs = clean_files([("x", RawFile(p, "t")) for p in order], DatasetSpec(min_size=32),
-                           tmp_path / f"clean-{order[0].stem}")
+        recs = clean_files(
+            [("x", RawFile(p, "t")) for p in order], DatasetSpec(min_size=32), tmp_path / f"clean-{order[0].stem}"
+        )
         kept = [Path(r.raw_path).name for r in recs if r.status == "kept"]
         assert kept == ["b_original.jpg"], [(r.raw_path, r.reason) for r in recs]
 

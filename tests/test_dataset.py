@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from chiquito_or_not.cli import app
-from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.core.errors import DataError, SourceError
 from chiquito_or_not.core.recipe import NpmSource, PythonSource, load_recipe
 from chiquito_or_not.data.sources import fetch_source
+from chiquito_or_not.stages.dataset import build_dataset
 
 from .conftest import ROOT, save_crops, write_recipe
 
@@ -47,8 +47,12 @@ def read_split(root: Path) -> list[dict]:
 
 
 def folder_counts(root: Path) -> dict:
-    return {(s, c): len(list((root / s / c).glob("*"))) for s in ("train", "valid", "test")
-            for c in ("cat", "rocket") if (root / s / c).is_dir()}
+    return {
+        (s, c): len(list((root / s / c).glob("*")))
+        for s in ("train", "valid", "test")
+        for c in ("cat", "rocket")
+        if (root / s / c).is_dir()
+    }
 
 
 def test_dataset_writes_split_folders_and_manifests(roots, tmp_path):
@@ -66,8 +70,9 @@ def test_dataset_writes_split_folders_and_manifests(roots, tmp_path):
     counts = folder_counts(root)
     n_cat = counts[("train", "cat")] + counts[("valid", "cat")]
     n_rocket = counts[("train", "rocket")] + counts[("valid", "rocket")]
-    clean = {c: sum(1 for r in manifest if r["label"] == c and r["status"] in ("kept", "unused"))
-             for c in ("cat", "rocket")}
+    clean = {
+        c: sum(1 for r in manifest if r["label"] == c and r["status"] in ("kept", "unused")) for c in ("cat", "rocket")
+    }
     assert n_cat == n_rocket == min(clean.values())  # downsampled to the smaller class
     rows = read_split(root)
     assert len(rows) == n_cat + n_rocket and all((root / r["file"]).is_file() for r in rows)
@@ -102,6 +107,7 @@ def test_near_duplicate_groups_never_straddle_splits(roots, tmp_path):
     recipe, a, b = make(tmp_path, n_a=30, n_b=30, balance="none", valid=0.5)
     # each image plus a brighter re-encode: same group, different file
     from PIL import Image, ImageEnhance
+
     for p in sorted(a.glob("*.jpg"))[:12]:
         ImageEnhance.Brightness(Image.open(p)).enhance(1.08).save(a / f"bright_{p.name}", quality=80)
     build_dataset(recipe, log=lambda *_: None)
@@ -143,8 +149,11 @@ def test_cli_dataset_prints_counts_by_reason(roots, tmp_path):
 @pytest.mark.browser
 def test_web_recipe_fails_with_a_clear_line(roots, tmp_path, no_scroll_waits):
     # the tutorial's recipe with its results page on a closed loopback port: no test reaches the real web
-    text = (ROOT / "recipes/chiquito.toml").read_text().replace(
-        'backend = "google"', 'backend = "google"\nurl = "http://127.0.0.1:9/search"')
+    text = (
+        (ROOT / "recipes/chiquito.toml")
+        .read_text()
+        .replace('backend = "google"', 'backend = "google"\nurl = "http://127.0.0.1:9/search"')
+    )
     recipe = tmp_path / "chiquito.toml"
     recipe.write_text(text)
     res = CliRunner().invoke(app, ["dataset", str(recipe)])
@@ -185,8 +194,10 @@ def test_class_folders_and_small_classes_dropped(roots, tmp_path):
     save_crops(top / "homer", "chelsea", 9, seed=1)
     save_crops(top / "marge", "rocket", 9, seed=2)
     save_crops(top / "maggie", "coffee", 3, seed=3)
-    text = (f'[class_folders]\npath = "{top}"\n[dataset]\nmin_size = 32\nmin_images_per_class = 5\n'
-            'balance = "none"\nvalid = 2\nnear_duplicate_distance = 0\ngroup_distance = 0\n')
+    text = (
+        f'[class_folders]\npath = "{top}"\n[dataset]\nmin_size = 32\nmin_images_per_class = 5\n'
+        'balance = "none"\nvalid = 2\nnear_duplicate_distance = 0\ngroup_distance = 0\n'
+    )
     logs = []
     recipe = load_recipe(write_recipe(tmp_path / "r", text))
     s = build_dataset(recipe, log=logs.append)
@@ -194,21 +205,28 @@ def test_class_folders_and_small_classes_dropped(roots, tmp_path):
     assert s.rejected["class_below_min_images"] == 3 and set(s.counts["train"]) == {"homer", "marge"}
     assert dataset_classes(recipe) == ["homer", "marge"]
     with pytest.raises(SourceError, match="class_folders.path .* does not exist"):
-        build_dataset(load_recipe(write_recipe(tmp_path / "r2", text.replace(str(top), str(tmp_path / "no")))),
-                      log=lambda *_: None)
+        build_dataset(
+            load_recipe(write_recipe(tmp_path / "r2", text.replace(str(top), str(tmp_path / "no")))),
+            log=lambda *_: None,
+        )
 
 
 def test_globs_braces_classes_any_case_extension_and_unmatched_patterns_warned(roots, tmp_path):
-    from chiquito_or_not.data.sources import fetch_folder
     from chiquito_or_not.core.recipe import FolderSource
+    from chiquito_or_not.data.sources import fetch_folder
 
     src_dir = tmp_path / "src"
     for name in ("a.jpg", "b.PNG", "c.JPG", "d.gif", "sub/e.jpeg"):
         (src_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (src_dir / name).write_bytes(b"x")
     logs = []
-    got = fetch_folder(FolderSource(path=str(src_dir), include=("{*.jpg,*.png}", "[c].jpg", "**/*.jpeg", "*.tiff"),
-                                    exclude=("zz/*",)), "r.toml: classes.x.sources[0]", log=logs.append)
+    got = fetch_folder(
+        FolderSource(path=str(src_dir), include=("{*.jpg,*.png}", "[c].jpg", "**/*.jpeg", "*.tiff"), exclude=("zz/*",)),
+        "r.toml: classes.x.sources[0]",
+        log=logs.append,
+    )
     assert sorted(f.path.name for f in got) == ["a.jpg", "b.PNG", "c.JPG", "e.jpeg"]
-    assert logs == ["  warning: r.toml: classes.x.sources[0]: include pattern '*.tiff' matches no file of this source",
-                    "  warning: r.toml: classes.x.sources[0]: exclude pattern 'zz/*' matches no file of this source"]
+    assert logs == [
+        "  warning: r.toml: classes.x.sources[0]: include pattern '*.tiff' matches no file of this source",
+        "  warning: r.toml: classes.x.sources[0]: exclude pattern 'zz/*' matches no file of this source",
+    ]

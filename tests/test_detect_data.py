@@ -23,8 +23,20 @@ LABELS = ["cat", "cup"]
 RED = (255, 0, 0)
 
 
-PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "brick", "grass", "gravel",
-          "hubble_deep_field", "immunohistochemistry"]
+PHOTOS = [
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "coins",
+    "moon",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+]
 
 
 def scene(w=200, h=150, box=(40, 30, 120, 100), seed=0) -> Image.Image:
@@ -67,8 +79,11 @@ path = "{folder}"
 
 
 def build(tmp_path, roots, folder, fmt="voc", ann="", detect="", dataset=""):
-    r = load_recipe(write_recipe(tmp_path / "recipes", RECIPE.format(fmt=fmt, ann=ann, folder=folder,
-                                                                        detect=detect, dataset=dataset)))
+    r = load_recipe(
+        write_recipe(
+            tmp_path / "recipes", RECIPE.format(fmt=fmt, ann=ann, folder=folder, detect=detect, dataset=dataset)
+        )
+    )
     return build_dataset(r, log=lambda *_: None), r
 
 
@@ -84,8 +99,9 @@ def all_boxes(root: Path) -> dict[str, list]:
         doc = json.loads(f.read_text())
         names = {c["id"]: c["name"] for c in doc["categories"]}
         for im in doc["images"]:
-            out[Path(im["source"]).name] = [[names[a["category_id"]], *a["bbox"]] for a in doc["annotations"]
-                                            if a["image_id"] == im["id"]]
+            out[Path(im["source"]).name] = [
+                [names[a["category_id"]], *a["bbox"]] for a in doc["annotations"] if a["image_id"] == im["id"]
+            ]
     return out
 
 
@@ -113,26 +129,33 @@ def test_each_annotation_format_gives_the_same_boxes(tmp_path, roots, fmt):
         for name, im, (lab, x0, y0, x1, y1) in items:
             w, h = im.size
             (folder / name.replace(".jpg", ".txt")).write_text(
-                f"{LABELS.index(lab)} {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}\n")
+                f"{LABELS.index(lab)} {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}\n"
+            )
     elif fmt == "csv":
         ann = "labels.csv"
         rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"] + [
-            f"{name},{im.width},{im.height},{lab},{x0},{y0},{x1},{y1}" for name, im, (lab, x0, y0, x1, y1) in items]
+            f"{name},{im.width},{im.height},{lab},{x0},{y0},{x1},{y1}" for name, im, (lab, x0, y0, x1, y1) in items
+        ]
         (folder / ann).write_text("\n".join(rows) + "\n")
     else:
         ann = "coco.json"
-        doc = {"categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "cup"}],
-               "images": [{"id": i, "file_name": name, "width": im.width, "height": im.height}
-                          for i, (name, im, _) in enumerate(items)],
-               "annotations": [{"id": i, "image_id": i, "category_id": 7 if lab == "cat" else 9,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0]}
-                               for i, (_, _, (lab, x0, y0, x1, y1)) in enumerate(items)]}
+        doc = {
+            "categories": [{"id": 7, "name": "cat"}, {"id": 9, "name": "cup"}],
+            "images": [
+                {"id": i, "file_name": name, "width": im.width, "height": im.height}
+                for i, (name, im, _) in enumerate(items)
+            ],
+            "annotations": [
+                {"id": i, "image_id": i, "category_id": 7 if lab == "cat" else 9, "bbox": [x0, y0, x1 - x0, y1 - y0]}
+                for i, (_, _, (lab, x0, y0, x1, y1)) in enumerate(items)
+            ],
+        }
         (folder / ann).write_text(json.dumps(doc))
     s, _ = build(tmp_path, roots, folder, fmt, ann)
     assert s.kept == 6 and not s.rejected
     got = all_boxes(s.root)
     for name, _, (lab, x0, y0, x1, y1) in items:
-        (glab, gx, gy, gw, gh), = got[name]
+        ((glab, gx, gy, gw, gh),) = got[name]
         assert glab == lab
         assert np.allclose([gx, gy, gx + gw, gy + gh], [x0, y0, x1, y1], atol=0.01), (fmt, name)
     assert (s.root / "train" / "annotations.json").is_file() and (s.root / "valid" / "annotations.json").is_file()
@@ -153,6 +176,7 @@ def test_bad_annotations_get_reasons_not_tracebacks(tmp_path, roots, policy):
 
     def voc(name, boxes, size=(w, h)):
         write_voc(folder / name.replace(".jpg", ".xml"), name, *size, [Box(*b) for b in boxes])
+
     for name, _, b in items[6:]:
         voc(name, [b])
     voc(name0, [b0, ["cat", -30, 10, 50, 60]])  # far outside: rejected (or the box dropped)
@@ -198,11 +222,15 @@ def test_voc_reader_refuses_entities_and_reads_labelimg(tmp_path):
     p = tmp_path / "a.xml"
     p.write_bytes(BOMB)
     assert read_voc(p).problem[0] == "unsafe_annotation"
-    p.write_bytes(b"<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>x</xmax>"
-                  b"<ymax>4</ymax></bndbox></object></annotation>")
+    p.write_bytes(
+        b"<annotation><object><name>cat</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>x</xmax>"
+        b"<ymax>4</ymax></bndbox></object></annotation>"
+    )
     assert read_voc(p).problem[0] == "bad_annotation"
-    p.write_bytes(b"<annotation><size><width>10</width><height>8</height></size><object><name>cat</name><bndbox>"
-                  b"<xmin>1</xmin><ymin>2</ymin><xmax>3.5</xmax><ymax>4</ymax></bndbox></object></annotation>")
+    p.write_bytes(
+        b"<annotation><size><width>10</width><height>8</height></size><object><name>cat</name><bndbox>"
+        b"<xmin>1</xmin><ymin>2</ymin><xmax>3.5</xmax><ymax>4</ymax></bndbox></object></annotation>"
+    )
     a = read_voc(p)
     assert (a.width, a.height, a.boxes[0].label, a.boxes[0].x1) == (10, 8, "cat", 3.5)
 
@@ -235,7 +263,7 @@ def cutouts(folder: Path) -> None:
         for i in range(n):
             s = 120 + 10 * i
             y, x = (13 * i) % (arr.shape[0] - s), (29 * i) % (arr.shape[1] - s)
-            im = Image.fromarray(arr[y:y + s, x:x + s]).convert("RGBA")
+            im = Image.fromarray(arr[y : y + s, x : x + s]).convert("RGBA")
             mask = Image.new("L", im.size, 0)
             ImageDraw.Draw(mask).ellipse([4, 10 + i, s - 5, s - 8], fill=255)
             im.putalpha(mask)
@@ -369,5 +397,6 @@ def test_a_detect_recipe_is_validated(tmp_path):
         load_recipe(write_recipe(tmp_path, base.replace('labels = ["cat", "cup"]', "labels = []")))
     inner = "not a source kind; choose one of folder, npm, deb, archive, python, image_search, lfw$"
     with pytest.raises(RecipeError, match=inner):  # a composite's own sources cannot be composites
-        load_recipe(write_recipe(tmp_path, COMPOSITE.format(cut=tmp_path).replace(
-            'kind = "python"', 'kind = "composite"')))
+        load_recipe(
+            write_recipe(tmp_path, COMPOSITE.format(cut=tmp_path).replace('kind = "python"', 'kind = "composite"'))
+        )

@@ -80,20 +80,38 @@ def test_export_parity_and_predict_without_torch(det_run, tmp_path):
     assert rep["raw_max_abs_box_px"] <= 1e-3 and rep["map_50_onnx"] == rep["map_50_torch"]
     onnx = res.run / "model.onnx"
     valid = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[:4]
-    script = ("import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None\n"
-              "from chiquito_or_not.cli import app\n"
-              "app(sys.argv[1:], prog_name='chiquito')\n")
-    out = subprocess.run([sys.executable, "-c", script, "predict", str(onnx), *map(str, valid), "--json",
-                          "--threshold", "0.2", "--draw", str(tmp_path / "drawn")],
-                         capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    script = (
+        "import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None\n"
+        "from chiquito_or_not.cli import app\n"
+        "app(sys.argv[1:], prog_name='chiquito')\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "predict",
+            str(onnx),
+            *map(str, valid),
+            "--json",
+            "--threshold",
+            "0.2",
+            "--draw",
+            str(tmp_path / "drawn"),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout)
     assert len(got) == 4 and all(b["score"] >= 0.2 and b["label"] in ("cat", "cup") for r in got for b in r["boxes"])
     assert sum(len(r["boxes"]) for r in got) >= 2
     assert len(list((tmp_path / "drawn").glob("*.jpg"))) == 4
     # the same files through the .pkl (PyTorch) give the same boxes
-    from chiquito_or_not.stages.predict import predict_paths
     from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.stages.predict import predict_paths
 
     pkl = predict_paths(load_model(res.run / "model.pkl", notice=lambda _: None), valid, threshold=0.2)
     for a, b in zip(pkl, got):
@@ -101,17 +119,30 @@ def test_export_parity_and_predict_without_torch(det_run, tmp_path):
         for x, y in zip(a.boxes, b["boxes"]):
             assert max(abs(p - q) for p, q in zip(x["box"], y["box"])) < 1e-3
     # --draw never writes into a folder that holds files
-    again = subprocess.run([sys.executable, "-m", "chiquito_or_not", "predict", str(onnx), str(valid[0]),
-                            "--draw", str(tmp_path / "drawn")], capture_output=True, text=True,
-                           env=subprocess_env(), timeout=300)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chiquito_or_not",
+            "predict",
+            str(onnx),
+            str(valid[0]),
+            "--draw",
+            str(tmp_path / "drawn"),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert again.returncode == 2 and "not a new or empty folder" in again.stderr
 
 
 def test_tflite_detector_matches_pytorch_and_runs_without_torch(det_run, tmp_path):
     pytest.importorskip("litert_torch", reason="needs the tflite extra: pip install 'chiquito-or-not[tflite]'")
     from chiquito_or_not.core.litefile import LiteSession
-    from chiquito_or_not.stages.predict import predict_paths
     from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.stages.predict import predict_paths
     from chiquito_or_not.stages.tflite import export_tflite
 
     _, res, base = det_run
@@ -125,11 +156,18 @@ def test_tflite_detector_matches_pytorch_and_runs_without_torch(det_run, tmp_pat
     q = rep["int8"]
     assert q["bytes"] < rep["bytes"] / 2 and 0 <= q["map_50"] <= 1 and "map_50_reference" in q
     valid = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[:4]
-    script = ("import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None\n"
-              "from chiquito_or_not.cli import app\n"
-              "app(sys.argv[1:], prog_name='chiquito')\n")
-    r = subprocess.run([sys.executable, "-c", script, "predict", str(out), *map(str, valid), "--json",
-                        "--threshold", "0.2"], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    script = (
+        "import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None\n"
+        "from chiquito_or_not.cli import app\n"
+        "app(sys.argv[1:], prog_name='chiquito')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script, "predict", str(out), *map(str, valid), "--json", "--threshold", "0.2"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     got = json.loads(r.stdout)
     pkl = predict_paths(load_model(res.run / "model.pkl", notice=lambda _: None), valid, threshold=0.2)
@@ -143,8 +181,13 @@ def test_tflite_detector_matches_pytorch_and_runs_without_torch(det_run, tmp_pat
 def test_cli_prints_boxes_in_image_pixels(det_run):
     _, res, base = det_run
     f = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[0]
-    out = subprocess.run([sys.executable, "-m", "chiquito_or_not", "predict", str(res.run / "model.pkl"), str(f),
-                          "--threshold", "0.05"], capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "chiquito_or_not", "predict", str(res.run / "model.pkl"), str(f), "--threshold", "0.05"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-1500:]
     from PIL import Image
 
@@ -157,8 +200,10 @@ def test_cli_prints_boxes_in_image_pixels(det_run):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+@pytest.mark.skipif(
+    not (shutil.which("chromedriver") and shutil.which("chromium")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
 def test_browser_draws_the_boxes(det_run, tmp_path):
     from fastapi.testclient import TestClient
     from selenium.webdriver.common.by import By

@@ -15,8 +15,16 @@ from chiquito_or_not.data.download import OUTCOMES_FILE, download_urls, read_out
 from .conftest import subprocess_env
 from .httpserver import Server
 
-FAST = FetchPolicy(workers=8, per_host=8, read_timeout=0.5, connect_timeout=1, retries=2, backoff=0.05,
-                      max_bytes=100_000, max_redirects=3)
+FAST = FetchPolicy(
+    workers=8,
+    per_host=8,
+    read_timeout=0.5,
+    connect_timeout=1,
+    retries=2,
+    backoff=0.05,
+    max_bytes=100_000,
+    max_redirects=3,
+)
 
 
 @pytest.fixture
@@ -25,22 +33,25 @@ def server():
         yield s
 
 
-@pytest.mark.parametrize("path, status, reason", [
-    ("/img/1.jpg", "ok", ""),
-    ("/redirect-ok", "ok", ""),
-    ("/nothing.jpg", "failed", "http_404"),
-    ("/flaky.jpg", "ok", ""),  # 500, 500, then the image
-    ("/busy.jpg", "ok", ""),  # 429 with Retry-After: 1
-    ("/always500.jpg", "failed", "http_503"),
-    ("/slow.jpg", "failed", "timeout"),
-    ("/loop", "failed", "too_many_redirects"),
-    ("/to-ftp", "failed", "bad_scheme"),
-    ("/big.jpg", "failed", "too_large"),
-    ("/html.jpg", "failed", "not_an_image"),
-    ("/page.html", "failed", "not_image_content_type"),
-    ("/truncated.jpg", "failed", "truncated_or_corrupt"),
-    ("/pixel.png", "failed", "too_small"),
-])
+@pytest.mark.parametrize(
+    "path, status, reason",
+    [
+        ("/img/1.jpg", "ok", ""),
+        ("/redirect-ok", "ok", ""),
+        ("/nothing.jpg", "failed", "http_404"),
+        ("/flaky.jpg", "ok", ""),  # 500, 500, then the image
+        ("/busy.jpg", "ok", ""),  # 429 with Retry-After: 1
+        ("/always500.jpg", "failed", "http_503"),
+        ("/slow.jpg", "failed", "timeout"),
+        ("/loop", "failed", "too_many_redirects"),
+        ("/to-ftp", "failed", "bad_scheme"),
+        ("/big.jpg", "failed", "too_large"),
+        ("/html.jpg", "failed", "not_an_image"),
+        ("/page.html", "failed", "not_image_content_type"),
+        ("/truncated.jpg", "failed", "truncated_or_corrupt"),
+        ("/pixel.png", "failed", "too_small"),
+    ],
+)
 def test_each_case_ends_with_its_reason(server, tmp_path, path, status, reason):
     url = server.base + path
     t = time.time()
@@ -87,17 +98,23 @@ def test_only_http_urls_are_followed(tmp_path):
 def _download_in_a_process(urls, tmp_path, workers: int):
     """download_urls in a child process, returned once it has journaled 15 outcomes."""
     (tmp_path / "urls.json").write_text(json.dumps(urls))
-    script = ("import json, sys\nfrom pathlib import Path\n"
-              "from chiquito_or_not.core.http_fetch import FetchPolicy\nfrom chiquito_or_not.data.download import download_urls\n"
-              "urls = json.loads(Path(sys.argv[1]).read_text())\n"
-              f"download_urls(urls, Path(sys.argv[2]), FetchPolicy(workers={workers}, per_host={workers}), "
-              "progress=False)\n")
+    script = (
+        "import json, sys\nfrom pathlib import Path\n"
+        "from chiquito_or_not.core.http_fetch import FetchPolicy\n"
+        "from chiquito_or_not.data.download import download_urls\n"
+        "urls = json.loads(Path(sys.argv[1]).read_text())\n"
+        f"download_urls(urls, Path(sys.argv[2]), FetchPolicy(workers={workers}, per_host={workers}), "
+        "progress=False)\n"
+    )
     dest = tmp_path / "out"
     # a shell's background job starts with SIGINT ignored, and Python then never raises KeyboardInterrupt:
     # the child gets the terminal's default, whatever started pytest
-    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "urls.json"), str(dest)],
-                            env=subprocess_env(), stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "urls.json"), str(dest)],
+        env=subprocess_env(),
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     journal = dest / OUTCOMES_FILE
     deadline = time.time() + 60
     while time.time() < deadline and not (journal.is_file() and journal.read_text().count("\n") >= 15):
@@ -131,8 +148,11 @@ def test_a_stalled_url_stalls_neither_the_others_nor_the_journal(tmp_path):
         urls = [server.base + "/drip.jpg"] + [f"{server.base}/img/{i}.jpg" for i in range(12)]
         policy = FetchPolicy(workers=4, per_host=4, read_timeout=5, deadline=2.5, retries=0)
         lines = []
-        t = threading.Thread(target=download_urls, args=(urls, tmp_path, policy),
-                             kwargs={"progress": False, "log": lines.append, "every": 0.5})
+        t = threading.Thread(
+            target=download_urls,
+            args=(urls, tmp_path, policy),
+            kwargs={"progress": False, "log": lines.append, "every": 0.5},
+        )
         t0 = time.monotonic()
         t.start()
         journal = tmp_path / OUTCOMES_FILE

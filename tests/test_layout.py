@@ -34,7 +34,9 @@ def test_shared_modules_never_import_a_task():
     shared = [m for m in g if m.removeprefix("chiquito_or_not.").split(".")[0] in SHARED]
     assert len(shared) > 25
     reach = {m: sorted(d for d in g[m] if d.startswith("chiquito_or_not.core.task_registry.")) for m in shared}
-    assert {m: d for m, d in reach.items() if d} == {}  # they ask chiquito_or_not.core.task_registry for the recipe's task
+    assert {
+        m: d for m, d in reach.items() if d
+    } == {}  # they ask chiquito_or_not.core.task_registry for the recipe's task
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -51,8 +53,10 @@ def test_every_registered_task_has_every_part(name):
 
 def test_an_unknown_task_is_one_line(tmp_path):
     p = tmp_path / "r.toml"
-    p.write_text('task = "detectt"\n[classes.a]\nsources = [{kind = "folder", path = "a"}]\n'
-                 '[classes.b]\nsources = [{kind = "folder", path = "b"}]\n')
+    p.write_text(
+        'task = "detectt"\n[classes.a]\nsources = [{kind = "folder", path = "a"}]\n'
+        '[classes.b]\nsources = [{kind = "folder", path = "b"}]\n'
+    )
     with pytest.raises(RecipeError, match=r"'task' = unknown task 'detectt'; choose one of classify") as e:
         load_recipe(p)
     assert "\n" not in str(e.value)
@@ -95,12 +99,14 @@ def test_every_source_kind_has_one_fetcher_and_a_missing_one_fails_at_import():
     from chiquito_or_not.data.sources import FETCHERS
 
     assert set(FETCHERS) == set(SOURCE_KINDS.values()) and len(FETCHERS) == 8
-    script = ("import dataclasses\n"
-              "from chiquito_or_not.core import recipe\n"
-              "@dataclasses.dataclass(frozen=True)\n"
-              "class ZipSource:\n    kind: str = 'zip'\n"
-              "recipe.SOURCE_KINDS['zip'] = ZipSource\n"
-              "import chiquito_or_not.data.sources\n")
+    script = (
+        "import dataclasses\n"
+        "from chiquito_or_not.core import recipe\n"
+        "@dataclasses.dataclass(frozen=True)\n"
+        "class ZipSource:\n    kind: str = 'zip'\n"
+        "recipe.SOURCE_KINDS['zip'] = ZipSource\n"
+        "import chiquito_or_not.data.sources\n"
+    )
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "source kinds without a fetcher: ZipSource" in r.stderr
 

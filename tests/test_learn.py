@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from chiquito_or_not.core.backbone_table import BACKBONES
-from chiquito_or_not.train.backbones import create_body
 from chiquito_or_not.core.errors import WeightsError
+from chiquito_or_not.train.backbones import create_body
 from chiquito_or_not.train.lr_find import suggest
 
 from .conftest import ROOT
@@ -47,6 +47,7 @@ def test_efficientnet_lite_weights_are_the_real_pretrained_ones(name):
     sd = _efficientnet_state(BACKBONES[name], "")
     m.load_state_dict(dict(zip(m.state_dict().keys(), sd.values())), strict=True)
     from PIL import Image
+
     im = Image.fromarray(skimage.data.chelsea()).resize((224, 224))
     x = (torch.tensor(np.asarray(im), dtype=torch.float32).permute(2, 0, 1)[None] - 127) / 128
     with torch.no_grad():
@@ -123,10 +124,12 @@ def test_wrong_weights_file_is_refused(tmp_path):
 
 
 def test_cli_help_answers_without_importing_torch():
-    code = ("import sys; from typer.testing import CliRunner; from chiquito_or_not.cli import app\n"
-            "for c in ['dataset', 'lr-find', 'finetune', 'evaluate', 'predict', 'export', 'serve']:\n"
-            "    r = CliRunner().invoke(app, [c, '--help']); assert r.exit_code == 0, r.output\n"
-            "print('torch' in sys.modules, 'fastai' in sys.modules)")
+    code = (
+        "import sys; from typer.testing import CliRunner; from chiquito_or_not.cli import app\n"
+        "for c in ['dataset', 'lr-find', 'finetune', 'evaluate', 'predict', 'export', 'serve']:\n"
+        "    r = CliRunner().invoke(app, [c, '--help']); assert r.exit_code == 0, r.output\n"
+        "print('torch' in sys.modules, 'fastai' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
@@ -151,8 +154,8 @@ def test_sgdr_schedule_restarts_at_each_cycle(lens):
 
 
 def test_class_weights_follow_the_balanced_formula(tmp_path):
-    from chiquito_or_not.tasks.classify.class_data import class_weights
     from chiquito_or_not.core.recipe import load_recipe
+    from chiquito_or_not.tasks.classify.class_data import class_weights
 
     from .conftest import save_crops, write_recipe
 
@@ -166,15 +169,18 @@ def test_class_weights_follow_the_balanced_formula(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU these are allowed")
-@pytest.mark.parametrize("extra, env, words", [
-    ('precision = "fp16"', {}, "needs a CUDA GPU"),
-    ('precision = "bf16"', {}, "needs a CUDA GPU"),
-    ("", {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "needs CUDA GPUs"),
-])
+@pytest.mark.parametrize(
+    "extra, env, words",
+    [
+        ('precision = "fp16"', {}, "needs a CUDA GPU"),
+        ('precision = "bf16"', {}, "needs a CUDA GPU"),
+        ("", {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, "needs CUDA GPUs"),
+    ],
+)
 def test_gpu_only_settings_are_refused_on_a_cpu_before_any_work(roots, monkeypatch, extra, env, words):
     from chiquito_or_not.core.errors import ChiquitoError
-    from chiquito_or_not.stages.finetune import finetune
     from chiquito_or_not.core.recipe import load_recipe
+    from chiquito_or_not.stages.finetune import finetune
 
     from .conftest import TINY_RECIPE, write_recipe
 

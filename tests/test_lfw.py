@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.core.errors import SourceError
 from chiquito_or_not.core.recipe import LfwSource, load_recipe
 from chiquito_or_not.data.sources import fetch_source
+from chiquito_or_not.stages.dataset import build_dataset
 
 from .conftest import save_crops, write_recipe
 from .httpserver import Server, jpeg_bytes
@@ -47,8 +47,15 @@ def mirror(roots):
 
 
 def src_for(server, body, **kw) -> LfwSource:
-    opts = dict(count=5, mirrors=(server.base + "/dead/lfw.tgz", server.base + "/files/lfw.tgz"),
-                size=len(body), sha256=hashlib.sha256(body).hexdigest()) | kw
+    opts = (
+        dict(
+            count=5,
+            mirrors=(server.base + "/dead/lfw.tgz", server.base + "/files/lfw.tgz"),
+            size=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+        )
+        | kw
+    )
     return LfwSource(**opts)
 
 
@@ -99,8 +106,9 @@ def test_local_archive_and_folder(roots, tmp_path):
     with tarfile.open(archive) as tf:
         tf.extractall(extracted, filter="data")
     from_folder = fetch_source(LfwSource(count=4, folder=str(extracted)), "t", seed=3)
-    assert [f.path.relative_to(extracted) for f in from_folder] == \
-        [Path("lfw") / f.path.relative_to(f.path.parents[1]) for f in files]
+    assert [f.path.relative_to(extracted) for f in from_folder] == [
+        Path("lfw") / f.path.relative_to(f.path.parents[1]) for f in files
+    ]
 
 
 def test_lfw_count_zero_takes_as_many_as_the_positives(roots, tmp_path):
@@ -113,7 +121,7 @@ min_size = 32
 valid = 2
 [[classes.chiquito.sources]]
 kind = "folder"
-path = "{tmp_path / 'pos'}"
+path = "{tmp_path / "pos"}"
 [[classes.not.sources]]
 kind = "lfw"
 archive = "{archive}"

@@ -70,8 +70,17 @@ def test_three_classes_end_to_end(roots, tmp_path):
     assert wilson(right, 24)[0] > 1 / 3 and right >= 16, (right, m["valid"]["accuracy"], m["test"]["accuracy"])
     assert (roots / "runs" / "three" / "confusion_matrix_test.png").is_file()
 
-    r = runner.invoke(app, ["predict", str(roots / "runs" / "three" / "model.pkl"),
-                            str(roots / "data" / "three" / "test"), "--top-k", "3", "--json"])
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            str(roots / "runs" / "three" / "model.pkl"),
+            str(roots / "data" / "three" / "test"),
+            "--top-k",
+            "3",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert len(doc) == 12 and all(len(d["top"]) == 3 for d in doc)
@@ -108,7 +117,8 @@ def test_compare_writes_a_leaderboard(roots, tmp_path):
     for x in rows:  # each row is its run's own test metrics
         m = json.loads((Path(x["run"]) / "metrics.json").read_text())["test"]
         assert float(x["accuracy"]) == round(m["accuracy"], 4) and float(x["balanced_accuracy"]) == round(
-            m["balanced_accuracy"], 4)
+            m["balanced_accuracy"], 4
+        )
         lo, hi = m["accuracy_ci95"]
         assert float(x["accuracy_low"]) == round(lo, 4) and float(x["accuracy_high"]) == round(hi, 4)
         assert lo <= m["accuracy"] <= hi and hi - lo > 0.05  # a few dozen test images: a wide interval
@@ -168,8 +178,9 @@ def test_sweep_chooses_on_validation_and_reports_one_test_score(roots, tmp_path)
     assert all(x["test_accuracy"] == "" for x in rows if x["chosen"] != "True")
     best_valid = max(float(x["valid_accuracy"]) for x in rows)
     assert float(chosen[0]["valid_accuracy"]) == best_valid
-    assert all(float(x["valid_accuracy_low"]) <= float(x["valid_accuracy"]) <= float(x["valid_accuracy_high"])
-               for x in rows)
+    assert all(
+        float(x["valid_accuracy_low"]) <= float(x["valid_accuracy"]) <= float(x["valid_accuracy_high"]) for x in rows
+    )
     assert float(chosen[0]["test_accuracy_low"]) <= float(chosen[0]["test_accuracy"])
     noise = chosen[0]["choice_within_noise"] == "True"
     assert "chose keep_frozen" in r.output and ("(the choice is within noise)" in r.output) == noise

@@ -6,39 +6,84 @@ from urllib.parse import quote
 
 import pytest
 
-from chiquito_or_not.core.http_fetch import FetchPolicy, fetch_image
-from chiquito_or_not.core.http_fetch import FetchError, parse_url
+from chiquito_or_not.core.http_fetch import FetchError, FetchPolicy, fetch_image, parse_url
 
 from .httpserver import Server, tls_server_context
 
 # the guarded policy serve uses, with 127.0.0.2 let through so a trusted loopback server can redirect
-GUARDED = FetchPolicy(allow_private=False, allow_networks=("127.0.0.2/32",), retries=0, connect_timeout=1,
-                         read_timeout=2, deadline=3)
+GUARDED = FetchPolicy(
+    allow_private=False, allow_networks=("127.0.0.2/32",), retries=0, connect_timeout=1, read_timeout=2, deadline=3
+)
 
 
 def tricky(port: int) -> list[str]:
     """URLs that name, hide or disguise 127.0.0.1:port (the target) in ways parsers disagree on."""
     p = port
     return [
-        f"http://127.0.0.1:{p}/x.jpg", f"http://127.0.0.1:{p}\\@1.1.1.1/x", f"http://127.0.0.1:{p}\\\\@1.1.1.1/x",
-        f"http://1.1.1.1@127.0.0.1:{p}/x", f"http://user:pw@127.0.0.1:{p}/x", f"http://1.1.1.1:80@127.0.0.1:{p}/",
-        f"http://127.0.0.1:{p}#@1.1.1.1/", f"http://127.0.0.1:{p}?@1.1.1.1/", f"http:/\\127.0.0.1:{p}/",
-        f"http:\\\\127.0.0.1:{p}/", f"http:127.0.0.1:{p}/", f"HTTP://127.0.0.1:{p}/", f"hTtP://127.0.0.1:{p}/",
-        f"http://127.1:{p}/", f"http://127.0.1:{p}/", f"http://0x7f000001:{p}/", f"http://0x7f.0.0.1:{p}/",
-        f"http://2130706433:{p}/", f"http://017700000001:{p}/", f"http://0177.0.0.1:{p}/", f"http://127.000.000.001:{p}/",
-        f"http://0:{p}/", f"http://0.0.0.0:{p}/", f"http://localhost:{p}/", f"http://LOCALHOST:{p}/",
-        f"http://localhost.:{p}/", f"http://[::1]:{p}/", f"http://[::ffff:127.0.0.1]:{p}/",
-        f"http://[::ffff:7f00:1]:{p}/", f"http://[0:0:0:0:0:ffff:127.0.0.1]:{p}/", f"http://[::]:{p}/",
-        f"http://[64:ff9b::7f00:1]:{p}/", f"http://[2002:7f00:1::]:{p}/", f"http://[::1%25lo]:{p}/",
-        "http://[::1/", "http://[zz]/", f"http://[::1]x:{p}/", f"http://%31%32%37.0.0.1:{p}/",
-        f"http://127%2e0%2e0%2e1:{p}/", f"http://127\u30020\u30020\u30021:{p}/", f"http://\u2460\u2461\u2466.0.0.1:{p}/",
-        f"http://127.0.0.1\uff1a{p}/", f"http://127.0.0.1:{p} /", f"http://127.0.0.1:{p}\t/", f" http://127.0.0.1:{p}/",
-        f"http://127.0.0.1:{p}\r\nX: y/", f"http://127.0.0.1:{p}\x00/", f"http://127.0.0.1:+{p}/",
-        f"http://127.0.0.1:0{p}/", f"http://127.0.0.1:{p + 65536}/", f"http://127.0.0.1:{p}:{p}/",
-        f"//127.0.0.1:{p}/", f"ftp://127.0.0.1:{p}/", "file:///etc/passwd", f"gopher://127.0.0.1:{p}/",
-        f"http://127.0.0.1.:{p}/", f"http://[::127.0.0.1]:{p}/", f"http://10.0.0.1:{p}/", f"http://169.254.169.254:{p}/",
-        f"http://100.64.0.1:{p}/", f"http://224.0.0.1:{p}/", f"http://255.255.255.255:{p}/",
-        f"http://[fe80::1]:{p}/", f"http://[fc00::1]:{p}/",
+        f"http://127.0.0.1:{p}/x.jpg",
+        f"http://127.0.0.1:{p}\\@1.1.1.1/x",
+        f"http://127.0.0.1:{p}\\\\@1.1.1.1/x",
+        f"http://1.1.1.1@127.0.0.1:{p}/x",
+        f"http://user:pw@127.0.0.1:{p}/x",
+        f"http://1.1.1.1:80@127.0.0.1:{p}/",
+        f"http://127.0.0.1:{p}#@1.1.1.1/",
+        f"http://127.0.0.1:{p}?@1.1.1.1/",
+        f"http:/\\127.0.0.1:{p}/",
+        f"http:\\\\127.0.0.1:{p}/",
+        f"http:127.0.0.1:{p}/",
+        f"HTTP://127.0.0.1:{p}/",
+        f"hTtP://127.0.0.1:{p}/",
+        f"http://127.1:{p}/",
+        f"http://127.0.1:{p}/",
+        f"http://0x7f000001:{p}/",
+        f"http://0x7f.0.0.1:{p}/",
+        f"http://2130706433:{p}/",
+        f"http://017700000001:{p}/",
+        f"http://0177.0.0.1:{p}/",
+        f"http://127.000.000.001:{p}/",
+        f"http://0:{p}/",
+        f"http://0.0.0.0:{p}/",
+        f"http://localhost:{p}/",
+        f"http://LOCALHOST:{p}/",
+        f"http://localhost.:{p}/",
+        f"http://[::1]:{p}/",
+        f"http://[::ffff:127.0.0.1]:{p}/",
+        f"http://[::ffff:7f00:1]:{p}/",
+        f"http://[0:0:0:0:0:ffff:127.0.0.1]:{p}/",
+        f"http://[::]:{p}/",
+        f"http://[64:ff9b::7f00:1]:{p}/",
+        f"http://[2002:7f00:1::]:{p}/",
+        f"http://[::1%25lo]:{p}/",
+        "http://[::1/",
+        "http://[zz]/",
+        f"http://[::1]x:{p}/",
+        f"http://%31%32%37.0.0.1:{p}/",
+        f"http://127%2e0%2e0%2e1:{p}/",
+        f"http://127\u30020\u30020\u30021:{p}/",
+        f"http://\u2460\u2461\u2466.0.0.1:{p}/",
+        f"http://127.0.0.1\uff1a{p}/",
+        f"http://127.0.0.1:{p} /",
+        f"http://127.0.0.1:{p}\t/",
+        f" http://127.0.0.1:{p}/",
+        f"http://127.0.0.1:{p}\r\nX: y/",
+        f"http://127.0.0.1:{p}\x00/",
+        f"http://127.0.0.1:+{p}/",
+        f"http://127.0.0.1:0{p}/",
+        f"http://127.0.0.1:{p + 65536}/",
+        f"http://127.0.0.1:{p}:{p}/",
+        f"//127.0.0.1:{p}/",
+        f"ftp://127.0.0.1:{p}/",
+        "file:///etc/passwd",
+        f"gopher://127.0.0.1:{p}/",
+        f"http://127.0.0.1.:{p}/",
+        f"http://[::127.0.0.1]:{p}/",
+        f"http://10.0.0.1:{p}/",
+        f"http://169.254.169.254:{p}/",
+        f"http://100.64.0.1:{p}/",
+        f"http://224.0.0.1:{p}/",
+        f"http://255.255.255.255:{p}/",
+        f"http://[fe80::1]:{p}/",
+        f"http://[fc00::1]:{p}/",
     ]
 
 
@@ -81,13 +126,16 @@ def test_backslash_authority_is_refused_in_serve_form():
     assert e.value.reason == "bad_url" and "backslash" in e.value.detail
 
 
-@pytest.mark.parametrize("url, host, port, path", [
-    ("https://Example.org/a%20b.jpg?x=1#frag", "example.org", 443, "/a%20b.jpg?x=1"),
-    ("http://example.org:8080", "example.org", 8080, "/"),
-    ("http://[2001:db8::1]:81/x", "2001:db8::1", 81, "/x"),
-    ("http://bücher.example/ñ.jpg", "xn--bcher-kva.example", 80, "/%C3%B1.jpg"),
-    ("http://93.184.215.14/x.jpg", "93.184.215.14", 80, "/x.jpg"),
-])
+@pytest.mark.parametrize(
+    "url, host, port, path",
+    [
+        ("https://Example.org/a%20b.jpg?x=1#frag", "example.org", 443, "/a%20b.jpg?x=1"),
+        ("http://example.org:8080", "example.org", 8080, "/"),
+        ("http://[2001:db8::1]:81/x", "2001:db8::1", 81, "/x"),
+        ("http://bücher.example/ñ.jpg", "xn--bcher-kva.example", 80, "/%C3%B1.jpg"),
+        ("http://93.184.215.14/x.jpg", "93.184.215.14", 80, "/x.jpg"),
+    ],
+)
 def test_good_urls_parse_as_every_client_reads_them(url, host, port, path):
     t = parse_url(url)
     assert (t.host, t.port, t.path) == (host, port, path)
@@ -102,6 +150,7 @@ def _pin(monkeypatch, answers: dict):
             ip = answers[host].pop(0) if len(answers[host]) > 1 else answers[host][0]
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
         return real(host, port, *a, **kw)
+
     monkeypatch.setattr(socket, "getaddrinfo", fake)
 
 
@@ -118,10 +167,18 @@ def test_the_checked_address_is_the_connected_one(monkeypatch):
             # a name with one allowed and one private address is refused outright
             _pin(monkeypatch, {"both.test": ["127.0.0.2"]})
             real = socket.getaddrinfo
-            monkeypatch.setattr(socket, "getaddrinfo", lambda h, p, *a, **k: [
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", p)),
-                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))]
-                if h == "both.test" else real(h, p, *a, **k))
+            monkeypatch.setattr(
+                socket,
+                "getaddrinfo",
+                lambda h, p, *a, **k: (
+                    [
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", p)),
+                        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p)),
+                    ]
+                    if h == "both.test"
+                    else real(h, p, *a, **k)
+                ),
+            )
             with pytest.raises(FetchError) as e:
                 fetch_image(f"http://both.test:{allowed.port}/img/3.jpg", GUARDED)
             assert e.value.reason == "private_address" and allowed.hits["/img/3.jpg"] == 1

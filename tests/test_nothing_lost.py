@@ -22,13 +22,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
 
 def _digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _probs(model: Path, images: list[Path]):
-    from chiquito_or_not.stages.predict import predict_paths
     from chiquito_or_not.core.model_loader import load_model
+    from chiquito_or_not.stages.predict import predict_paths
 
     return [r.probabilities for r in predict_paths(load_model(model, notice=lambda m: None), images)]
 
@@ -56,8 +59,12 @@ def test_failing_finetunes_leave_the_previous_run_as_it_was(own_run, tmp_path, s
     variants = {
         "missing weights file": (replace(recipe, finetune=replace(f, weights=str(tmp_path / "nope.pth"))), {}),
         "weights file is text": (replace(recipe, finetune=replace(f, weights=str(text))), {}),
-        "no weights offline": (replace(recipe, finetune=replace(
-            f, backbone="resnet18", weights="http://127.0.0.1:9/resnet18-f37072fd.pth")), {}),
+        "no weights offline": (
+            replace(
+                recipe, finetune=replace(f, backbone="resnet18", weights="http://127.0.0.1:9/resnet18-f37072fd.pth")
+            ),
+            {},
+        ),
         "dataset never built": (recipe, {"data_root": tmp_path / "no-dataset"}),
         "fp16 on a CPU": (replace(recipe, finetune=replace(f, precision="fp16")), {}),
         "nothing to resume": (recipe, {"resume": True}),
@@ -96,10 +103,12 @@ def test_interrupted_then_damaged_then_resumed(own_run, shared_roots):
 
     ckpt = partial / "checkpoints" / "stage-frozen.pth"
     good_ckpt, good_state = ckpt.read_bytes(), (partial / "state.json").read_text()
-    for damage, fix in ((lambda: ckpt.write_bytes(good_ckpt[: len(good_ckpt) // 3]), "damaged"),
-                        (lambda: ckpt.write_bytes(b"not a checkpoint"), "damaged"),
-                        (lambda: ckpt.unlink(), "missing"),
-                        (lambda: (partial / "state.json").write_text(good_state[:20]), "damaged")):
+    for damage, fix in (
+        (lambda: ckpt.write_bytes(good_ckpt[: len(good_ckpt) // 3]), "damaged"),
+        (lambda: ckpt.write_bytes(b"not a checkpoint"), "damaged"),
+        (lambda: ckpt.unlink(), "missing"),
+        (lambda: (partial / "state.json").write_text(good_state[:20]), "damaged"),
+    ):
         damage()
         with pytest.raises(ChiquitoError) as e:
             finetune(recipe, resume=True, log=lambda *_: None)
@@ -110,8 +119,9 @@ def test_interrupted_then_damaged_then_resumed(own_run, shared_roots):
 
     res = finetune(recipe, resume=True, log=lambda *_: None)
     assert res.run == run and not partial.exists()
-    assert (run / "leaderboard.csv").is_file() and json.loads((run / "metrics.json").read_text())["model"] \
-        == str(run / "model.pkl")
+    assert (run / "leaderboard.csv").is_file() and json.loads((run / "metrics.json").read_text())["model"] == str(
+        run / "model.pkl"
+    )
     assert json.loads((run / "state.json").read_text())["done"] == ["frozen", "augmented", "unfrozen"]
     assert _digest(run) != before
     assert len(_probs(run / "model.pkl", images)) == len(images)
@@ -128,8 +138,9 @@ def test_predict_hostile_files_one_line_each(tiny_run, tmp_path):
     odd = tmp_path / "two\nlines\t.jpg"
     shutil.copy(good, odd)
     args = [str(model), str(fifo), "/dev/zero", str(good), str(odd), str(tmp_path / "gone.jpg"), str(tmp_path)]
-    p = subprocess.run([sys.executable, "-m", "chiquito_or_not", "predict", *args], capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "chiquito_or_not", "predict", *args], capture_output=True, text=True, timeout=120
+    )
     out, err = p.stdout.splitlines(), p.stderr.splitlines()
     assert p.returncode == 1, p.stderr
     assert any(line.startswith(str(good) + "\t") for line in out)
@@ -151,14 +162,21 @@ def test_disk_full_during_dataset_is_one_line(tmp_path):
         src = tmp_path / "src"
         for cls, name in (("a", "coffee"), ("b", "chelsea")):
             save_crops(src / cls, name, 12, size=160, seed=3)
-        recipe = write_recipe(tmp_path, f'''
+        recipe = write_recipe(
+            tmp_path,
+            f'''
 [classes.a]
-sources = [{{kind = "folder", path = "{src / 'a'}"}}]
+sources = [{{kind = "folder", path = "{src / "a"}"}}]
 [classes.b]
-sources = [{{kind = "folder", path = "{src / 'b'}"}}]
-''')
-        p = subprocess.run([sys.executable, "-m", "chiquito_or_not", "--data-root", str(small), "dataset",
-                            str(recipe)], capture_output=True, text=True, timeout=300)
+sources = [{{kind = "folder", path = "{src / "b"}"}}]
+''',
+        )
+        p = subprocess.run(
+            [sys.executable, "-m", "chiquito_or_not", "--data-root", str(small), "dataset", str(recipe)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert p.returncode == 2, p.stdout + p.stderr
         err = p.stderr.strip().splitlines()
         assert len(err) == 1 and "no space left" in err[0] and str(small) in err[0] and " MB" in err[0], err

@@ -22,8 +22,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.registry]
 def test_finetune_writes_every_output(tiny_run):
     recipe, res = tiny_run
     run = res.run
-    for name in ("recipe.json", "lr_find.png", "lr_find.json", "history.csv", "loss_curve.png", "model.pkl",
-                 "confusion_matrix.png", "confusion_matrix.csv", "top_losses.png", "metrics.json", "state.json"):
+    for name in (
+        "recipe.json",
+        "lr_find.png",
+        "lr_find.json",
+        "history.csv",
+        "loss_curve.png",
+        "model.pkl",
+        "confusion_matrix.png",
+        "confusion_matrix.csv",
+        "top_losses.png",
+        "metrics.json",
+        "state.json",
+    ):
         assert (run / name).is_file() and (run / name).stat().st_size > 0, name
     state = json.loads((run / "state.json").read_text())
     assert state["done"] == ["frozen", "augmented", "unfrozen"]
@@ -53,6 +64,7 @@ def test_exported_model_loads_without_the_package(tiny_run, tmp_path):
     recipe, res = tiny_run
     valid = sorted((Path(json.loads((res.run / "state.json").read_text())["dataset"]) / "valid").rglob("*.jpg"))
     from PIL import Image
+
     expected = predict_images(res.learn, [Image.open(p).convert("RGB") for p in valid]).numpy()
     vocab, probs = predict_without_the_package(res.run / "model.pkl", valid, tmp_path)
     assert vocab == ["face", "not_face"]
@@ -112,8 +124,13 @@ def test_interrupted_finetune_resumes_after_the_last_finished_stage(shared_roots
     state = runs / "resume.partial" / "state.json"  # a run is built beside the last finished one
     # a shell's background job starts with SIGINT ignored, and Python then never raises KeyboardInterrupt:
     # give the child the default disposition, as a terminal would
-    proc = subprocess.Popen(cmd + ["finetune", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd + ["finetune", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if state.is_file() and "frozen" in state.read_text():
@@ -128,13 +145,11 @@ def test_interrupted_finetune_resumes_after_the_last_finished_stage(shared_roots
 
     original = path.read_text()
     path.write_text(original.replace("seed = 7", "seed = 8"))
-    r = subprocess.run(cmd + ["finetune", str(path), "--resume"], env=env, capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(cmd + ["finetune", str(path), "--resume"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "the recipe changed since this run started" in r.stderr
     path.write_text(original)
 
-    r = subprocess.run(cmd + ["finetune", str(path), "--resume"], env=env, capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(cmd + ["finetune", str(path), "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "resumed after stage 'frozen'" in r.stdout and "stage 1/3" not in r.stdout
     stages = [ln.split(",")[0] for ln in (runs / "resume" / "history.csv").read_text().splitlines()[1:]]

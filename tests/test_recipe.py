@@ -1,6 +1,5 @@
 """Recipes: every shipped recipe loads; every kind of mistake is refused with file, key and fix."""
 
-
 import pytest
 from typer.testing import CliRunner
 
@@ -57,22 +56,25 @@ def test_defaults_follow_the_tutorial(tmp_path):
     assert isinstance(r.classes["a"].sources[0], FolderSource)
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ("seeed = 3", "unknown key 'seeed'; did you mean 'seed'?"),
-    ("[dataset]\nbalnce = 'weights'", "unknown key 'dataset.balnce'; did you mean 'dataset.balance'?"),
-    ("[finetune.frozen]\nepoch = 2", "unknown key 'finetune.frozen.epoch'; did you mean 'finetune.frozen.epochs'?"),
-    ("[finetune]\nbs = 'big'", "'finetune.bs' expected an integer, got str 'big'"),
-    ("[finetune]\nbs = 0", "'finetune.bs' = 0 is out of range; use a value in [1, 4096]"),
-    ("[finetune]\nsize = 2.5", "'finetune.size' expected an integer"),
-    ("[finetune.frozen]\nlr = 'fast'", "'finetune.frozen.lr' expected a number or 'auto'"),
-    ("[finetune.unfrozen]\nlrs = [1e-3, 1e-2]", "'finetune.unfrozen.lrs' needs exactly 3 values, got 2"),
-    ("[finetune]\nbackbone = 'resnet43'", "did you mean 'resnet34'?"),
-    ("[dataset]\nbalance = 'downsampel'", "(did you mean 'downsample'?)"),
-    ("[dataset]\nvalid = 1.5", "'dataset.valid' = 1.5 must be a fraction in [0, 1) or a count"),
-    ("[dataset]\nvalid = 0.6\ntest = 0.5", "leaves nothing to train on"),
-    ("[finetune]\nlr_find = 'yes'", "'finetune.lr_find' expected true or false"),
-    ("[finetune.unfrozen]\nkeep_frozen = 1.5", "'finetune.unfrozen.keep_frozen' = 1.5: give 0, 1 or 2"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("seeed = 3", "unknown key 'seeed'; did you mean 'seed'?"),
+        ("[dataset]\nbalnce = 'weights'", "unknown key 'dataset.balnce'; did you mean 'dataset.balance'?"),
+        ("[finetune.frozen]\nepoch = 2", "unknown key 'finetune.frozen.epoch'; did you mean 'finetune.frozen.epochs'?"),
+        ("[finetune]\nbs = 'big'", "'finetune.bs' expected an integer, got str 'big'"),
+        ("[finetune]\nbs = 0", "'finetune.bs' = 0 is out of range; use a value in [1, 4096]"),
+        ("[finetune]\nsize = 2.5", "'finetune.size' expected an integer"),
+        ("[finetune.frozen]\nlr = 'fast'", "'finetune.frozen.lr' expected a number or 'auto'"),
+        ("[finetune.unfrozen]\nlrs = [1e-3, 1e-2]", "'finetune.unfrozen.lrs' needs exactly 3 values, got 2"),
+        ("[finetune]\nbackbone = 'resnet43'", "did you mean 'resnet34'?"),
+        ("[dataset]\nbalance = 'downsampel'", "(did you mean 'downsample'?)"),
+        ("[dataset]\nvalid = 1.5", "'dataset.valid' = 1.5 must be a fraction in [0, 1) or a count"),
+        ("[dataset]\nvalid = 0.6\ntest = 0.5", "leaves nothing to train on"),
+        ("[finetune]\nlr_find = 'yes'", "'finetune.lr_find' expected true or false"),
+        ("[finetune.unfrozen]\nkeep_frozen = 1.5", "'finetune.unfrozen.keep_frozen' = 1.5: give 0, 1 or 2"),
+    ],
+)
 def test_bad_recipes_are_refused_with_key_and_fix(tmp_path, extra, expected):
     path = write_recipe(tmp_path, extra + "\n" + GOOD)
     with pytest.raises(RecipeError) as e:
@@ -80,15 +82,20 @@ def test_bad_recipes_are_refused_with_key_and_fix(tmp_path, extra, expected):
     assert str(path) in str(e.value) and expected in str(e.value)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('[[classes.a.sources]]\nkind = "folder"\n', "missing required key 'classes.a.sources[0].path'"),
-    ('[[classes.a.sources]]\nkind = "floder"\npath = "x"\n[[classes.b.sources]]\nkind = "folder"\npath = "y"',
-     "'classes.a.sources[0].kind' = 'floder' is not a source kind; did you mean 'folder'?"),
-    ('[[classes.a.sources]]\nkind = "folder"\npath = "x"\npaht = 1\n', "did you mean 'classes.a.sources[0].path'?"),
-    ('[[classes.a.sources]]\nkind = "folder"\npath = "x"\n', "needs at least two classes"),
-    ("seed = 1\n", "'classes' needs at least two classes, got 0"),
-    ("seed = = 1\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('[[classes.a.sources]]\nkind = "folder"\n', "missing required key 'classes.a.sources[0].path'"),
+        (
+            '[[classes.a.sources]]\nkind = "floder"\npath = "x"\n[[classes.b.sources]]\nkind = "folder"\npath = "y"',
+            "'classes.a.sources[0].kind' = 'floder' is not a source kind; did you mean 'folder'?",
+        ),
+        ('[[classes.a.sources]]\nkind = "folder"\npath = "x"\npaht = 1\n', "did you mean 'classes.a.sources[0].path'?"),
+        ('[[classes.a.sources]]\nkind = "folder"\npath = "x"\n', "needs at least two classes"),
+        ("seed = 1\n", "'classes' needs at least two classes, got 0"),
+        ("seed = = 1\n", "not valid TOML"),
+    ],
+)
 def test_structural_mistakes(tmp_path, text, expected):
     with pytest.raises(RecipeError, match=None) as e:
         load_recipe(write_recipe(tmp_path, text))

@@ -27,13 +27,22 @@ def tiny(recipe):
     """The same recipe at a size CI can afford: 16 input files per class, 48 px, one epoch per stage."""
     d, f = recipe.dataset, recipe.finetune
     return replace(
-        recipe, name=f"tiny-{recipe.name}",
-        dataset=replace(d, sample=16, max_side=96, valid=3, test=2 if d.test else 0, per_class=0,
-                        min_images_per_class=0, train=0),
-        finetune=replace(f, size=48, bs=8, lr_find_iters=10, tensorboard=False,
-                         frozen=replace(f.frozen, epochs=1),
-                         augmented=replace(f.augmented, cycles=1, cycle_len=1, cycle_mult=1),
-                         unfrozen=replace(f.unfrozen, cycles=1, cycle_len=1, cycle_mult=1)))
+        recipe,
+        name=f"tiny-{recipe.name}",
+        dataset=replace(
+            d, sample=16, max_side=96, valid=3, test=2 if d.test else 0, per_class=0, min_images_per_class=0, train=0
+        ),
+        finetune=replace(
+            f,
+            size=48,
+            bs=8,
+            lr_find_iters=10,
+            tensorboard=False,
+            frozen=replace(f.frozen, epochs=1),
+            augmented=replace(f.augmented, cycles=1, cycle_len=1, cycle_mult=1),
+            unfrozen=replace(f.unfrozen, cycles=1, cycle_len=1, cycle_mult=1),
+        ),
+    )
 
 
 def test_the_offline_recipes_are_found():
@@ -42,11 +51,11 @@ def test_the_offline_recipes_are_found():
 
 @pytest.mark.parametrize("path", OFFLINE, ids=lambda p: p.stem)
 def test_offline_recipe_runs_end_to_end(path, shared_roots, tmp_path, monkeypatch):
-    from chiquito_or_not.stages.dataset import build_dataset
-    from chiquito_or_not.stages.predict import predict_paths
     from chiquito_or_not.core.model_loader import load_model
-    from chiquito_or_not.tasks.classify.class_data import labelled_files
+    from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.stages.finetune import finetune
+    from chiquito_or_not.stages.predict import predict_paths
+    from chiquito_or_not.tasks.classify.class_data import labelled_files
 
     if not (shutil.which("npm") and shutil.which("apt-get")):
         pytest.skip("needs npm and apt-get to fetch the pinned registry artifacts")

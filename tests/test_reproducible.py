@@ -14,10 +14,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
 
 def _finetune(recipe_path, data, runs, hash_seed):
-    r = subprocess.run([sys.executable, "-m", "chiquito_or_not", "finetune", str(recipe_path)],
-                       capture_output=True, text=True, timeout=600,
-                       env=subprocess_env(CHIQUITO_DATA=str(data), CHIQUITO_RUNS=str(runs),
-                                          PYTHONHASHSEED=str(hash_seed)))
+    r = subprocess.run(
+        [sys.executable, "-m", "chiquito_or_not", "finetune", str(recipe_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=subprocess_env(CHIQUITO_DATA=str(data), CHIQUITO_RUNS=str(runs), PYTHONHASHSEED=str(hash_seed)),
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return r.stdout
 
@@ -68,11 +71,13 @@ def test_seeds_report_mean_and_spread_and_the_recipe_seed_repeats_finetune(tiny_
     assert summary["seeds"] == [recipe.seed, recipe.seed + 1]
     rows = (runs / recipe.name / "seeds.csv").read_text().splitlines()
     assert rows[0].startswith("seed,valid_accuracy,valid_balanced_accuracy") and len(rows) == 3
-    accs = [json.loads((runs / f"{recipe.name}--seed-{s}" / "metrics.json").read_text())["valid"]["accuracy"]
-            for s in summary["seeds"]]
+    accs = [
+        json.loads((runs / f"{recipe.name}--seed-{s}" / "metrics.json").read_text())["valid"]["accuracy"]
+        for s in summary["seeds"]
+    ]
     s = summary["summary"]["valid_accuracy"]
     assert s["mean"] == pytest.approx(sum(accs) / 2) and s["min"] == min(accs) and s["n"] == 2
-    assert s["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert s["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
     assert "valid_accuracy" in r.output and "±" in r.output
     # the recipe's own seed, in another run folder, repeats the plain finetune exactly
     same = json.loads((runs / f"{recipe.name}--seed-{recipe.seed}" / "metrics.json").read_text())

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from chiquito_or_not.cli import app
 from chiquito_or_not.core.errors import DataError
 from chiquito_or_not.core.recipe import load_recipe
-from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.data.review_log import ReviewLog, last_decisions, read_decisions
+from chiquito_or_not.stages.dataset import build_dataset
 
 from .conftest import save_crops, write_recipe
 
@@ -97,8 +97,12 @@ def test_review_list_json_and_refusals(planted, tmp_path):
     doc = json.loads(js.stdout)
     assert {it["sha256"] for it in doc["items"]} == wrong and doc["classes"] == ["cat", "coffee"]
     # a detection recipe: one line saying it is classification only
-    det = write_recipe(tmp_path / "r2", 'task = "detect"\n[detect]\nlabels = ["a"]\n[[detect.sources]]\n'
-                       'format = "voc"\n[detect.sources.images]\nkind = "folder"\npath = "x"\n', "det.toml")
+    det = write_recipe(
+        tmp_path / "r2",
+        'task = "detect"\n[detect]\nlabels = ["a"]\n[[detect.sources]]\n'
+        'format = "voc"\n[detect.sources.images]\nkind = "folder"\npath = "x"\n',
+        "det.toml",
+    )
     bad = CliRunner().invoke(app, ["review", str(det), "--list", "3"])
     assert bad.exit_code == 2 and "classification datasets only" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
@@ -189,8 +193,12 @@ def test_review_api_refuses_foreign_pages(planted):
         body = {"sha256": sha, "decision": "exclude"}
         assert c.post("/api/decision", json=body).status_code == 403  # no token: another site's form
         assert c.post("/api/decision", json=body, headers={"X-Review-Token": "guess"}).status_code == 403
-        assert c.post("/api/decision", json={**body, "decision": "relabel", "label": "dog"},
-                      headers={"X-Review-Token": token}).status_code == 400
+        assert (
+            c.post(
+                "/api/decision", json={**body, "decision": "relabel", "label": "dog"}, headers={"X-Review-Token": token}
+            ).status_code
+            == 400
+        )
         rebound = TestClient(app_, base_url="http://evil.example:8001")  # DNS rebinding
         assert rebound.post("/api/decision", json=body, headers={"X-Review-Token": token}).status_code == 400
         assert not (root / "review.csv").is_file() or len(read_decisions(root / "review.csv")[0]) == 0
@@ -201,8 +209,10 @@ def test_review_api_refuses_foreign_pages(planted):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+@pytest.mark.skipif(
+    not (shutil.which("chromedriver") and shutil.which("chromium")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
 def test_review_page_in_chromium(planted, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -229,8 +239,10 @@ def test_review_page_in_chromium(planted, tmp_path):
             browser.save_screenshot(str(tmp_path / "review.png"))
             browser.refresh()
             wait.until(lambda b: "worst first" in b.find_element(By.ID, "status").text)
-            state = {c.get_attribute("data-sha"): c.find_element(By.CSS_SELECTOR, ".state").text
-                     for c in browser.find_elements(By.CSS_SELECTOR, ".card")}
+            state = {
+                c.get_attribute("data-sha"): c.find_element(By.CSS_SELECTOR, ".state").text
+                for c in browser.find_elements(By.CSS_SELECTOR, ".card")
+            }
             assert state[first] == "relabelled → coffee" and state[second] == "excluded"
             assert sum(1 for v in state.values() if v) == 2
     finally:
@@ -253,5 +265,7 @@ def test_review_of_a_run_ranks_by_its_losses_too(tiny_run, env_roots):
     assert all(v is not None and v >= 0 for v in losses)
     tops = [it for it in res["items"] if "top loss" in it["why"]]
     assert tops and min(it["loss"] for it in tops) >= max(it["loss"] for it in res["items"] if it not in tops)
-    assert res["run"] == str(result.run) and len(res["items"]) == sum(1 for _ in open(
-        env_roots[0] / recipe.name / "split.csv")) - 1
+    assert (
+        res["run"] == str(result.run)
+        and len(res["items"]) == sum(1 for _ in open(env_roots[0] / recipe.name / "split.csv")) - 1
+    )

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("ddgs", reason="needs the web extra: pip install 'chiquito-or-not[web]'")
 
-from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.core.errors import SourceError
 from chiquito_or_not.core.recipe import load_recipe
 from chiquito_or_not.data.search import search_images
+from chiquito_or_not.stages.dataset import build_dataset
 
 from .conftest import save_crops, write_recipe
 from .httpserver import Server, tls_server_context
@@ -24,11 +24,19 @@ def bing_page(base: str, first: int, n: int) -> bytes:
     """A page in the markup Bing's images/async endpoint answers with (what ddgs parses)."""
     items = []
     for i in range(first, first + n):
-        m = json.dumps({"murl": f"{base}/img/{i}.jpg", "purl": f"{base}/article/{i}.html",
-                        "turl": f"{base}/thumb/{i}.jpg", "t": f"photo {i}"})
-        items.append(f"<div><div class='imgpt'><a class='iusc' m='{m}' href='#'>img</a>"
-                     f"<div class='img_info hon'><span class='nowrap'>96 x 96 · jpeg</span></div></div>"
-                     f"<div class='infopt'><div class='lnkw'><a>example.org</a></div></div></div>")
+        m = json.dumps(
+            {
+                "murl": f"{base}/img/{i}.jpg",
+                "purl": f"{base}/article/{i}.html",
+                "turl": f"{base}/thumb/{i}.jpg",
+                "t": f"photo {i}",
+            }
+        )
+        items.append(
+            f"<div><div class='imgpt'><a class='iusc' m='{m}' href='#'>img</a>"
+            f"<div class='img_info hon'><span class='nowrap'>96 x 96 · jpeg</span></div></div>"
+            f"<div class='infopt'><div class='lnkw'><a>example.org</a></div></div></div>"
+        )
     return ("<html><body>" + "".join(items) + "</body></html>").encode()
 
 
@@ -89,7 +97,7 @@ engine = "bing"
 limit = {limit}
 [[classes.other.sources]]
 kind = "folder"
-path = "{tmp_path / 'neg'}"
+path = "{tmp_path / "neg"}"
 """
 
 
@@ -114,8 +122,10 @@ def test_missing_backend_names_the_extra(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+@pytest.mark.skipif(
+    not (shutil.which("chromedriver") and shutil.which("chromium")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
 def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path, no_scroll_waits):
     """google-images-download drives headless Chromium to an https results page on 127.0.0.1 signed by a
     private CA (`verify`), through a loopback proxy (`proxy`) that must carry the browser's requests and
@@ -127,8 +137,10 @@ def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path, no_scroll
         urls = [f"{images.base}/img/{i}.jpg" for i in range(1, 8)] + [f"{images.base}/img/8.jpg?w=96&h=96"]
         written = [u.replace("=", "\\u003d").replace("&", "\\u0026") for u in urls]  # as Google escapes
         items = ",".join(f'["{u}",96,96],{{"ru":"https://example.org/page{i}"}}' for i, u in enumerate(written, 1))
-        pages.files["/search"] = (f"<html><body><script>var data = [{items}];</script></body></html>".encode(),
-                                  "text/html")
+        pages.files["/search"] = (
+            f"<html><body><script>var data = [{items}];</script></body></html>".encode(),
+            "text/html",
+        )
         save_crops(tmp_path / "neg", "rocket", 8, seed=4)
         text = f"""
 [dataset]
@@ -141,12 +153,12 @@ query = "chiquito de la calzada"
 backend = "google"
 limit = 8
 url = "{pages.base}/search"
-chrome = "{shutil.which('chromium')}"
+chrome = "{shutil.which("chromium")}"
 verify = "{ca_file}"
 proxy = "{proxy.url}"
 [[classes.other.sources]]
 kind = "folder"
-path = "{tmp_path / 'neg'}"
+path = "{tmp_path / "neg"}"
 """
         logs = []
         s = build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logs.append)
@@ -166,12 +178,17 @@ path = "{tmp_path / 'neg'}"
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+@pytest.mark.skipif(
+    not (shutil.which("chromedriver") and shutil.which("chromium")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
 def test_a_consent_page_is_not_cached_and_says_what_it_was(roots, tmp_path, no_scroll_waits):
     with Server() as pages:
-        pages.files["/search"] = (b"<html><body><h1>Before you continue to Google</h1><form action='/consent'>"
-                                  b"<button>Accept all</button></form></body></html>", "text/html")
+        pages.files["/search"] = (
+            b"<html><body><h1>Before you continue to Google</h1><form action='/consent'>"
+            b"<button>Accept all</button></form></body></html>",
+            "text/html",
+        )
         manifest = tmp_path / "candidates.jsonl"
         opts = {"url": pages.base + "/search", "chrome": shutil.which("chromium")}
         cands, reports = search_images("google", ["x"], 5, manifest, opts, log=lambda *_: None)
@@ -186,13 +203,19 @@ def test_a_consent_page_is_not_cached_and_says_what_it_was(roots, tmp_path, no_s
 @pytest.mark.skipif(not shutil.which("chromedriver"), reason="needs Debian's chromium-driver")
 def test_google_backend_with_a_chrome_that_does_not_exist_is_one_line(tmp_path):
     with pytest.raises(SourceError, match="google backend: Chrome/chromedriver could not start"):
-        search_images("google", ["x"], 5, tmp_path / "m.jsonl", {"chrome": str(tmp_path / "no-chrome"),
-                                                                "url": "http://127.0.0.1:9/"})
+        search_images(
+            "google",
+            ["x"],
+            5,
+            tmp_path / "m.jsonl",
+            {"chrome": str(tmp_path / "no-chrome"), "url": "http://127.0.0.1:9/"},
+        )
     assert not (tmp_path / "m.jsonl").exists()
 
 
-def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest(bing, roots, tmp_path,
-                                                                                terminal_ctrl_c):
+def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest(
+    bing, roots, tmp_path, terminal_ctrl_c
+):
     import signal
     import threading
     import time

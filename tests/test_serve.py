@@ -69,13 +69,16 @@ def test_upload_gives_label_probabilities_and_timing(client):
     assert {"decode_ms", "predict_ms", "total_ms"} <= set(body["timing"])
 
 
-@pytest.mark.parametrize("payload, status, words", [
-    (("notes.txt", b"hello, not an image", "text/plain"), 415, "not_an_image"),
-    (("half.jpg", jpeg_bytes(4, 200)[:3000], "image/jpeg"), 422, "truncated_or_corrupt"),
-    (("big.jpg", b"\xff\xd8\xff" + b"0" * 300_000, "image/jpeg"), 413, "byte limit"),
-    (("bomb.png", png(12_000, 12_000, "1"), "image/png"), 413, "decompression_bomb"),
-    (("empty.jpg", b"", "image/jpeg"), 400, "empty"),
-])
+@pytest.mark.parametrize(
+    "payload, status, words",
+    [
+        (("notes.txt", b"hello, not an image", "text/plain"), 415, "not_an_image"),
+        (("half.jpg", jpeg_bytes(4, 200)[:3000], "image/jpeg"), 422, "truncated_or_corrupt"),
+        (("big.jpg", b"\xff\xd8\xff" + b"0" * 300_000, "image/jpeg"), 413, "byte limit"),
+        (("bomb.png", png(12_000, 12_000, "1"), "image/png"), 413, "decompression_bomb"),
+        (("empty.jpg", b"", "image/jpeg"), 400, "empty"),
+    ],
+)
 def test_bad_uploads_are_4xx_json(client, payload, status, words):
     r = client.post("/api/predict", files={"file": payload})
     assert r.status_code == status and words in r.json()["error"], r.text
@@ -88,15 +91,18 @@ def test_bad_requests_are_4xx_json(client):
     assert r.status_code == 400 and "JSON" in r.json()["error"]
 
 
-@pytest.mark.parametrize("path, status, words", [
-    ("/img/5.jpg", 200, ""),
-    ("/slow.jpg", 422, "within 0.5 s"),  # the overall deadline (fetch_timeout)
-    ("/page.html", 415, "not_image_content_type"),
-    ("/html.jpg", 415, "not_an_image"),
-    ("/big.jpg", 413, "too_large"),
-    ("/loop", 422, "too_many_redirects"),
-    ("/nothing", 422, "http_404"),
-])
+@pytest.mark.parametrize(
+    "path, status, words",
+    [
+        ("/img/5.jpg", 200, ""),
+        ("/slow.jpg", 422, "within 0.5 s"),  # the overall deadline (fetch_timeout)
+        ("/page.html", 415, "not_image_content_type"),
+        ("/html.jpg", 415, "not_an_image"),
+        ("/big.jpg", 413, "too_large"),
+        ("/loop", 422, "too_many_redirects"),
+        ("/nothing", 422, "http_404"),
+    ],
+)
 def test_urls(client, images, path, status, words):
     r = client.post("/api/predict", json={"url": images.base + path})
     assert r.status_code == status, r.text
@@ -107,8 +113,13 @@ def test_urls(client, images, path, status, words):
 
 
 def test_private_addresses_are_refused_by_default(strict_client, images):
-    for url in (images.base + "/img/1.jpg", "http://localhost/x.jpg", "http://[::1]/x.jpg",
-                "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/a.jpg"):
+    for url in (
+        images.base + "/img/1.jpg",
+        "http://localhost/x.jpg",
+        "http://[::1]/x.jpg",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/a.jpg",
+    ):
         r = strict_client.post("/api/predict", json={"url": url})
         assert r.status_code == 403 and "not a public address" in r.json()["error"], url
     assert strict_client.post("/api/predict", json={"url": "ftp://example.org/a.jpg"}).status_code == 400
@@ -119,8 +130,12 @@ def test_backslash_before_at_does_not_reach_loopback(strict_client, images):
     """The parser differential from the hostile-input pass: the guard must judge the host it connects to."""
     before = sum(images.hits.values())
     port = images.base.rsplit(":", 1)[1]
-    for url in (f"http://127.0.0.1:{port}\\@1.1.1.1/img/1.jpg", f"http://1.1.1.1@127.0.0.1:{port}/img/1.jpg",
-                f"http://127.1:{port}/img/1.jpg", f"http://[::ffff:127.0.0.1]:{port}/img/1.jpg"):
+    for url in (
+        f"http://127.0.0.1:{port}\\@1.1.1.1/img/1.jpg",
+        f"http://1.1.1.1@127.0.0.1:{port}/img/1.jpg",
+        f"http://127.1:{port}/img/1.jpg",
+        f"http://[::ffff:127.0.0.1]:{port}/img/1.jpg",
+    ):
         r = strict_client.post("/api/predict", json={"url": url})
         assert r.status_code in (400, 403) and "error" in r.json(), (url, r.text)
     assert sum(images.hits.values()) == before
@@ -130,8 +145,9 @@ def test_hostile_requests_are_4xx_with_the_error_shape(client, images):
     deep = "[" * 100_000 + "]" * 100_000
     r = client.post("/api/predict", content=deep.encode(), headers={"content-type": "application/json"})
     assert r.status_code in (400, 413) and "error" in r.json()
-    r = client.post("/api/predict", content=b'{"url": "' + b"a" * 20_000 + b'"}',
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/predict", content=b'{"url": "' + b"a" * 20_000 + b'"}', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and "error" in r.json()
     nested = "[" * 5000 + "]" * 5000  # under the size cap, over Python's recursion limit
     r = client.post("/api/predict", content=nested.encode(), headers={"content-type": "application/json"})
@@ -143,8 +159,9 @@ def test_hostile_requests_are_4xx_with_the_error_shape(client, images):
         r = getattr(client, method)(path)
         assert r.status_code == status and set(r.json()) == {"error"}, r.text
     # a chunked upload with no Content-Length is capped too
-    r = client.post("/api/predict", content=iter([b"x" * 100_000] * 4),
-                    headers={"content-type": "multipart/form-data; boundary=zz"})
+    r = client.post(
+        "/api/predict", content=iter([b"x" * 100_000] * 4), headers={"content-type": "multipart/form-data; boundary=zz"}
+    )
     assert r.status_code == 413 and "error" in r.json()
 
 
@@ -168,8 +185,10 @@ def test_concurrent_requests_are_all_answered(client):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not (shutil.which("chromedriver") and shutil.which("chromium")),
-                    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
+@pytest.mark.skipif(
+    not (shutil.which("chromedriver") and shutil.which("chromium")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
 def test_browser_upload_then_url(model, images, tmp_path, shared_roots):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -181,8 +200,7 @@ def test_browser_upload_then_url(model, images, tmp_path, shared_roots):
         picture = tmp_path / "coffee.jpg"
         Image.fromarray(photo("coffee")).save(picture)
         browser.find_element(By.ID, "file").send_keys(str(picture))
-        verdict = WebDriverWait(browser, 30).until(
-            lambda b: b.find_element(By.ID, "verdict").text or None)
+        verdict = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "verdict").text or None)
         assert verdict in ("face", "not_face")
         assert len(browser.find_elements(By.CSS_SELECTOR, "#bars .bar")) == 2
         shots = shared_roots[1] / "artifacts"

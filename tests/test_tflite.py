@@ -13,9 +13,9 @@ pytest.importorskip("ai_edge_litert", reason="needs the tflite extra: pip instal
 
 from chiquito_or_not.core.errors import ChiquitoError, ExportError
 from chiquito_or_not.core.litefile import LiteSession, read_embedded_metadata, sidecar
+from chiquito_or_not.core.model_loader import load_model
 from chiquito_or_not.core.paths import dataset_dir
 from chiquito_or_not.stages.predict import expand_paths, predict_paths
-from chiquito_or_not.core.model_loader import load_model
 from chiquito_or_not.stages.tflite import export_tflite
 
 from .conftest import subprocess_env
@@ -103,8 +103,13 @@ def test_a_conversion_error_is_one_line_and_leaves_nothing(tiny_run, tmp_path, m
 def test_predict_tflite_runs_without_torch(tiny_run, lite, env_roots):
     valid = dataset_dir(tiny_run[0].name) / "valid"
     files = expand_paths([valid])
-    r = subprocess.run([sys.executable, "-c", NO_TORCH, "predict", str(lite[0]), str(valid), "--json"],
-                       capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, "predict", str(lite[0]), str(valid), "--json"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "TORCH_LOADED False" in r.stderr
     got = json.loads(r.stdout)
@@ -117,9 +122,11 @@ def test_the_app_loads_the_tflite_model_without_torch(lite):
         "from fastapi.testclient import TestClient\n"
         "from chiquito_or_not.stages.serve import create_app\n"
         "c = TestClient(create_app(sys.argv[1]))\n"
-        "print(c.get('/healthz').json()['classes'], 'torch' in sys.modules)\n")
-    r = subprocess.run([sys.executable, "-c", script, str(lite[0])], capture_output=True, text=True,
-                       env=subprocess_env(), timeout=120)
+        "print(c.get('/healthz').json()['classes'], 'torch' in sys.modules)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(lite[0])], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["['face',", "'not_face']", "False"]
 

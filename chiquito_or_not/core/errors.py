@@ -1,7 +1,15 @@
 """Errors the CLI turns into one line and exit code 2."""
 
-__all__ = ["ChiquitoError", "RecipeError", "SourceError", "DataError", "WeightsError", "RunError", "ExportError",
-           "ImageRefused"]
+__all__ = [
+    "ChiquitoError",
+    "RecipeError",
+    "SourceError",
+    "DataError",
+    "WeightsError",
+    "RunError",
+    "ExportError",
+    "ImageRefused",
+]
 
 
 class ChiquitoError(Exception):

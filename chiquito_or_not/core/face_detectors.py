@@ -12,20 +12,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from .errors import ImageRefused
-from .paths import npm_artifact, raw_dir
-from .files import sha256_file
-from .errors import ChiquitoError
-from .litefile import quiet
 
-__all__ = ["Face", "DETECTORS", "get_detector", "BLAZEFACE", "DETECTOR_FILE", "face_meta", "usable_faces",
-           "crop_face", "face_step", "find_weights"]
+from .errors import ChiquitoError, ImageRefused
+from .files import sha256_file
+from .litefile import quiet
+from .paths import npm_artifact, raw_dir
+
+__all__ = [
+    "Face",
+    "DETECTORS",
+    "get_detector",
+    "BLAZEFACE",
+    "DETECTOR_FILE",
+    "face_meta",
+    "usable_faces",
+    "crop_face",
+    "face_step",
+    "find_weights",
+]
 
 # MediaPipe's full-range BlazeFace (Apache-2.0), inside the pinned npm @mediapipe/face_detection tarball
-BLAZEFACE = {"package": "@mediapipe/face_detection", "version": "0.4.1657300184",
-             "sha256": "a118cde74923dc4435257fbfbb613464a0f58d115dff6314d4ff96c8aebf6419",
-             "member": "package/face_detection_full_range.tflite",
-             "member_sha256": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3"}
+BLAZEFACE = {
+    "package": "@mediapipe/face_detection",
+    "version": "0.4.1657300184",
+    "sha256": "a118cde74923dc4435257fbfbb613464a0f58d115dff6314d4ff96c8aebf6419",
+    "member": "package/face_detection_full_range.tflite",
+    "member_sha256": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+}
 DETECTOR_FILE = "face_detector.tflite"  # beside a run's model files
 
 
@@ -35,9 +48,16 @@ def face_meta(recipe) -> dict | None:
     spec = recipe.dataset.faces
     if not spec.detector:
         return None
-    meta = {"detector": spec.detector, "min_score": spec.min_score, "margin": spec.margin,
-            "min_face": spec.min_face, "size": spec.size, "face_px": spec.face_px, "several": "largest",
-            "whole": sorted(lab for lab, c in recipe.classes.items() if not c.faces)}
+    meta = {
+        "detector": spec.detector,
+        "min_score": spec.min_score,
+        "margin": spec.margin,
+        "min_face": spec.min_face,
+        "size": spec.size,
+        "face_px": spec.face_px,
+        "several": "largest",
+        "whole": sorted(lab for lab, c in recipe.classes.items() if not c.faces),
+    }
     if spec.detector == "blazeface":
         meta["weights_sha256"] = BLAZEFACE["member_sha256"]
     return meta
@@ -58,8 +78,10 @@ def _mtcnn(weights=None):
     try:
         from facenet_pytorch import MTCNN
     except ImportError:
-        raise ChiquitoError("the mtcnn face detector needs facenet-pytorch, installed without its outdated pins: "
-                            "pip install --no-deps facenet-pytorch==2.6.0") from None
+        raise ChiquitoError(
+            "the mtcnn face detector needs facenet-pytorch, installed without its outdated pins: "
+            "pip install --no-deps facenet-pytorch==2.6.0"
+        ) from None
 
     net = MTCNN(keep_all=True, device="cpu", min_face_size=20, post_process=False)
 
@@ -67,8 +89,10 @@ def _mtcnn(weights=None):
         boxes, probs = net.detect(im.convert("RGB"))
         if boxes is None:
             return []
-        return sorted((Face(tuple(float(v) for v in b), float(p)) for b, p in zip(boxes, probs)),
-                      key=lambda f: -f.score)
+        return sorted(
+            (Face(tuple(float(v) for v in b), float(p)) for b, p in zip(boxes, probs)), key=lambda f: -f.score
+        )
+
     return detect
 
 
@@ -82,10 +106,19 @@ def _lbp(weights=None, max_side: int = 512):
         s = min(1.0, max_side / max(im.size))
         small = im.convert("L").resize((max(1, round(im.width * s)), max(1, round(im.height * s))))
         g = np.asarray(small, dtype=np.float64) / 255.0
-        found = cascade.detect_multi_scale(img=g, scale_factor=1.2, step_ratio=1, min_size=(24, 24),
-                                           max_size=(min(g.shape), min(g.shape)), min_neighbor_number=4)
-        return [Face((d["c"] / s, d["r"] / s, (d["c"] + d["width"]) / s, (d["r"] + d["height"]) / s), 1.0)
-                for d in sorted(found, key=lambda d: -d["width"] * d["height"])]
+        found = cascade.detect_multi_scale(
+            img=g,
+            scale_factor=1.2,
+            step_ratio=1,
+            min_size=(24, 24),
+            max_size=(min(g.shape), min(g.shape)),
+            min_neighbor_number=4,
+        )
+        return [
+            Face((d["c"] / s, d["r"] / s, (d["c"] + d["width"]) / s, (d["r"] + d["height"]) / s), 1.0)
+            for d in sorted(found, key=lambda d: -d["width"] * d["height"])
+        ]
+
     return detect
 
 
@@ -124,12 +157,12 @@ def _blazeface(model: Path, full: bool = True, min_score: float = 0.5):
     anchors decoded, weighted NMS as MediaPipe does; `full`: the full-range model (48 x 48 anchors)."""
     from PIL import Image
 
-
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise ChiquitoError("the blazeface face detector runs in LiteRT: pip install 'chiquito-or-not[faces]'") \
-            from None
+        raise ChiquitoError(
+            "the blazeface face detector runs in LiteRT: pip install 'chiquito-or-not[faces]'"
+        ) from None
     with quiet():
         it = Interpreter(model_path=str(model), num_threads=2)
         it.allocate_tensors()
@@ -159,6 +192,7 @@ def _blazeface(model: Path, full: bool = True, min_score: float = 0.5):
         boxes -= np.array([ox, oy, ox, oy], dtype=np.float32)
         boxes = np.clip(boxes, 0, [w, h, w, h])
         return [Face(tuple(float(v) for v in b), s) for b, s in _weighted_nms(boxes, score[keep], 0.3)]
+
     return detect
 
 
@@ -212,9 +246,11 @@ def find_weights(meta: dict, beside: Path | None = None) -> Path:
     for p in ([beside / DETECTOR_FILE] if beside else []) + [fetched / BLAZEFACE["member"]]:
         if p.is_file() and sha256_file(p) == meta.get("weights_sha256", BLAZEFACE["member_sha256"]):
             return p
-    raise ChiquitoError(f"this model crops faces with BlazeFace: put {DETECTOR_FILE} (sha256 "
-                        f"{BLAZEFACE['member_sha256'][:12]}...) beside it, as `chiquito export` does, or run "
-                        "`chiquito dataset` on its recipe once to fetch it")
+    raise ChiquitoError(
+        f"this model crops faces with BlazeFace: put {DETECTOR_FILE} (sha256 "
+        f"{BLAZEFACE['member_sha256'][:12]}...) beside it, as `chiquito export` does, or run "
+        "`chiquito dataset` on its recipe once to fetch it"
+    )
 
 
 def face_step(meta: dict, beside: Path | None = None):
@@ -222,7 +258,6 @@ def face_step(meta: dict, beside: Path | None = None):
     and crop as the dataset stage (the largest face). Without a face: the whole picture (box None) when
     some classes were trained on whole pictures, else ImageRefused."""
     import threading
-
 
     detector = get_detector(meta["detector"], find_weights(meta, beside) if meta["detector"] == "blazeface" else None)
     lock = threading.Lock()  # one interpreter, many threads
@@ -234,8 +269,11 @@ def face_step(meta: dict, beside: Path | None = None):
         if not faces and meta.get("whole"):  # classes trained on whole pictures answer this one
             return im, None, 0
         if not faces:
-            raise ImageRefused(f"no face found ({meta['detector']}: none of at least {meta['min_face']} px "
-                               f"with score >= {meta['min_score']}); this model answers about faces only")
+            raise ImageRefused(
+                f"no face found ({meta['detector']}: none of at least {meta['min_face']} px "
+                f"with score >= {meta['min_score']}); this model answers about faces only"
+            )
         crop, box = crop_face(im, faces[0], meta["margin"], meta["size"], meta.get("face_px", 0))
         return crop, box, len(faces)
+
     return step

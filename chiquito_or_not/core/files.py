@@ -12,8 +12,19 @@ from .reasons import Reason
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}  # taken for images
 
-__all__ = ["IMAGE_EXTS", "sha256_file", "sha256_bytes", "atomic_write_bytes", "atomic_write_text", "glob_match",
-           "read_regular", "NotRegular", "MAX_FILE_BYTES", "bytes_written", "write_csv"]
+__all__ = [
+    "IMAGE_EXTS",
+    "sha256_file",
+    "sha256_bytes",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "glob_match",
+    "read_regular",
+    "NotRegular",
+    "MAX_FILE_BYTES",
+    "bytes_written",
+    "write_csv",
+]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -49,9 +60,17 @@ def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            kind = ("a named pipe" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
-                    or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else
-                    "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+            kind = (
+                "a named pipe"
+                if stat.S_ISFIFO(st.st_mode)
+                else "a device"
+                if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(st.st_mode)
+                else "a folder"
+                if stat.S_ISDIR(st.st_mode)
+                else "not a regular file"
+            )
             raise NotRegular(Reason.NOT_A_REGULAR_FILE, f"{kind}, not a regular file")
         if st.st_size > max_bytes:
             raise NotRegular(Reason.TOO_LARGE, f"{st.st_size} bytes, over the {max_bytes} byte cap")
@@ -133,5 +152,8 @@ def glob_match(rel_path: str, include: tuple[str, ...], exclude: tuple[str, ...]
     """Whether a relative POSIX path matches an include glob and no exclude glob, with wcmatch: `**` spans
     folders, `{a,b}` gives alternatives, `[ab]` classes; extensions match whatever their case."""
     path = _lower_ext(rel_path)
-    return bool(include) and _compiled(tuple(include)).match(path) and \
-        not (exclude and _compiled(tuple(exclude)).match(path))
+    return (
+        bool(include)
+        and _compiled(tuple(include)).match(path)
+        and not (exclude and _compiled(tuple(exclude)).match(path))
+    )

@@ -18,8 +18,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin
 
-__all__ = ["FetchError", "FetchPolicy", "Target", "Abort", "fetch_image", "parse_url", "resolve", "check_address", "open_url",
-           "REDIRECTS"]
+__all__ = [
+    "FetchError",
+    "FetchPolicy",
+    "Target",
+    "Abort",
+    "fetch_image",
+    "parse_url",
+    "resolve",
+    "check_address",
+    "open_url",
+    "REDIRECTS",
+]
 
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_URL = 4096
@@ -39,6 +49,7 @@ class FetchError(Exception):
 @dataclass(frozen=True)
 class Target:
     """A parsed URL: what is connected to and what is asked for."""
+
     scheme: str
     host: str  # lower-case name, dotted IPv4, or IPv6 without brackets
     port: int
@@ -82,8 +93,10 @@ def _parse_host(raw: str) -> str:
         try:
             ip = ipaddress.IPv4Address(host)
         except ValueError:
-            raise _bad(f"host {raw!r} is an IPv4 address in a form parsers read differently; "
-                       "write it as four decimal numbers (a.b.c.d)") from None
+            raise _bad(
+                f"host {raw!r} is an IPv4 address in a form parsers read differently; "
+                "write it as four decimal numbers (a.b.c.d)"
+            ) from None
         return str(ip)
     if len(host) > 253 or not all(_HOST_LABEL.match(x) for x in labels):
         raise _bad(f"host {raw!r} has characters a host name cannot have")
@@ -103,7 +116,7 @@ def parse_url(url: str) -> Target:
     scheme = m.group(1).lower() if m else ""
     if scheme not in ("http", "https"):
         raise FetchError("bad_scheme", f"only http and https URLs are fetched, not {url[:60]!r}")
-    rest = url[m.end():]
+    rest = url[m.end() :]
     if not rest.startswith("//"):
         raise _bad("expected '//' after the scheme")
     rest = rest[2:].split("#", 1)[0]
@@ -113,7 +126,7 @@ def parse_url(url: str) -> Target:
         raise _bad("URLs with a user name or password (user@host) are refused")
     if authority.startswith("["):
         end = authority.find("]")
-        host_raw, port_raw = (authority, "") if end < 0 else (authority[:end + 1], authority[end + 1:])
+        host_raw, port_raw = (authority, "") if end < 0 else (authority[: end + 1], authority[end + 1 :])
         if port_raw and not port_raw.startswith(":"):
             raise _bad(f"unexpected text after the IPv6 address: {port_raw[:20]!r}")
         port_raw = port_raw[1:]
@@ -255,6 +268,7 @@ def _pools():
                 if d is not None and self.sock is not None:
                     d.register(self.sock)
                 return super().request(*a, **kw)
+
         return Conn
 
     class Http(HTTPConnectionPool):
@@ -313,8 +327,9 @@ def _proxy_manager(proxy: str, verify):
         raise FetchError("bad_proxy", f"proxy {proxy!r} is not http(s)://[user:password@]host:port")
     headers = make_headers(proxy_basic_auth=m.group(2)) if m.group(2) else None
     http, https = _pools()
-    pm = ProxyManager(f"{m.group(1)}://{m.group(3)}", proxy_headers=headers, num_pools=16, maxsize=1, retries=False,
-                      **_tls(verify))
+    pm = ProxyManager(
+        f"{m.group(1)}://{m.group(3)}", proxy_headers=headers, num_pools=16, maxsize=1, retries=False, **_tls(verify)
+    )
     pm.pool_classes_by_scheme = {"http": http, "https": https}  # sockets reported to the deadline
     cache[key] = pm
     return pm
@@ -355,8 +370,9 @@ class Response:
             raise self.deadline.error()
 
 
-def _send(t: Target, hdrs: dict, d: _Deadline, *, allow_private: bool, allow_networks: tuple, verify,
-          timeout, proxy: str):
+def _send(
+    t: Target, hdrs: dict, d: _Deadline, *, allow_private: bool, allow_networks: tuple, verify, timeout, proxy: str
+):
     """One GET for one hop, its body unread: through `proxy` (which resolves the host; we check it too,
     as far as our resolver can), or to the first checked address of the host that takes the connection."""
     from urllib3 import exceptions as x
@@ -387,10 +403,20 @@ def _send(t: Target, hdrs: dict, d: _Deadline, *, allow_private: bool, allow_net
 
 
 @contextmanager
-def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = (), verify: bool | str = True,
-             connect_timeout: float = 5.0,
-             read_timeout: float = 15.0, deadline: float | None = 60.0, max_redirects: int = 5,
-             headers: dict | None = None, abort: Abort | None = None, proxy: str = ""):
+def open_url(
+    url: str,
+    *,
+    allow_private: bool = True,
+    allow_networks: tuple = (),
+    verify: bool | str = True,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 15.0,
+    deadline: float | None = 60.0,
+    max_redirects: int = 5,
+    headers: dict | None = None,
+    abort: Abort | None = None,
+    proxy: str = "",
+):
     """GET `url`, following at most `max_redirects` http(s) redirects, each hop parsed strictly, resolved
     once, checked (unless allow_private) and connected to at exactly the checked address (through a
     `proxy`, the proxy resolves and connects: the check is then only as good as its resolver). Yields a
@@ -408,10 +434,17 @@ def open_url(url: str, *, allow_private: bool = True, allow_networks: tuple = ()
     try:
         for _ in range(max_redirects + 1):
             t = parse_url(url)
-            hdrs = {"Host": t.host_header, "Accept-Encoding": "identity", "Connection": "keep-alive",
-                    **(headers or {})}
-            raw = _send(t, hdrs, d, allow_private=allow_private, allow_networks=allow_networks, verify=verify,
-                        timeout=Timeout(connect=connect_timeout, read=read_timeout), proxy=proxy)
+            hdrs = {"Host": t.host_header, "Accept-Encoding": "identity", "Connection": "keep-alive", **(headers or {})}
+            raw = _send(
+                t,
+                hdrs,
+                d,
+                allow_private=allow_private,
+                allow_networks=allow_networks,
+                verify=verify,
+                timeout=Timeout(connect=connect_timeout, read=read_timeout),
+                proxy=proxy,
+            )
             if raw.status in REDIRECTS:
                 loc = raw.headers.get("Location")
                 _release(raw)
@@ -448,6 +481,7 @@ def _release(raw) -> None:
 @dataclass(frozen=True)
 class FetchPolicy:
     """How hard and how politely to fetch: limits, timeouts, retries, the address guard, TLS and proxy."""
+
     workers: int = 32
     per_host: int = 12
     connect_timeout: float = 5.0
@@ -469,15 +503,27 @@ class FetchPolicy:
 def fetch_image(url: str, p: FetchPolicy = FetchPolicy(), abort: Abort | None = None) -> tuple[bytes, str, str]:
     """One image URL's (body, final url, content type) through open_url: strict URL, checked and pinned
     address at every redirect, one overall deadline; FetchError on a refused status, type or size."""
-    with open_url(url, allow_private=p.allow_private, allow_networks=p.allow_networks, verify=p.verify,
-                  connect_timeout=p.connect_timeout, read_timeout=p.read_timeout, deadline=p.deadline,
-                  max_redirects=p.max_redirects, headers={"User-Agent": p.user_agent}, abort=abort,
-                  proxy=p.proxy) as r:
+    with open_url(
+        url,
+        allow_private=p.allow_private,
+        allow_networks=p.allow_networks,
+        verify=p.verify,
+        connect_timeout=p.connect_timeout,
+        read_timeout=p.read_timeout,
+        deadline=p.deadline,
+        max_redirects=p.max_redirects,
+        headers={"User-Agent": p.user_agent},
+        abort=abort,
+        proxy=p.proxy,
+    ) as r:
         if r.status == 429 or r.status >= 500:
             ra = r.headers.get("Retry-After", "")
-            raise FetchError(f"http_{r.status}", r.raw.reason or "",
-                             retry_after=float(ra) if ra.replace(".", "", 1).isdigit() else None,
-                             transient=True)
+            raise FetchError(
+                f"http_{r.status}",
+                r.raw.reason or "",
+                retry_after=float(ra) if ra.replace(".", "", 1).isdigit() else None,
+                transient=True,
+            )
         if r.status != 200:
             raise FetchError(f"http_{r.status}", r.raw.reason or "")
         ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()

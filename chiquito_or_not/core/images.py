@@ -8,18 +8,26 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ImageRefused
 from .files import IMAGE_EXTS, NotRegular, read_regular  # IMAGE_EXTS: the extensions taken for images
 from .reasons import Reason
-from .errors import ImageRefused
 
-__all__ = ["IMAGE_EXTS", "DecodePolicy", "ACCEPT", "clean_one", "clean_with_boxes", "transpose_boxes", "load_accepted",
-           "prefetched"]
-
+__all__ = [
+    "IMAGE_EXTS",
+    "DecodePolicy",
+    "ACCEPT",
+    "clean_one",
+    "clean_with_boxes",
+    "transpose_boxes",
+    "load_accepted",
+    "prefetched",
+]
 
 
 @dataclass(frozen=True)
 class DecodePolicy:
     """What a decoded image must be, and how it is normalised (a recipe's DatasetSpec has the same fields)."""
+
     min_size: int = 8
     max_pixels: int = 89_478_485
     max_side: int = 0
@@ -68,8 +76,15 @@ def clean_one(raw: Path | bytes, spec: DecodePolicy) -> tuple[str, str, object |
 
 
 # EXIF orientation -> the PIL transpose that ImageOps.exif_transpose applies for it
-_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
-                7: "TRANSVERSE", 8: "ROTATE_90"}
+_ORIENTATION = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
 
 
 def transpose_boxes(boxes, method: str, w: int, h: int):
@@ -177,7 +192,6 @@ def prefetched(paths: list[Path], prepare, bs: int, workers: int):
     Yields (indices, prepared values, [(index, error)]) per batch."""
     from concurrent.futures import ThreadPoolExecutor
 
-
     def one(path):
         err, im = load_accepted(path)
         if err:
@@ -189,8 +203,10 @@ def prefetched(paths: list[Path], prepare, bs: int, workers: int):
 
     chunks = [range(s, min(s + bs, len(paths))) for s in range(0, len(paths), bs)]
     with ThreadPoolExecutor(max(1, workers)) as pool:
+
         def submit(chunk):
             return [(i, pool.submit(one, paths[i])) for i in chunk]
+
         pending = submit(chunks[0]) if chunks else []
         for k in range(len(chunks)):
             current, pending = pending, submit(chunks[k + 1]) if k + 1 < len(chunks) else []

@@ -1,14 +1,14 @@
 """What a dataset folder and a run folder hold: every file name of both, spelled once.
 
-    datasets/NAME/                       runs/NAME/
-      recipe.json   the resolved recipe    recipe.json     the resolved recipe
-      manifest.csv  every input, its fate  state.json      stages done, timings, dataset, task
-      split.csv     split/label/file/hash  history.csv     loss and metrics per epoch
-      classes.json  the classes kept       checkpoints/    stage-*.pth (weights + optimizer)
-      clean/        decoded RGB images     lr_find.json/.png, loss_curve.png
-      train/ valid/ test/  the splits      model.pkl       the exported fastai learner
-                                           metrics.json    evaluate's numbers (+ the task's figures)
-                                           model.onnx, export.json   after `chiquito export`
+datasets/NAME/                       runs/NAME/
+  recipe.json   the resolved recipe    recipe.json     the resolved recipe
+  manifest.csv  every input, its fate  state.json      stages done, timings, dataset, task
+  split.csv     split/label/file/hash  history.csv     loss and metrics per epoch
+  classes.json  the classes kept       checkpoints/    stage-*.pth (weights + optimizer)
+  clean/        decoded RGB images     lr_find.json/.png, loss_curve.png
+  train/ valid/ test/  the splits      model.pkl       the exported fastai learner
+                                       metrics.json    evaluate's numbers (+ the task's figures)
+                                       model.onnx, export.json   after `chiquito export`
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ RESOLVED_RECIPE = "recipe.json"  # the recipe with every default spelled out, in
 @dataclass(frozen=True)
 class DatasetFolder:
     """One recipe's dataset folder (paths.dataset_dir)."""
+
     root: Path
 
     @property
@@ -59,6 +60,7 @@ class DatasetFolder:
 @dataclass(frozen=True)
 class RunFolder:
     """One run folder (paths.run_dir, or its .partial twin while it is built)."""
+
     root: Path
 
     recipe = property(lambda self: self.root / RESOLVED_RECIPE)
@@ -89,5 +91,11 @@ class RunFolder:
 
     def kept_across_runs(self) -> tuple[Path, ...]:
         """Written by `compare`, `sweep` and `finetune --seeds`, not by one finetune: a new run keeps them."""
-        return (self.leaderboard_csv, self.leaderboard_png, self.sweep_csv, self.sweep_png, self.seeds_csv,
-                self.seeds_json)
+        return (
+            self.leaderboard_csv,
+            self.leaderboard_png,
+            self.sweep_csv,
+            self.sweep_png,
+            self.seeds_csv,
+            self.seeds_json,
+        )

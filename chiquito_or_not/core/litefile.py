@@ -79,8 +79,9 @@ class LiteSession:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise ChiquitoError(".tflite models need the LiteRT interpreter: pip install "
-                                "'chiquito-or-not[litert]'") from None
+            raise ChiquitoError(
+                ".tflite models need the LiteRT interpreter: pip install 'chiquito-or-not[litert]'"
+            ) from None
         p = Path(p)
         if not p.is_file():
             raise ChiquitoError(f"{p}: no such model file; write one with `chiquito export RUN --format tflite`")
@@ -91,23 +92,31 @@ class LiteSession:
             except (OSError, ValueError) as e:
                 raise ChiquitoError(f"{sidecar(p)}: unreadable ({e}); export the model again") from None
         if not isinstance(meta, dict) or "task" not in meta:
-            raise ChiquitoError(f"{p}: no chiquito metadata in the file or beside it ({sidecar(p).name}); "
-                                "export it with `chiquito export RUN --format tflite`")
+            raise ChiquitoError(
+                f"{p}: no chiquito metadata in the file or beside it ({sidecar(p).name}); "
+                "export it with `chiquito export RUN --format tflite`"
+            )
         try:
             with quiet():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
                 self.interpreter = Interpreter(model_path=str(p), num_threads=threads or None)
                 sigs = self.interpreter.get_signature_list()
                 self.signature = next(iter(sigs))
                 self.runner = self.interpreter.get_signature_runner(self.signature)
-                self.runner(**{n: np.zeros(d["shape"], d["dtype"])  # the delegate is set up on the first run
-                               for n, d in self.runner.get_input_details().items()})
+                self.runner(
+                    **{
+                        n: np.zeros(d["shape"], d["dtype"])  # the delegate is set up on the first run
+                        for n, d in self.runner.get_input_details().items()
+                    }
+                )
         except Exception as e:  # noqa: BLE001 - LiteRT raises ValueError/RuntimeError with long texts
-            raise ChiquitoError(f"{p}: not a readable LiteRT model ({str(e).splitlines()[0][:120]}); "
-                                "export it again with `chiquito export RUN --format tflite`") from None
+            raise ChiquitoError(
+                f"{p}: not a readable LiteRT model ({str(e).splitlines()[0][:120]}); "
+                "export it again with `chiquito export RUN --format tflite`"
+            ) from None
         inputs = self.runner.get_input_details()
         if len(inputs) != 1:
             raise ChiquitoError(f"{p}: {len(inputs)} inputs, expected one image; export it again")
-        (self.input_name, detail), = inputs.items()
+        ((self.input_name, detail),) = inputs.items()
         self.input_dtype, self.input_shape = detail["dtype"], tuple(int(v) for v in detail["shape"])
         self.output_names = sorted(self.runner.get_output_details())
         self.path, self.metadata = p, meta
@@ -120,5 +129,5 @@ class LiteSession:
         if x.dtype != self.input_dtype:
             x = np.clip(np.rint(x), 0, 255) if self.input_dtype == np.uint8 else x
             x = x.astype(self.input_dtype)
-        outs = [self.runner(**{self.input_name: x[i:i + 1]}) for i in range(len(x))]
+        outs = [self.runner(**{self.input_name: x[i : i + 1]}) for i in range(len(x))]
         return {k: np.concatenate([o[k] for o in outs]) if outs else np.zeros((0,)) for k in self.output_names}

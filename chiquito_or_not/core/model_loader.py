@@ -12,16 +12,18 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import ChiquitoError
+from .face_detectors import face_step
+from .litefile import LiteSession
 from .onnxfile import onnx_session
 from .task_registry import DEFAULT_TASK, get_task, task_name_problem
-from .litefile import LiteSession
-from .face_detectors import face_step
 
 __all__ = ["PICKLE_NOTICE", "RuntimeModel", "load_model", "MOVED_MODULES"]
 
-PICKLE_NOTICE = ("note: {path} is a pickle (fastai's format): loading it runs any code it holds. Load only "
-                 "model.pkl files you made or trust; to share a model, or serve one from someone else, use "
-                 "its .onnx export (`chiquito export RUN`), which cannot run code.")
+PICKLE_NOTICE = (
+    "note: {path} is a pickle (fastai's format): loading it runs any code it holds. Load only "
+    "model.pkl files you made or trust; to share a model, or serve one from someone else, use "
+    "its .onnx export (`chiquito export RUN`), which cannot run code."
+)
 
 # modules a model.pkl written by an earlier version names (a detector's layers are pickled by reference),
 # and where they live now: such a file still loads
@@ -68,8 +70,7 @@ class _RenamingUnpickler(pickle.Unpickler):
         return super().find_class(MOVED_MODULES.get(module, module), name)
 
 
-_PICKLE = types.SimpleNamespace(Unpickler=_RenamingUnpickler, load=pickle.load, loads=pickle.loads,
-                                __name__="pickle")
+_PICKLE = types.SimpleNamespace(Unpickler=_RenamingUnpickler, load=pickle.load, loads=pickle.loads, __name__="pickle")
 
 
 def _task_named(name, p: Path):
@@ -84,22 +85,25 @@ def _load_pickle(p: Path, notice):
     from fastai.learner import load_learner
 
     if not p.is_file():
-        raise ChiquitoError(f"{p}: no such model file; train one with `chiquito finetune RECIPE` "
-                            "(it writes runs/<name>/model.pkl)")
+        raise ChiquitoError(
+            f"{p}: no such model file; train one with `chiquito finetune RECIPE` (it writes runs/<name>/model.pkl)"
+        )
     if notice is None:
         import sys
 
         def notice(m):
             print(m, file=sys.stderr)
+
     notice(PICKLE_NOTICE.format(path=p))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # fastai's own two-line warning says what PICKLE_NOTICE said
             return load_learner(p, cpu=True, pickle_module=_PICKLE)
     except (pickle.UnpicklingError, EOFError, RuntimeError, AttributeError, ImportError, ValueError) as e:
-        raise ChiquitoError(f"{p}: cannot load as a fastai learner ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:120]}); pass a model.pkl written by `chiquito finetune`") \
-            from None
+        raise ChiquitoError(
+            f"{p}: cannot load as a fastai learner ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120]}); pass a model.pkl written by `chiquito finetune`"
+        ) from None
 
 
 def load_model(path: str | Path, notice=None, threads: int = 0) -> RuntimeModel:

@@ -24,5 +24,7 @@ def onnx_session(p: Path, threads: int = 0):
     try:
         return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ChiquitoError(f"{p}: not a readable ONNX model ({str(e).splitlines()[0][:120]}); "
-                            "export it again with `chiquito export RUN --format onnx`") from None
+        raise ChiquitoError(
+            f"{p}: not a readable ONNX model ({str(e).splitlines()[0][:120]}); "
+            "export it again with `chiquito export RUN --format onnx`"
+        ) from None

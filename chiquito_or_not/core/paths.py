@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_root", "runs_root", "cache_dir", "raw_dir", "dataset_dir", "run_dir", "partial_run_dir",
-           "npm_artifact"]
+__all__ = [
+    "data_root",
+    "runs_root",
+    "cache_dir",
+    "raw_dir",
+    "dataset_dir",
+    "run_dir",
+    "partial_run_dir",
+    "npm_artifact",
+]
 
 
 def data_root() -> Path:

@@ -52,8 +52,15 @@ def plot_history(rows: list[dict], path: Path, metric: str = "accuracy") -> Path
         for i in range(1, len(stages) + 1):
             if i == len(stages) or stages[i] != stages[start]:
                 ax.axvspan(start + 0.5, i + 0.5, alpha=0.08, color=f"C{start % 7}")
-                ax.text((start + i + 1) / 2, 1.0, stages[start], transform=ax.get_xaxis_transform(),
-                        ha="center", va="bottom", fontsize=8)
+                ax.text(
+                    (start + i + 1) / 2,
+                    1.0,
+                    stages[start],
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
                 start = i
         ax.set_xlabel("epoch")
         ax.legend(loc="best", fontsize=8)
@@ -63,8 +70,9 @@ def plot_history(rows: list[dict], path: Path, metric: str = "accuracy") -> Path
     return save(fig, path)
 
 
-def plot_leaderboard(rows: list[dict], path: Path, title: str,
-                     scores: tuple[str, ...] = ("accuracy", "balanced_accuracy")) -> Path:
+def plot_leaderboard(
+    rows: list[dict], path: Path, title: str, scores: tuple[str, ...] = ("accuracy", "balanced_accuracy")
+) -> Path:
     """The task's scores per backbone (side by side), with training time and CPU cost in the labels."""
     fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 3, 4))
     x = np.arange(len(rows))
@@ -73,13 +81,28 @@ def plot_leaderboard(rows: list[dict], path: Path, title: str,
         vals = [r[name] for r in rows]
         err = None
         if all(f"{name}_low" in r for r in rows):  # the 95 % interval as an error bar
-            err = [[v - r[f"{name}_low"] for v, r in zip(vals, rows)],
-                   [r[f"{name}_high"] - v for v, r in zip(vals, rows)]]
-        ax.bar(x - 0.4 + width * (k + 0.5), vals, width, yerr=err, capsize=3, label=name.replace("_", " ") +
-               (" (95 % CI)" if err else ""))
+            err = [
+                [v - r[f"{name}_low"] for v, r in zip(vals, rows)],
+                [r[f"{name}_high"] - v for v, r in zip(vals, rows)],
+            ]
+        ax.bar(
+            x - 0.4 + width * (k + 0.5),
+            vals,
+            width,
+            yerr=err,
+            capsize=3,
+            label=name.replace("_", " ") + (" (95 % CI)" if err else ""),
+        )
     for i, r in enumerate(rows):
-        ax.text(i, 0.02, f"{r['train_seconds']:.0f} s train\n{r['cpu_ms_per_image']:.1f} ms/img\n"
-                f"{r['params'] / 1e6:.2f} M params", ha="center", va="bottom", fontsize=7, color="white")
+        ax.text(
+            i,
+            0.02,
+            f"{r['train_seconds']:.0f} s train\n{r['cpu_ms_per_image']:.1f} ms/img\n{r['params'] / 1e6:.2f} M params",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="white",
+        )
     ax.set_xticks(x, [r["backbone"] + ("" if r["weights"] == "default" else f":{r['weights']}") for r in rows])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score")

@@ -57,6 +57,8 @@ class Reason(StrEnum):
     EXCLUDED_IN_REVIEW = "excluded_in_review"
 
 
-UNUSED_DETAIL = {Reason.BALANCED_OUT: "balance = \"downsample\": every class is cut to the smallest",
-                 Reason.PER_CLASS_CAP: "dataset.per_class = {per_class}",
-                 Reason.TRAIN_CAP: "dataset.train = {train}"}
+UNUSED_DETAIL = {
+    Reason.BALANCED_OUT: 'balance = "downsample": every class is cut to the smallest',
+    Reason.PER_CLASS_CAP: "dataset.per_class = {per_class}",
+    Reason.TRAIN_CAP: "dataset.train = {train}",
+}

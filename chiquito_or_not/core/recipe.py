@@ -12,16 +12,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
+from .backbone_table import backbone_name_problem
 from .errors import RecipeError
 from .layout import RESOLVED_RECIPE
-from .backbone_table import backbone_name_problem
 from .task_registry import task_name_problem
 
 __all__ = [
-    "Recipe", "DatasetSpec", "FinetuneSpec", "AugmentSpec", "ClassSpec", "SOURCE_KINDS",
-    "FolderSource", "NpmSource", "CompositeSource", "CutoutSpec", "AnnotatedSource",
-    "DetectSpec", "DebSource", "ArchiveSource", "PythonSource", "ImageSearchSource", "LfwSource",
-    "load_recipe", "load_resolved", "recipe_to_dict", "write_resolved",
+    "Recipe",
+    "DatasetSpec",
+    "FinetuneSpec",
+    "AugmentSpec",
+    "ClassSpec",
+    "SOURCE_KINDS",
+    "FolderSource",
+    "NpmSource",
+    "CompositeSource",
+    "CutoutSpec",
+    "AnnotatedSource",
+    "DetectSpec",
+    "DebSource",
+    "ArchiveSource",
+    "PythonSource",
+    "ImageSearchSource",
+    "LfwSource",
+    "load_recipe",
+    "load_resolved",
+    "recipe_to_dict",
+    "write_resolved",
 ]
 
 
@@ -32,9 +49,11 @@ def _range(lo=None, hi=None, default=dataclasses.MISSING):
 
 # ---------------------------------------------------------------- sources (one class per `kind`)
 
+
 @dataclass(frozen=True)
 class FolderSource:
     """Images under a local folder, recursively; the folder is only read."""
+
     path: str
     kind: Literal["folder"] = "folder"
     include: tuple[str, ...] = ("**/*",)
@@ -44,6 +63,7 @@ class FolderSource:
 @dataclass(frozen=True)
 class NpmSource:
     """Files inside a pinned npm tarball, fetched with `npm pack` and checked by sha256."""
+
     package: str
     version: str
     sha256: str
@@ -55,6 +75,7 @@ class NpmSource:
 @dataclass(frozen=True)
 class DebSource:
     """Files inside a pinned Debian package, fetched with `apt-get download`, never installed."""
+
     package: str
     version: str
     sha256: str
@@ -66,6 +87,7 @@ class DebSource:
 @dataclass(frozen=True)
 class ArchiveSource:
     """Files inside a pinned .tar(.gz) archive, downloaded once from the first of `urls` that works."""
+
     urls: tuple[str, ...]
     sha256: str
     size: int = _range(0, None, default=0)  # 0: unknown
@@ -77,6 +99,7 @@ class ArchiveSource:
 @dataclass(frozen=True)
 class PythonSource:
     """Images bundled in a Python package (scikit-image's `skimage.data`)."""
+
     images: tuple[str, ...]
     package: Literal["skimage"] = "skimage"
     kind: Literal["python"] = "python"
@@ -85,6 +108,7 @@ class PythonSource:
 @dataclass(frozen=True)
 class ImageSearchSource:
     """Web image search: candidate URLs go to a JSONL manifest, then are downloaded (needs internet)."""
+
     query: str
     queries: tuple[str, ...] = ()  # more queries for the same class, merged without duplicate URLs
     limit: int = _range(1, 10_000, default=100)  # per query
@@ -104,6 +128,7 @@ class ImageSearchSource:
 @dataclass(frozen=True)
 class LfwSource:
     """One random photo per person from Labeled Faces in the Wild: downloaded, a local archive, or a folder."""
+
     count: int = _range(0, 100_000, default=0)  # 0: as many as the largest other class has clean images
     mirrors: tuple[str, ...] = ("https://ndownloader.figshare.com/files/5976018",)
     size: int = _range(0, None, default=180_566_744)
@@ -119,6 +144,7 @@ PlainSource = Union[FolderSource, NpmSource, DebSource, ArchiveSource, PythonSou
 @dataclass(frozen=True)
 class CutoutSpec:
     """Where the cut-outs (PNG with transparency) of one detection label come from."""
+
     sources: tuple[PlainSource, ...]
 
 
@@ -129,6 +155,7 @@ class CompositeSource:
     recipe reads and a classification class ignores: all its composites are of that class). The same
     images from the same seed; cut-outs are dealt into `groups`, and each image takes its objects from one
     group, so the split can keep every object out of all but one split."""
+
     objects: dict[str, CutoutSpec]  # label -> its cut-outs
     backgrounds: tuple[PlainSource, ...]
     count: int = _range(1, 100_000, default=300)
@@ -147,16 +174,19 @@ class CompositeSource:
     kind: Literal["composite"] = "composite"
 
 
-Source = Union[FolderSource, NpmSource, DebSource, ArchiveSource, PythonSource, ImageSearchSource, LfwSource,
-               CompositeSource]
+Source = Union[
+    FolderSource, NpmSource, DebSource, ArchiveSource, PythonSource, ImageSearchSource, LfwSource, CompositeSource
+]
 SOURCE_KINDS = {c.__dataclass_fields__["kind"].default: c for c in typing.get_args(Source)}
 
 
 # ---------------------------------------------------------------- the recipe
 
+
 @dataclass(frozen=True)
 class ClassSpec:
     """Where the images of one class come from."""
+
     sources: tuple[Source, ...]
     faces: bool = True  # with [dataset.faces]: crop this class's faces (false: keep its images whole)
 
@@ -166,6 +196,7 @@ class AnnotatedSource:
     """Detection images and their boxes: `images` is any source; the boxes are in `format`, in one file per
     image beside it (voc: NAME.xml, yolo: NAME.txt) or in one file (`annotations`: csv, coco) found among
     the source's files by that relative path, or at that path on disk."""
+
     images: Source
     format: Literal["voc", "csv", "coco", "yolo"] = "voc"
     annotations: str = ""
@@ -175,6 +206,7 @@ class AnnotatedSource:
 @dataclass(frozen=True)
 class DetectSpec:
     """A detection recipe's labels, sources and annotation policy (task = "detect")."""
+
     labels: tuple[str, ...] = ()
     sources: tuple[AnnotatedSource, ...] = ()
     # a bad box (outside the image beyond the tolerance, empty, unknown label): drop the whole image, or
@@ -192,6 +224,7 @@ class DetectSpec:
 @dataclass(frozen=True)
 class ClassFolders:
     """Classes found at dataset time: one per sub-folder of `path` (e.g. Kaggle's Simpsons characters)."""
+
     path: str = ""
     include: tuple[str, ...] = ("**/*",)
     exclude: tuple[str, ...] = ()
@@ -201,6 +234,7 @@ class ClassFolders:
 class FacesSpec:
     """Face crops (`[dataset.faces]`): every image of the classes that use them goes through one face
     detector and the same crop, so a model learns the face, not how the photo was framed."""
+
     detector: Literal["", "blazeface", "mtcnn", "lbp"] = ""  # "": no face crops
     min_score: float = _range(0.0, 1.0, default=0.6)
     several: Literal["largest", "each", "drop"] = "largest"  # an image with several faces
@@ -213,11 +247,11 @@ class FacesSpec:
 @dataclass(frozen=True)
 class DatasetSpec:
     """How raw images are cleaned, balanced and split."""
+
     min_size: int = _range(8, 10_000, default=64)
     max_pixels: int = _range(1, 1_000_000_000, default=89_478_485)
     max_side: int = _range(0, 10_000, default=0)
-    formats: tuple[Literal["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"], ...] = (
-        "JPEG", "PNG", "WEBP", "BMP", "TIFF")
+    formats: tuple[Literal["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"], ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
     background: tuple[int, int, int] = (255, 255, 255)
     center_crop: float = _range(0.1, 1.0, default=1.0)  # keep this share of the shorter side, centred
     near_duplicate_distance: int = _range(0, 64, default=4)
@@ -235,6 +269,7 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class AugmentSpec:
     """Data augmentation of the second stage (fastai's aug_transforms)."""
+
     max_rotate: float = _range(0.0, 180.0, default=10.0)
     max_zoom: float = _range(1.0, 4.0, default=1.3)
     # below 1: also zoom out (the picture shrunk inside its frame, edges reflected), so a subject is seen
@@ -249,6 +284,7 @@ class AugmentSpec:
 @dataclass(frozen=True)
 class FrozenStage:
     """Stage 1: train the new head on the frozen body, one cycle."""
+
     epochs: int = _range(0, 1000, default=2)
     lr: float | Literal["auto"] = 1e-2
     # train the head on the body's activations, computed once per image and cached on disk
@@ -259,6 +295,7 @@ class FrozenStage:
 @dataclass(frozen=True)
 class AugmentedStage:
     """Stage 2: still frozen, with augmentation, SGDR restarts."""
+
     cycles: int = _range(0, 1000, default=4)
     cycle_len: int = _range(1, 1000, default=1)
     cycle_mult: int = _range(1, 10, default=1)
@@ -268,6 +305,7 @@ class AugmentedStage:
 @dataclass(frozen=True)
 class UnfrozenStage:
     """Stage 3: unfrozen, one learning rate per layer group, SGDR cycles."""
+
     cycles: int = _range(0, 1000, default=3)
     cycle_len: int = _range(1, 1000, default=1)
     cycle_mult: int = _range(1, 10, default=2)
@@ -280,6 +318,7 @@ class UnfrozenStage:
 @dataclass(frozen=True)
 class FinetuneSpec:
     """The model and its three training stages."""
+
     backbone: str = "efficientnet_lite0"
     weights: str = ""
     size: int = _range(16, 2048, default=224)
@@ -308,6 +347,7 @@ class FinetuneSpec:
 @dataclass(frozen=True)
 class Recipe:
     """One experiment: its task, classes and their sources, dataset policy, model and schedule."""
+
     task: str = "classify"  # one of chiquito_or_not.core.task_registry.TASKS
     classes: dict[str, ClassSpec] = field(default_factory=dict)
     class_folders: ClassFolders = ClassFolders()
@@ -326,6 +366,7 @@ class Recipe:
 
 
 # ---------------------------------------------------------------- loading and checking
+
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; RecipeError names the file, the key and the fix."""
@@ -364,8 +405,10 @@ def _check_recipe(r: Recipe, where: str) -> None:
     if r.task == "detect":
         _check_detect(r, where)
     elif len(r.classes) < 2 and not r.class_folders.path:
-        raise RecipeError(f"{where}: 'classes' needs at least two classes, got {len(r.classes)} "
-                          "(or set 'class_folders.path' to a folder with one sub-folder per class)")
+        raise RecipeError(
+            f"{where}: 'classes' needs at least two classes, got {len(r.classes)} "
+            "(or set 'class_folders.path' to a folder with one sub-folder per class)"
+        )
     for name, spec in r.classes.items():
         if not name or "/" in name or name.startswith("."):
             raise RecipeError(f"{where}: class name {name!r} must be a plain folder name")
@@ -379,13 +422,17 @@ def _check_recipe(r: Recipe, where: str) -> None:
         if isinstance(v, float) and not 0.0 <= v < 1.0:
             raise RecipeError(f"{where}: 'dataset.{key}' = {v} must be a fraction in [0, 1) or a count")
     if isinstance(d.valid, float) and isinstance(d.test, float) and d.valid + d.test >= 1.0:
-        raise RecipeError(f"{where}: 'dataset.valid' + 'dataset.test' = {d.valid + d.test} leaves "
-                          "nothing to train on; make them sum below 1")
+        raise RecipeError(
+            f"{where}: 'dataset.valid' + 'dataset.test' = {d.valid + d.test} leaves "
+            "nothing to train on; make them sum below 1"
+        )
     if d.valid == 0:
         raise RecipeError(f"{where}: 'dataset.valid' is 0; a validation split is required")
     if d.group_distance < d.near_duplicate_distance:
-        raise RecipeError(f"{where}: 'dataset.group_distance' ({d.group_distance}) must be >= "
-                          f"'dataset.near_duplicate_distance' ({d.near_duplicate_distance})")
+        raise RecipeError(
+            f"{where}: 'dataset.group_distance' ({d.group_distance}) must be >= "
+            f"'dataset.near_duplicate_distance' ({d.near_duplicate_distance})"
+        )
     _check_composites(r, where)
     problem = keep_frozen_problem(r.finetune.unfrozen.keep_frozen)
     if problem:
@@ -403,8 +450,10 @@ def _check_composites(r: Recipe, where: str) -> None:
             try:
                 re.compile(s.identity)
             except re.error as e:
-                raise RecipeError(f"{where}: '{key}' composite 'identity' = {s.identity!r} is not a regular "
-                                  f"expression ({e}); e.g. \"^[a-z]+\" (the file name's leading letters)") from None
+                raise RecipeError(
+                    f"{where}: '{key}' composite 'identity' = {s.identity!r} is not a regular "
+                    f'expression ({e}); e.g. "^[a-z]+" (the file name\'s leading letters)'
+                ) from None
 
 
 def _plain_label(name, where: str, key: str) -> None:
@@ -416,10 +465,12 @@ def _check_detect(r: Recipe, where: str) -> None:
     """A detection recipe: labels, annotated sources, no classification classes."""
     d = r.detect
     if r.classes or r.class_folders.path:
-        raise RecipeError(f"{where}: task = \"detect\" takes its labels from 'detect.labels' and its images from "
-                          "'detect.sources'; remove 'classes' / 'class_folders'")
+        raise RecipeError(
+            f"{where}: task = \"detect\" takes its labels from 'detect.labels' and its images from "
+            "'detect.sources'; remove 'classes' / 'class_folders'"
+        )
     if not d.labels:
-        raise RecipeError(f"{where}: 'detect.labels' is empty; list the object labels, e.g. [\"animal\", \"food\"]")
+        raise RecipeError(f'{where}: \'detect.labels\' is empty; list the object labels, e.g. ["animal", "food"]')
     if len(set(d.labels)) != len(d.labels):
         raise RecipeError(f"{where}: 'detect.labels' names a label twice; list each once")
     for lab in d.labels:
@@ -428,24 +479,30 @@ def _check_detect(r: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: 'detect.sources' is empty; add a [[detect.sources]] table with 'images'")
     for i, s in enumerate(d.sources):
         if s.format in ("csv", "coco") and not s.annotations:
-            raise RecipeError(f"{where}: 'detect.sources[{i}].annotations' is empty: a {s.format} source keeps its "
-                              "boxes in one file; name it (relative to the source, or a path)")
+            raise RecipeError(
+                f"{where}: 'detect.sources[{i}].annotations' is empty: a {s.format} source keeps its "
+                "boxes in one file; name it (relative to the source, or a path)"
+            )
         if s.images.kind == "composite":
             c = s.images
             unknown = sorted(set(c.objects) - set(d.labels))
             if unknown:
-                raise RecipeError(f"{where}: 'detect.sources[{i}].images.objects' has label(s) {', '.join(unknown)} "
-                                  f"not in detect.labels ({', '.join(d.labels)}); add them there or rename")
+                raise RecipeError(
+                    f"{where}: 'detect.sources[{i}].images.objects' has label(s) {', '.join(unknown)} "
+                    f"not in detect.labels ({', '.join(d.labels)}); add them there or rename"
+                )
             if not c.backgrounds:
                 raise RecipeError(f"{where}: 'detect.sources[{i}].images.backgrounds' is empty; add photo sources")
             lo, hi = c.per_image
             if not 1 <= lo <= hi <= 20:
-                raise RecipeError(f"{where}: 'detect.sources[{i}].images.per_image' = [{lo}, {hi}] must be "
-                                  "1 <= min <= max <= 20")
+                raise RecipeError(
+                    f"{where}: 'detect.sources[{i}].images.per_image' = [{lo}, {hi}] must be 1 <= min <= max <= 20"
+                )
             a, b = c.scale
             if not 0.01 <= a <= b <= 1.0:
-                raise RecipeError(f"{where}: 'detect.sources[{i}].images.scale' = [{a}, {b}] must be "
-                                  "0.01 <= min <= max <= 1")
+                raise RecipeError(
+                    f"{where}: 'detect.sources[{i}].images.scale' = [{a}, {b}] must be 0.01 <= min <= max <= 1"
+                )
 
 
 def keep_frozen_problem(v: float) -> str:
@@ -519,9 +576,11 @@ def _build_union(tp, value, where: str, key: str):
         kind = value.get("kind")
         if kind not in kinds:
             close = difflib.get_close_matches(str(kind), kinds, n=1)
-            raise RecipeError(f"{where}: '{key or '(top level)'}.kind' = {kind!r} is not a source kind; "
-                              + (f"did you mean {close[0]!r}? " if close else "")
-                              + f"choose one of {', '.join(kinds)}")
+            raise RecipeError(
+                f"{where}: '{key or '(top level)'}.kind' = {kind!r} is not a source kind; "
+                + (f"did you mean {close[0]!r}? " if close else "")
+                + f"choose one of {', '.join(kinds)}"
+            )
         return _build(kinds[kind], value, where, key)
     for a in args:  # ints are accepted where a float is allowed, never the reverse
         try:
@@ -535,8 +594,14 @@ def _build_literal(tp, value, where: str, key: str):
     allowed = typing.get_args(tp)
     if value not in allowed or isinstance(value, bool) != any(isinstance(a, bool) for a in allowed):
         close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        raise _bad(tp, value, where, key, why=f"= {value!r} is not allowed; use {_type_name(tp)}"
-                   + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise _bad(
+            tp,
+            value,
+            where,
+            key,
+            why=f"= {value!r} is not allowed; use {_type_name(tp)}"
+            + (f" (did you mean {close[0]!r}?)" if close else ""),
+        )
     return value
 
 
@@ -565,8 +630,13 @@ _SCALARS = {
     float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), float),
     str: (lambda v: isinstance(v, str), str),
 }
-_GENERICS = {Union: _build_union, types.UnionType: _build_union, Literal: _build_literal, tuple: _build_tuple,
-             dict: _build_dict}
+_GENERICS = {
+    Union: _build_union,
+    types.UnionType: _build_union,
+    Literal: _build_literal,
+    tuple: _build_tuple,
+    dict: _build_dict,
+}
 
 
 def _build(tp, value, where: str, key: str):

@@ -16,9 +16,19 @@ import math
 
 import numpy as np
 
-__all__ = ["LEVEL", "DRAWS", "wilson", "balanced_interval", "recall_intervals", "mcnemar", "mean_spread",
-           "score_cells",
-           "score_columns", "versus", "says"]
+__all__ = [
+    "LEVEL",
+    "DRAWS",
+    "wilson",
+    "balanced_interval",
+    "recall_intervals",
+    "mcnemar",
+    "mean_spread",
+    "score_cells",
+    "score_columns",
+    "versus",
+    "says",
+]
 
 LEVEL = 0.95
 DRAWS = 100_000  # posterior draws for balanced accuracy: its interval ends move by about 0.001 between seeds
@@ -34,8 +44,9 @@ def wilson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
-def balanced_interval(y, correct, n_classes: int, seed: int = 0, draws: int = DRAWS,
-                      level: float = LEVEL) -> tuple[float, float]:
+def balanced_interval(
+    y, correct, n_classes: int, seed: int = 0, draws: int = DRAWS, level: float = LEVEL
+) -> tuple[float, float]:
     """The interval of balanced accuracy (the mean of per-class recalls) from its posterior, simulated with
     a fixed seed (after Brodersen et al., "The balanced accuracy and its posterior distribution", ICPR
     2010): each class's recall is Beta(k + 1/2, n - k + 1/2) given k of its n images right (Jeffreys'
@@ -48,11 +59,12 @@ def balanced_interval(y, correct, n_classes: int, seed: int = 0, draws: int = DR
     present = [c for c in range(n_classes) if (y == c).any()]
     if not present:
         return math.nan, math.nan
-    recalls = np.stack([rng.beta(correct[y == c].sum() + 0.5, (~correct[y == c]).sum() + 0.5, size=draws)
-                        for c in present], axis=1)
+    recalls = np.stack(
+        [rng.beta(correct[y == c].sum() + 0.5, (~correct[y == c]).sum() + 0.5, size=draws) for c in present], axis=1
+    )
     bal = np.sort(recalls.mean(axis=1))
     m = int(math.ceil(level * draws))
-    i = int(np.argmin(bal[m - 1:] - bal[:draws - m + 1]))  # the shortest window of m draws
+    i = int(np.argmin(bal[m - 1 :] - bal[: draws - m + 1]))  # the shortest window of m draws
     observed = float(np.mean([correct[y == c].mean() for c in present]))
     return min(float(bal[i]), observed), max(float(bal[i + m - 1]), observed)
 
@@ -60,8 +72,10 @@ def balanced_interval(y, correct, n_classes: int, seed: int = 0, draws: int = DR
 def recall_intervals(y, correct, n_classes: int) -> list[tuple[float, float]]:
     """Each class's recall (a proportion of its images) with its Wilson interval; (nan, nan) without images."""
     y, correct = np.asarray(y), np.asarray(correct, dtype=bool)
-    return [wilson(int(correct[y == c].sum()), int((y == c).sum())) if (y == c).any() else (math.nan, math.nan)
-            for c in range(n_classes)]
+    return [
+        wilson(int(correct[y == c].sum()), int((y == c).sum())) if (y == c).any() else (math.nan, math.nan)
+        for c in range(n_classes)
+    ]
 
 
 def mcnemar(a_correct, b_correct) -> dict:
@@ -80,8 +94,13 @@ def mcnemar(a_correct, b_correct) -> dict:
 def mean_spread(values: list[float]) -> dict:
     """Mean, sample standard deviation, min and max of a figure across runs."""
     v = np.asarray(values, dtype=np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "n": int(v.size),
+    }
 
 
 def score_cells(m: dict, scores: tuple[str, ...], digits: int = 4) -> dict:
@@ -112,8 +131,10 @@ def versus(m_a: dict, m_b: dict, key: str) -> dict:
 def says(first: str, second: str, v: dict, split: str) -> str:
     """One line: whether `first` is distinguishable from `second` on `split`."""
     if v["test"] == "McNemar":
-        how = (f"McNemar p = {v['p']:.3f} on {v['n']} {split} images ({v['only_first_right']} only {first} "
-               f"got right, {v['only_second_right']} only {second})")
+        how = (
+            f"McNemar p = {v['p']:.3f} on {v['n']} {split} images ({v['only_first_right']} only {first} "
+            f"got right, {v['only_second_right']} only {second})"
+        )
     else:
         how = f"their 95 % intervals on {split} {'do not overlap' if v['distinguishable'] else 'overlap'}"
     verdict = "distinguishable" if v["distinguishable"] else "NOT distinguishable: the order between them is noise"

@@ -10,15 +10,24 @@ from pathlib import Path
 
 from ..core.errors import SourceError
 from ..core.files import sha256_file
-from ..core.progress_line import Progress
 from ..core.http_fetch import FetchError, open_url
+from ..core.progress_line import Progress
 
 __all__ = ["fetch_archive", "extract_once", "extract_archive"]
 
 
-def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | str = True,
-                  timeout: float = 30.0, what: str = "'mirrors'", local: str = "set archive = PATH",
-                  log=print, every: float = 10.0) -> Path:
+def fetch_archive(
+    mirrors,
+    size: int,
+    sha256: str,
+    target: Path,
+    verify: bool | str = True,
+    timeout: float = 30.0,
+    what: str = "'mirrors'",
+    local: str = "set archive = PATH",
+    log=print,
+    every: float = 10.0,
+) -> Path:
     """`target` holding the archive: reused when it checks out, else downloaded from the first mirror that
     works. `size` 0 means unknown (the sha256 still decides). Fetched through net.open_url, the guarded
     fetch every download shares (no overall deadline: archives are large; each read still times out)."""
@@ -57,14 +66,17 @@ def fetch_archive(mirrors, size: int, sha256: str, target: Path, verify: bool | 
             errors.append(f"{url}: {e.reason}: {e.detail[:80]}")
         finally:
             part.unlink(missing_ok=True)
-    raise SourceError(f"no mirror gave a good {target.name} ({'; '.join(errors)}); download it yourself "
-                      f"and {local}, or add a mirror to {what}")
+    raise SourceError(
+        f"no mirror gave a good {target.name} ({'; '.join(errors)}); download it yourself "
+        f"and {local}, or add a mirror to {what}"
+    )
 
 
 def _mb_line(name: str, n: int, total: int, seconds: float) -> str:
     t = max(seconds, 1e-6)
-    return (f"{name}: {n / 2**20:.1f}{f' of {total / 2**20:.1f}' if total else ''} MB, "
-            f"{n / 2**20 / t:.1f} MB/s, {t:.0f}s")
+    return (
+        f"{name}: {n / 2**20:.1f}{f' of {total / 2**20:.1f}' if total else ''} MB, {n / 2**20 / t:.1f} MB/s, {t:.0f}s"
+    )
 
 
 def extract_once(archive: Path, dest: Path, extract) -> Path:

@@ -28,6 +28,7 @@ CLEAN_VERSION = 1
 @dataclass
 class Record:
     """What happened to one raw input."""
+
     label: str
     source: str
     raw_path: str
@@ -45,8 +46,15 @@ class Record:
 
 
 def _clean_params(spec: DatasetSpec) -> str:
-    keys = dict(v=CLEAN_VERSION, min_size=spec.min_size, max_pixels=spec.max_pixels, max_side=spec.max_side,
-                formats=list(spec.formats), background=list(spec.background), center_crop=spec.center_crop)
+    keys = dict(
+        v=CLEAN_VERSION,
+        min_size=spec.min_size,
+        max_pixels=spec.max_pixels,
+        max_side=spec.max_side,
+        formats=list(spec.formats),
+        background=list(spec.background),
+        center_crop=spec.center_crop,
+    )
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -64,8 +72,9 @@ def _process(rec: Record, spec: DatasetSpec, clean_root: Path, cache: dict) -> R
     rec.sha256 = hashlib.sha256(data).hexdigest()
     hit = cache.get(f"{rec.label}/{rec.sha256}")
     if hit and (hit["status"] != Status.KEPT or (clean_root / hit["clean_path"]).is_file()):
-        return replace(rec, **{k: hit[k] for k in ("status", "reason", "detail", "width", "height",
-                                                   "phash", "clean_path")})
+        return replace(
+            rec, **{k: hit[k] for k in ("status", "reason", "detail", "width", "height", "phash", "clean_path")}
+        )
     reason, detail, im = clean_one(data, spec)
     if reason:
         rec.reason, rec.detail = reason, detail
@@ -108,7 +117,8 @@ def drop_near_duplicates(recs: list[Record], distance: int) -> None:
             if m is not best:
                 m.status, m.reason = Status.REJECTED, Reason.NEAR_DUPLICATE
                 m.detail = f"perceptual hash within {distance} bits of {best.raw_path}" + (
-                    f" ({best.detail})" if best.box else "")
+                    f" ({best.detail})" if best.box else ""
+                )
 
 
 def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: Path) -> list[Record]:

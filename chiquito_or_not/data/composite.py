@@ -41,8 +41,9 @@ def _identity(path: Path, pattern: str = "") -> str:
     return m.group(0) if m and m.group(0) else name
 
 
-def load_cutouts(files: dict[str, list[Path]], alpha_threshold: int, min_opaque: float, log=print,
-                 identity: str = "") -> list[Cutout]:
+def load_cutouts(
+    files: dict[str, list[Path]], alpha_threshold: int, min_opaque: float, log=print, identity: str = ""
+) -> list[Cutout]:
     """Decode every label's PNG cut-outs; a file without real transparency (no pixel below the threshold,
     or too little above it) is not a cut-out and is skipped with a count. `identity`: see _identity."""
     import numpy as np
@@ -64,16 +65,24 @@ def load_cutouts(files: dict[str, list[Path]], alpha_threshold: int, min_opaque:
                 skipped += 1
                 continue
             ys, xs = np.nonzero(mask)
-            out.append(Cutout(label, f"{label}/{_identity(p, identity)}",
-                              rgba.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))))
+            out.append(
+                Cutout(
+                    label,
+                    f"{label}/{_identity(p, identity)}",
+                    rgba.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)),
+                )
+            )
     if skipped:
-        log(f"  composite: {skipped} file(s) skipped: not a cut-out (no transparency, under min_opaque, "
-            "tiny or undecodable)")
+        log(
+            f"  composite: {skipped} file(s) skipped: not a cut-out (no transparency, under min_opaque, "
+            "tiny or undecodable)"
+        )
     return out
 
 
 def _deal(cutouts: list[Cutout], groups: int, seed: int) -> None:
     """Assign groups: per label, objects in a seeded hash order, dealt round-robin (twins share one)."""
+
     def h(s: str) -> str:
         return hashlib.sha256(f"{seed}:group:{s}".encode()).hexdigest()
 
@@ -151,18 +160,28 @@ def _one(i: int, src, cutouts_by_group: dict, backgrounds: list, seed: int):
     return bg, boxes, f"g{g:03d}"
 
 
-def generate_composites(src, cutout_files: dict[str, list[Path]], background_files: list[Path], out_root: Path,
-                        seed: int, log=print) -> list[tuple[Path, Path, str]]:
+def generate_composites(
+    src, cutout_files: dict[str, list[Path]], background_files: list[Path], out_root: Path, seed: int, log=print
+) -> list[tuple[Path, Path, str]]:
     """Write `src.count` composites (JPEG + VOC XML) into a folder of `out_root` named by everything they
     depend on; reuse it when complete. Returns (image, xml, group) per composite."""
     if not background_files:
         raise SourceError("composite: the background sources gave no files; check their include patterns")
-    key = json.dumps({"v": COMPOSITE_VERSION, "seed": seed, "src": {k: v for k, v in vars(src).items()
-                                                                   if k not in ("objects", "backgrounds")
-                                                                   and not (k == "identity" and not v)},
-                      "cutouts": {lab: [sha256_file(p) for p in sorted(fs)]
-                                  for lab, fs in sorted(cutout_files.items())},
-                      "backgrounds": [sha256_file(p) for p in sorted(background_files)]}, sort_keys=True, default=str)
+    key = json.dumps(
+        {
+            "v": COMPOSITE_VERSION,
+            "seed": seed,
+            "src": {
+                k: v
+                for k, v in vars(src).items()
+                if k not in ("objects", "backgrounds") and not (k == "identity" and not v)
+            },
+            "cutouts": {lab: [sha256_file(p) for p in sorted(fs)] for lab, fs in sorted(cutout_files.items())},
+            "backgrounds": [sha256_file(p) for p in sorted(background_files)],
+        },
+        sort_keys=True,
+        default=str,
+    )
     folder = out_root / hashlib.sha256(key.encode()).hexdigest()[:16]
     index = folder / "composites.json"
     if index.is_file():
@@ -176,8 +195,10 @@ def generate_composites(src, cutout_files: dict[str, list[Path]], background_fil
             c.image = c.image.crop((0, 0, c.image.width, max(1, round(c.image.height * src.top))))
     missing = sorted(set(src.objects) - {c.label for c in cutouts})
     if missing:
-        raise SourceError(f"composite: no usable cut-out (PNG with transparency) for label(s) {', '.join(missing)}; "
-                          "check their sources' include patterns")
+        raise SourceError(
+            f"composite: no usable cut-out (PNG with transparency) for label(s) {', '.join(missing)}; "
+            "check their sources' include patterns"
+        )
     _deal(cutouts, src.groups, seed)
     by_group: dict[int, list] = {}
     for c in cutouts:
@@ -206,7 +227,9 @@ def generate_composites(src, cutout_files: dict[str, list[Path]], background_fil
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
     n_boxes = sum(r["boxes"] for r in rows)
-    log(f"  composite: {len(rows)} images, {n_boxes} objects from {len(cutouts)} cut-outs "
+    log(
+        f"  composite: {len(rows)} images, {n_boxes} objects from {len(cutouts)} cut-outs "
         f"({len({c.identity for c in cutouts})} objects) on {len(backgrounds)} backgrounds, "
-        f"{len(by_group)} groups -> {folder}")
+        f"{len(by_group)} groups -> {folder}"
+    )
     return [(folder / r["image"], folder / r["xml"], r["group"]) for r in rows]

@@ -18,6 +18,7 @@ SPLIT_COLUMNS = ["split", "label", "file", "sha256", "group"]  # split.csv
 @dataclass
 class DatasetSummary:
     """What `dataset` did, for the CLI to print."""
+
     root: Path
     inputs: int = 0
     kept: int = 0
@@ -61,6 +62,7 @@ def sample_per_label(raw: list, n: int, seed: int) -> list:
 
     def rank(item):
         return hashlib.sha256(f"{seed}:{item[1].source}:{item[1].path.name}".encode()).hexdigest()
+
     out = []
     for label in sorted({lab for lab, _ in raw}):
         out += sorted((x for x in raw if x[0] == label), key=rank)[:n]

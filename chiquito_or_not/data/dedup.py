@@ -29,7 +29,7 @@ def near_duplicate_clusters(phashes: list[str], distance: int) -> list[int]:
     if n:
         bits = np.unpackbits(np.array([[int(h, 16)] for h in phashes], dtype=">u8").view(np.uint8), axis=1)
         for i in range(n - 1):
-            d = (bits[i + 1:] != bits[i]).sum(axis=1)
+            d = (bits[i + 1 :] != bits[i]).sum(axis=1)
             for j in np.nonzero(d <= distance)[0]:
                 ds.merge(i, i + 1 + int(j))
     first = {}

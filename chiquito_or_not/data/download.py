@@ -8,12 +8,11 @@ import os
 import threading
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.files import atomic_write_bytes
-from ..core.images import DecodePolicy, clean_one
 from ..core.http_fetch import Abort, FetchError, FetchPolicy, fetch_image, parse_url
+from ..core.images import DecodePolicy, clean_one
 from ..core.progress_line import Progress
 from ..core.reasons import Reason
 
@@ -21,8 +20,15 @@ __all__ = ["DownloadCounts", "download_urls", "is_transient", "sniff_image", "re
 
 OUTCOMES_FILE = "downloads.jsonl"
 TRANSIENT = {"timeout", "deadline", "connection_error", "interrupted"}
-MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-         (b"BM", "bmp"), (b"II*\x00", "tif"), (b"MM\x00*", "tif")]
+MAGIC = [
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tif"),
+    (b"MM\x00*", "tif"),
+]
 
 
 def sniff_image(head: bytes) -> str:
@@ -55,8 +61,9 @@ class _Downloader:
         self.claimed: set[str] = set()  # files an "ok" outcome owns; a file a killed run left unrecorded is not one
         self.host_locks: dict[str, threading.BoundedSemaphore] = {}
         self.lock = threading.Lock()
-        self.spec = DecodePolicy(min_size=policy.min_size, max_pixels=89_478_485,
-                                formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
+        self.spec = DecodePolicy(
+            min_size=policy.min_size, max_pixels=89_478_485, formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+        )
 
     def host_slot(self, url: str) -> threading.BoundedSemaphore:
         try:
@@ -80,16 +87,26 @@ class _Downloader:
                 break
             except FetchError as f:
                 if not f.transient or attempt >= self.p.retries:
-                    return {"url": url, "status": "failed", "reason": f.reason, "detail": f.detail,
-                            "attempts": attempt + 1}
-                wait = f.retry_after if f.retry_after is not None else self.p.backoff * 2 ** attempt
+                    return {
+                        "url": url,
+                        "status": "failed",
+                        "reason": f.reason,
+                        "detail": f.detail,
+                        "attempts": attempt + 1,
+                    }
+                wait = f.retry_after if f.retry_after is not None else self.p.backoff * 2**attempt
                 if self.abort.event.wait(min(wait, self.p.max_retry_after)):
                     return {"url": url, "status": "failed", "reason": "interrupted", "attempts": attempt + 1}
                 attempt += 1
         ext = sniff_image(body[:16])
         if not ext:
-            return {"url": url, "status": "failed", "reason": Reason.NOT_AN_IMAGE,
-                    "detail": f"served as {ctype or 'no type'}, starts with {body[:12]!r}", "attempts": attempt + 1}
+            return {
+                "url": url,
+                "status": "failed",
+                "reason": Reason.NOT_AN_IMAGE,
+                "detail": f"served as {ctype or 'no type'}, starts with {body[:12]!r}",
+                "attempts": attempt + 1,
+            }
         sha = hashlib.sha256(body).hexdigest()
         name = f"{sha[:16]}.{ext}"
         reason, detail, _ = clean_one(body, self.spec)  # the full decode: truncated, 1x1, bombs
@@ -101,8 +118,16 @@ class _Downloader:
                 self.claimed.add(name)
                 if not (self.dest / name).is_file():  # content-named: an unrecorded file is this very body
                     atomic_write_bytes(self.dest / name, body)
-        return {"url": url, "status": "duplicate" if duplicate else "ok", "reason": "", "file": name,
-                "sha256": sha, "bytes": len(body), "final_url": final, "attempts": attempt + 1}
+        return {
+            "url": url,
+            "status": "duplicate" if duplicate else "ok",
+            "reason": "",
+            "file": name,
+            "sha256": sha,
+            "bytes": len(body),
+            "final_url": final,
+            "attempts": attempt + 1,
+        }
 
 
 def is_transient(reason: str) -> bool:
@@ -121,8 +146,11 @@ class DownloadCounts(Counter):
     def summary(self) -> str:
         def fmt(c):
             return ", ".join(f"{k} {v}" for k, v in c.most_common()) or "nothing"
-        return (f"{sum(self.new.values())} fetched now ({fmt(self.new)}); "
-                f"{sum(self.had.values())} already had ({fmt(self.had)})")
+
+        return (
+            f"{sum(self.new.values())} fetched now ({fmt(self.new)}); "
+            f"{sum(self.had.values())} already had ({fmt(self.had)})"
+        )
 
     @property
     def transient(self) -> int:
@@ -130,9 +158,15 @@ class DownloadCounts(Counter):
         return sum(n for reason, n in self.items() if is_transient(reason))
 
 
-def download_urls(urls: list[str], dest: Path, policy: FetchPolicy = FetchPolicy(),
-                  log=print, progress: bool | None = None, retry_failed: bool = False,
-                  every: float = 10.0) -> DownloadCounts:
+def download_urls(
+    urls: list[str],
+    dest: Path,
+    policy: FetchPolicy = FetchPolicy(),
+    log=print,
+    progress: bool | None = None,
+    retry_failed: bool = False,
+    every: float = 10.0,
+) -> DownloadCounts:
     """Download `urls` into `dest` (content-named files) and record each outcome in dest/downloads.jsonl.
 
     Re-running skips every URL that already has an outcome, so an interrupted run resumes without
@@ -144,8 +178,11 @@ def download_urls(urls: list[str], dest: Path, policy: FetchPolicy = FetchPolicy
     journal = dest / OUTCOMES_FILE
     done = read_outcomes(journal)
     if retry_failed:
-        done = {u: rec for u, rec in done.items()
-                if not (rec.get("status") == "failed" and is_transient(rec.get("reason", "")))}
+        done = {
+            u: rec
+            for u, rec in done.items()
+            if not (rec.get("status") == "failed" and is_transient(rec.get("reason", "")))
+        }
     todo = list(dict.fromkeys(u for u in urls if u not in done))
     d = _Downloader(dest, policy)
     d.claimed = {rec["file"] for rec in done.values() if rec.get("status") == "ok" and rec.get("file")}
@@ -174,10 +211,12 @@ def download_urls(urls: list[str], dest: Path, policy: FetchPolicy = FetchPolicy
                     counts.new[key] += 1
                     i += 1
                 if pending or shown.tty:  # a log hears the totals from the caller's summary
-                    shown.show(f"downloaded {i}/{len(todo)} new: ok {counts.new['ok']}, failed "
-                               f"{i - counts.new['ok'] - counts.new['duplicate']}, duplicate "
-                               f"{counts.new['duplicate']} ({sum(counts.had.values())} already had) "
-                               f"{shown.elapsed():.0f}s" + (f", waiting on {len(pending)}" if pending else ""))
+                    shown.show(
+                        f"downloaded {i}/{len(todo)} new: ok {counts.new['ok']}, failed "
+                        f"{i - counts.new['ok'] - counts.new['duplicate']}, duplicate "
+                        f"{counts.new['duplicate']} ({sum(counts.had.values())} already had) "
+                        f"{shown.elapsed():.0f}s" + (f", waiting on {len(pending)}" if pending else "")
+                    )
     except BaseException:  # Ctrl-C: what was journaled is kept; the rest is fetched by the next run
         d.abort.abort()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -57,7 +57,7 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             continue
         if len(faces) > 1 and spec.several == "drop":
             r.status, r.reason = Status.REJECTED, Reason.SEVERAL_FACES
-            r.detail = f"{len(faces)} faces; dataset.faces.several = \"drop\""
+            r.detail = f'{len(faces)} faces; dataset.faces.several = "drop"'
             out.append(r)
             continue
         for k, f in enumerate(faces if spec.several == "each" else faces[:1]):
@@ -69,10 +69,19 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             rel = f"{r.label}/{r.sha256[:16]}-face{k}-{crop_key}.jpg"  # named by the crop settings too
             if not (clean_root / rel).is_file():
                 atomic_write_bytes(clean_root / rel, data)
-            out.append(replace(r, sha256=hashlib.sha256(data).hexdigest(), source_sha256=r.sha256,
-                               clean_path=rel, width=spec.size, height=spec.size, phash=str(imagehash.phash(crop)),
-                               box=" ".join(str(v) for v in box), detail=f"face {k + 1} of {len(faces)}, "
-                               f"score {f.score:.2f}"))
+            out.append(
+                replace(
+                    r,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    source_sha256=r.sha256,
+                    clean_path=rel,
+                    width=spec.size,
+                    height=spec.size,
+                    phash=str(imagehash.phash(crop)),
+                    box=" ".join(str(v) for v in box),
+                    detail=f"face {k + 1} of {len(faces)}, score {f.score:.2f}",
+                )
+            )
             found += 1
     atomic_write_text(index, json.dumps(stored))
     log(f"  faces ({spec.detector}): {found} crops from {sum(1 for r in recs if r.label in crop_labels)} images")
@@ -99,10 +108,12 @@ def face_size_hint(sides: dict[str, list[float]], face_px: int, ratio: float = 1
 
     if seen(med[large]) < ratio * seen(med[small]):
         return None
-    return (f"faces in '{small}' are {med[large] / med[small]:.1f}x smaller than in '{large}' (median "
-            f"{med[small]:.0f} vs {med[large]:.0f} px): their detail alone can tell the classes apart; "
-            f"set dataset.faces.face_px = {round(med[small])} to give every crop the same detail, or add "
-            f"larger photos of '{small}'")
+    return (
+        f"faces in '{small}' are {med[large] / med[small]:.1f}x smaller than in '{large}' (median "
+        f"{med[small]:.0f} vs {med[large]:.0f} px): their detail alone can tell the classes apart; "
+        f"set dataset.faces.face_px = {round(med[small])} to give every crop the same detail, or add "
+        f"larger photos of '{small}'"
+    )
 
 
 def copy_detector(meta: dict | None, folder: Path) -> Path | None:

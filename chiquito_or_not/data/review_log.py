@@ -57,8 +57,10 @@ def last_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
     rows = csv.reader(io.StringIO(text))
     header = next(rows, None)
     if header != COLUMNS:
-        raise DataError(f"{path}: not a review file (its first line should be {','.join(COLUMNS)}); "
-                        "move it away, or pass --no-review")
+        raise DataError(
+            f"{path}: not a review file (its first line should be {','.join(COLUMNS)}); "
+            "move it away, or pass --no-review"
+        )
     for n, row in enumerate(rows, start=2):
         if not row:
             continue
@@ -90,8 +92,9 @@ class ReviewLog:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise DataError(f"{self.path} is open in another review (one writer at a time); "
-                            "close that one first") from None
+            raise DataError(
+                f"{self.path} is open in another review (one writer at a time); close that one first"
+            ) from None
         self._fd = fd
         if self.path.is_file():
             read_decisions(self.path)  # refuses a file that is not a review file before appending to it

@@ -19,6 +19,7 @@ __all__ = ["SearchReport", "search_images", "BACKENDS", "read_candidates"]
 @dataclass
 class SearchReport:
     """What a search found, and why it stopped: never silent about coming up short."""
+
     backend: str
     query: str
     limit: int
@@ -27,8 +28,9 @@ class SearchReport:
     stopped: str = ""  # "limit reached", "no more results", "rate-limited", ...
 
     def summary(self) -> str:
-        return (f"{self.backend} '{self.query}': found {len(self.candidates)} of {self.limit}"
-                + ("" if len(self.candidates) >= self.limit else f": {self.stopped} after {self.pages} page(s)"))
+        return f"{self.backend} '{self.query}': found {len(self.candidates)} of {self.limit}" + (
+            "" if len(self.candidates) >= self.limit else f": {self.stopped} after {self.pages} page(s)"
+        )
 
 
 def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
@@ -43,8 +45,14 @@ def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
     seen = set()
     for page in range(1, opts.get("max_pages", 20) + 1):
         try:
-            results = client.images(query, max_results=min(100, limit), page=page, backend=opts.get("engine", "auto"),
-                                    safesearch=opts.get("safesearch", "moderate"), size=opts.get("size") or None)
+            results = client.images(
+                query,
+                max_results=min(100, limit),
+                page=page,
+                backend=opts.get("engine", "auto"),
+                safesearch=opts.get("safesearch", "moderate"),
+                size=opts.get("size") or None,
+            )
         except RatelimitException as e:
             rep.stopped = f"rate-limited ({str(e)[:60]})"
             break
@@ -52,8 +60,10 @@ def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
             rep.stopped = f"timed out ({str(e)[:60]})"
             break
         except DDGSException as e:  # ddgs turns a 429/5xx, a consent or a CAPTCHA page into "no results"
-            rep.stopped = (f"page {page} gave nothing: the end of the results, a rate limit (HTTP 429) or a "
-                           f"consent/CAPTCHA page; ddgs does not say which ({str(e)[:40]})")
+            rep.stopped = (
+                f"page {page} gave nothing: the end of the results, a rate limit (HTTP 429) or a "
+                f"consent/CAPTCHA page; ddgs does not say which ({str(e)[:40]})"
+            )
             break
         rep.pages = page
         new = [r for r in results if r.get("image") and r["image"] not in seen]
@@ -62,9 +72,16 @@ def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
             break
         for r in new:
             seen.add(r["image"])
-            rep.candidates.append({"backend": "ddgs", "query": query, "rank": len(rep.candidates) + 1,
-                                   "image_url": r["image"], "source_page": r.get("url", ""),
-                                   "title": r.get("title", "")})
+            rep.candidates.append(
+                {
+                    "backend": "ddgs",
+                    "query": query,
+                    "rank": len(rep.candidates) + 1,
+                    "image_url": r["image"],
+                    "source_page": r.get("url", ""),
+                    "title": r.get("title", ""),
+                }
+            )
             if len(rep.candidates) >= limit:
                 rep.stopped = "limit reached"
                 return rep
@@ -111,12 +128,17 @@ def _what_page(page: str) -> str:
     """What a results page that gave no image URLs was, from its source."""
     low = page.lower()
     if "err_cert" in low or "your connection is not private" in low or "ssl_error" in low:
-        return ("a TLS certificate error page: the browser refused the site's certificate (set 'verify' to "
-                "the CA bundle that signed it)")
+        return (
+            "a TLS certificate error page: the browser refused the site's certificate (set 'verify' to "
+            "the CA bundle that signed it)"
+        )
     if "err_proxy" in low or "err_tunnel_connection_failed" in low:
         return "a proxy error page: the browser could not use 'proxy'"
-    if re.search(r"err_(connection_refused|name_not_resolved|internet_disconnected|connection_timed_out|"
-                 r"address_unreachable|connection_reset)", low):
+    if re.search(
+        r"err_(connection_refused|name_not_resolved|internet_disconnected|connection_timed_out|"
+        r"address_unreachable|connection_reset)",
+        low,
+    ):
         return "an error page: the browser could not reach the results page"
     if re.search(r"captcha|unusual traffic|/sorry/", low):
         return "a CAPTCHA page (too many searches from this address: wait, or use 'proxy')"
@@ -135,17 +157,20 @@ def _spki_pin(url: str, verify: str, proxy: str) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-
     try:
         with open_url(url, verify=verify, proxy=proxy, deadline=30, max_redirects=0) as r:
             der = r.raw.connection.sock.getpeercert(binary_form=True)
     except FetchError as e:
         if e.reason == "too_many_redirects":  # a redirect still proves the certificate: fetch the page itself
             raise SourceError(f"google backend: {url} redirects; set 'url' to the final results URL") from None
-        raise SourceError(f"google backend: the results page {url} failed the check against 'verify' "
-                          f"({e.reason}: {e.detail[:120]})") from None
-    spki = x509.load_der_x509_certificate(der).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        raise SourceError(
+            f"google backend: the results page {url} failed the check against 'verify' ({e.reason}: {e.detail[:120]})"
+        ) from None
+    spki = (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
@@ -158,8 +183,13 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
     import tempfile
 
     rep = SearchReport("google", query, limit)
-    args = {"keywords": query, "limit": limit, "no_download": True, "silent_mode": True,
-            "chromedriver": opts.get("chromedriver") or "/usr/bin/chromedriver"}
+    args = {
+        "keywords": query,
+        "limit": limit,
+        "no_download": True,
+        "silent_mode": True,
+        "chromedriver": opts.get("chromedriver") or "/usr/bin/chromedriver",
+    }
     if opts.get("url"):  # it appends "&safe=..." to this URL as it is: give it a query string to extend
         args["url"] = opts["url"] if "?" in opts["url"] else opts["url"] + "?"
     if opts.get("safesearch", "moderate") != "off":
@@ -171,6 +201,7 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
     class Capturing(google_images_download.googleimagesdownload):
         """Keeps the page source (to say what a page without results was) and every parsed item, with
         its URLs decoded as Google escapes them and the page it came from."""
+
         def __init__(self):
             super().__init__()
             self.page, self.items = "", []
@@ -200,12 +231,16 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         with contextlib.redirect_stdout(out), _chrome_options(opts.get("chrome", ""), chrome_args):
             g.download(args)  # it prints even when silent
     except SystemExit:  # it calls sys.exit() when Chrome or chromedriver cannot start
-        raise SourceError(f"google backend: Chrome/chromedriver could not start ({out.getvalue().strip()[-160:]}); "
-                          "install chromium and chromium-driver, or set 'chromedriver'") from None
+        raise SourceError(
+            f"google backend: Chrome/chromedriver could not start ({out.getvalue().strip()[-160:]}); "
+            "install chromium and chromium-driver, or set 'chromedriver'"
+        ) from None
     except WebDriverException as e:
         first = (e.msg or str(e)).strip().splitlines()[0][:160]
-        raise SourceError(f"google backend: the results page could not be loaded ({first}); check the "
-                          "internet connection, or set 'url'") from None
+        raise SourceError(
+            f"google backend: the results page could not be loaded ({first}); check the "
+            "internet connection, or set 'url'"
+        ) from None
     finally:
         import shutil
 
@@ -217,8 +252,16 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         if u in seen or len(rep.candidates) >= limit:
             continue
         seen.add(u)
-        rep.candidates.append({"backend": "google", "query": query, "rank": len(rep.candidates) + 1,
-                               "image_url": u, "source_page": obj.get("ru", ""), "title": obj.get("pt", "")})
+        rep.candidates.append(
+            {
+                "backend": "google",
+                "query": query,
+                "rank": len(rep.candidates) + 1,
+                "image_url": u,
+                "source_page": obj.get("ru", ""),
+                "title": obj.get("pt", ""),
+            }
+        )
     if len(rep.candidates) >= limit:
         rep.stopped = "limit reached"
     elif rep.candidates:
@@ -238,8 +281,15 @@ def read_candidates(path: Path) -> list[dict]:
 SLOW = {"google": "headless Chromium loads and scrolls the results page (about 20 s)"}
 
 
-def search_images(backend: str, queries: list[str], limit: int, manifest: Path, opts: dict | None = None,
-                  refresh: bool = False, log=print) -> tuple[list[dict], list[SearchReport]]:
+def search_images(
+    backend: str,
+    queries: list[str],
+    limit: int,
+    manifest: Path,
+    opts: dict | None = None,
+    refresh: bool = False,
+    log=print,
+) -> tuple[list[dict], list[SearchReport]]:
     """Candidates for all queries, merged without duplicate URLs, written to `manifest` (JSONL) before any
     download. An existing manifest is replayed as it is (offline), unless `refresh`. A search that
     found nothing is never cached: only its report is written, and the next run searches again."""
@@ -260,8 +310,22 @@ def search_images(backend: str, queries: list[str], limit: int, manifest: Path, 
         atomic_write_text(manifest, "".join(json.dumps(c) + "\n" for c in merged))
     else:
         manifest.unlink(missing_ok=True)  # an empty manifest an older version cached
-    atomic_write_text(manifest.with_suffix(".report.json"),
-                      json.dumps([{"backend": r.backend, "query": r.query, "limit": r.limit,
-                                   "found": len(r.candidates), "pages": r.pages, "stopped": r.stopped}
-                                  for r in reports], indent=1) + "\n")
+    atomic_write_text(
+        manifest.with_suffix(".report.json"),
+        json.dumps(
+            [
+                {
+                    "backend": r.backend,
+                    "query": r.query,
+                    "limit": r.limit,
+                    "found": len(r.candidates),
+                    "pages": r.pages,
+                    "stopped": r.stopped,
+                }
+                for r in reports
+            ],
+            indent=1,
+        )
+        + "\n",
+    )
     return merged, reports

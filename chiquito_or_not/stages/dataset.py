@@ -20,8 +20,9 @@ from ..data.split import materialize
 __all__ = ["build_dataset"]
 
 
-def build_dataset(recipe: Recipe, root: Path | None = None, log=print, retry_failed: bool = False,
-                  use_review: bool = True) -> DatasetSummary:
+def build_dataset(
+    recipe: Recipe, root: Path | None = None, log=print, retry_failed: bool = False, use_review: bool = True
+) -> DatasetSummary:
     """Fetch, clean and split the recipe's images into `root` (default: the data root) the way its task
     reads them; `retry_failed` fetches again the downloads that failed for reasons that may pass;
     `use_review` applies the decisions in `root/review.csv` (chiquito review)."""

@@ -9,10 +9,10 @@ from pathlib import Path
 from ..core.errors import RunError
 from ..core.files import atomic_write_text
 from ..core.layout import RunFolder
-from ..core.task_registry import task_of_model
 from ..core.model_loader import load_model
-from ..core.recipe import load_recipe
 from ..core.paths import run_dir
+from ..core.recipe import load_recipe
+from ..core.task_registry import task_of_model
 
 __all__ = ["evaluate", "resolve_run"]
 
@@ -27,8 +27,9 @@ def resolve_run(target: str | Path) -> Path:
     raise RunError(f"{p}: neither a recipe file nor a run folder; pass recipes/NAME.toml or runs/NAME")
 
 
-def evaluate(target: str | Path, data: Path | None = None, out: Path | None = None, top_k: int = 9,
-             log=print, notice=None) -> dict:
+def evaluate(
+    target: str | Path, data: Path | None = None, out: Path | None = None, top_k: int = 9, log=print, notice=None
+) -> dict:
     """Metrics and figures of the run's exported model.pkl on its valid (and test) split, or on `data`.
     `notice` is load_model's pickle warning (finetune silences it for the file it has just written)."""
     run = resolve_run(target)

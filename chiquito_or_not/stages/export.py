@@ -19,9 +19,9 @@ from ..core.errors import ChiquitoError, ExportError
 from ..core.files import atomic_write_text
 from ..core.images import IMAGE_EXTS
 from ..core.layout import RunFolder
+from ..core.model_loader import load_model
 from ..core.onnxfile import onnx_session
 from ..core.task_registry import task_of_model
-from ..core.model_loader import load_model
 from ..data.face_crops import copy_detector
 
 __all__ = ["export_onnx", "ExportError"]
@@ -32,8 +32,10 @@ def _split_files(run: Path, split: str, limit: int) -> list[Path]:
     state = RunFolder(run).state
     root = Path(json.loads(state.read_text())["dataset"]) if state.is_file() else None
     if root is None or not (root / split).is_dir():
-        raise ExportError(f"{run}: cannot find the {split} images for the check (state.json names the dataset); "
-                          "rebuild it with `chiquito dataset RECIPE`")
+        raise ExportError(
+            f"{run}: cannot find the {split} images for the check (state.json names the dataset); "
+            "rebuild it with `chiquito dataset RECIPE`"
+        )
     files = sorted(p for p in (root / split).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
     return files[:limit] if limit else files
 
@@ -46,14 +48,29 @@ def _torch_export(model, x, path: Path, outputs=("probabilities",)) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=list(outputs),
-                              dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=18, dynamo=True,
-                              verbose=False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                input_names=["input"],
+                output_names=list(outputs),
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                opset_version=18,
+                dynamo=True,
+                verbose=False,
+            )
             return "torch.export"
         except Exception:  # noqa: BLE001 - fall back to the TorchScript exporter on any failure
-            torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=list(outputs),
-                              dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
-                              opset_version=18, dynamo=False)
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                input_names=["input"],
+                output_names=list(outputs),
+                dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                opset_version=18,
+                dynamo=False,
+            )
             return "torchscript"
 
 
@@ -81,8 +98,7 @@ def _kept_if_checked(tmp: Path, out: Path):
     os.replace(tmp, out)
 
 
-def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, parity_limit: int = 0,
-                log=print) -> dict:
+def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, parity_limit: int = 0, log=print) -> dict:
     """Write RUN/model.onnx (and model.int8.onnx); returns the report also written as export.json."""
     try:
         import onnx  # noqa: F401
@@ -101,16 +117,22 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
     graph, example = task.onnx_graph(model)
     t = time.time()
     exporter = _torch_export(graph, example, tmp, task.onnx_outputs)
-    _set_metadata(tmp, {**meta, "source": str(folder.model.resolve()), "producer": "chiquito_or_not",
-                        "exporter": exporter})
+    _set_metadata(
+        tmp, {**meta, "source": str(folder.model.resolve()), "producer": "chiquito_or_not", "exporter": exporter}
+    )
     t_export = time.time() - t
 
     files = _split_files(run, "valid", parity_limit)
     with _kept_if_checked(tmp, out):
         check = task.parity(model, task.onnx_model(tmp, onnx_session(tmp)), files, "ONNX")
     summary = check.pop("summary")
-    report = {"onnx": str(out), "bytes": out.stat().st_size, "exporter": exporter, "export_s": round(t_export, 1),
-              **check}
+    report = {
+        "onnx": str(out),
+        "bytes": out.stat().st_size,
+        "exporter": exporter,
+        "export_s": round(t_export, 1),
+        **check,
+    }
     log(f"wrote {out} ({report['bytes'] / 1e6:.1f} MB, {exporter}); {summary}")
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -125,10 +147,18 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
                 quantize_dynamic(str(out), str(qtmp), weight_type=QuantType.QInt8)
             finally:
                 logging.disable(logging.NOTSET)
-            _set_metadata(qtmp, {**meta, "producer": "chiquito_or_not", "exporter": exporter,
-                                 "quantization": "dynamic int8 (onnxruntime)"})
-            diff = task.compare(task.onnx_model(out, onnx_session(out)), task.onnx_model(qtmp, onnx_session(qtmp)),
-                                files)
+            _set_metadata(
+                qtmp,
+                {
+                    **meta,
+                    "producer": "chiquito_or_not",
+                    "exporter": exporter,
+                    "quantization": "dynamic int8 (onnxruntime)",
+                },
+            )
+            diff = task.compare(
+                task.onnx_model(out, onnx_session(out)), task.onnx_model(qtmp, onnx_session(qtmp)), files
+            )
         summary = diff.pop("summary")
         report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}
         log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); {summary}")

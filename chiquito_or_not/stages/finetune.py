@@ -16,24 +16,31 @@ import numpy as np
 from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.torch_core import set_seed
 
-from ..train import portable
-from ..train.backbones import get_backbone
 from ..core.errors import RecipeError, RunError
-from ..train.features import head_learner
 from ..core.files import atomic_write_text, write_csv
-from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_dls, make_learner
-from ..train.lr_find import find_lr
+from ..core.layout import RunFolder
 from ..core.paths import cache_dir, dataset_dir, partial_run_dir, run_dir
 from ..core.plots import plot_history
-from ..core.layout import RunFolder
 from ..core.recipe import Recipe, recipe_to_dict, write_resolved
 from ..core.task_registry import get_task
+from ..train import portable
+from ..train.backbones import get_backbone
+from ..train.features import head_learner
+from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_dls, make_learner
+from ..train.lr_find import find_lr
 from ..train.runs import STAGES, promote, read_json, resumable_state
 from .evaluate import evaluate
 
-__all__ = ["STAGES", "finetune", "lr_find_only", "fit_sgdr", "sgdr_schedule", "export_learner", "FinetuneResult",
-           "history_columns"]
-
+__all__ = [
+    "STAGES",
+    "finetune",
+    "lr_find_only",
+    "fit_sgdr",
+    "sgdr_schedule",
+    "export_learner",
+    "FinetuneResult",
+    "history_columns",
+]
 
 
 def history_columns(recipe: Recipe) -> list[str]:
@@ -58,13 +65,14 @@ def sgdr_schedule(lr_max, lens: list[int]):
     def sched(pos):
         i = min(int(np.searchsorted(bounds, pos, side="right")) - 1, len(lens) - 1)
         return cos((pos - bounds[i]) / (bounds[i + 1] - bounds[i]))
+
     return sched
 
 
 def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max, cycle_mult: int = 1, cbs=None) -> None:
     """SGDR: restart the learning rate each cycle; cycles grow by cycle_mult. fastai's own fit_sgdr
     divides by cycle_mult - 1, so it cannot restart every epoch (cycle_mult = 1)."""
-    lens = [cycle_len * cycle_mult ** i for i in range(n_cycles)]
+    lens = [cycle_len * cycle_mult**i for i in range(n_cycles)]
     lr_max = np.array(lr_max) if np.ndim(lr_max) else lr_max
     learn.fit(sum(lens), cbs=[ParamScheduler({"lr": sgdr_schedule(lr_max, lens)}), *(cbs or [])])
 
@@ -84,8 +92,9 @@ def _tensorboard_available() -> None:
         import fastai.callback.tensorboard  # noqa: F401
         import torch.utils.tensorboard  # noqa: F401
     except ImportError:
-        raise RecipeError("'finetune.tensorboard' needs the tensorboard package: "
-                          "pip install 'chiquito-or-not[tensorboard]'") from None
+        raise RecipeError(
+            "'finetune.tensorboard' needs the tensorboard package: pip install 'chiquito-or-not[tensorboard]'"
+        ) from None
 
 
 def _tensorboard(run: Path, stage: str | None, dls=None):
@@ -138,11 +147,12 @@ def _fit_ctx(learn, world: int):
     if world <= 1:
         return nullcontext()
     try:
-        import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx)
         import accelerate  # noqa: F401
+        import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx)
     except ImportError:
-        raise RecipeError("training on several GPUs needs accelerate: pip install 'chiquito-or-not[distributed]'") \
-            from None
+        raise RecipeError(
+            "training on several GPUs needs accelerate: pip install 'chiquito-or-not[distributed]'"
+        ) from None
     return learn.distrib_ctx(sync_bn=False)
 
 
@@ -164,7 +174,7 @@ def _stage_epochs(recipe: Recipe, stage: str) -> int:
     if stage == "frozen":
         return f.frozen.epochs
     s = f.augmented if stage == "augmented" else f.unfrozen
-    return sum(s.cycle_len * s.cycle_mult ** i for i in range(s.cycles))
+    return sum(s.cycle_len * s.cycle_mult**i for i in range(s.cycles))
 
 
 def reseed(seed: int, *dls) -> None:
@@ -189,10 +199,18 @@ def environment(recipe: Recipe) -> dict:
     import torchvision
 
     device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "fastai": fastai.__version__, "timm": timm.__version__, "numpy": np.__version__,
-            "threads": torch.get_num_threads(), "device": device, "machine": platform.machine(),
-            "deterministic": recipe.finetune.deterministic}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "fastai": fastai.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "machine": platform.machine(),
+        "deterministic": recipe.finetune.deterministic,
+    }
 
 
 def _deterministic(recipe: Recipe) -> None:
@@ -220,8 +238,10 @@ def _learner(recipe: Recipe, root: Path, run: Path):
 def _cached_head(learn, recipe: Recipe, precision: str, world: int, log):
     """The head learner on cached body features (frozen stage and LR finder), or None when off."""
     f = recipe.finetune
-    if (not (f.frozen.feature_cache and get_task(recipe.task).feature_cache)
-            or get_backbone(f.backbone).family == "scratch"):
+    if (
+        not (f.frozen.feature_cache and get_task(recipe.task).feature_cache)
+        or get_backbone(f.backbone).family == "scratch"
+    ):
         return None
     if world > 1:
         log("  feature cache off: several processes train (each would compute every image)")
@@ -247,6 +267,7 @@ def lr_find_only(recipe: Recipe, log=print, data_root: Path | None = None) -> di
 class _Stages:
     """What the three stages share: the learner (and the head learner on cached features), the data,
     the learning rates the LR finder chose, how to freeze, and the processes training together."""
+
     recipe: Recipe
     learn: object
     hl: object
@@ -279,8 +300,10 @@ class _Stages:
 def _frozen(st: _Stages, n_ep: int, i: int):
     """Stage 1: the new head on the frozen pretrained body, one cycle (on cached body features if on)."""
     lr = st.lr(st.recipe.finetune.frozen.lr)
-    st.log(f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr:.1e}"
-           + (", head on cached body features" if st.hl else ""))
+    st.log(
+        f"stage {i}/3 frozen: {n_ep} epochs, one cycle at lr {lr:.1e}"
+        + (", head on cached body features" if st.hl else "")
+    )
     st.learn.dls = st.dls_plain
     st.freeze()
     if st.hl:
@@ -294,8 +317,9 @@ def _frozen(st: _Stages, n_ep: int, i: int):
 def _augmented(st: _Stages, n_ep: int, i: int):
     """Stage 2: the same with data augmentation, SGDR restarts."""
     s = st.recipe.finetune.augmented
-    st.log(f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, "
-           f"lr {st.lr(s.lr):.1e}")
+    st.log(
+        f"stage {i}/3 augmented: {s.cycles} SGDR cycles of {s.cycle_len} epoch(s) x{s.cycle_mult}, lr {st.lr(s.lr):.1e}"
+    )
     st.learn.dls = st.dls_aug
     st.freeze()
     with _fit_ctx(st.learn, st.world):
@@ -306,8 +330,10 @@ def _augmented(st: _Stages, n_ep: int, i: int):
 def _unfrozen(st: _Stages, n_ep: int, i: int):
     """Stage 3: the whole network (or what keep_frozen leaves), one learning rate per layer group, SGDR."""
     s = st.recipe.finetune.unfrozen
-    st.log(f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
-           + ", ".join(f"{x:.0e}" for x in s.lrs))
+    st.log(
+        f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
+        + ", ".join(f"{x:.0e}" for x in s.lrs)
+    )
     st.learn.dls = st.dls_aug
     st.log(f"  {keep_frozen(st.learn, s.keep_frozen)}")
     with _fit_ctx(st.learn, st.world):
@@ -325,13 +351,17 @@ def _check_before_writing(recipe: Recipe) -> tuple[int, int]:
     import torch
 
     if recipe.finetune.precision in ("fp16", "bf16") and not torch.cuda.is_available():
-        raise RecipeError(f"{recipe.path}: finetune.precision = \"{recipe.finetune.precision}\" needs a CUDA GPU; "
-                          "use \"auto\" (fp32 on a CPU) or \"fp32\"")
+        raise RecipeError(
+            f'{recipe.path}: finetune.precision = "{recipe.finetune.precision}" needs a CUDA GPU; '
+            'use "auto" (fp32 on a CPU) or "fp32"'
+        )
     world, rank = _distributed()
     if world > 1 and not torch.cuda.is_available():
-        raise RunError(f"{world} processes were launched, but fastai's distributed training needs CUDA GPUs "
-                       "(its DistributedDL broadcasts through .cuda()); run `chiquito finetune` without "
-                       "accelerate/torchrun on a CPU")
+        raise RunError(
+            f"{world} processes were launched, but fastai's distributed training needs CUDA GPUs "
+            "(its DistributedDL broadcasts through .cuda()); run `chiquito finetune` without "
+            "accelerate/torchrun on a CPU"
+        )
     if recipe.finetune.tensorboard:
         _tensorboard_available()
     return world, rank
@@ -351,8 +381,11 @@ def _lr_find(st: _Stages, state: dict, resume: bool, write: bool) -> dict:
     state["timings"]["lr_find"] = round(time.time() - t, 1)
     sug = ", ".join(f"{k} {v:.1e}" for k, v in info["suggestions"].items()) or "none"
     auto = [k for k, v in (("frozen", f.frozen.lr), ("augmented", f.augmented.lr)) if v == "auto"]
-    use = (f"{', '.join(auto)} stage(s) use {info['chosen']:.1e} ({info['chosen_by']})" if auto else
-           f"not used: the recipe fixes lr (frozen {f.frozen.lr:.0e}, augmented {f.augmented.lr:.0e})")
+    use = (
+        f"{', '.join(auto)} stage(s) use {info['chosen']:.1e} ({info['chosen_by']})"
+        if auto
+        else f"not used: the recipe fixes lr (frozen {f.frozen.lr:.0e}, augmented {f.augmented.lr:.0e})"
+    )
     st.log(f"  lr_find: {info['points']} points; suggestions: {sug}; {use}")
     return info
 
@@ -369,8 +402,14 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         log = lambda *_: None  # noqa: E731
     files = RunFolder(run)
     state_path, ckpt, columns = files.state, files.checkpoints, history_columns(recipe)
-    state = {"fingerprint": _fingerprint(recipe), "done": [], "timings": {}, "dataset": str(root.resolve()),
-             "task": recipe.task, "environment": environment(recipe)}
+    state = {
+        "fingerprint": _fingerprint(recipe),
+        "done": [],
+        "timings": {},
+        "dataset": str(root.resolve()),
+        "task": recipe.task,
+        "environment": environment(recipe),
+    }
     if resume:
         state = resumable_state(run, final, state["fingerprint"])
     t0 = time.time()
@@ -386,9 +425,11 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     _channels_last(learn.model, get_task(recipe.task).channels_last)
     if recipe.finetune.tensorboard and not rank:
         _tensorboard(run, None, dls_aug)
-    log(f"  data: {len(dls_plain.train_ds)} train / {len(dls_plain.valid_ds)} valid images, "
+    log(
+        f"  data: {len(dls_plain.train_ds)} train / {len(dls_plain.valid_ds)} valid images, "
         f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px, "
-        f"{precision} on {dls_plain.device}" + (f", {world} processes" if world > 1 else ""))
+        f"{precision} on {dls_plain.device}" + (f", {world} processes" if world > 1 else "")
+    )
 
     hl, t = None, time.time()
     if "frozen" not in state["done"]:
@@ -406,8 +447,9 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         t = time.time()
         st.reseed(i)
         recorder = train(st, n_ep, i)
-        history += [dict(zip(columns, [stage, len(history) + k + 1, *map(float, v)]))
-                    for k, v in enumerate(recorder.values)]
+        history += [
+            dict(zip(columns, [stage, len(history) + k + 1, *map(float, v)])) for k, v in enumerate(recorder.values)
+        ]
         state["done"].append(stage)
         state["timings"][stage] = round(time.time() - t, 1)
         if not rank:
@@ -442,15 +484,31 @@ def _load_checkpoint(learn, folder: Path, stage: str) -> None:
     import zipfile
 
     path = RunFolder(folder.parent).checkpoint(stage)
-    fix = (f"run without --resume to start over (the previous finished run in "
-           f"{folder.parent.name.removesuffix('.partial')} is kept until the new one succeeds)")
+    fix = (
+        f"run without --resume to start over (the previous finished run in "
+        f"{folder.parent.name.removesuffix('.partial')} is kept until the new one succeeds)"
+    )
     if not path.is_file():
         raise RunError(f"{path} is missing, but state.json says stage '{stage}' finished; {fix}")
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message="Could not load the optimizer state")
             learn.load(f"stage-{stage}", with_opt=True, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-            UserWarning, pickle.UnpicklingError, struct.error, zipfile.BadZipFile) as e:
-        raise RunError(f"{path} is damaged or belongs to another model ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); {fix}") from None
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        UserWarning,
+        pickle.UnpicklingError,
+        struct.error,
+        zipfile.BadZipFile,
+    ) as e:
+        raise RunError(
+            f"{path} is damaged or belongs to another model ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); {fix}"
+        ) from None

@@ -9,11 +9,10 @@ from pathlib import Path
 
 from ..core.errors import RunError
 from ..core.layout import DatasetFolder, RunFolder
-from ..data.review_log import DECISIONS, ReviewLog
-from ..core.task_registry import get_task
-from ..data.review_log import last_decisions
-from ..core.recipe import load_recipe, load_resolved
 from ..core.paths import dataset_dir
+from ..core.recipe import load_recipe, load_resolved
+from ..core.task_registry import get_task
+from ..data.review_log import DECISIONS, ReviewLog, last_decisions
 
 __all__ = ["resolve_target", "find_suspects", "create_review_app", "LOCAL_HOSTS"]
 
@@ -58,7 +57,6 @@ def create_review_app(res: dict, show: int = 200):
     from starlette.exceptions import HTTPException
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-
     folder = DatasetFolder(Path(res["root"]))
     log = ReviewLog(folder.review).open()
     items = res["items"][:show]
@@ -70,8 +68,10 @@ def create_review_app(res: dict, show: int = 200):
     token, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
     page = resources.files("chiquito_or_not").joinpath("static/review.html").read_text(encoding="utf-8")
     page = page.replace("{{TOKEN}}", token).replace("{{NONCE}}", nonce).replace("{{NAME}}", res["name"])
-    csp = (f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
-           "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    csp = (
+        f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
     app = FastAPI(title="chiquito_or_not review", docs_url=None, redoc_url=None, openapi_url=None)
     # DNS rebinding: a page of another site resolving its name to 127.0.0.1 is refused by Host
@@ -88,8 +88,15 @@ def create_review_app(res: dict, show: int = 200):
 
     @app.get("/api/suspects")
     def suspects():
-        return {"name": res["name"], "classes": res["classes"], "items": items, "total": len(res["items"]),
-                "issues": res["issues"], "duplicates": res["duplicates"], "review_csv": str(folder.review)}
+        return {
+            "name": res["name"],
+            "classes": res["classes"],
+            "items": items,
+            "total": len(res["items"]),
+            "issues": res["issues"],
+            "duplicates": res["duplicates"],
+            "review_csv": str(folder.review),
+        }
 
     @app.get("/image/{sha}")
     def image(sha: str):
@@ -111,8 +118,9 @@ def create_review_app(res: dict, show: int = 200):
         it = by_sha.get(body.get("sha256")) if isinstance(body, dict) else None
         decision = body.get("decision") if isinstance(body, dict) else None
         if it is None or decision not in DECISIONS:
-            return JSONResponse({"error": f"send {{sha256 of a listed image, decision: {'|'.join(DECISIONS)}}}"},
-                                status_code=400)
+            return JSONResponse(
+                {"error": f"send {{sha256 of a listed image, decision: {'|'.join(DECISIONS)}}}"}, status_code=400
+            )
         label = body.get("label") if decision == "relabel" else it["label"]
         if label not in res["classes"] or (decision == "relabel" and label == it["label"]):
             return JSONResponse({"error": f"relabel to another class: {', '.join(res['classes'])}"}, status_code=400)

@@ -15,8 +15,9 @@ from ..train.learner import LogProgress, make_learner
 __all__ = ["sanity_check"]
 
 
-def sanity_check(recipe: Recipe, n_images: int = 16, max_epochs: int = 60, target: float = 0.99,
-                 lr: float = 3e-3, log=print) -> dict:
+def sanity_check(
+    recipe: Recipe, n_images: int = 16, max_epochs: int = 60, target: float = 0.99, lr: float = 3e-3, log=print
+) -> dict:
     """Train the recipe's model, unfrozen and without augmentation, on n_images training images (two
     batches, validated on themselves) until it has memorised them; `passed` says whether its first
     metric (a classifier's accuracy) got to `target`."""
@@ -33,6 +34,8 @@ def sanity_check(recipe: Recipe, n_images: int = 16, max_epochs: int = 60, targe
             epochs += step
             acc = float(learn.recorder.values[-1][2])  # train loss, valid loss, then the task's metrics
     res = {"images": len(items), "epochs": epochs, "accuracy": acc, "target": target, "passed": acc >= target}
-    log(f"sanity: {'PASS' if res['passed'] else 'FAIL'}: training accuracy {acc:.3f} on {len(items)} images "
-        f"after {epochs} epochs (target {target:.2f})")
+    log(
+        f"sanity: {'PASS' if res['passed'] else 'FAIL'}: training accuracy {acc:.3f} on {len(items)} images "
+        f"after {epochs} epochs (target {target:.2f})"
+    )
     return res

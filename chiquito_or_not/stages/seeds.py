@@ -40,11 +40,23 @@ def seed_spread(recipe: Recipe, n: int, log=print) -> dict:
     summary = {c: mean_spread([r[c] for r in rows]) for c in figures}
     out = RunFolder(run_dir(recipe.name))
     write_csv(out.seeds_csv, rows, list(rows[0]))
-    atomic_write_text(out.seeds_json, json.dumps(
-        {"seeds": [r["seed"] for r in rows], "dataset": str(data), "summary": summary,
-         "note": "training seeds only: every run uses the same train/valid/test split"}, indent=1) + "\n")
+    atomic_write_text(
+        out.seeds_json,
+        json.dumps(
+            {
+                "seeds": [r["seed"] for r in rows],
+                "dataset": str(data),
+                "summary": summary,
+                "note": "training seeds only: every run uses the same train/valid/test split",
+            },
+            indent=1,
+        )
+        + "\n",
+    )
     for c in figures:
         s = summary[c]
-        log(f"  {c:<28} {s['mean']:.4f} ± {s['std']:.4f} (sd over {s['n']} seeds; min {s['min']:.4f}, "
-            f"max {s['max']:.4f})")
+        log(
+            f"  {c:<28} {s['mean']:.4f} ± {s['std']:.4f} (sd over {s['n']} seeds; min {s['min']:.4f}, "
+            f"max {s['max']:.4f})"
+        )
     return {"rows": rows, "summary": summary}

@@ -13,19 +13,29 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..core.images import ACCEPT, clean_one
 from ..core.errors import ImageRefused
 from ..core.http_fetch import FetchError, FetchPolicy, fetch_image
+from ..core.images import ACCEPT, clean_one
+from ..core.model_loader import load_model
 from ..core.reasons import Reason
 from ..core.task_registry import task_of_model
-from ..core.model_loader import load_model
 
 __all__ = ["create_app"]
 
 # fetch failures → HTTP status; all are the client's problem (4xx), never a 500
-FETCH_STATUS = {"bad_scheme": 400, "bad_url": 400, "private_address": 403, "too_large": 413,
-                "not_image_content_type": 415, "timeout": 422, "deadline": 422, "connection_error": 422,
-                "tls_error": 422, "too_many_redirects": 422, "bad_redirect": 422}
+FETCH_STATUS = {
+    "bad_scheme": 400,
+    "bad_url": 400,
+    "private_address": 403,
+    "too_large": 413,
+    "not_image_content_type": 415,
+    "timeout": 422,
+    "deadline": 422,
+    "connection_error": 422,
+    "tls_error": 422,
+    "too_many_redirects": 422,
+    "bad_redirect": 422,
+}
 MAX_JSON_BYTES = 16 * 1024  # {"url": ...}: a URL is at most 4096 characters
 MULTIPART_SLACK = 64 * 1024  # multipart headers and boundaries around the file
 
@@ -81,6 +91,7 @@ class _Service:
                 return {"type": "http.disconnect"}
             sent = True
             return {"type": "http.request", "body": raw, "more_body": False}
+
         try:
             form = await Request(request.scope, replay).form(max_files=1, max_fields=5)
         except (HTTPException, ValueError, KeyError) as e:
@@ -101,8 +112,7 @@ class _Service:
         try:
             body = json.loads(await _read_capped(request, MAX_JSON_BYTES))
         except _TooLarge:
-            raise _Refused(413, f"a JSON body is at most {MAX_JSON_BYTES} bytes: send {{\"url\": ...}} only") \
-                from None
+            raise _Refused(413, f'a JSON body is at most {MAX_JSON_BYTES} bytes: send {{"url": ...}} only') from None
         except (ValueError, RecursionError):  # RecursionError: [[[[... nested deeper than Python parses
             raise _Refused(400, "the body is not valid JSON (or is nested too deeply)") from None
         url = body.get("url") if isinstance(body, dict) else None
@@ -111,8 +121,7 @@ class _Service:
         try:
             data, _, _ = await _in_thread(fetch_image, url, self.policy)
         except FetchError as e:
-            raise _Refused(FETCH_STATUS.get(e.reason, 422), f"cannot use that URL: {e.reason} ({e.detail})") \
-                from None
+            raise _Refused(FETCH_STATUS.get(e.reason, 422), f"cannot use that URL: {e.reason} ({e.detail})") from None
         timing["fetch_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return data
 
@@ -123,8 +132,13 @@ class _Service:
         t1 = time.perf_counter()
         reason, detail, im = await _in_thread(clean_one, data, ACCEPT)
         if reason:
-            status = (413 if reason == Reason.DECOMPRESSION_BOMB else
-                      415 if reason in (Reason.NOT_AN_IMAGE, Reason.ANIMATED) else 422)
+            status = (
+                413
+                if reason == Reason.DECOMPRESSION_BOMB
+                else 415
+                if reason in (Reason.NOT_AN_IMAGE, Reason.ANIMATED)
+                else 422
+            )
             raise _Refused(status, f"not a usable image: {reason} ({detail})")
         timing["decode_ms"] = round((time.perf_counter() - t1) * 1000, 1)
         t2 = time.perf_counter()
@@ -161,14 +175,26 @@ def _error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(exc).__name__}); please report it")
 
 
-def create_app(model_path: str | Path, max_bytes: int = 10 * 1024 * 1024, allow_private_urls: bool = False,
-               fetch_timeout: float = 10.0, allow_networks: tuple[str, ...] = ()) -> FastAPI:
+def create_app(
+    model_path: str | Path,
+    max_bytes: int = 10 * 1024 * 1024,
+    allow_private_urls: bool = False,
+    fetch_timeout: float = 10.0,
+    allow_networks: tuple[str, ...] = (),
+) -> FastAPI:
     """The app; the model is loaded here, once, from the operator's file and never from a request
     (a .pkl is a pickle: loading it runs code it contains)."""
     # fetch_timeout is the whole fetch (redirects and body); no single read may wait longer either
-    policy = FetchPolicy(read_timeout=fetch_timeout, connect_timeout=min(5.0, fetch_timeout),
-                            deadline=fetch_timeout, max_bytes=max_bytes, max_redirects=5, retries=0,
-                            allow_private=allow_private_urls, allow_networks=tuple(allow_networks))
+    policy = FetchPolicy(
+        read_timeout=fetch_timeout,
+        connect_timeout=min(5.0, fetch_timeout),
+        deadline=fetch_timeout,
+        max_bytes=max_bytes,
+        max_redirects=5,
+        retries=0,
+        allow_private=allow_private_urls,
+        allow_networks=tuple(allow_networks),
+    )
     svc = _Service(load_model(model_path), max_bytes, policy)
     vocab = svc.model.vocab
     page = resources.files("chiquito_or_not").joinpath("static/index.html").read_text(encoding="utf-8")

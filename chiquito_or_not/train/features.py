@@ -43,11 +43,20 @@ def head_split(head) -> int:
 
 def model_key(backbone: str, body, pool, size, mean, std, resize: str = "crop") -> str:
     """A short hash of everything that changes the body's output for a given image."""
-    h = hashlib.sha256(json.dumps(dict(v=CACHE_VERSION, backbone=backbone, resize=resize,
-                                       size=[int(x) for x in np.ravel(size)],
-                                       mean=[round(float(x), 8) for x in mean],
-                                       std=[round(float(x), 8) for x in std],
-                                       pool=[repr(m) for m in pool]), sort_keys=True).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            dict(
+                v=CACHE_VERSION,
+                backbone=backbone,
+                resize=resize,
+                size=[int(x) for x in np.ravel(size)],
+                mean=[round(float(x), 8) for x in mean],
+                std=[round(float(x), 8) for x in std],
+                pool=[repr(m) for m in pool],
+            ),
+            sort_keys=True,
+        ).encode()
+    )
     for name, t in body.state_dict().items():  # weights and BatchNorm running statistics
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -57,6 +66,7 @@ def model_key(backbone: str, body, pool, size, mean, std, resize: str = "crop") 
 @dataclass
 class FeatureCache:
     """One model key's vectors: `<root>/<key>/<sha[:2]>/<sha>.f32`, each with a checksum header."""
+
     root: Path
     key: str
 
@@ -79,7 +89,7 @@ class FeatureCache:
         if len(data) < _HEADER.size:
             return None, True
         digest, n = _HEADER.unpack_from(data)
-        payload = data[_HEADER.size:]
+        payload = data[_HEADER.size :]
         if len(payload) != 4 * n or hashlib.sha256(payload).digest() != digest:
             return None, True
         return np.frombuffer(payload, dtype="<f4").copy(), False
@@ -101,7 +111,7 @@ def cached_features(learn, files: list[Path], cache: FeatureCache, bs: int = 64)
     import torch
 
     body, head = learn.model[0], learn.model[1]
-    pool = head[:head_split(head)]
+    pool = head[: head_split(head)]
     shas = [_sha(f) for f in files]
     out: list = [None] * len(files)
     counts = {"hit": 0, "computed": 0, "rebuilt": 0}
@@ -139,8 +149,15 @@ def learner_key(learn, backbone: str) -> str:
     dls, body, head = learn.dls, learn.model[0], learn.model[1]
     resize = next(t for t in dls.after_item if type(t).__name__ == "Resize")
     norm = next(t for t in dls.after_batch if type(t).__name__ == "Normalize")
-    return model_key(backbone, body, head[:head_split(head)], tuple(resize.size), norm.mean.flatten().tolist(),
-                     norm.std.flatten().tolist(), resize=f"{resize.method} {resize.pad_mode} {resize.mode}")
+    return model_key(
+        backbone,
+        body,
+        head[: head_split(head)],
+        tuple(resize.size),
+        norm.mean.flatten().tolist(),
+        norm.std.flatten().tolist(),
+        resize=f"{resize.method} {resize.pad_mode} {resize.mode}",
+    )
 
 
 def head_learner(learn, backbone: str, cache_root: Path, log=print):
@@ -173,13 +190,25 @@ def head_learner(learn, backbone: str, cache_root: Path, log=print):
         # each item's target through the dataset's own label pipeline (no image is decoded)
         y = torch.stack([torch.as_tensor(ds.tls[1][i]) for i in range(len(files))])
         sets.append(TensorDataset(x, y))
-    log(f"  feature cache {cache.folder}: {total['hit']} hit, {total['computed']} computed"
-        + (f", {total['rebuilt']} corrupt and rebuilt" if total["rebuilt"] else ""))
+    log(
+        f"  feature cache {cache.folder}: {total['hit']} hit, {total['computed']} computed"
+        + (f", {total['rebuilt']} corrupt and rebuilt" if total["rebuilt"] else "")
+    )
     bs = min(dls.bs, len(sets[0]))
-    feat_dls = DataLoaders(DataLoader(sets[0], bs=bs, shuffle=True, drop_last=len(sets[0]) > bs),
-                           DataLoader(sets[1], bs=bs), device=dls.device)
-    hl = Learner(feat_dls, head[n_pool:], loss_func=learn.loss_func, opt_func=learn.opt_func,
-                 metrics=[accuracy], path=learn.path, model_dir=learn.model_dir)
+    feat_dls = DataLoaders(
+        DataLoader(sets[0], bs=bs, shuffle=True, drop_last=len(sets[0]) > bs),
+        DataLoader(sets[1], bs=bs),
+        device=dls.device,
+    )
+    hl = Learner(
+        feat_dls,
+        head[n_pool:],
+        loss_func=learn.loss_func,
+        opt_func=learn.opt_func,
+        metrics=[accuracy],
+        path=learn.path,
+        model_dir=learn.model_dir,
+    )
     hl.remove_cb(ProgressCallback)
     hl.logger = noop
     hl.cache_counts = total

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch.nn as nn
 from fastai.callback.core import Callback
-from fastcore.basics import noop
 from fastai.callback.progress import ProgressCallback
-from fastai.optimizer import SGD, Adam
 from fastai.learner import Learner
+from fastai.optimizer import SGD, Adam
+from fastcore.basics import noop
 
-from ..core.recipe import Recipe
 from ..core.face_detectors import face_meta
+from ..core.recipe import Recipe
 from ..core.task_registry import get_task
 from .backbones import body_splitter, create_body, num_features
 
@@ -39,9 +39,17 @@ def make_learner(recipe: Recipe, dls, path: Path, root: Path | None = None):
     opt_func = partial(SGD, mom=0.9) if f.opt == "sgd" else Adam
     # batchnorm "frozen": BatchNorm in frozen layer groups does not train either (BodyBatchNormEval keeps
     # the body's statistics); fastai reads train_bn when it creates the optimizer
-    learn = Learner(dls, nn.Sequential(body, head), loss_func=loss, metrics=metrics, opt_func=opt_func,
-                    splitter=body_splitter(f.backbone, body),
-                    path=path, model_dir="checkpoints", train_bn=f.batchnorm == "train")
+    learn = Learner(
+        dls,
+        nn.Sequential(body, head),
+        loss_func=loss,
+        metrics=metrics,
+        opt_func=opt_func,
+        splitter=body_splitter(f.backbone, body),
+        path=path,
+        model_dir="checkpoints",
+        train_bn=f.batchnorm == "train",
+    )
     learn.chiquito_task = task.name  # exported with the learner: predict, evaluate and serve read it
     learn.chiquito_faces = face_meta(recipe)  # trained on face crops: predict crops the same way
     learn.remove_cb(ProgressCallback)  # LogProgress prints instead: readable in a terminal and a CI log
@@ -53,6 +61,7 @@ def make_learner(recipe: Recipe, dls, path: Path, root: Path | None = None):
 class BodyBatchNormEval(Callback):
     """Keep the body's BatchNorm layers in eval mode while training: pretrained statistics, no updates
     (fastai's Learner puts every module in train mode at the start of each epoch)."""
+
     order = 1  # after TrainEvalCallback (order -10) has called model.train()
 
     def before_train(self):
@@ -97,6 +106,7 @@ def keep_frozen(learn, amount: float) -> str:
 
 class LogProgress(Callback):
     """One line per epoch, plus a live bar when stdout is a terminal; readable in a CI log."""
+
     order = 65  # after the Recorder has computed the epoch's metrics
 
     def __init__(self, stage: str, out=None):
@@ -110,8 +120,10 @@ class LogProgress(Callback):
         if self.training and stream.isatty():
             done = self.iter + 1
             bar = "#" * int(30 * done / self.n_batches)
-            stream.write(f"\r  {self.stage:<9} epoch {self.epoch + 1}/{self.n_epoch} [{bar:<30}] "
-                         f"{done}/{self.n_batches} loss {self.smooth_loss.item():.4f}")
+            stream.write(
+                f"\r  {self.stage:<9} epoch {self.epoch + 1}/{self.n_epoch} [{bar:<30}] "
+                f"{done}/{self.n_batches} loss {self.smooth_loss.item():.4f}"
+            )
             stream.flush()
 
     def after_epoch(self):
@@ -120,6 +132,7 @@ class LogProgress(Callback):
         vals = self.recorder.values[-1] if self.recorder.values else []
         cols = "  ".join(f"{n} {v:.4f}" for n, v in zip(names, vals))
         pre = "\r" + " " * 90 + "\r" if stream.isatty() else ""
-        stream.write(f"{pre}  {self.stage:<9} epoch {self.epoch + 1}/{self.n_epoch}  {cols}  "
-                     f"{time.time() - self.t_epoch:.1f}s\n")
+        stream.write(
+            f"{pre}  {self.stage:<9} epoch {self.epoch + 1}/{self.n_epoch}  {cols}  {time.time() - self.t_epoch:.1f}s\n"
+        )
         stream.flush()

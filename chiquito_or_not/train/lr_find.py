@@ -26,7 +26,7 @@ def suggest(lrs: list[float], losses: list[float], num_it: int) -> tuple[dict, d
     lr_t, loss_t = torch.tensor(lrs[lo:-5]), torch.tensor(losses[lo:-5])
     nan = torch.nonzero(torch.isnan(loss_t.view(-1)))
     if len(nan):
-        lr_t, loss_t = lr_t[:int(nan.min())], loss_t[:int(nan.min())]
+        lr_t, loss_t = lr_t[: int(nan.min())], loss_t[: int(nan.min())]
     found, errors = {}, {}
     for fn in (valley, minimum, steep, slide):
         name = fn.__name__
@@ -52,10 +52,12 @@ def find_lr(learn, out_dir: Path, num_it: int = 100, write: bool = True) -> dict
     chosen = found[chosen_by] if chosen_by else None
     if chosen is None:  # too short to trim: a tenth of the lr at the lowest loss seen, as fastai's `minimum`
         finite = [(loss, lr) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
-        chosen, chosen_by = (min(finite)[1] / 10, "short curve: lowest loss / 10") if finite else \
-            (FALLBACK_LR, "fallback")
-    info = dict(suggestions=found, errors=errors, chosen=chosen, chosen_by=chosen_by,
-                points=len(lrs), lrs=lrs, losses=losses)
+        chosen, chosen_by = (
+            (min(finite)[1] / 10, "short curve: lowest loss / 10") if finite else (FALLBACK_LR, "fallback")
+        )
+    info = dict(
+        suggestions=found, errors=errors, chosen=chosen, chosen_by=chosen_by, points=len(lrs), lrs=lrs, losses=losses
+    )
     if write:
         plot_lr_find(np.array(lrs), np.array(losses), found, chosen, RunFolder(out_dir).lr_find_png)
         atomic_write_text(RunFolder(out_dir).lr_find_json, json.dumps(info, indent=1) + "\n")

@@ -28,6 +28,9 @@ def timm_groups(model: nn.Module) -> list:
     """Three layer groups for a TimmBody: its first `cut` groups, the rest, the head."""
     body, head = model[0], model[1]
     params = dict(body.model.named_parameters())
-    early = {n for g in body.groups[:body.cut] for n in g}
-    return [[p for n, p in params.items() if n in early], [p for n, p in params.items() if n not in early],
-            list(head.parameters())]
+    early = {n for g in body.groups[: body.cut] for n in g}
+    return [
+        [p for n, p in params.items() if n in early],
+        [p for n, p in params.items() if n not in early],
+        list(head.parameters()),
+    ]

@@ -15,8 +15,6 @@ __all__ = ["STAGES", "promote", "read_json", "resumable_state"]
 STAGES = ("frozen", "augmented", "unfrozen")  # the stage names, in order (finetune.SCHEDULE runs them)
 
 
-
-
 def promote(work: Path, final: Path) -> None:
     """Replace the previous run folder by the finished one in two renames; until then the previous run,
     its model.pkl included, is untouched."""
@@ -45,14 +43,22 @@ def resumable_state(work: Path, final: Path, fingerprint: str) -> dict:
     if not path.exists():
         done = read_json(RunFolder(final).state)
         if done and RunFolder(final).model.is_file():
-            raise RunError(f"{final} is a finished run and nothing was interrupted since; run without --resume "
-                           "to train again")
+            raise RunError(
+                f"{final} is a finished run and nothing was interrupted since; run without --resume to train again"
+            )
         raise RunError(f"{work}: nothing to resume (no interrupted run); run without --resume")
     saved = read_json(path)
-    if (saved is None or not isinstance(saved.get("done"), list) or not set(saved["done"]) <= set(STAGES)
-            or not isinstance(saved.get("timings"), dict) or not isinstance(saved.get("dataset"), str)):
-        raise RunError(f"{path} is damaged (not the state a run writes); run without --resume to start over "
-                       f"(the previous finished run in {final} is kept until the new one succeeds)")
+    if (
+        saved is None
+        or not isinstance(saved.get("done"), list)
+        or not set(saved["done"]) <= set(STAGES)
+        or not isinstance(saved.get("timings"), dict)
+        or not isinstance(saved.get("dataset"), str)
+    ):
+        raise RunError(
+            f"{path} is damaged (not the state a run writes); run without --resume to start over "
+            f"(the previous finished run in {final} is kept until the new one succeeds)"
+        )
     if saved.get("fingerprint") != fingerprint:
         raise RunError(f"{work}: the recipe changed since this run started; run without --resume to start over")
     return saved

@@ -8,22 +8,15 @@ parity), class_runtime (the ONNX and LiteRT files, no torch) and class_suspects 
 """
 
 from __future__ import annotations
-from .class_export import compare
-from .class_export import parity
-from .class_runtime import LiteClassifier
-from .class_export import onnx_metadata
-from .class_export import onnx_graph
-from .class_runtime import OnnxClassifier
+
 from ...core.errors import ChiquitoError
-from .class_inference import predict_paths
-from .class_inference import LearnerClassifier
-from .class_head import model_parts
-from .class_data import class_weights
-from .class_data import memorise_dls
-from .class_data import make_dls
-from .class_data import check_dataset
-from .class_suspects import suspects
+from .class_data import check_dataset, class_weights, make_dls, memorise_dls
 from .class_dataset import ClassDataset
+from .class_export import compare, onnx_graph, onnx_metadata, parity
+from .class_head import model_parts
+from .class_inference import LearnerClassifier, predict_paths
+from .class_runtime import LiteClassifier, OnnxClassifier
+from .class_suspects import suspects
 
 __all__ = ["TASK", "Classify"]
 

@@ -29,10 +29,15 @@ def _class_folders(recipe: Recipe) -> dict:
         return {}
     top = Path(cf.path).expanduser()
     if not top.is_dir():
-        raise SourceError(f"{recipe.path}: class_folders.path {str(top)!r} does not exist; put one sub-folder "
-                          "per class there (e.g. Kaggle's simpsons_dataset), or fix the path")
-    return {d.name: ClassSpec(sources=(FolderSource(path=str(d), include=cf.include, exclude=cf.exclude),))
-            for d in sorted(top.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+        raise SourceError(
+            f"{recipe.path}: class_folders.path {str(top)!r} does not exist; put one sub-folder "
+            "per class there (e.g. Kaggle's simpsons_dataset), or fix the path"
+        )
+    return {
+        d.name: ClassSpec(sources=(FolderSource(path=str(d), include=cf.include, exclude=cf.exclude),))
+        for d in sorted(top.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
 
 
 def _drop_small_classes(recs: list, minimum: int) -> dict[str, int]:
@@ -87,16 +92,20 @@ class ClassDataset:
         kept = Counter(r.label for r in recs if r.status == Status.KEPT)
         n = max(kept.values(), default=0)
         if not n:
-            raise DataError(f"{self.recipe.path}: an lfw source with count = 0 takes as many images as the other "
-                            "classes have, and they have none; fix their sources or set 'count'")
+            raise DataError(
+                f"{self.recipe.path}: an lfw source with count = 0 takes as many images as the other "
+                "classes have, and they have none; fix their sources or set 'count'"
+            )
         for label, where, src in self.deferred:
             raw += _fetch(label, replace(src, count=n), where, self.recipe.seed, self.log)
         recs = clean_files(raw, self.recipe.dataset, self.folder.clean)  # cached: the first files are not decoded again
         for label, _, _ in self.deferred:
             got = sum(1 for r in recs if r.label == label and r.status == Status.KEPT)
             if got < n:
-                self.log(f"  {label}: {got} clean of the {n} asked for (count = 0: as many as the largest other "
-                         f"class); cleaning rejected {n - got}, see manifest.csv")
+                self.log(
+                    f"  {label}: {got} clean of the {n} asked for (count = 0: as many as the largest other "
+                    f"class); cleaning rejected {n - got}, see manifest.csv"
+                )
         return recs
 
     def clean(self, raw: list) -> list:
@@ -108,22 +117,31 @@ class ClassDataset:
             if not any(r.label == label for r in recs):
                 raise DataError(f"class {label!r} has no input files; check its sources in {self.recipe.path}")
         if spec.faces.detector:  # the same detector and crop for every class that uses faces
-            recs = crop_faces(recs, spec.faces, {lab for lab in specs if specs[lab].faces}, self.folder.clean,
-                              self.log, weights=fetch_face_detector(spec.faces.detector))
+            recs = crop_faces(
+                recs,
+                spec.faces,
+                {lab for lab in specs if specs[lab].faces},
+                self.folder.clean,
+                self.log,
+                weights=fetch_face_detector(spec.faces.detector),
+            )
             drop_near_duplicates([r for r in recs if r.box], spec.near_duplicate_distance)
         dropped = _drop_small_classes(recs, spec.min_images_per_class)
         for label, n in dropped.items():
             self.log(f"  dropped class {label!r}: {n} clean images < min_images_per_class {spec.min_images_per_class}")
         self.classes = sorted(set(specs) - set(dropped))
         if len(self.classes) < 2:
-            raise DataError(f"only {len(self.classes)} class(es) left after dropping small ones; lower "
-                            "'dataset.min_images_per_class' or add images")
+            raise DataError(
+                f"only {len(self.classes)} class(es) left after dropping small ones; lower "
+                "'dataset.min_images_per_class' or add images"
+            )
         kept = [r for r in recs if r.status == Status.KEPT]
         for label in self.classes:
             if not any(r.label == label for r in kept):
                 self.write_manifest(recs)
-                raise DataError(f"class {label!r} has no usable image after cleaning; "
-                                f"see the reasons in {self.folder.manifest}")
+                raise DataError(
+                    f"class {label!r} has no usable image after cleaning; see the reasons in {self.folder.manifest}"
+                )
         return recs
 
     def split(self, recs: list) -> list[dict]:
@@ -158,9 +176,13 @@ class ClassDataset:
         for r in rows:
             counts.setdefault(r["split"], Counter())[r["label"]] += 1
         review = self.review
-        return DatasetSummary(root=self.folder.root, inputs=len(recs), kept=self.n_kept - review["excluded"],
-                              rejected=Counter(r.reason for r in recs if r.status == Status.REJECTED),
-                              unused=Counter(r.reason for r in recs if r.status == Status.UNUSED),
-                              counts={s: dict(c) for s, c in counts.items()}, changes=changes,
-                              review={**review, "problems": self.problems} if self.decisions or self.problems
-                              else {})
+        return DatasetSummary(
+            root=self.folder.root,
+            inputs=len(recs),
+            kept=self.n_kept - review["excluded"],
+            rejected=Counter(r.reason for r in recs if r.status == Status.REJECTED),
+            unused=Counter(r.reason for r in recs if r.status == Status.UNUSED),
+            counts={s: dict(c) for s, c in counts.items()},
+            changes=changes,
+            review={**review, "problems": self.problems} if self.decisions or self.problems else {},
+        )

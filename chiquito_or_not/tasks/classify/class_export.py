@@ -25,8 +25,7 @@ def onnx_graph(model):
 
 def onnx_metadata(model) -> dict:
     faces = model.faces  # trained on face crops: predict crops the same way
-    return {"task": "classify", "classes": model.vocab, "preprocess": model.spec} | (
-        {"faces": faces} if faces else {})
+    return {"task": "classify", "classes": model.vocab, "preprocess": model.spec} | ({"faces": faces} if faces else {})
 
 
 def _labels(files: list[Path], vocab: list[str]) -> np.ndarray:
@@ -49,14 +48,18 @@ def parity(model, exported, files: list[Path], what: str) -> dict:
     diff = float(np.abs(p_torch - p_file).max()) if len(files) else 0.0
     agree = int((p_torch.argmax(1) == p_file.argmax(1)).sum())
     if agree != len(files) or diff > PARITY_ATOL:
-        raise ExportError(f"{what} parity check failed on {len(files)} validation images: {agree} argmax agree, "
-                          f"largest probability difference {diff:.2e} (limit {PARITY_ATOL:.0e}); "
-                          "the export was not kept")
+        raise ExportError(
+            f"{what} parity check failed on {len(files)} validation images: {agree} argmax agree, "
+            f"largest probability difference {diff:.2e} (limit {PARITY_ATOL:.0e}); "
+            "the export was not kept"
+        )
     labels = _labels(files, vocab)
-    return {"parity": {"images": len(files), "argmax_agree": agree, "max_abs_diff": diff, "atol": PARITY_ATOL},
-            "valid_accuracy": float((p_file.argmax(1) == labels).mean()) if len(files) else None,
-            "summary": f"parity on {len(files)} validation images: {agree}/{len(files)} argmax agree, "
-                       f"max |p_torch - p_{what.lower()}| = {diff:.1e}"}
+    return {
+        "parity": {"images": len(files), "argmax_agree": agree, "max_abs_diff": diff, "atol": PARITY_ATOL},
+        "valid_accuracy": float((p_file.argmax(1) == labels).mean()) if len(files) else None,
+        "summary": f"parity on {len(files)} validation images: {agree}/{len(files)} argmax agree, "
+        f"max |p_torch - p_{what.lower()}| = {diff:.1e}",
+    }
 
 
 def compare(ref, oth, files: list[Path]) -> dict:
@@ -67,7 +70,15 @@ def compare(ref, oth, files: list[Path]) -> dict:
     acc = float((p_oth.argmax(1) == labels).mean()) if len(files) else None
     acc_ref = float((p_ref.argmax(1) == labels).mean()) if len(files) else None
     same = int((p_oth.argmax(1) == p_ref.argmax(1)).sum())
-    return {"valid_accuracy": acc, "valid_accuracy_float": acc_ref, "argmax_agree_with_float": same,
-            "max_abs_diff": float(np.abs(p_oth - p_ref).max()) if len(files) else 0.0,
-            "summary": (f"validation accuracy {acc:.4f} vs {acc_ref:.4f} in float ({acc - acc_ref:+.4f}), "
-                        f"{same}/{len(files)} same predictions") if len(files) else "no validation images"}
+    return {
+        "valid_accuracy": acc,
+        "valid_accuracy_float": acc_ref,
+        "argmax_agree_with_float": same,
+        "max_abs_diff": float(np.abs(p_oth - p_ref).max()) if len(files) else 0.0,
+        "summary": (
+            f"validation accuracy {acc:.4f} vs {acc_ref:.4f} in float ({acc - acc_ref:+.4f}), "
+            f"{same}/{len(files)} same predictions"
+        )
+        if len(files)
+        else "no validation images",
+    }

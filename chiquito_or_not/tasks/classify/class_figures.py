@@ -17,8 +17,15 @@ def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     ax.imshow(cm, cmap="Blues")
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=12)
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+                fontsize=12,
+            )
     ax.set_xticks(range(k), classes, rotation=45, ha="right")
     ax.set_yticks(range(k), classes)
     ax.set_xlabel("predicted")
@@ -46,9 +53,11 @@ def plot_top_losses(items: list[dict], path: Path, title: str) -> Path:
             im.thumbnail((256, 256))
             ax.imshow(im)
         wrong = it["predicted"] != it["actual"]
-        ax.set_title(f"{it['predicted']} / {it['actual']}\n"
-                     f"loss {max(it['loss'], 0.0):.2f}  p(actual) {it['prob_actual']:.2f}",
-                     fontsize=9, color="red" if wrong else "black")
+        ax.set_title(
+            f"{it['predicted']} / {it['actual']}\nloss {max(it['loss'], 0.0):.2f}  p(actual) {it['prob_actual']:.2f}",
+            fontsize=9,
+            color="red" if wrong else "black",
+        )
     fig.suptitle(f"{title}: predicted / actual, worst first")
     fig.tight_layout()
     return save(fig, path)

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...core.errors import ChiquitoError
-from .class_runtime import OnnxClassifier
 from ...core.images import prefetched
+from .class_runtime import OnnxClassifier
 
 __all__ = ["Prediction", "LearnerClassifier", "predict_images", "preprocess_spec", "predict_paths"]
 
@@ -29,8 +29,13 @@ class Prediction:
     def to_json(self, top_k: int = 1) -> dict:
         if self.error:
             return {"path": self.path, "error": self.error}
-        out = {"path": self.path, "label": self.label, "probability": self.probability, "top": self.top(top_k),
-               "probabilities": self.probabilities}
+        out = {
+            "path": self.path,
+            "label": self.label,
+            "probability": self.probability,
+            "top": self.top(top_k),
+            "probabilities": self.probabilities,
+        }
         return out | ({"face_box": self.face} if self.face is not None else {})
 
     def lines(self, top_k: int = 1) -> list[str]:
@@ -57,11 +62,19 @@ def preprocess_spec(learn) -> dict:
     resize = next((t for t in learn.dls.after_item if type(t).__name__ == "Resize"), None)
     norm = next((t for t in learn.dls.after_batch if type(t).__name__ == "Normalize"), None)
     if resize is None or norm is None:
-        raise ChiquitoError("the learner has no Resize or Normalize transform; use a model.pkl written by "
-                            "`chiquito finetune`")
-    return {"resize": str(resize.method), "size_wh": [int(s) for s in resize.size], "resample": "bilinear",
-            "scale": 1 / 255, "mean": [float(x) for x in norm.mean.flatten()],
-            "std": [float(x) for x in norm.std.flatten()], "layout": "NCHW", "channels": "RGB"}
+        raise ChiquitoError(
+            "the learner has no Resize or Normalize transform; use a model.pkl written by `chiquito finetune`"
+        )
+    return {
+        "resize": str(resize.method),
+        "size_wh": [int(s) for s in resize.size],
+        "resample": "bilinear",
+        "scale": 1 / 255,
+        "mean": [float(x) for x in norm.mean.flatten()],
+        "std": [float(x) for x in norm.std.flatten()],
+        "layout": "NCHW",
+        "channels": "RGB",
+    }
 
 
 class LearnerClassifier(OnnxClassifier):
@@ -84,11 +97,11 @@ class LearnerClassifier(OnnxClassifier):
 
 
 def predict_paths(model, paths: list[Path], bs: int = 64, workers: int = 2, faces: bool = True) -> list[Prediction]:
-    """Predict every file with a classifier's runtime model (LearnerClassifier, OnnxClassifier, LiteClassifier); a file that is not a usable image gets an
-    error and the others go on. Worker threads decode and preprocess the next batch while the model
-    runs on this one, so memory holds at most two batches."""
+    """Predict every file with a classifier's runtime model (LearnerClassifier, OnnxClassifier,
+    LiteClassifier); a file that is not a usable image gets an error and the others go on. Worker threads
+    decode and preprocess the next batch while the model runs on this one, so memory holds at most two
+    batches."""
     import numpy as np
-
 
     vocab = model.vocab
     step = model.face_step if faces else None

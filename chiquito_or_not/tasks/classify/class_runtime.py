@@ -62,8 +62,10 @@ class OnnxClassifier(RuntimeModel):
         self.session = session
         meta = self.session.get_modelmeta().custom_metadata_map
         if "classes" not in meta or "preprocess" not in meta:
-            raise ChiquitoError(f"{self.path}: no class names or preprocessing in its metadata; "
-                                "export it with `chiquito export RUN --format onnx`")
+            raise ChiquitoError(
+                f"{self.path}: no class names or preprocessing in its metadata; "
+                "export it with `chiquito export RUN --format onnx`"
+            )
         self.vocab = json.loads(meta["classes"])
         self.spec = json.loads(meta["preprocess"])
         self.faces = json.loads(meta["faces"]) if "faces" in meta else None  # trained on face crops
@@ -81,7 +83,7 @@ class OnnxClassifier(RuntimeModel):
         """Class probabilities (N x C) for Pillow images, `bs` at a time."""
         out = [np.zeros((0, len(self.vocab)), dtype=np.float32)]
         for i in range(0, len(images), bs):
-            x = np.stack([self.preprocess(im) for im in images[i:i + bs]])
+            x = np.stack([self.preprocess(im) for im in images[i : i + bs]])
             out.append(self.run(x))
         return np.concatenate(out)
 
@@ -95,8 +97,10 @@ class LiteClassifier(OnnxClassifier):
         self.path, self.session = Path(path), session
         meta = session.metadata
         if "classes" not in meta or "preprocess" not in meta or "probabilities" not in session.output_names:
-            raise ChiquitoError(f"{self.path}: not a classifier from `chiquito export --format tflite` "
-                                "(no classes, preprocessing or probabilities output); export it again")
+            raise ChiquitoError(
+                f"{self.path}: not a classifier from `chiquito export --format tflite` "
+                "(no classes, preprocessing or probabilities output); export it again"
+            )
         self.vocab, self.spec = list(meta["classes"]), dict(meta["preprocess"])
         self.faces = meta.get("faces")
 

@@ -21,13 +21,13 @@ import numpy as np
 
 from ...core.errors import DataError
 from ...core.layout import DatasetFolder
+from ...core.model_loader import load_model
+from ...core.paths import cache_dir
 from ...core.reasons import Reason
+from ...train.backbones import get_backbone
+from ...train.features import FeatureCache, cached_features, learner_key
 from .class_data import dataset_classes
 from .class_inference import predict_paths
-from ...core.model_loader import load_model
-from ...train.features import FeatureCache, cached_features, learner_key
-from ...train.backbones import get_backbone
-from ...core.paths import cache_dir
 
 __all__ = ["oof_probabilities", "rank_items", "suspects", "FEATURE_BACKBONE"]
 
@@ -49,8 +49,9 @@ def oof_probabilities(features: np.ndarray, y: np.ndarray, n_classes: int, folds
     if k < 2:
         raise DataError("review needs at least 2 images of every class; add images first")
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    pick = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=cv,
-                                                                scoring="neg_log_loss", max_iter=3000))
+    pick = make_pipeline(
+        StandardScaler(), LogisticRegressionCV(Cs=np.logspace(-4, 0, 9), cv=cv, scoring="neg_log_loss", max_iter=3000)
+    )
     with warnings.catch_warnings():  # scikit-learn 1.8 announces changes to defaults we do not use
         warnings.simplefilter("ignore", FutureWarning)
         c = float(pick.fit(features, y)[-1].C_[0])
@@ -62,8 +63,9 @@ def oof_probabilities(features: np.ndarray, y: np.ndarray, n_classes: int, folds
     return probs, c
 
 
-def rank_items(features: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0,
-               losses: np.ndarray | None = None) -> dict:
+def rank_items(
+    features: np.ndarray, y: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0, losses: np.ndarray | None = None
+) -> dict:
     """The ranking, on plain arrays: order (worst first), and per image the out-of-fold probabilities,
     label quality, label-issue flag, out-of-distribution score and why it is listed."""
     from cleanlab.filter import find_label_issues
@@ -80,9 +82,11 @@ def rank_items(features: np.ndarray, y: np.ndarray, n_classes: int, folds: int =
     outlier[np.argsort(ood, kind="stable")[:n_out]] = True
     top_loss = np.zeros(len(y), bool)
     if losses is not None:
-        top_loss[np.argsort(-losses, kind="stable")[:max(1, int(round(TOP_LOSSES * len(y))))]] = True
-    why = [[w for w, on in (("label issue", issue[i]), ("top loss", top_loss[i]), ("unlike the rest", outlier[i]))
-            if on] for i in range(len(y))]
+        top_loss[np.argsort(-losses, kind="stable")[: max(1, int(round(TOP_LOSSES * len(y))))]] = True
+    why = [
+        [w for w, on in (("label issue", issue[i]), ("top loss", top_loss[i]), ("unlike the rest", outlier[i])) if on]
+        for i in range(len(y))
+    ]
     # flagged label issues (most confident first), then the run's top losses, then outliers, then the rest
     tier = np.where(issue, 0, np.where(top_loss, 1, np.where(outlier, 2, 3)))
     key = np.where(tier == 2, ood, quality)
@@ -112,8 +116,9 @@ def _losses(run: Path, files: list[Path], labels: list[str], log) -> np.ndarray:
     """Each image's cross-entropy under the run's model (model.pkl: a pickle, loading it runs code)."""
     learn = load_model(Path(run) / "model.pkl", notice=log)
     out = predict_paths(learn, files, faces=False)  # the dataset's pictures: already cropped
-    return np.array([-np.log(max(r.probabilities.get(lab, 0.0), 1e-12)) if r.probabilities else 0.0
-                     for r, lab in zip(out, labels)])
+    return np.array(
+        [-np.log(max(r.probabilities.get(lab, 0.0), 1e-12)) if r.probabilities else 0.0 for r, lab in zip(out, labels)]
+    )
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -126,9 +131,18 @@ def cross_class_duplicates(folder: DatasetFolder) -> list[dict]:
     if not folder.manifest.is_file():
         return []
     why = {Reason.IN_SEVERAL_CLASSES, Reason.NEAR_DUPLICATE_IN_SEVERAL_CLASSES}
-    return [{"sha256": r["sha256"], "path": r["raw_path"], "label": r["label"], "reason": r["reason"],
-             "detail": r["detail"], "clean_path": r["clean_path"]}
-            for r in _read_csv(folder.manifest) if r["reason"] in why]
+    return [
+        {
+            "sha256": r["sha256"],
+            "path": r["raw_path"],
+            "label": r["label"],
+            "reason": r["reason"],
+            "detail": r["detail"],
+            "clean_path": r["clean_path"],
+        }
+        for r in _read_csv(folder.manifest)
+        if r["reason"] in why
+    ]
 
 
 def suspects(recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
@@ -143,8 +157,7 @@ def suspects(recipe, root: Path, run: Path | None = None, folds: int = 5, log=pr
     files = [folder.root / r["file"] for r in rows]
     missing = [f for f in files if not f.is_file()]
     if missing:
-        raise DataError(f"{missing[0]}: listed in split.csv but not there; run `chiquito dataset "
-                        f"{recipe.path}` again")
+        raise DataError(f"{missing[0]}: listed in split.csv but not there; run `chiquito dataset {recipe.path}` again")
     y = np.array([classes.index(r["label"]) for r in rows])
     x = _features(recipe, folder.root, files, log)
     losses = _losses(run, files, [r["label"] for r in rows], log) if run else None
@@ -153,10 +166,28 @@ def suspects(recipe, root: Path, run: Path | None = None, folds: int = 5, log=pr
     for rank, i in enumerate(res["order"], start=1):
         r, p = rows[i], res["probs"][i]
         best = int(np.argmax(p))
-        items.append({"rank": rank, "sha256": r["sha256"], "file": r["file"], "split": r["split"],
-                      "path": raw.get(r["sha256"], r["file"]), "label": r["label"], "suggested": classes[best],
-                      "p_suggested": round(float(p[best]), 4), "quality": round(float(res["quality"][i]), 4),
-                      "ood": round(float(res["ood"][i]), 4),
-                      "loss": None if losses is None else round(float(losses[i]), 4), "why": res["why"][i]})
-    return {"classes": classes, "items": items, "issues": int(res["issue"].sum()),
-            "duplicates": cross_class_duplicates(folder), "folds": folds, "C": res["C"], "root": str(folder.root)}
+        items.append(
+            {
+                "rank": rank,
+                "sha256": r["sha256"],
+                "file": r["file"],
+                "split": r["split"],
+                "path": raw.get(r["sha256"], r["file"]),
+                "label": r["label"],
+                "suggested": classes[best],
+                "p_suggested": round(float(p[best]), 4),
+                "quality": round(float(res["quality"][i]), 4),
+                "ood": round(float(res["ood"][i]), 4),
+                "loss": None if losses is None else round(float(losses[i]), 4),
+                "why": res["why"][i],
+            }
+        )
+    return {
+        "classes": classes,
+        "items": items,
+        "issues": int(res["issue"].sum()),
+        "duplicates": cross_class_duplicates(folder),
+        "folds": folds,
+        "C": res["C"],
+        "root": str(folder.root),
+    }

@@ -9,22 +9,14 @@ batched boxes, drawing), box_export (ONNX graph and parity) and box_runtime (the
 """
 
 from __future__ import annotations
-from .box_export import compare
-from .box_export import parity
-from .box_runtime import LiteDetector
-from .box_export import onnx_metadata
-from .box_export import onnx_graph
-from .box_runtime import OnnxDetector
-from .box_inference import detect_images
-from .box_inference import draw_files
-from .box_inference import predict_paths
-from .box_metrics import evaluate_set
-from .box_inference import LearnerDetector
+
 from ...core.errors import ChiquitoError
-from .box_metrics import headline
-from .box_head import model_parts
-from .box_head import adapt_body
 from .box_dataset import BoxDataset
+from .box_export import compare, onnx_graph, onnx_metadata, parity
+from .box_head import adapt_body, model_parts
+from .box_inference import LearnerDetector, detect_images, draw_files, predict_paths
+from .box_metrics import evaluate_set, headline
+from .box_runtime import LiteDetector, OnnxDetector
 
 __all__ = ["TASK", "Detect"]
 
@@ -43,8 +35,10 @@ class Detect:
         return BoxDataset(recipe, folder, log, use_review)
 
     def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        raise ChiquitoError(f"{recipe.path}: review ranks classification datasets only; for a detector, "
-                            "look at runs/NAME/worst.png (its images with the most missed or wrong boxes)")
+        raise ChiquitoError(
+            f"{recipe.path}: review ranks classification datasets only; for a detector, "
+            "look at runs/NAME/worst.png (its images with the most missed or wrong boxes)"
+        )
 
     def check_dataset(self, recipe, root) -> None:
         from .box_data import check_dataset

@@ -10,10 +10,10 @@ import torch
 from ...core.errors import DataError
 from ...core.layout import DatasetFolder
 from ...core.paths import dataset_dir
-from .box_splits import SPLIT_ANNOTATIONS, read_split
-from .box_postprocess import preprocess
-from ...train.backbones import get_backbone
 from ...data.dedup import unit_hash
+from ...train.backbones import get_backbone
+from .box_postprocess import preprocess
+from .box_splits import SPLIT_ANNOTATIONS, read_split
 
 __all__ = ["DetSet", "collate", "make_dls", "check_dataset", "memorise_dls", "augmentation"]
 
@@ -33,7 +33,7 @@ def augmentation(a, size: int, mean):
         t.append(v2.ColorJitter(brightness=a.max_lighting, contrast=a.max_lighting, saturation=a.max_lighting))
     if a.max_zoom > 1:
         t.append(v2.RandomApply([v2.RandomZoomOut(fill=fill, side_range=(1.0, a.max_zoom))], p=0.5))
-        t.append(v2.RandomApply([v2.RandomIoUCrop(min_scale=1 / a.max_zoom ** 2, max_scale=1.0)], p=0.5))
+        t.append(v2.RandomApply([v2.RandomIoUCrop(min_scale=1 / a.max_zoom**2, max_scale=1.0)], p=0.5))
     if a.flip:
         t.append(v2.RandomHorizontalFlip())
     if a.max_rotate > 0:
@@ -86,7 +86,7 @@ def collate(samples):
     m = max(1, max(s[1].shape[0] for s in samples))
     t = torch.full((len(samples), m, 5), -1.0)
     for i, (_, b) in enumerate(samples):
-        t[i, :b.shape[0]] = b
+        t[i, : b.shape[0]] = b
     return xs, t
 
 
@@ -100,14 +100,19 @@ def check_dataset(recipe, root=None) -> None:
 def _loader(ds, bs: int, shuffle: bool, workers: int):
     from fastai.data.load import DataLoader
 
-    return DataLoader(ds, bs=min(bs, max(1, len(ds))), shuffle=shuffle, drop_last=shuffle and len(ds) > bs,
-                      num_workers=workers, create_batch=collate)
+    return DataLoader(
+        ds,
+        bs=min(bs, max(1, len(ds))),
+        shuffle=shuffle,
+        drop_last=shuffle and len(ds) > bs,
+        num_workers=workers,
+        create_batch=collate,
+    )
 
 
 def make_dls(recipe, augment: bool, root=None):
     """fastai DataLoaders over the train and valid splits (train augmented when `augment`)."""
     from fastai.data.core import DataLoaders
-
 
     root = _root(recipe, root)
     check_dataset(recipe, root)
@@ -118,15 +123,18 @@ def make_dls(recipe, augment: bool, root=None):
         paths, boxes, _ = read_split(root / split, labels)
         aug = augmentation(f.augment, f.size, b.mean) if augment and split == "train" else None
         sets[split] = DetSet(paths, boxes, labels, f.size, b.mean, b.std, aug)
-    dls = DataLoaders(_loader(sets["train"], f.bs, True, f.workers), _loader(sets["valid"], f.bs, False, f.workers),
-                      path=root, device=torch.device("cpu") if not torch.cuda.is_available() else None)
+    dls = DataLoaders(
+        _loader(sets["train"], f.bs, True, f.workers),
+        _loader(sets["valid"], f.bs, False, f.workers),
+        path=root,
+        device=torch.device("cpu") if not torch.cuda.is_available() else None,
+    )
     return dls
 
 
 def memorise_dls(recipe, root, n_images: int) -> tuple:
     """A few training images, validated on themselves, no augmentation (`chiquito sanity`)."""
     from fastai.data.core import DataLoaders
-
 
     root = DatasetFolder(_root(recipe, root)).split("train")
     labels = list(recipe.detect.labels)

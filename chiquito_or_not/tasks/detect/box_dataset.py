@@ -26,12 +26,11 @@ from ...core.images import clean_with_boxes
 from ...core.layout import DatasetFolder
 from ...core.reasons import Reason, Status
 from ...data.dataset_parts import DatasetSummary, sample_per_label
+from ...data.dedup import unit_hash
 from ...data.sources import fetch_source
-from ...data.split import SPLITS
+from ...data.split import SPLITS, split_units
 from .box_formats import ANNOTATION_EXTS, Annotation, Box, check_boxes, read_coco, read_csv, read_voc, read_yolo
 from .box_splits import SPLIT_ANNOTATIONS
-from ...data.dedup import unit_hash
-from ...data.split import split_units
 
 __all__ = ["DetRecord", "BoxDataset"]
 
@@ -39,6 +38,7 @@ __all__ = ["DetRecord", "BoxDataset"]
 @dataclass
 class DetRecord:
     """What happened to one input image (or one annotation without an image)."""
+
     source: str
     raw_path: str
     annotation: str = ""
@@ -78,8 +78,10 @@ def _find_annotation_file(name: str, files: list, where: str) -> Path:
         return hits[0]
     if p.is_file():
         return p
-    raise SourceError(f"{where}: annotations file {name!r} is not among the source's files ({len(hits)} match) "
-                      "nor on disk; fix 'annotations' (a path relative to the source, or an absolute path)")
+    raise SourceError(
+        f"{where}: annotations file {name!r} is not among the source's files ({len(hits)} match) "
+        "nor on disk; fix 'annotations' (a path relative to the source, or an absolute path)"
+    )
 
 
 def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[DetRecord]]:
@@ -90,8 +92,11 @@ def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[
     pairs = []
     if asrc.format in ANNOTATION_EXTS:
         ext = ANNOTATION_EXTS[asrc.format]
-        anns = {f.path.with_suffix(""): f.path for f in files if f.path.suffix.lower() == ext
-                and f.path.name not in ("classes.txt", "README.txt")}
+        anns = {
+            f.path.with_suffix(""): f.path
+            for f in files
+            if f.path.suffix.lower() == ext and f.path.name not in ("classes.txt", "README.txt")
+        }
         for f in images:
             ap = anns.pop(f.path.with_suffix(""), None)
             if ap is None:
@@ -100,9 +105,15 @@ def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[
             ann = read_voc(ap) if asrc.format == "voc" else read_yolo(ap, list(asrc.names or labels))
             pairs.append((f, ann, str(ap)))
         for ap in sorted(anns.values()):
-            strays.append(DetRecord(source=f.source if images else "", raw_path=str(ap), annotation=str(ap),
-                                    reason=Reason.ANNOTATION_WITHOUT_IMAGE,
-                                    detail=f"no image named {ap.stem}.* beside it"))
+            strays.append(
+                DetRecord(
+                    source=f.source if images else "",
+                    raw_path=str(ap),
+                    annotation=str(ap),
+                    reason=Reason.ANNOTATION_WITHOUT_IMAGE,
+                    detail=f"no image named {ap.stem}.* beside it",
+                )
+            )
         return pairs, strays
     path = _find_annotation_file(asrc.annotations, files, where)
     table, problem = read_csv(path) if asrc.format == "csv" else read_coco(path)
@@ -122,14 +133,19 @@ def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[
             used.add(hit)
             pairs.append((f, table[hit], f"{path}#{hit}"))
     for n in sorted(set(table) - used):
-        strays.append(DetRecord(source=images[0].source if images else "", raw_path=f"{path}#{n}",
-                                annotation=str(path), reason=Reason.ANNOTATION_WITHOUT_IMAGE,
-                                detail=f"{asrc.format} entry {n!r} has no image in the source"))
+        strays.append(
+            DetRecord(
+                source=images[0].source if images else "",
+                raw_path=f"{path}#{n}",
+                annotation=str(path),
+                reason=Reason.ANNOTATION_WITHOUT_IMAGE,
+                detail=f"{asrc.format} entry {n!r} has no image in the source",
+            )
+        )
     return pairs, strays
 
 
-def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
-           problems: list) -> DetRecord:
+def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path, problems: list) -> DetRecord:
     """Decode one image, check its boxes against its real size, move them through cleaning."""
     import hashlib
 
@@ -138,8 +154,10 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
     d, spec = recipe.detect, recipe.dataset
     rec = DetRecord(source=rf.source, raw_path=str(rf.path), annotation=ann_path, group=rf.group)
     if ann is None:
-        rec.reason, rec.detail = Reason.NO_ANNOTATION, "no annotation for this image; draw its boxes (or an " \
-                                                        "empty annotation for a background image)"
+        rec.reason, rec.detail = (
+            Reason.NO_ANNOTATION,
+            "no annotation for this image; draw its boxes (or an empty annotation for a background image)",
+        )
         return rec
     if ann.problem:
         rec.reason, rec.detail = ann.problem
@@ -163,8 +181,15 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
             return rec
         good, bad = check_boxes(ann, w, h, list(d.labels), d.box_tolerance, d.min_box)
         for i, reason, detail in bad:
-            problems.append({"file": str(rf.path), "box": i, "reason": reason, "detail": detail,
-                             "action": "image dropped" if d.bad_boxes == "drop_image" else "box dropped"})
+            problems.append(
+                {
+                    "file": str(rf.path),
+                    "box": i,
+                    "reason": reason,
+                    "detail": detail,
+                    "action": "image dropped" if d.bad_boxes == "drop_image" else "box dropped",
+                }
+            )
         rec.boxes_dropped = len(bad)
         if bad and d.bad_boxes == "drop_image":
             rec.reason, rec.detail = bad[0][1], bad[0][2] + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "")
@@ -173,8 +198,11 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
     if reason:
         rec.reason, rec.detail = reason, detail
         return rec
-    kept = [[b.label, *(round(float(v), 2) for v in m)] for b, m in zip(good, moved)
-            if m[2] - m[0] >= d.min_box and m[3] - m[1] >= d.min_box]  # a centre crop can cut a box away
+    kept = [
+        [b.label, *(round(float(v), 2) for v in m)]
+        for b, m in zip(good, moved)
+        if m[2] - m[0] >= d.min_box and m[3] - m[1] >= d.min_box
+    ]  # a centre crop can cut a box away
     rec.boxes_dropped += len(good) - len(kept)
     if not kept and not d.background_images:
         rec.reason, rec.detail = Reason.NO_BOXES, "no box, and detect.background_images is false"
@@ -187,8 +215,9 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path,
         atomic_write_bytes(clean_root / rec.clean_path, buf.getvalue())
     rec.status, rec.width, rec.height, rec.boxes = Status.KEPT, im.width, im.height, len(kept)
     rec.kept_boxes, rec.phash = kept, str(imagehash.phash(im))
-    rec.detail = rec.detail or (f"{rec.boxes_dropped} box(es) dropped, see box_problems.csv" if rec.boxes_dropped
-                                else "")
+    rec.detail = rec.detail or (
+        f"{rec.boxes_dropped} box(es) dropped, see box_problems.csv" if rec.boxes_dropped else ""
+    )
     return rec
 
 
@@ -204,8 +233,10 @@ def _assign(kept: list[DetRecord], spec, seed: int) -> dict[int, str]:
     unit = _units(kept, spec.group_distance)
     keys = sorted(set(unit.values()), key=lambda k: (unit_hash(seed, "split", k), k))
     n, size = len(kept), Counter(unit.values())
-    want = {s: (int(v) if isinstance(v, int) else max(1 if v else 0, round(v * n)))
-            for s, v in (("test", spec.test), ("valid", spec.valid))}
+    want = {
+        s: (int(v) if isinstance(v, int) else max(1 if v else 0, round(v * n)))
+        for s, v in (("test", spec.test), ("valid", spec.valid))
+    }
     have, split_of = {"test": 0, "valid": 0}, {}
     for k in keys:
         split_of[k] = next((s for s in ("test", "valid") if have[s] < want[s]), "train")
@@ -217,15 +248,34 @@ def _assign(kept: list[DetRecord], spec, seed: int) -> dict[int, str]:
 def _coco(records: list[DetRecord], labels: list[str], split: str) -> dict:
     images, anns = [], []
     for i, r in enumerate(sorted(records, key=lambda r: r.clean_path), 1):
-        images.append({"id": i, "file_name": f"images/{r.clean_path}", "width": r.width, "height": r.height,
-                       "sha256": r.sha256, "group": r.group, "source": r.raw_path})
+        images.append(
+            {
+                "id": i,
+                "file_name": f"images/{r.clean_path}",
+                "width": r.width,
+                "height": r.height,
+                "sha256": r.sha256,
+                "group": r.group,
+                "source": r.raw_path,
+            }
+        )
         for lab, x0, y0, x1, y1 in r.kept_boxes:
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": labels.index(lab) + 1,
-                         "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
-                         "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0})
-    return {"info": {"description": f"chiquito_or_not detection dataset, {split} split"},
-            "categories": [{"id": k + 1, "name": lab} for k, lab in enumerate(labels)],
-            "images": images, "annotations": anns}
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": labels.index(lab) + 1,
+                    "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+                    "area": round((x1 - x0) * (y1 - y0), 2),
+                    "iscrowd": 0,
+                }
+            )
+    return {
+        "info": {"description": f"chiquito_or_not detection dataset, {split} split"},
+        "categories": [{"id": k + 1, "name": lab} for k, lab in enumerate(labels)],
+        "images": images,
+        "annotations": anns,
+    }
 
 
 class BoxDataset:
@@ -246,8 +296,10 @@ class BoxDataset:
             where = f"{r.path}: detect.sources[{i}]"
             files = fetch_source(asrc.images, f"{where}.images", r.seed, self.log, retry_failed)
             got, strays = _pair(asrc, files, labels, where)
-            self.log(f"  detect.sources[{i}] {asrc.images.kind:<9} {len(got):>5} images, {asrc.format} annotations"
-                     + (f", {len(strays)} without image" if strays else ""))
+            self.log(
+                f"  detect.sources[{i}] {asrc.images.kind:<9} {len(got):>5} images, {asrc.format} annotations"
+                + (f", {len(strays)} without image" if strays else "")
+            )
             pairs += got
             self.strays += strays
         if r.dataset.sample:
@@ -261,8 +313,9 @@ class BoxDataset:
     def clean(self, pairs: list) -> list:
         pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         try:
-            cleaned = list(pool.map(lambda p: _clean(p[0], p[1], p[2], self.recipe, self.folder.clean,
-                                                     self.problems), pairs))
+            cleaned = list(
+                pool.map(lambda p: _clean(p[0], p[1], p[2], self.recipe, self.folder.clean, self.problems), pairs)
+            )
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         seen: dict[str, DetRecord] = {}
@@ -288,24 +341,37 @@ class BoxDataset:
             missing = [lab for lab in labels if not have[lab]] if s == "train" else ([] if have else labels)
             if missing:
                 self.write_manifest(records)
-                raise DataError(f"split '{s}' has no box of label {', '.join(missing)} ({len(by_split[s])} images); "
-                                f"add images, or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe")
-        return [dict(split=s, label="+".join(sorted({b[0] for b in r.kept_boxes})) or "(background)",
-                     file=f"{s}/images/{r.clean_path}", sha256=r.sha256, group=r.group or r.sha256[:16],
-                     clean_path=r.clean_path) for s in SPLITS for r in sorted(by_split[s], key=lambda r: r.clean_path)]
+                raise DataError(
+                    f"split '{s}' has no box of label {', '.join(missing)} ({len(by_split[s])} images); "
+                    f"add images, or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe"
+                )
+        return [
+            dict(
+                split=s,
+                label="+".join(sorted({b[0] for b in r.kept_boxes})) or "(background)",
+                file=f"{s}/images/{r.clean_path}",
+                sha256=r.sha256,
+                group=r.group or r.sha256[:16],
+                clean_path=r.clean_path,
+            )
+            for s in SPLITS
+            for r in sorted(by_split[s], key=lambda r: r.clean_path)
+        ]
 
     def write_manifest(self, records: list) -> None:
         columns = [k for k in DetRecord.__dataclass_fields__ if k != "kept_boxes"]
-        write_csv(self.folder.manifest, [{k: v for k, v in asdict(r).items() if k != "kept_boxes"} for r in records],
-                  columns)
+        write_csv(
+            self.folder.manifest, [{k: v for k, v in asdict(r).items() if k != "kept_boxes"} for r in records], columns
+        )
         write_csv(self.folder.root / "box_problems.csv", self.problems, ["file", "box", "reason", "detail", "action"])
 
     def write_split_files(self, rows: list[dict]) -> None:
         labels = list(self.recipe.detect.labels)
         for s in SPLITS:
             if self.by_split[s]:
-                atomic_write_text(self.folder.root / s / SPLIT_ANNOTATIONS,
-                                  json.dumps(_coco(self.by_split[s], labels, s)) + "\n")
+                atomic_write_text(
+                    self.folder.root / s / SPLIT_ANNOTATIONS, json.dumps(_coco(self.by_split[s], labels, s)) + "\n"
+                )
 
     def labels(self) -> list[str]:
         return list(self.recipe.detect.labels)
@@ -316,8 +382,12 @@ class BoxDataset:
         for s in counts:
             counts[s]["images"] = len(by_split[s])
         bad = Counter(p["reason"] for p in self.problems)
-        return DatasetSummary(root=self.folder.root, inputs=len(records),
-                              kept=sum(1 for r in records if r.status == Status.KEPT),
-                              rejected=Counter(r.reason for r in records if r.status == Status.REJECTED),
-                              counts=counts, changes=changes,
-                              notes=[f"bad box  {n:>5}  {reason}  (box_problems.csv)" for reason, n in bad.most_common()])
+        return DatasetSummary(
+            root=self.folder.root,
+            inputs=len(records),
+            kept=sum(1 for r in records if r.status == Status.KEPT),
+            rejected=Counter(r.reason for r in records if r.status == Status.REJECTED),
+            counts=counts,
+            changes=changes,
+            notes=[f"bad box  {n:>5}  {reason}  (box_problems.csv)" for reason, n in bad.most_common()],
+        )

@@ -20,8 +20,17 @@ from ...core.files import NotRegular, read_regular
 from ...core.reasons import Reason
 from ...data.voc import Box, write_voc  # noqa: F401  (re-exported: the VOC writer and reader meet here)
 
-__all__ = ["Box", "Annotation", "read_voc", "read_yolo", "read_csv", "read_coco", "write_voc", "check_boxes",
-           "ANNOTATION_EXTS"]
+__all__ = [
+    "Box",
+    "Annotation",
+    "read_voc",
+    "read_yolo",
+    "read_csv",
+    "read_coco",
+    "write_voc",
+    "check_boxes",
+    "ANNOTATION_EXTS",
+]
 
 ANNOTATION_EXTS = {"voc": ".xml", "yolo": ".txt"}  # one file per image, beside it
 MAX_ANNOTATION_BYTES = 64 * 2**20
@@ -31,6 +40,7 @@ MAX_ANNOTATION_BYTES = 64 * 2**20
 class Annotation:
     """One image's boxes as a file gives them. `normalized`: YOLO's 0..1 centre/size, in x0 y0 x1 y1
     order here, converted once the image size is known. `problem` = (reason, detail) when unusable."""
+
     boxes: list[Box] = field(default_factory=list)
     width: int | None = None
     height: int | None = None
@@ -87,8 +97,9 @@ def read_voc(path: Path) -> Annotation:
             name = (obj.findtext("name") or "").strip()
             if bb is None or not name:
                 raise ValueError(f"object {i} has no {'<bndbox>' if bb is None else '<name>'}")
-            ann.boxes.append(Box(name, *(_number(bb.findtext(k), f"object {i} {k}")
-                                         for k in ("xmin", "ymin", "xmax", "ymax"))))
+            ann.boxes.append(
+                Box(name, *(_number(bb.findtext(k), f"object {i} {k}") for k in ("xmin", "ymin", "xmax", "ymax")))
+            )
     except ValueError as e:
         return Annotation(problem=(Reason.BAD_ANNOTATION, str(e)))
     return ann
@@ -134,8 +145,10 @@ def read_csv(path: Path) -> tuple[dict[str, Annotation], tuple[str, str] | None]
         return {}, (Reason.BAD_ANNOTATION, f"not a readable CSV ({e})")
     missing = [c for c in CSV_COLUMNS if rows and c not in rows[0]]
     if missing or not rows:
-        return {}, (Reason.BAD_ANNOTATION, f"columns {', '.join(missing) or 'and rows'} missing; "
-                                            f"the header must be {','.join(CSV_COLUMNS)}")
+        return {}, (
+            Reason.BAD_ANNOTATION,
+            f"columns {', '.join(missing) or 'and rows'} missing; the header must be {','.join(CSV_COLUMNS)}",
+        )
     out: dict[str, Annotation] = {}
     for n, row in enumerate(rows, 2):
         name = (row["filename"] or "").strip()
@@ -190,8 +203,9 @@ def read_coco(path: Path) -> tuple[dict[str, Annotation], tuple[str, str] | None
     return out, None
 
 
-def check_boxes(ann: Annotation, width: int, height: int, labels: list[str], tolerance: float,
-                min_box: float) -> tuple[list[Box], list[tuple[int, str, str]]]:
+def check_boxes(
+    ann: Annotation, width: int, height: int, labels: list[str], tolerance: float, min_box: float
+) -> tuple[list[Box], list[tuple[int, str, str]]]:
     """The usable boxes of an annotation against the image's real size (`width` x `height`, as stored),
     and the problems of the others as (box index, reason, detail). A box past the edge by at most
     `tolerance` px is clipped; further out it is rejected; narrower or lower than `min_box` is empty."""
@@ -204,13 +218,19 @@ def check_boxes(ann: Annotation, width: int, height: int, labels: list[str], tol
             bad.append((i, Reason.UNKNOWN_LABEL, f"box {i}: label {b.label!r} is not one of {', '.join(labels)}"))
             continue
         if x1 - x0 < min_box or y1 - y0 < min_box:
-            bad.append((i, Reason.EMPTY_BOX, f"box {i} ({b.label}): {x1 - x0:g} x {y1 - y0:g} px "
-                                             f"(min_box {min_box:g})"))
+            bad.append(
+                (i, Reason.EMPTY_BOX, f"box {i} ({b.label}): {x1 - x0:g} x {y1 - y0:g} px (min_box {min_box:g})")
+            )
             continue
         if x0 < -tolerance or y0 < -tolerance or x1 > width + tolerance or y1 > height + tolerance:
-            bad.append((i, Reason.BOX_OUTSIDE_IMAGE,
-                        f"box {i} ({b.label}): ({x0:g}, {y0:g}, {x1:g}, {y1:g}) outside the {width}x{height} image "
-                        f"by more than {tolerance:g} px"))
+            bad.append(
+                (
+                    i,
+                    Reason.BOX_OUTSIDE_IMAGE,
+                    f"box {i} ({b.label}): ({x0:g}, {y0:g}, {x1:g}, {y1:g}) outside the {width}x{height} image "
+                    f"by more than {tolerance:g} px",
+                )
+            )
             continue
         good.append(Box(b.label, max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)))
     return good, bad

@@ -1,5 +1,5 @@
-"""Detector inference: a model.pkl as a runtime model (LearnerDetector), batched boxes from any detector runtime, through one numpy
-pre- and post-processing path, boxes in the original image's pixels; drawing them."""
+"""Detector inference: a model.pkl as a runtime model (LearnerDetector), batched boxes from any detector
+runtime through one numpy pre- and post-processing path, boxes in the original image's pixels; drawing them."""
 
 from __future__ import annotations
 
@@ -8,14 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ...core.images import ACCEPT, clean_one
+from ...core.files import atomic_write_bytes
+from ...core.images import ACCEPT, clean_one, prefetched
 from .box_postprocess import postprocess
 from .box_runtime import OnnxDetector
-from ...core.files import atomic_write_bytes
-from ...core.images import prefetched
 
-__all__ = ["DetPrediction", "LearnerDetector", "learner_spec", "detect_images", "predict_paths", "draw_boxes",
-           "draw_files"]
+__all__ = [
+    "DetPrediction",
+    "LearnerDetector",
+    "learner_spec",
+    "detect_images",
+    "predict_paths",
+    "draw_boxes",
+    "draw_files",
+]
 
 
 @dataclass
@@ -35,15 +41,22 @@ class DetPrediction:
         """One line per box: label, score, x0 y0 x1 y1 (original pixels); "(no boxes)" when none."""
         if not self.boxes:
             return ["\t(no boxes)"]
-        return ["\t" + "\t".join([d["label"], f"{d['score']:.4f}", *(f"{v:.1f}" for v in d["box"])])
-                for d in self.boxes]
+        return [
+            "\t" + "\t".join([d["label"], f"{d['score']:.4f}", *(f"{v:.1f}" for v in d["box"])]) for d in self.boxes
+        ]
 
 
 def learner_spec(learn) -> dict:
     """What inference needs, from a learner's SSDHead (an ONNX file carries the same in its metadata)."""
     head = learn.model[1]
-    return {"labels": list(head.labels), "size": head.size, "mean": head.mean, "std": head.std,
-            "post": dict(head.post), "score_threshold": getattr(head, "score_threshold", 0.3)}
+    return {
+        "labels": list(head.labels),
+        "size": head.size,
+        "mean": head.mean,
+        "std": head.std,
+        "post": dict(head.post),
+        "score_threshold": getattr(head, "score_threshold", 0.3),
+    }
 
 
 class LearnerDetector(OnnxDetector):
@@ -74,8 +87,13 @@ def _detections(r, boxes, scores, w: int, h: int, threshold: float, post: dict |
     out = []
     for b, s, c in zip(pb, ps, pc):
         if s >= threshold:
-            out.append({"label": spec["labels"][int(c)], "score": float(s),
-                        "box": [float(b[0] * sx), float(b[1] * sy), float(b[2] * sx), float(b[3] * sy)]})
+            out.append(
+                {
+                    "label": spec["labels"][int(c)],
+                    "score": float(s),
+                    "box": [float(b[0] * sx), float(b[1] * sy), float(b[2] * sx), float(b[3] * sy)],
+                }
+            )
     return out
 
 
@@ -85,14 +103,15 @@ def detect_images(model, images: list, threshold: float | None = None, bs: int =
     thr = spec["score_threshold"] if threshold is None else threshold
     out = []
     for i in range(0, len(images), bs):
-        chunk = images[i:i + bs]
+        chunk = images[i : i + bs]
         boxes, scores = model.run(np.stack([model.preprocess(im) for im in chunk]))
         out += [_detections(model, b, s, im.width, im.height, thr, post) for b, s, im in zip(boxes, scores, chunk)]
     return out
 
 
-def predict_paths(model, paths: list[Path], bs: int = 16, workers: int = 2, threshold: float | None = None,
-                  post: dict | None = None) -> list[DetPrediction]:
+def predict_paths(
+    model, paths: list[Path], bs: int = 16, workers: int = 2, threshold: float | None = None, post: dict | None = None
+) -> list[DetPrediction]:
     """Detect in every file; a file that is not a usable image gets an error and the others go on.
     Worker threads decode the next batch while the model runs on this one."""
     spec = model.spec

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from ...core.errors import DataError
-from .box_inference import predict_paths
+from .box_inference import draw_boxes, predict_paths
 from .box_splits import read_split
-from .box_inference import draw_boxes
 
 __all__ = ["coco_map", "evaluate_set", "headline", "image_errors"]
 
@@ -18,11 +18,21 @@ __all__ = ["coco_map", "evaluate_set", "headline", "image_errors"]
 def _tensors(dets: list[list[dict]], truth: list[list], labels: list[str]):
     import torch
 
-    preds = [{"boxes": torch.tensor([d["box"] for d in ds], dtype=torch.float32).reshape(-1, 4),
-              "scores": torch.tensor([d["score"] for d in ds], dtype=torch.float32),
-              "labels": torch.tensor([labels.index(d["label"]) for d in ds], dtype=torch.long)} for ds in dets]
-    targets = [{"boxes": torch.tensor([t[1:] for t in ts], dtype=torch.float32).reshape(-1, 4),
-                "labels": torch.tensor([labels.index(t[0]) for t in ts], dtype=torch.long)} for ts in truth]
+    preds = [
+        {
+            "boxes": torch.tensor([d["box"] for d in ds], dtype=torch.float32).reshape(-1, 4),
+            "scores": torch.tensor([d["score"] for d in ds], dtype=torch.float32),
+            "labels": torch.tensor([labels.index(d["label"]) for d in ds], dtype=torch.long),
+        }
+        for ds in dets
+    ]
+    targets = [
+        {
+            "boxes": torch.tensor([t[1:] for t in ts], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor([labels.index(t[0]) for t in ts], dtype=torch.long),
+        }
+        for ts in truth
+    ]
     return preds, targets
 
 
@@ -43,12 +53,18 @@ def coco_map(dets: list[list[dict]], truth: list[list], labels: list[str], curve
         vals = np.atleast_1d(t.numpy()).tolist()
         return {labels[c]: (None if v < 0 else round(float(v), 4)) for c, v in zip(classes, vals)}
 
-    out = {"map": round(float(r["map"]), 4), "map_50": round(float(r["map_50"]), 4),
-           "map_75": round(float(r["map_75"]), 4), "mar_100": round(float(r["mar_100"]), 4),
-           "ap_per_class": per_class(r["map_per_class"]),
-           "ap50_per_class": {labels[int(c)]: (None if v < 0 else round(float(v), 4)) for c, v in
-                              zip(np.atleast_1d(r50["classes"].numpy()), np.atleast_1d(r50["map_per_class"].numpy()))},
-           "recall_per_class": per_class(r["mar_100_per_class"])}
+    out = {
+        "map": round(float(r["map"]), 4),
+        "map_50": round(float(r["map_50"]), 4),
+        "map_75": round(float(r["map_75"]), 4),
+        "mar_100": round(float(r["mar_100"]), 4),
+        "ap_per_class": per_class(r["map_per_class"]),
+        "ap50_per_class": {
+            labels[int(c)]: (None if v < 0 else round(float(v), 4))
+            for c, v in zip(np.atleast_1d(r50["classes"].numpy()), np.atleast_1d(r50["map_per_class"].numpy()))
+        },
+        "recall_per_class": per_class(r["mar_100_per_class"]),
+    }
     if curves:
         out["_precision"] = r["precision"].numpy()  # T x R x K x areas x maxdets
         out["_classes"] = [int(c) for c in np.atleast_1d(r["classes"].numpy())]
@@ -67,8 +83,11 @@ def image_errors(dets: list[dict], truth: list, threshold: float, iou: float = 0
     """Missed true boxes + false detections (score >= threshold, greedy matching at IoU >= `iou`, same label)."""
     used, hits = set(), 0
     for d in sorted((d for d in dets if d["score"] >= threshold), key=lambda d: -d["score"]):
-        best = max(((k, _iou(d["box"], t[1:])) for k, t in enumerate(truth) if k not in used and t[0] == d["label"]),
-                   key=lambda kv: kv[1], default=(None, 0.0))
+        best = max(
+            ((k, _iou(d["box"], t[1:])) for k, t in enumerate(truth) if k not in used and t[0] == d["label"]),
+            key=lambda kv: kv[1],
+            default=(None, 0.0),
+        )
         if best[0] is not None and best[1] >= iou:
             used.add(best[0])
             hits += 1
@@ -85,8 +104,9 @@ def _pr_plot(res: dict, labels: list[str], path: Path) -> None:
     for k, c in enumerate(res["_classes"]):
         p = prec[0, :, k, 0, -1]
         if (p >= 0).any():
-            ax.plot(recall, np.where(p < 0, np.nan, p),
-                    label=f"{labels[c]} (AP50 {res['ap50_per_class'].get(labels[c])})")
+            ax.plot(
+                recall, np.where(p < 0, np.nan, p), label=f"{labels[c]} (AP50 {res['ap50_per_class'].get(labels[c])})"
+            )
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
@@ -112,8 +132,7 @@ def _worst_picture(paths, dets, truth, labels, threshold, path: Path, n: int) ->
         with Image.open(paths[i]) as im:
             ax.imshow(draw_boxes(im, [d for d in dets[i] if d["score"] >= threshold], labels, truth[i]))
         ax.set_title(f"{Path(paths[i]).name[:24]}: {errs[i]} error(s)", fontsize=8)
-    fig.suptitle(f"worst first: predicted boxes (score >= {threshold:g}, coloured) and true boxes (dashed)",
-                 fontsize=9)
+    fig.suptitle(f"worst first: predicted boxes (score >= {threshold:g}, coloured) and true boxes (dashed)", fontsize=9)
     save(fig, path)
 
 
@@ -136,13 +155,22 @@ def evaluate_set(model, name: str, folder, out, suffix: str, top_k: int, log) ->
     res.pop("_classes")
     thr = spec["score_threshold"]
     n_err = sum(image_errors(d, t, thr) for d, t in zip(dets, truth))
-    res.update({"images": len(paths), "boxes": sum(len(t) for t in truth), "errors_at_threshold": n_err,
-                "score_threshold": thr, "figures": [f"pr_curves{suffix}.png", f"worst{suffix}.png"]})
+    res.update(
+        {
+            "images": len(paths),
+            "boxes": sum(len(t) for t in truth),
+            "errors_at_threshold": n_err,
+            "score_threshold": thr,
+            "figures": [f"pr_curves{suffix}.png", f"worst{suffix}.png"],
+        }
+    )
     log(f"  {name}: {headline(res)}")
     return res
 
 
 def headline(m: dict) -> str:
     per = ", ".join(f"{k} {v:.3f}" for k, v in m.get("ap50_per_class", {}).items() if v is not None)
-    return (f"mAP@0.5 {m['map_50']:.3f}  mAP@[.5:.95] {m['map']:.3f}  recall {m['mar_100']:.3f}  "
-            f"({m.get('images', '?')} images, {m.get('boxes', '?')} boxes; AP50 {per})")
+    return (
+        f"mAP@0.5 {m['map_50']:.3f}  mAP@[.5:.95] {m['map']:.3f}  recall {m['mar_100']:.3f}  "
+        f"({m.get('images', '?')} images, {m.get('boxes', '?')} boxes; AP50 {per})"
+    )

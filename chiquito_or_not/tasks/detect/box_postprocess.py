@@ -33,8 +33,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def postprocess(boxes: np.ndarray, scores: np.ndarray, score_thresh: float = 0.01, nms_iou: float = 0.5,
-                topk_candidates: int = 300, detections_per_img: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def postprocess(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    score_thresh: float = 0.01,
+    nms_iou: float = 0.5,
+    topk_candidates: int = 300,
+    detections_per_img: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image: boxes A x 4 (x0 y0 x1 y1), scores A x C (C object classes, no background) →
     (boxes K x 4, scores K, class indices K), best first."""
     all_b, all_s, all_c = [], [], []

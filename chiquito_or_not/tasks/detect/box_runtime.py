@@ -13,8 +13,7 @@ import numpy as np
 
 from ...core.errors import ChiquitoError
 from ...core.model_loader import RuntimeModel
-from .box_postprocess import resized
-from .box_postprocess import preprocess
+from .box_postprocess import preprocess, resized
 
 __all__ = ["OnnxDetector", "LiteDetector"]
 
@@ -29,12 +28,18 @@ class OnnxDetector(RuntimeModel):
         self.path, self.session = Path(path), session
         meta = session.get_modelmeta().custom_metadata_map
         try:
-            self.spec = {"labels": json.loads(meta["labels"]), "size": int(meta["size"]),
-                         "mean": json.loads(meta["mean"]), "std": json.loads(meta["std"]),
-                         "post": json.loads(meta["postprocess"]), "score_threshold": float(meta["score_threshold"])}
+            self.spec = {
+                "labels": json.loads(meta["labels"]),
+                "size": int(meta["size"]),
+                "mean": json.loads(meta["mean"]),
+                "std": json.loads(meta["std"]),
+                "post": json.loads(meta["postprocess"]),
+                "score_threshold": float(meta["score_threshold"]),
+            }
         except (KeyError, ValueError) as e:
-            raise ChiquitoError(f"{path}: not a detector exported by `chiquito export` (metadata {e} missing "
-                                "or bad); export it again") from None
+            raise ChiquitoError(
+                f"{path}: not a detector exported by `chiquito export` (metadata {e} missing or bad); export it again"
+            ) from None
         self.vocab = self.spec["labels"]
         self.input = session.get_inputs()[0].name
         names = [o.name for o in session.get_outputs()]
@@ -60,12 +65,19 @@ class LiteDetector(OnnxDetector):
         self.path, self.session = Path(path), session
         meta = session.metadata
         try:
-            self.spec = {"labels": list(meta["labels"]), "size": int(meta["size"]), "mean": list(meta["mean"]),
-                         "std": list(meta["std"]), "post": dict(meta["postprocess"]),
-                         "score_threshold": float(meta["score_threshold"])}
+            self.spec = {
+                "labels": list(meta["labels"]),
+                "size": int(meta["size"]),
+                "mean": list(meta["mean"]),
+                "std": list(meta["std"]),
+                "post": dict(meta["postprocess"]),
+                "score_threshold": float(meta["score_threshold"]),
+            }
         except (KeyError, TypeError, ValueError) as e:
-            raise ChiquitoError(f"{path}: not a detector exported by `chiquito export --format tflite` "
-                                f"(metadata {e} missing or bad); export it again") from None
+            raise ChiquitoError(
+                f"{path}: not a detector exported by `chiquito export --format tflite` "
+                f"(metadata {e} missing or bad); export it again"
+            ) from None
         self.vocab = self.spec["labels"]
         if session.output_names != ["boxes", "scores"]:
             raise ChiquitoError(f"{path}: outputs {session.output_names}, expected boxes and scores; export it again")

@@ -19,8 +19,10 @@ def read_split(folder: Path, labels: list[str] | None = None) -> tuple[list[Path
     folder = Path(folder)
     f = folder / SPLIT_ANNOTATIONS
     if not f.is_file():
-        raise DataError(f"{folder}: no {SPLIT_ANNOTATIONS}; pass a split folder written by `chiquito dataset` "
-                        "(or a folder with a COCO annotations.json beside its images)")
+        raise DataError(
+            f"{folder}: no {SPLIT_ANNOTATIONS}; pass a split folder written by `chiquito dataset` "
+            "(or a folder with a COCO annotations.json beside its images)"
+        )
     table, problem = read_coco(f)
     if problem:
         raise DataError(f"{f}: {problem[0]}: {problem[1]}")

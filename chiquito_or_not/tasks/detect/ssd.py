@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastai.learner import Metric
+
 from .box_postprocess import postprocess
 
 __all__ = ["TapBody", "SSDHead", "SSDLoss", "Decoded", "decode_boxes", "MapMetric", "EXTRA_CHANNELS"]
@@ -38,9 +39,16 @@ class TapBody(nn.Sequential):
 def _extra(cin: int, cout: int, norm) -> nn.Sequential:
     mid = cout // 2  # torchvision ssdlite._extra_block: 1x1 down, depthwise 3x3 stride 2, 1x1 up
     return nn.Sequential(
-        nn.Conv2d(cin, mid, 1, bias=False), norm(mid), nn.ReLU6(inplace=True),
-        nn.Conv2d(mid, mid, 3, stride=2, padding=1, groups=mid, bias=False), norm(mid), nn.ReLU6(inplace=True),
-        nn.Conv2d(mid, cout, 1, bias=False), norm(cout), nn.ReLU6(inplace=True))
+        nn.Conv2d(cin, mid, 1, bias=False),
+        norm(mid),
+        nn.ReLU6(inplace=True),
+        nn.Conv2d(mid, mid, 3, stride=2, padding=1, groups=mid, bias=False),
+        norm(mid),
+        nn.ReLU6(inplace=True),
+        nn.Conv2d(mid, cout, 1, bias=False),
+        norm(cout),
+        nn.ReLU6(inplace=True),
+    )
 
 
 class SSDHead(nn.Module):
@@ -108,8 +116,15 @@ def _encode(gt, anchors):
     cxa, cya = anchors[:, 0] + 0.5 * wa, anchors[:, 1] + 0.5 * ha
     w, h = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
     cx, cy = gt[:, 0] + 0.5 * w, gt[:, 1] + 0.5 * h
-    return torch.stack([BOX_WEIGHTS[0] * (cx - cxa) / wa, BOX_WEIGHTS[1] * (cy - cya) / ha,
-                        BOX_WEIGHTS[2] * torch.log(w / wa), BOX_WEIGHTS[3] * torch.log(h / ha)], dim=1)
+    return torch.stack(
+        [
+            BOX_WEIGHTS[0] * (cx - cxa) / wa,
+            BOX_WEIGHTS[1] * (cy - cya) / ha,
+            BOX_WEIGHTS[2] * torch.log(w / wa),
+            BOX_WEIGHTS[3] * torch.log(h / ha),
+        ],
+        dim=1,
+    )
 
 
 class Decoded(nn.Module):
@@ -194,8 +209,13 @@ class MapMetric(Metric):
         boxes, scores = (t.cpu().numpy() for t in head.decode(learn.pred.detach().float()))
         for b, s, t in zip(boxes, scores, learn.yb[0].cpu()):
             pb, ps, pc = postprocess(b, s, **head.post)
-            self.preds.append({"boxes": torch.from_numpy(pb).float(), "scores": torch.from_numpy(ps).float(),
-                               "labels": torch.from_numpy(pc)})
+            self.preds.append(
+                {
+                    "boxes": torch.from_numpy(pb).float(),
+                    "scores": torch.from_numpy(ps).float(),
+                    "labels": torch.from_numpy(pc),
+                }
+            )
             t = t[t[:, 0] >= 0]
             self.targets.append({"boxes": t[:, 1:].float(), "labels": t[:, 0].long()})
 
