@@ -11,7 +11,7 @@ from chiquito_or_not.core.recipe import ArchiveSource, load_recipe
 from chiquito_or_not.data.sources import fetch_source
 from chiquito_or_not.stages.dataset import build_dataset
 
-from .conftest import write_recipe
+from .helpers import write_recipe
 from .httpserver import Server, jpeg_bytes
 
 CLASSES = ("daisy", "roses", "tulips")

@@ -16,7 +16,7 @@ from chiquito_or_not.core.backbone_table import backbone_name_problem
 from chiquito_or_not.core.errors import ChiquitoError
 from chiquito_or_not.train.backbones import body_splitter, create_body, get_backbone
 
-from .conftest import predict_without_the_package, subprocess_env
+from .helpers import predict_without_the_package, subprocess_env
 
 SMALL = [
     "timm/mobilenetv3_small_050",

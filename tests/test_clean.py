@@ -12,7 +12,7 @@ from chiquito_or_not.core.recipe import DatasetSpec
 from chiquito_or_not.data.clean import clean_files
 from chiquito_or_not.data.sources import RawFile
 
-from .conftest import photo, save_crops
+from .helpers import photo, save_crops
 
 SPEC = DatasetSpec(min_size=32)
 

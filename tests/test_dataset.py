@@ -14,7 +14,7 @@ from chiquito_or_not.core.recipe import NpmSource, PythonSource, load_recipe
 from chiquito_or_not.data.sources import fetch_source
 from chiquito_or_not.stages.dataset import build_dataset
 
-from .conftest import ROOT, save_crops, write_recipe
+from .helpers import ROOT, save_crops, write_recipe
 
 RECIPE = """
 seed = {seed}

@@ -17,7 +17,7 @@ from chiquito_or_not.core.recipe import load_recipe
 from chiquito_or_not.stages.dataset import build_dataset
 from chiquito_or_not.tasks.detect.box_formats import Box, read_voc, write_voc
 
-from .conftest import photo, write_recipe
+from .helpers import photo, write_recipe
 
 LABELS = ["cat", "cup"]
 RED = (255, 0, 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import subprocess_env, write_recipe
+from .helpers import subprocess_env, write_recipe
 from .test_detect_data import COMPOSITE, cutouts
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -12,7 +12,7 @@ import pytest
 from chiquito_or_not.core.http_fetch import FetchPolicy
 from chiquito_or_not.data.download import OUTCOMES_FILE, download_urls, read_outcomes
 
-from .conftest import subprocess_env
+from .helpers import subprocess_env
 from .httpserver import Server
 
 FAST = FetchPolicy(

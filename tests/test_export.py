@@ -17,7 +17,7 @@ from chiquito_or_not.stages.predict import expand_paths, predict_paths
 from chiquito_or_not.tasks.classify import export as export_mod  # the classifier's metadata and parity check
 from chiquito_or_not.tasks.classify.class_runtime import OnnxClassifier
 
-from .conftest import subprocess_env
+from .helpers import subprocess_env
 from .httpserver import jpeg_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
@@ -64,7 +64,7 @@ def test_export_passes_parity_and_carries_its_metadata(tiny_run, exported):
 def test_onnx_predictions_match_the_pkl_on_other_images(tiny_run, exported, tmp_path):
     from PIL import Image
 
-    from .conftest import save_crops
+    from .helpers import save_crops
 
     files = save_crops(tmp_path, "astronaut", 5, size=150) + save_crops(tmp_path, "coffee", 5, size=90)
     Image.open(files[0]).resize((200, 120)).save(files[0])  # not square: the crop matters

@@ -16,7 +16,7 @@ from PIL import Image
 from chiquito_or_not.core.recipe import load_recipe
 from chiquito_or_not.stages.dataset import build_dataset
 
-from .conftest import photo, write_recipe
+from .helpers import photo, write_recipe
 
 pytestmark = [
     pytest.mark.registry,

@@ -1,8 +1,8 @@
-"""The package's shape: no import cycle, shared layers that never reach into one task, every task
-complete, and a recipe that names an unknown task refused in one line."""
+"""The package's shape: floors whose imports all point down and form no cycle, lazy imports only of what is
+heavy, unique module names, every task complete, and a recipe that names an unknown task refused in one line."""
 
-import importlib.util
 import inspect
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,32 +11,59 @@ from chiquito_or_not.core.errors import RecipeError
 from chiquito_or_not.core.recipe import load_recipe
 from chiquito_or_not.core.task_registry import TASKS, Task, get_task
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "import_layers.py"
-SHARED = ("core", "data", "train", "deploy", "cli")
+from . import import_graph as ig
 
 
-def _import_layers():
-    spec = importlib.util.spec_from_file_location("import_layers", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture(scope="module")
+def graph():
+    return ig.graph()
 
 
-def test_the_import_graph_has_no_cycle_and_few_layers():
-    il = _import_layers()
-    layers, cycle = il.layers(il.graph())
+def test_the_import_graph_has_no_cycle(graph):
+    edges, _ = graph
+    layers, cycle = ig.layers(edges)
     assert cycle == []
-    assert len(layers) <= 8  # 12 before the layout issue
+    assert len(edges) > 60 and len(layers) <= 10
 
 
-def test_shared_modules_never_import_a_task():
-    g = _import_layers().graph()
-    shared = [m for m in g if m.removeprefix("chiquito_or_not.").split(".")[0] in SHARED]
-    assert len(shared) > 25
-    reach = {m: sorted(d for d in g[m] if d.startswith("chiquito_or_not.core.task_registry.")) for m in shared}
-    assert {
-        m: d for m, d in reach.items() if d
-    } == {}  # they ask chiquito_or_not.core.task_registry for the recipe's task
+def test_every_import_points_down_a_floor(graph):
+    """cli → stages → tasks → {train, data} → core: no import from a lower floor to a higher one, none
+    between train and data, none between two tasks."""
+    edges, _ = graph
+    assert set(map(ig.folder, edges)) <= set(ig.FLOORS) | {"chiquito_or_not"}
+    assert ig.upward_imports(edges) == []
+
+
+def test_the_checks_catch_what_they_forbid():
+    """Upward, sideways and task-to-task arrows, a cycle and a lazy light import, on a made-up graph."""
+    e = ig.Edge
+    made_up = {
+        "chiquito_or_not.core.recipe": [e("chiquito_or_not.core.recipe", "chiquito_or_not.stages.dataset", 3, True)],
+        "chiquito_or_not.data.clean": [e("chiquito_or_not.data.clean", "chiquito_or_not.train.runs", 4, False)],
+        "chiquito_or_not.tasks.detect.ssd": [
+            e("chiquito_or_not.tasks.detect.ssd", "chiquito_or_not.tasks.classify.class_head", 5, True)
+        ],
+        "chiquito_or_not.stages.dataset": [e("chiquito_or_not.stages.dataset", "chiquito_or_not.core.recipe", 6, True)],
+    }
+    assert len(ig.upward_imports(made_up)) == 3
+    loop = {"a": [e("a", "b", 1, True)], "b": [e("b", "a", 2, False)], "c": [e("c", "a", 3, True)]}
+    assert ig.layers(loop)[1] == ["a", "b", "c"]  # c waits on the cycle too
+    assert ig.light_lazy_imports(made_up, heavy=set()) == ["chiquito_or_not.data.clean:4 -> chiquito_or_not.train.runs"]
+
+
+def test_imports_inside_functions_are_only_of_heavy_modules(graph):
+    """A function-level import is for what is slow or optional (torch, fastai, a runtime, a browser): never
+    for a light module of the package, and never to dodge a cycle."""
+    edges, third = graph
+    heavy = ig.heavy_modules(edges, third)
+    assert {"chiquito_or_not.stages.finetune", "chiquito_or_not.tasks.detect.ssd"} <= heavy
+    assert "chiquito_or_not.core.errors" not in heavy and "chiquito_or_not.core.recipe" not in heavy
+    assert ig.light_lazy_imports(edges, heavy) == []
+
+
+def test_module_basenames_are_unique():
+    names = Counter(p.name for p in ig.PKG.rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert [n for n, k in names.items() if k > 1] == []
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

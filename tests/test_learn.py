@@ -15,7 +15,7 @@ from chiquito_or_not.core.errors import WeightsError
 from chiquito_or_not.train.backbones import create_body
 from chiquito_or_not.train.lr_find import suggest
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 
 def test_suggestions_survive_a_curve_that_diverges_at_once():
@@ -157,7 +157,7 @@ def test_class_weights_follow_the_balanced_formula(tmp_path):
     from chiquito_or_not.core.recipe import load_recipe
     from chiquito_or_not.tasks.classify.class_data import class_weights
 
-    from .conftest import save_crops, write_recipe
+    from .helpers import save_crops, write_recipe
 
     save_crops(tmp_path / "d" / "train" / "a", "chelsea", 6)
     save_crops(tmp_path / "d" / "train" / "b", "rocket", 2)
@@ -182,7 +182,7 @@ def test_gpu_only_settings_are_refused_on_a_cpu_before_any_work(roots, monkeypat
     from chiquito_or_not.core.recipe import load_recipe
     from chiquito_or_not.stages.finetune import finetune
 
-    from .conftest import TINY_RECIPE, write_recipe
+    from .helpers import TINY_RECIPE, write_recipe
 
     text = TINY_RECIPE.format(name="gpu", aug_cycles=1).replace("[finetune]\n", f"[finetune]\n{extra}\n")
     for k, v in env.items():

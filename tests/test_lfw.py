@@ -13,7 +13,7 @@ from chiquito_or_not.core.recipe import LfwSource, load_recipe
 from chiquito_or_not.data.sources import fetch_source
 from chiquito_or_not.stages.dataset import build_dataset
 
-from .conftest import save_crops, write_recipe
+from .helpers import save_crops, write_recipe
 from .httpserver import Server, jpeg_bytes
 
 PEOPLE = [f"Person_{chr(65 + i)}{chr(97 + i)}" for i in range(12)]

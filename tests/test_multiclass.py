@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from chiquito_or_not.cli import app
 
-from .conftest import save_crops, write_recipe
+from .helpers import save_crops, write_recipe
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from chiquito_or_not.cli import app
 from chiquito_or_not.core.errors import ChiquitoError
 
-from .conftest import save_crops, write_recipe
+from .helpers import save_crops, write_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from chiquito_or_not.cli import app
 from chiquito_or_not.tasks.classify.class_inference import predict_images
 
-from .conftest import TINY_RECIPE, predict_without_the_package, subprocess_env, write_recipe
+from .helpers import TINY_RECIPE, predict_without_the_package, subprocess_env, write_recipe
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 

@@ -7,7 +7,7 @@ from chiquito_or_not.cli import app
 from chiquito_or_not.core.errors import RecipeError
 from chiquito_or_not.core.recipe import FolderSource, NpmSource, load_recipe, recipe_to_dict, write_resolved
 
-from .conftest import ROOT, write_recipe
+from .helpers import ROOT, write_recipe
 
 GOOD = """
 [[classes.a.sources]]

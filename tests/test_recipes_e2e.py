@@ -8,7 +8,7 @@ import pytest
 
 from chiquito_or_not.core.recipe import load_recipe
 
-from .conftest import ROOT
+from .helpers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import subprocess_env
+from .helpers import subprocess_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]
 

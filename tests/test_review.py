@@ -18,7 +18,7 @@ from chiquito_or_not.core.recipe import load_recipe
 from chiquito_or_not.data.review_log import ReviewLog, last_decisions, read_decisions
 from chiquito_or_not.stages.dataset import build_dataset
 
-from .conftest import save_crops, write_recipe
+from .helpers import save_crops, write_recipe
 
 RECIPE = """
 name = "rev"

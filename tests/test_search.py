@@ -16,7 +16,7 @@ from chiquito_or_not.core.recipe import load_recipe
 from chiquito_or_not.data.search import search_images
 from chiquito_or_not.stages.dataset import build_dataset
 
-from .conftest import save_crops, write_recipe
+from .helpers import save_crops, write_recipe
 from .httpserver import Server, tls_server_context
 
 

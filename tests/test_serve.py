@@ -14,7 +14,7 @@ pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (the test
 
 from chiquito_or_not.stages.serve import create_app
 
-from .conftest import photo
+from .helpers import photo
 from .httpserver import Server, jpeg_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.registry]

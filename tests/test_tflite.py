@@ -18,7 +18,7 @@ from chiquito_or_not.core.paths import dataset_dir
 from chiquito_or_not.stages.predict import expand_paths, predict_paths
 from chiquito_or_not.stages.tflite import export_tflite
 
-from .conftest import subprocess_env
+from .helpers import subprocess_env
 from .httpserver import jpeg_bytes
 from .test_export import NO_TORCH
 
@@ -54,7 +54,7 @@ def test_export_passes_parity_and_carries_its_metadata(tiny_run, lite):
 def test_tflite_predictions_match_the_pkl_on_other_images(tiny_run, lite, tmp_path):
     from PIL import Image
 
-    from .conftest import save_crops
+    from .helpers import save_crops
 
     files = save_crops(tmp_path, "astronaut", 4, size=150) + save_crops(tmp_path, "coffee", 4, size=90)
     Image.open(files[0]).resize((200, 120)).save(files[0])  # not square: the crop matters
