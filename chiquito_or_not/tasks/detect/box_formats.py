@@ -16,9 +16,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...core.errors import ChiquitoError
 from ...core.files import NotRegular, read_regular
 from ...core.reasons import Reason
 from ...data.voc import Box, write_voc  # noqa: F401  (re-exported: the VOC writer and reader meet here)
+from .box_postprocess import DETECT_EXTRA
 
 __all__ = [
     "Box",
@@ -72,8 +74,11 @@ def read_voc(path: Path) -> Annotation:
     """A Pascal VOC / labelImg .xml file."""
     from xml.etree.ElementTree import ParseError
 
-    import defusedxml
-    from defusedxml.ElementTree import fromstring
+    try:
+        import defusedxml
+        from defusedxml.ElementTree import fromstring
+    except ImportError:
+        raise ChiquitoError(DETECT_EXTRA) from None
 
     data, problem = _read(path)
     if problem:

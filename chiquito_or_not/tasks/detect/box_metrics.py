@@ -10,6 +10,7 @@ import numpy as np
 
 from ...core.errors import DataError
 from .box_inference import draw_boxes, predict_paths
+from .box_postprocess import mean_average_precision
 from .box_splits import read_split
 
 __all__ = ["coco_map", "evaluate_set", "headline", "image_errors"]
@@ -38,13 +39,11 @@ def _tensors(dets: list[list[dict]], truth: list[list], labels: list[str]):
 
 def coco_map(dets: list[list[dict]], truth: list[list], labels: list[str], curves: bool = False) -> dict:
     """COCO metrics of detections against true boxes ([label, x0, y0, x1, y1]), boxes in the same pixels."""
-    from torchmetrics.detection import MeanAveragePrecision
-
     preds, targets = _tensors(dets, truth, labels)
-    m = MeanAveragePrecision(class_metrics=True, backend="pycocotools", extended_summary=curves)
+    m = mean_average_precision(class_metrics=True, extended_summary=curves)
     m.update(preds, targets)
     r = m.compute()
-    m50 = MeanAveragePrecision(iou_thresholds=[0.5], class_metrics=True, backend="pycocotools")
+    m50 = mean_average_precision(iou_thresholds=[0.5], class_metrics=True)
     m50.update(preds, targets)
     r50 = m50.compute()
 

@@ -74,3 +74,18 @@ def preprocess(im, size: int, mean, std) -> np.ndarray:
     """One PIL image → 3 x size x size float32: `resized`, /255, (x - mean) / std."""
     x = resized(im, size).astype(np.float32).transpose(2, 0, 1) / 255.0
     return (x - np.asarray(mean, np.float32).reshape(3, 1, 1)) / np.asarray(std, np.float32).reshape(3, 1, 1)
+
+
+DETECT_EXTRA = "object detection needs the detect extra: pip install 'chiquito-or-not[detect]'"
+
+
+def mean_average_precision(**kw):
+    """torchmetrics' MeanAveragePrecision on the COCO reference implementation (pycocotools)."""
+    from ...core.errors import ChiquitoError
+
+    try:
+        import pycocotools  # noqa: F401
+        from torchmetrics.detection import MeanAveragePrecision
+    except ImportError:
+        raise ChiquitoError(DETECT_EXTRA) from None
+    return MeanAveragePrecision(backend="pycocotools", **kw)

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastai.learner import Metric
 
-from .box_postprocess import postprocess
+from .box_postprocess import mean_average_precision, postprocess
 
 __all__ = ["TapBody", "SSDHead", "SSDLoss", "Decoded", "decode_boxes", "MapMetric", "EXTRA_CHANNELS"]
 
@@ -221,10 +221,8 @@ class MapMetric(Metric):
 
     @property
     def value(self):
-        from torchmetrics.detection import MeanAveragePrecision
-
         if not self.preds:
             return None
-        m = MeanAveragePrecision(iou_thresholds=[0.5], backend="pycocotools")
+        m = mean_average_precision(iou_thresholds=[0.5])
         m.update(self.preds, self.targets)
         return float(m.compute()["map_50"])
