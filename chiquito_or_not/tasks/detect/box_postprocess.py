@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...core.errors import ChiquitoError
+
 __all__ = ["nms", "postprocess", "preprocess", "resized", "POST_DEFAULTS"]
 
 POST_DEFAULTS = {"score_thresh": 0.01, "nms_iou": 0.5, "topk_candidates": 300, "detections_per_img": 100}
@@ -81,8 +83,6 @@ DETECT_EXTRA = "object detection needs the detect extra: pip install 'chiquito-o
 
 def mean_average_precision(**kw):
     """torchmetrics' MeanAveragePrecision on the COCO reference implementation (pycocotools)."""
-    from ...core.errors import ChiquitoError
-
     try:
         import pycocotools  # noqa: F401
         from torchmetrics.detection import MeanAveragePrecision
