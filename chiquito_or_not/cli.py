@@ -480,9 +480,9 @@ def review(
         app_.state.log.close()
 
 
-# glibc hands freed blocks above 32 MB back to the OS and page-faults them in again on the next batch:
-# on a 2-core CPU that was ~40 % of a training step (EfficientNet-Lite0, bs 32, 224 px: 3.6-4.0 s per step
-# before, 2.3 s after). The thresholds must be in the environment before the process starts.
+# glibc hands large freed blocks back to the OS and page-faults them in again on the next batch, a large
+# share of a training step on a CPU (the README's "Speed on a CPU"; bench/_env.py runs every benchmark
+# under the same thresholds). The thresholds must be in the environment before the process starts.
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
 

@@ -123,11 +123,10 @@ def _precision(learn, precision: str) -> str:
 
 
 def _channels_last(model, on: bool) -> None:
-    """Train convolutions in channels-last memory layout when the task asks for it (detection): on this
-    2-core CPU one detector training step (batch 16, 320 px) takes 1.1 s instead of 1.7 s
-    (bench/bench_channels_last.py). Same weights; the arithmetic differs by more than float rounding in
-    the backward pass (see the classify task). The model goes back to the default layout before it is
-    saved or exported."""
+    """Train convolutions in channels-last memory layout when the task asks for it (detection): a faster
+    training step on a CPU (bench/bench_channels_last.py). Same weights; the arithmetic differs by more than
+    float rounding in the backward pass (see the classify task). The model goes back to the default layout
+    before it is saved or exported."""
     import torch
 
     model.to(memory_format=torch.channels_last if on else torch.contiguous_format)

@@ -27,9 +27,8 @@ class Classify:
     scores = ("accuracy", "balanced_accuracy")
     rank = ("balanced_accuracy", "accuracy")
     feature_cache = True  # the frozen stage may train the head on cached body features
-    # not channels-last: 1.95x faster per step, but its gradients differ from the default layout's (3.6e-3
-    # of the gradient's norm against a float64 reference, 8e-5 in the default layout), and a classifier
-    # trains exactly as it always has
+    # not channels-last: faster per step (bench/bench_channels_last.py), but its backward pass is less exact
+    # on a CPU (the README's "Speed on a CPU"), and a classifier trains exactly as it always has
     channels_last = False
     onnx_outputs = ("probabilities",)
 
