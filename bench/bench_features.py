@@ -29,8 +29,9 @@ def main():
 
     from chiquito_or_not.core.paths import dataset_dir
     from chiquito_or_not.core.recipe import load_recipe
+    from chiquito_or_not.core.task_registry import get_task
     from chiquito_or_not.train.features import head_learner
-    from chiquito_or_not.train.learner import make_dls, make_learner
+    from chiquito_or_not.train.learner import make_learner
 
     recipe = load_recipe(args.recipe)
     lr = recipe.finetune.frozen.lr if recipe.finetune.frozen.lr != "auto" else 1e-2
@@ -39,9 +40,12 @@ def main():
         res = {}
         for cached in (False, True):
             set_seed(recipe.seed, reproducible=True)
-            dls = make_dls(recipe, augment=False)
+            task = get_task(recipe.task)
+            dls = task.dataloaders(recipe, None, augment=False)
             with tempfile.TemporaryDirectory() as tmp:
-                learn = make_learner(recipe, dls, Path(tmp), dataset_dir(recipe.name))  # class weights as finetune
+                learn = make_learner(
+                    recipe, task, dls, Path(tmp), dataset_dir(recipe.name)
+                )  # class weights as finetune
                 t = time.time()
                 if cached:
                     hl = head_learner(learn, recipe.finetune.backbone, Path(tmp) / "features", log=lambda *_: None)

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from chiquito_or_not.core.paths import cache_dir, dataset_dir
+from chiquito_or_not.core.task_registry import get_task
 from chiquito_or_not.train.features import FeatureCache, cached_features, head_split, learner_key, model_key
-from chiquito_or_not.train.learner import make_dls, make_learner
+from chiquito_or_not.train.learner import make_learner
 
 pytestmark = pytest.mark.slow
 
@@ -16,8 +17,8 @@ pytestmark = pytest.mark.slow
 def _learner(recipe, size=None):
     if size:
         recipe = replace(recipe, finetune=replace(recipe.finetune, size=size))
-    dls = make_dls(recipe, augment=False)
-    return make_learner(recipe, dls, Path("unused"))
+    task = get_task(recipe.task)
+    return make_learner(recipe, task, task.dataloaders(recipe, None, augment=False), Path("unused"))
 
 
 def _key(learn, backbone="efficientnet_lite0"):

@@ -26,7 +26,7 @@ from ..core.task_registry import get_task
 from ..train import portable
 from ..train.backbones import get_backbone
 from ..train.features import head_learner
-from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_dls, make_learner
+from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_learner
 from ..train.lr_find import find_lr
 from ..train.runs import STAGES, promote, read_json, resumable_state
 from .evaluate import evaluate
@@ -43,9 +43,9 @@ __all__ = [
 ]
 
 
-def history_columns(recipe: Recipe) -> list[str]:
+def history_columns(task) -> list[str]:
     """history.csv's columns: the losses, then the task's metrics."""
-    return ["stage", "epoch", "train_loss", "valid_loss", *get_task(recipe.task).history_metrics]
+    return ["stage", "epoch", "train_loss", "valid_loss", *task.history_metrics]
 
 
 @dataclass
@@ -224,23 +224,20 @@ def _deterministic(recipe: Recipe) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _learner(recipe: Recipe, root: Path, run: Path):
+def _learner(recipe: Recipe, task, root: Path, run: Path):
     """(learn, dls_plain, dls_aug), seeded: the one way finetune and lr-find build their learner.
     Raises DataError when `chiquito dataset` has not run, WeightsError for missing or bad weights."""
     _deterministic(recipe)
     set_seed(recipe.seed, reproducible=True)
-    dls_plain = make_dls(recipe, augment=False, root=root)
-    dls_aug = make_dls(recipe, augment=True, root=root)
-    return make_learner(recipe, dls_plain, run, root), dls_plain, dls_aug
+    dls_plain = task.dataloaders(recipe, root, augment=False)
+    dls_aug = task.dataloaders(recipe, root, augment=True)
+    return make_learner(recipe, task, dls_plain, run, root), dls_plain, dls_aug
 
 
-def _cached_head(learn, recipe: Recipe, precision: str, world: int, log):
+def _cached_head(learn, recipe: Recipe, task, precision: str, world: int, log):
     """The head learner on cached body features (frozen stage and LR finder), or None when off."""
     f = recipe.finetune
-    if (
-        not (f.frozen.feature_cache and get_task(recipe.task).feature_cache)
-        or get_backbone(f.backbone).family == "scratch"
-    ):
+    if not (f.frozen.feature_cache and task.feature_cache) or get_backbone(f.backbone).family == "scratch":
         return None
     if world > 1:
         log("  feature cache off: several processes train (each would compute every image)")
@@ -256,8 +253,9 @@ def lr_find_only(recipe: Recipe, log=print, data_root: Path | None = None) -> di
     precision), so the rate it prints is the one `finetune` would choose; writes runs/NAME/lr_find.*."""
     root = Path(data_root) if data_root else dataset_dir(recipe.name)
     out = run_dir(recipe.name)
-    learn, dls_plain, dls_aug = _learner(recipe, root, out)
-    hl = _cached_head(learn, recipe, _precision(learn, recipe.finetune.precision), 1, log)
+    task = get_task(recipe.task)
+    learn, dls_plain, dls_aug = _learner(recipe, task, root, out)
+    hl = _cached_head(learn, recipe, task, _precision(learn, recipe.finetune.precision), 1, log)
     reseed(recipe.seed, dls_plain, dls_aug, *([hl.dls] if hl else []))  # as finetune does before it
     return find_lr(hl or learn, out, num_it=recipe.finetune.lr_find_iters)
 
@@ -399,8 +397,8 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     world, rank = _check_before_writing(recipe)
     if rank:  # under `accelerate launch` only the first process writes files and prints
         log = lambda *_: None  # noqa: E731
-    files = RunFolder(run)
-    state_path, ckpt, columns = files.state, files.checkpoints, history_columns(recipe)
+    files, task = RunFolder(run), get_task(recipe.task)
+    state_path, ckpt, columns = files.state, files.checkpoints, history_columns(task)
     state = {
         "fingerprint": _fingerprint(recipe),
         "done": [],
@@ -412,7 +410,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     if resume:
         state = resumable_state(run, final, state["fingerprint"])
     t0 = time.time()
-    learn, dls_plain, dls_aug = _learner(recipe, root, run)  # DataError, WeightsError: nothing written yet
+    learn, dls_plain, dls_aug = _learner(recipe, task, root, run)  # DataError, WeightsError: nothing written yet
     if state["done"]:
         _load_checkpoint(learn, ckpt, state["done"][-1])
         log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
@@ -421,7 +419,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             shutil.rmtree(run, ignore_errors=True)
         write_resolved(recipe, run)
     precision = _precision(learn, recipe.finetune.precision)
-    _channels_last(learn.model, get_task(recipe.task).channels_last)
+    _channels_last(learn.model, task.channels_last)
     if recipe.finetune.tensorboard and not rank:
         _tensorboard(run, None, dls_aug)
     log(
@@ -432,7 +430,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     hl, t = None, time.time()
     if "frozen" not in state["done"]:
-        hl = _cached_head(learn, recipe, precision, world, log)
+        hl = _cached_head(learn, recipe, task, precision, world, log)
         if hl:
             state["timings"]["features"] = round(time.time() - t, 1)
     st = _Stages(recipe, learn, hl, dls_plain, dls_aug, run, world, {}, log)

@@ -25,7 +25,7 @@ def sanity_check(
     task = get_task(recipe.task)
     dls, items = task.memorise_dls(recipe, dataset_dir(recipe.name), n_images)
     with tempfile.TemporaryDirectory() as tmp:
-        learn = make_learner(recipe, dls, Path(tmp))
+        learn = make_learner(recipe, task, dls, Path(tmp))
         learn.unfreeze()
         epochs, acc = 0, 0.0
         while epochs < max_epochs and acc < target:

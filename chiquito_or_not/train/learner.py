@@ -17,22 +17,16 @@ from fastcore.basics import noop
 
 from ..core.face_detectors import face_meta
 from ..core.recipe import Recipe
-from ..core.task_registry import get_task
 from .backbones import body_splitter, create_body, num_features
 
-__all__ = ["make_dls", "make_learner", "LogProgress", "keep_frozen", "BodyBatchNormEval"]
+__all__ = ["make_learner", "LogProgress", "keep_frozen", "BodyBatchNormEval"]
 
 
-def make_dls(recipe: Recipe, augment: bool, root: Path | None = None):
-    """The recipe's task's DataLoaders over `<root>/train` and `<root>/valid` (DataError when missing)."""
-    return get_task(recipe.task).dataloaders(recipe, root, augment)
-
-
-def make_learner(recipe: Recipe, dls, path: Path, root: Path | None = None):
-    """A frozen Learner: pretrained body + the task's head, loss and metrics, three layer groups. `root`
-    is the dataset folder the task reads training statistics from (a classifier's class weights)."""
+def make_learner(recipe: Recipe, task, dls, path: Path, root: Path | None = None):
+    """A frozen Learner: pretrained body + the task's head, loss and metrics, three layer groups. `task` is
+    the recipe's (core.task_registry.get_task); `root` is the dataset folder the task reads training
+    statistics from (a classifier's class weights)."""
     f = recipe.finetune
-    task = get_task(recipe.task)
     body = task.adapt_body(recipe, create_body(f.backbone, f.weights))
     head, loss, metrics = task.model_parts(recipe, body, num_features(body), dls, root)
     # the tutorial (fastai 0.7) trained with SGD and momentum 0.9; fastai 2 defaults to Adam

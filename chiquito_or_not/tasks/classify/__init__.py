@@ -37,7 +37,7 @@ class Classify:
         return ClassDataset(recipe, folder, log, use_review)
 
     def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        return suspects(recipe, root, run, folds, log)
+        return suspects(self, recipe, root, run, folds, log)
 
     def check_dataset(self, recipe, root) -> None:
         check_dataset(recipe, root)

@@ -94,18 +94,18 @@ def rank_items(
     return {"order": order, "probs": probs, "quality": quality, "issue": issue, "ood": ood, "why": why, "C": c}
 
 
-def _features(recipe, root: Path, files: list[Path], log) -> np.ndarray:
+def _features(task, recipe, root: Path, files: list[Path], log) -> np.ndarray:
     """The pretrained body's pooled features of `files`, through the feature cache."""
     import tempfile
 
-    from ...train.learner import make_dls, make_learner
+    from ...train.learner import make_learner
 
     f = recipe.finetune
     if get_backbone(f.backbone).family == "scratch":
         log(f"  {f.backbone} starts untrained: features from {FEATURE_BACKBONE} (ImageNet) instead")
         recipe = replace(recipe, finetune=replace(f, backbone=FEATURE_BACKBONE, weights=""))
     with tempfile.TemporaryDirectory() as tmp:  # the learner's path: nothing is saved there
-        learn = make_learner(recipe, make_dls(recipe, augment=False, root=root), Path(tmp), root)
+        learn = make_learner(recipe, task, task.dataloaders(recipe, root, augment=False), Path(tmp), root)
         cache = FeatureCache(cache_dir() / "features", learner_key(learn, recipe.finetune.backbone))
         x, counts = cached_features(learn, files, cache)
     log(f"  features ({recipe.finetune.backbone}): {counts['hit']} cached, {counts['computed']} computed")
@@ -145,7 +145,7 @@ def cross_class_duplicates(folder: DatasetFolder) -> list[dict]:
     ]
 
 
-def suspects(recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
+def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
     """Every image of the dataset's splits, worst first, with its label, the suggested label, scores and
     why; plus the cross-class duplicates. `run`: also rank by that run's losses."""
     folder = DatasetFolder(Path(root))
@@ -159,7 +159,7 @@ def suspects(recipe, root: Path, run: Path | None = None, folds: int = 5, log=pr
     if missing:
         raise DataError(f"{missing[0]}: listed in split.csv but not there; run `chiquito dataset {recipe.path}` again")
     y = np.array([classes.index(r["label"]) for r in rows])
-    x = _features(recipe, folder.root, files, log)
+    x = _features(task, recipe, folder.root, files, log)
     losses = _losses(run, files, [r["label"] for r in rows], log) if run else None
     res = rank_items(x, y, len(classes), folds=folds, seed=recipe.seed, losses=losses)
     items = []
