@@ -43,7 +43,7 @@ def sets(data: Path) -> dict:
 def candidates(opencv: str | None) -> dict:
     import tarfile
 
-    from chiquito_or_not.core import faces
+    from chiquito_or_not.core import face_detectors as faces
     from chiquito_or_not.data.sources import fetch_face_detector
 
     out = {name: faces.get_detector(name, fetch_face_detector(name)) for name in faces.DETECTORS}

@@ -14,7 +14,7 @@ from chiquito_or_not.core.model_loader import load_model
 from chiquito_or_not.core.paths import dataset_dir
 from chiquito_or_not.stages.export import ExportError, export_onnx
 from chiquito_or_not.stages.predict import expand_paths, predict_paths
-from chiquito_or_not.tasks.classify import export as export_mod  # the classifier's metadata and parity check
+from chiquito_or_not.tasks.classify import class_export as export_mod  # the classifier's metadata and parity check
 from chiquito_or_not.tasks.classify.class_runtime import OnnxClassifier
 
 from .helpers import subprocess_env

@@ -1,4 +1,4 @@
-"""The URL guard (net.py) against loopback servers that count every request that reaches them."""
+"""The URL guard (core/http_fetch.py) against loopback servers that count every request that reaches them."""
 
 import socket
 import time

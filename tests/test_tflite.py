@@ -90,7 +90,7 @@ def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monk
 
 
 def test_a_conversion_error_is_one_line_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
-    from chiquito_or_not.deploy import tflite
+    from chiquito_or_not.stages import tflite
 
     # fastai's head pools with AdaptiveMaxPool2d, which LiteRT cannot lower; the export swaps it for an
     # equal max over the spatial axes. Without that swap the real converter fails: the error must say so

@@ -45,12 +45,12 @@ class Reason(StrEnum):
     EMPTY_BOX = "empty_box"  # zero or negative width or height (below detect.min_box)
     UNKNOWN_LABEL = "unknown_label"  # a label not in detect.labels
     NO_BOXES = "no_boxes"  # no box left, and detect.background_images is false
-    # the dataset's policy (data.dataset, data.split): status "unused" except the first
+    # the dataset's policy (stages.dataset, data.split): status "unused" except the first
     CLASS_BELOW_MIN_IMAGES = "class_below_min_images"
     BALANCED_OUT = "balanced_out"
     PER_CLASS_CAP = "per_class_cap"
     TRAIN_CAP = "train_cap"
-    # face crops (data.faces, dataset.faces); predict and serve say no_face too
+    # face crops (data.face_crops, dataset.faces); predict and serve say no_face too
     NO_FACE = "no_face"
     SEVERAL_FACES = "several_faces"
     # the user's decision in datasets/NAME/review.csv (chiquito review)

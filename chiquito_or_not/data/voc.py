@@ -1,5 +1,5 @@
 """Pascal VOC (labelImg) annotations: the box record and the writer, shared by the composite source (which
-writes them) and the detection task's readers (tasks/detect/annotations.py reads them back)."""
+writes them) and the detection task's readers (tasks/detect/box_formats.py reads them back)."""
 
 from __future__ import annotations
 

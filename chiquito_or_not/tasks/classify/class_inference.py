@@ -58,7 +58,7 @@ def predict_images(learn, images: list, bs: int = 64):
 
 def preprocess_spec(learn) -> dict:
     """The learner's validation preprocessing as data (what ONNX metadata carries and
-    onnxmodel.preprocess_image follows): resize method and size, scale, mean, std."""
+    class_runtime.preprocess_image follows): resize method and size, scale, mean, std."""
     resize = next((t for t in learn.dls.after_item if type(t).__name__ == "Resize"), None)
     norm = next((t for t in learn.dls.after_batch if type(t).__name__ == "Normalize"), None)
     if resize is None or norm is None:

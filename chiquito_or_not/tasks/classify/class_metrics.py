@@ -15,7 +15,7 @@ from .class_inference import predict_paths
 
 __all__ = ["compute_metrics", "evaluate_set", "headline"]
 
-NO_FACE = "no face found"  # data.faces.face_step's refusal
+NO_FACE = "no face found"  # core.face_detectors.face_step's refusal
 
 
 def headline(m: dict) -> str:
