@@ -29,11 +29,9 @@ PICKLE_NOTICE = (
 # and where they live now: such a file still loads
 MOVED_MODULES = {
     "chiquito_or_not.tasks.detect.net": "chiquito_or_not.tasks.detect.ssd",
+    "chiquito_or_not.tasks.detect.data": "chiquito_or_not.tasks.detect.box_data",
     "chiquito_or_not.tasks.detect.model": "chiquito_or_not.tasks.detect.box_head",
     "chiquito_or_not.tasks.detect.postprocess": "chiquito_or_not.tasks.detect.box_postprocess",
-    "chiquito_or_not.tasks.detect.data": "chiquito_or_not.tasks.detect.box_data",
-    "chiquito_or_not.tasks.classify.model": "chiquito_or_not.tasks.classify.class_head",
-    "chiquito_or_not.tasks.classify.data": "chiquito_or_not.tasks.classify.class_data",
 }
 
 
