@@ -9,7 +9,8 @@ Run: .venv/bin/python bench/record_outputs.py record OUT.json [--work DIR] [--jo
 finetune, ONNX and TFLite export, `predict --json` with each exported model on the validation split,
 and `review --list --json` on the default dataset. It keeps the sha256 of split.csv and manifest.csv,
 metrics.json, export.json and every JSON output (paths relative to the work folder). `compare` says
-whether two records are the same, apart from timings and the environment; exit 1 when they differ.
+whether two records are the same, apart from timings and the environment, and lists apart the floats
+that differ only in their last bits (within 1e-12 relative); exit 1 when anything else differs.
 """
 
 import argparse
@@ -100,6 +101,34 @@ def differences(a, b, where: str = "") -> list[str]:
     return [] if a == b else [f"{where}: {json.dumps(a)[:120]} before, {json.dumps(b)[:120]} after"]
 
 
+def rounding(a, b) -> float | None:
+    """|a - b| when both are floats that differ only in the last bits (within 1e-12 relative), else None."""
+    if isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-12 * max(1.0, abs(a)):
+        return abs(a - b)
+    return None
+
+
+def split_rounding(a, b, where: str = "") -> tuple[list[str], list[tuple[str, float]]]:
+    """(real differences, float differences in the last bits with their size), apart from volatile keys."""
+    if isinstance(a, dict) and isinstance(b, dict) and set(a) == set(b):
+        real, tiny = [], []
+        for k in sorted(a):
+            if not _volatile(k):
+                r, t = split_rounding(a[k], b[k], f"{where}/{k}")
+                real, tiny = real + r, tiny + t
+        return real, tiny
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        real, tiny = [], []
+        for i, (x, y) in enumerate(zip(a, b)):
+            r, t = split_rounding(x, y, f"{where}[{i}]")
+            real, tiny = real + r, tiny + t
+        return real, tiny
+    d = rounding(a, b)
+    if d is not None and a != b:
+        return [], [(where, d)]
+    return differences(a, b, where), []
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -112,9 +141,15 @@ def main():
     cmp_.add_argument("after", type=Path)
     a = ap.parse_args()
     if a.cmd == "compare":
-        diff = differences(json.loads(a.before.read_text()), json.loads(a.after.read_text()))
-        print("\n".join(diff[:200]) if diff else "identical (apart from timings and environment)")
-        sys.exit(1 if diff else 0)
+        real, tiny = split_rounding(json.loads(a.before.read_text()), json.loads(a.after.read_text()))
+        print("\n".join(real[:200]) if real else "identical (apart from timings and environment)")
+        if tiny:
+            where = sorted({w.split("[")[0] for w, _ in tiny})
+            print(
+                f"{len(tiny)} float(s) differ in the last bits (largest {max(d for _, d in tiny):.1e}), under: "
+                + ", ".join(where[:12])
+            )
+        sys.exit(1 if real else 0)
     shutil.rmtree(a.work, ignore_errors=True)
     a.work.mkdir(parents=True)
     got = {}
