@@ -400,3 +400,28 @@ def test_a_detect_recipe_is_validated(tmp_path):
         load_recipe(
             write_recipe(tmp_path, COMPOSITE.format(cut=tmp_path).replace('kind = "python"', 'kind = "composite"'))
         )
+
+
+def test_box_coding_and_matching_agree_with_torchvision():
+    """The SSD box coding and anchor matching are written in plain tensor ops (the decoding is traced into
+    the ONNX and LiteRT graphs); they give exactly what torchvision's SSD uses: BoxCoder with weights
+    (10, 10, 5, 5) and SSDMatcher at IoU 0.5."""
+    import torch
+    from torchvision.models.detection._utils import BoxCoder, SSDMatcher
+    from torchvision.ops import box_iou
+
+    from chiquito_or_not.tasks.detect.ssd import BOX_WEIGHTS, _encode, _match, decode_boxes
+
+    g = torch.Generator().manual_seed(0)
+    xy, wh = torch.rand(3000, 2, generator=g) * 280, torch.rand(3000, 2, generator=g) * 100 + 8
+    anchors = torch.cat([xy, xy + wh], 1)
+    gxy, gwh = torch.rand(40, 2, generator=g) * 250, torch.rand(40, 2, generator=g) * 60 + 10
+    gt = torch.cat([gxy, gxy + gwh], 1)
+    coder = BoxCoder(weights=BOX_WEIGHTS)
+    assert torch.equal(_encode(gt, anchors[:40]), coder.encode_single(gt, anchors[:40]))
+    deltas = torch.randn(1, 3000, 4, generator=g)
+    assert torch.allclose(decode_boxes(deltas, anchors, 320)[0], coder.decode_single(deltas[0], anchors).clamp(0, 320))
+    for k in (1, 5, 40):
+        ours, theirs = _match(gt[:k], anchors), SSDMatcher(0.5)(box_iou(gt[:k], anchors))
+        assert torch.equal(ours, theirs) and (ours >= 0).sum() >= k  # every box has an anchor
+    assert (_match(gt[:0], anchors) == -1).all()
