@@ -103,9 +103,8 @@ def _parse_host(raw: str) -> str:
     return host
 
 
-def parse_url(url: str) -> Target:
-    """Parse an absolute http(s) URL strictly; refuse what URL parsers disagree on (backslashes, control
-    characters, whitespace, userinfo, odd IPv4 forms) with FetchError("bad_url" or "bad_scheme")."""
+def _split_scheme(url: str) -> tuple[str, str]:
+    """(scheme, what follows its '//'), refusing what is not plainly an absolute http(s) URL."""
     if not isinstance(url, str) or not url:
         raise _bad("empty URL")
     if len(url) > MAX_URL:
@@ -119,19 +118,30 @@ def parse_url(url: str) -> Target:
     rest = url[m.end() :]
     if not rest.startswith("//"):
         raise _bad("expected '//' after the scheme")
-    rest = rest[2:].split("#", 1)[0]
-    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    authority, path = rest[:cut], rest[cut:]
+    return scheme, rest[2:].split("#", 1)[0]
+
+
+def _split_authority(authority: str) -> tuple[str, str]:
+    """(host as written, port as written) of an authority without userinfo."""
     if "@" in authority:
         raise _bad("URLs with a user name or password (user@host) are refused")
-    if authority.startswith("["):
-        end = authority.find("]")
-        host_raw, port_raw = (authority, "") if end < 0 else (authority[: end + 1], authority[end + 1 :])
-        if port_raw and not port_raw.startswith(":"):
-            raise _bad(f"unexpected text after the IPv6 address: {port_raw[:20]!r}")
-        port_raw = port_raw[1:]
-    else:
+    if not authority.startswith("["):
         host_raw, _, port_raw = authority.partition(":")
+        return host_raw, port_raw
+    end = authority.find("]")
+    host_raw, port_raw = (authority, "") if end < 0 else (authority[: end + 1], authority[end + 1 :])
+    if port_raw and not port_raw.startswith(":"):
+        raise _bad(f"unexpected text after the IPv6 address: {port_raw[:20]!r}")
+    return host_raw, port_raw[1:]
+
+
+def parse_url(url: str) -> Target:
+    """Parse an absolute http(s) URL strictly; refuse what URL parsers disagree on (backslashes, control
+    characters, whitespace, userinfo, odd IPv4 forms) with FetchError("bad_url" or "bad_scheme")."""
+    scheme, rest = _split_scheme(url)
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    host_raw, port_raw = _split_authority(authority)
     host = _parse_host(host_raw)
     if port_raw and not (port_raw.isascii() and port_raw.isdigit() and 0 < int(port_raw) < 65536):
         raise _bad(f"port {port_raw[:10]!r} is not a number from 1 to 65535")

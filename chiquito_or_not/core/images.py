@@ -112,54 +112,77 @@ def transpose_boxes(boxes, method: str, w: int, h: int):
     return np.stack(out, axis=1)
 
 
-def clean_with_boxes(raw: Path | bytes, spec: DecodePolicy, boxes=None) -> tuple[str, str, object | None, object]:
-    """`clean_one`, moving `boxes` (N x 4 x0 y0 x1 y1, pixels of the file as stored) with the pixels
-    through every geometric step (EXIF orientation, centre crop, max_side): (reason, detail, image, boxes)
-    with the boxes in the cleaned image's pixels (clipped to it by the crop; None when none were given)."""
-    import numpy as np
+class _Refused(Exception):
+    """An input the decoder refuses: (reason, detail)."""
+
+
+def _decoded(raw: Path | bytes, spec: DecodePolicy):
+    """The fully decoded Pillow image of a file or its bytes, every check before and after decoding."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         data = raw if isinstance(raw, bytes) else read_regular(raw)
     except NotRegular as e:
-        return e.reason, e.detail, None, None
+        raise _Refused(e.reason, e.detail) from None
     except OSError as e:
-        return Reason.UNREADABLE, e.strerror or str(e), None, None
+        raise _Refused(Reason.UNREADABLE, e.strerror or str(e)) from None
     if not data:
-        return Reason.EMPTY_FILE, "0 bytes", None, None
+        raise _Refused(Reason.EMPTY_FILE, "0 bytes")
     _bomb_warnings_are_errors()
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        return Reason.NOT_AN_IMAGE, "no known image format", None, None
+        raise _Refused(Reason.NOT_AN_IMAGE, "no known image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return Reason.DECOMPRESSION_BOMB, str(e).split(".")[0], None, None
+        raise _Refused(Reason.DECOMPRESSION_BOMB, str(e).split(".")[0]) from None
     except (OSError, SyntaxError, ValueError) as e:
-        return Reason.CORRUPT, str(e), None, None
+        raise _Refused(Reason.CORRUPT, str(e)) from None
     w, h = im.size
     if w * h > spec.max_pixels:
-        return Reason.DECOMPRESSION_BOMB, f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}", None, None
+        raise _Refused(Reason.DECOMPRESSION_BOMB, f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}")
     if getattr(im, "is_animated", False) or getattr(im, "n_frames", 1) > 1:
-        return Reason.ANIMATED, f"{im.format} with {getattr(im, 'n_frames', '?')} frames", None, None
+        raise _Refused(Reason.ANIMATED, f"{im.format} with {getattr(im, 'n_frames', '?')} frames")
     if im.format not in spec.formats:
-        return Reason.FORMAT_NOT_ALLOWED, f"{im.format} (allowed: {', '.join(spec.formats)})", None, None
+        raise _Refused(Reason.FORMAT_NOT_ALLOWED, f"{im.format} (allowed: {', '.join(spec.formats)})")
     try:
         im.load()  # the full decode: truncated and corrupt files fail here, not at training time
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return Reason.DECOMPRESSION_BOMB, str(e).split(".")[0], None, None
+        raise _Refused(Reason.DECOMPRESSION_BOMB, str(e).split(".")[0]) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        return Reason.TRUNCATED_OR_CORRUPT, str(e), None, None
+        raise _Refused(Reason.TRUNCATED_OR_CORRUPT, str(e)) from None
     if min(w, h) < spec.min_size:
-        return Reason.TOO_SMALL, f"{w}x{h}, min_size is {spec.min_size}", None, None
-    b = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    try:  # ImageOps.exif_transpose's own steps, so that the boxes can take the same ones
+        raise _Refused(Reason.TOO_SMALL, f"{w}x{h}, min_size is {spec.min_size}")
+    return im
+
+
+def _oriented(im, b):
+    """ImageOps.exif_transpose's own steps, so that the boxes can take the same ones."""
+    from PIL import Image
+
+    try:
         method = _ORIENTATION.get(im.getexif().get(0x0112, 1))
         if method:
             if b is not None:
                 b = transpose_boxes(b, method, im.width, im.height)
             im = im.transpose(getattr(Image.Transpose, method))
     except (OSError, SyntaxError, ValueError, KeyError, TypeError) as e:
-        return Reason.CORRUPT_EXIF, str(e), None, None
+        raise _Refused(Reason.CORRUPT_EXIF, str(e)) from None
+    return im, b
+
+
+def clean_with_boxes(raw: Path | bytes, spec: DecodePolicy, boxes=None) -> tuple[str, str, object | None, object]:
+    """`clean_one`, moving `boxes` (N x 4 x0 y0 x1 y1, pixels of the file as stored) with the pixels
+    through every geometric step (EXIF orientation, centre crop, max_side): (reason, detail, image, boxes)
+    with the boxes in the cleaned image's pixels (clipped to it by the crop; None when none were given)."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        im = _decoded(raw, spec)
+        b = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        im, b = _oriented(im, b)
+    except _Refused as e:
+        return e.args[0], e.args[1], None, None
     im = _to_rgb(im, spec.background)
     if spec.center_crop < 1.0:  # the same crop for every class, e.g. so web photos look like LFW's face crops
         side = max(1, round(min(im.size) * spec.center_crop))

@@ -160,13 +160,8 @@ def _one(i: int, src, cutouts_by_group: dict, backgrounds: list, seed: int):
     return bg, boxes, f"g{g:03d}"
 
 
-def generate_composites(
-    src, cutout_files: dict[str, list[Path]], background_files: list[Path], out_root: Path, seed: int, log=print
-) -> list[tuple[Path, Path, str]]:
-    """Write `src.count` composites (JPEG + VOC XML) into a folder of `out_root` named by everything they
-    depend on; reuse it when complete. Returns (image, xml, group) per composite."""
-    if not background_files:
-        raise SourceError("composite: the background sources gave no files; check their include patterns")
+def _folder(src, cutout_files: dict, background_files: list[Path], out_root: Path, seed: int) -> Path:
+    """The composites' folder, named by everything they depend on."""
     key = json.dumps(
         {
             "v": COMPOSITE_VERSION,
@@ -182,13 +177,22 @@ def generate_composites(
         sort_keys=True,
         default=str,
     )
-    folder = out_root / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return out_root / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _reused(folder: Path, log) -> list | None:
+    """The composites of a complete earlier run in `folder`, or None."""
     index = folder / "composites.json"
-    if index.is_file():
-        rows = json.loads(index.read_text())
-        if all((folder / r["image"]).is_file() and (folder / r["xml"]).is_file() for r in rows):
-            log(f"  composite: {len(rows)} images reused from {folder}")
-            return [(folder / r["image"], folder / r["xml"], r["group"]) for r in rows]
+    if not index.is_file():
+        return None
+    rows = json.loads(index.read_text())
+    if not all((folder / r["image"]).is_file() and (folder / r["xml"]).is_file() for r in rows):
+        return None
+    log(f"  composite: {len(rows)} images reused from {folder}")
+    return [(folder / r["image"], folder / r["xml"], r["group"]) for r in rows]
+
+
+def _usable_cutouts(src, cutout_files: dict, log) -> list:
     cutouts = load_cutouts(cutout_files, src.alpha_threshold, src.min_opaque, log, src.identity)
     if src.top < 1:  # e.g. a person's head and torso: a half-length picture
         for c in cutouts:
@@ -199,21 +203,40 @@ def generate_composites(
             f"composite: no usable cut-out (PNG with transparency) for label(s) {', '.join(missing)}; "
             "check their sources' include patterns"
         )
-    _deal(cutouts, src.groups, seed)
-    by_group: dict[int, list] = {}
-    for c in cutouts:
-        by_group.setdefault(c.group, []).append(c)
+    return cutouts
+
+
+def _backgrounds(background_files: list[Path], side: int) -> list:
     backgrounds = []
     for p in sorted(background_files):
         try:
-            backgrounds.append(_background(p, src.side))
+            backgrounds.append(_background(p, side))
         except (OSError, SyntaxError, ValueError):
             continue  # not an image (a thumbnail database, a sound): the backgrounds' folders hold such files
     if not backgrounds:
         raise SourceError("composite: none of the background files is a decodable image")
-    tmp = folder.with_name(folder.name + ".part")
+    return backgrounds
+
+
+def generate_composites(
+    src, cutout_files: dict[str, list[Path]], background_files: list[Path], out_root: Path, seed: int, log=print
+) -> list[tuple[Path, Path, str]]:
+    """Write `src.count` composites (JPEG + VOC XML) into a folder of `out_root` named by everything they
+    depend on; reuse it when complete. Returns (image, xml, group) per composite."""
     import shutil
 
+    if not background_files:
+        raise SourceError("composite: the background sources gave no files; check their include patterns")
+    folder = _folder(src, cutout_files, background_files, out_root, seed)
+    if (reused := _reused(folder, log)) is not None:
+        return reused
+    cutouts = _usable_cutouts(src, cutout_files, log)
+    _deal(cutouts, src.groups, seed)
+    by_group: dict[int, list] = {}
+    for c in cutouts:
+        by_group.setdefault(c.group, []).append(c)
+    backgrounds = _backgrounds(background_files, src.side)
+    tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     rows = []

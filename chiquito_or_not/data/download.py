@@ -158,6 +158,37 @@ class DownloadCounts(Counter):
         return sum(n for reason, n in self.items() if is_transient(reason))
 
 
+def _to_do(urls: list[str], journal: Path, retry_failed: bool) -> tuple[dict, list[str]]:
+    """(the outcomes a previous run journaled that stand, the URLs still to fetch, each once)."""
+    done = read_outcomes(journal)
+    if retry_failed:
+        done = {
+            u: rec
+            for u, rec in done.items()
+            if not (rec.get("status") == "failed" and is_transient(rec.get("reason", "")))
+        }
+    return done, list(dict.fromkeys(u for u in urls if u not in done))
+
+
+def _journal(out, rec: dict, counts: DownloadCounts) -> None:
+    """One outcome, written and synced the moment it is known."""
+    out.write(json.dumps(rec) + "\n")
+    out.flush()
+    os.fsync(out.fileno())
+    key = rec["reason"] or rec["status"]
+    counts[key] += 1
+    counts.new[key] += 1
+
+
+def _progress_line(i: int, todo: int, counts: DownloadCounts, shown: Progress, pending: int) -> str:
+    return (
+        f"downloaded {i}/{todo} new: ok {counts.new['ok']}, failed "
+        f"{i - counts.new['ok'] - counts.new['duplicate']}, duplicate "
+        f"{counts.new['duplicate']} ({sum(counts.had.values())} already had) "
+        f"{shown.elapsed():.0f}s" + (f", waiting on {pending}" if pending else "")
+    )
+
+
 def download_urls(
     urls: list[str],
     dest: Path,
@@ -176,14 +207,7 @@ def download_urls(
     for stale in dest.glob(".*.part"):  # temporary files of a killed run
         stale.unlink()
     journal = dest / OUTCOMES_FILE
-    done = read_outcomes(journal)
-    if retry_failed:
-        done = {
-            u: rec
-            for u, rec in done.items()
-            if not (rec.get("status") == "failed" and is_transient(rec.get("reason", "")))
-        }
-    todo = list(dict.fromkeys(u for u in urls if u not in done))
+    done, todo = _to_do(urls, journal, retry_failed)
     d = _Downloader(dest, policy)
     d.claimed = {rec["file"] for rec in done.values() if rec.get("status") == "ok" and rec.get("file")}
     counts = DownloadCounts()
@@ -202,21 +226,10 @@ def download_urls(
             while pending:
                 finished, pending = wait(pending, timeout=0.5 if shown.tty else every, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    rec = fut.result()
-                    out.write(json.dumps(rec) + "\n")
-                    out.flush()
-                    os.fsync(out.fileno())
-                    key = rec["reason"] or rec["status"]
-                    counts[key] += 1
-                    counts.new[key] += 1
+                    _journal(out, fut.result(), counts)
                     i += 1
                 if pending or shown.tty:  # a log hears the totals from the caller's summary
-                    shown.show(
-                        f"downloaded {i}/{len(todo)} new: ok {counts.new['ok']}, failed "
-                        f"{i - counts.new['ok'] - counts.new['duplicate']}, duplicate "
-                        f"{counts.new['duplicate']} ({sum(counts.had.values())} already had) "
-                        f"{shown.elapsed():.0f}s" + (f", waiting on {len(pending)}" if pending else "")
-                    )
+                    shown.show(_progress_line(i, len(todo), counts, shown, len(pending)))
     except BaseException:  # Ctrl-C: what was journaled is kept; the rest is fetched by the next run
         d.abort.abort()
         pool.shutdown(wait=True, cancel_futures=True)

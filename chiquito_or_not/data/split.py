@@ -20,13 +20,9 @@ __all__ = ["SPLITS", "assign_splits", "split_units", "materialize"]
 SPLITS = ("train", "valid", "test")
 
 
-def assign_splits(
-    kept: list[Record], spec: DatasetSpec, seed: int, unused: dict | None = None, key=lambda r: r.label
-) -> list[dict]:
-    """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset;
-    `unused` gets clean_path -> reason for each kept image left out (balancing, per_class, train caps).
-    `key` is what is balanced and stratified on (default: the class)."""
-    unused = {} if unused is None else unused
+def _balanced(kept: list[Record], spec: DatasetSpec, seed: int, unused: dict, key) -> dict[str, list]:
+    """label → its images that take part, lowest content hash first (adding images rarely changes the
+    pick); the others go to `unused` with the reason (balancing or the per-class cap)."""
     labels = sorted({key(r) for r in kept})
     by_label = {
         lab: sorted((r for r in kept if key(r) == lab), key=lambda r: unit_hash(seed, "keep", r.sha256))
@@ -35,43 +31,45 @@ def assign_splits(
     target = min(len(v) for v in by_label.values()) if spec.balance == "downsample" else None
     if spec.per_class:
         target = min(target or spec.per_class, spec.per_class)
-    if target is not None:  # keep the images with the lowest hash: adding images rarely changes the pick
-        why = Reason.PER_CLASS_CAP if spec.per_class and target == spec.per_class else Reason.BALANCED_OUT
-        for v in by_label.values():
-            for r in v[target:]:
-                unused[r.clean_path] = why
-        by_label = {lab: v[:target] for lab, v in by_label.items()}
-    chosen = [r for lab in labels for r in by_label[lab]]
+    if target is None:
+        return by_label
+    why = Reason.PER_CLASS_CAP if spec.per_class and target == spec.per_class else Reason.BALANCED_OUT
+    for v in by_label.values():
+        for r in v[target:]:
+            unused[r.clean_path] = why
+    return {lab: v[:target] for lab, v in by_label.items()}
 
-    # near-duplicate groups stay in one split: the group's key (its smallest sha) decides for all
-    key_of = {id(r): k for r, k in zip(chosen, split_units(chosen, spec.group_distance))}
 
-    split_of: dict[int, str] = {}
-    for lab in labels:
-        rs = sorted(by_label[lab], key=lambda r: (unit_hash(seed, "split", key_of[id(r)]), r.sha256))
-        if isinstance(spec.valid, float) and isinstance(spec.test, float):
-            for r in rs:
-                u = unit_hash(seed, "split", key_of[id(r)])
-                split_of[id(r)] = "test" if u < spec.test else "valid" if u < spec.test + spec.valid else "train"
-        else:  # counts per class: whole groups are placed in hash order until each count is reached
-            n = len(rs)
-            want = {
-                s: (int(v) if isinstance(v, int) else round(v * n))
-                for s, v in (("test", spec.test), ("valid", spec.valid))
-            }
-            have = {"test": 0, "valid": 0}
-            placed: dict[str, str] = {}
-            for r in rs:
-                k = key_of[id(r)]
-                if k not in placed:
-                    placed[k] = next((s for s in ("test", "valid") if have[s] < want[s]), "train")
-                split_of[id(r)] = placed[k]
-                if placed[k] != "train":
-                    have[placed[k]] += 1
+def _place_by_fraction(rs: list, spec: DatasetSpec, seed: int, key_of: dict, split_of: dict) -> None:
+    """Fractions: each unit's hash alone decides its split, so adding images moves none of the others."""
+    for r in rs:
+        u = unit_hash(seed, "split", key_of[id(r)])
+        split_of[id(r)] = "test" if u < spec.test else "valid" if u < spec.test + spec.valid else "train"
+
+
+def _place_by_count(rs: list, spec: DatasetSpec, key_of: dict, split_of: dict) -> None:
+    """Counts per class: whole units are placed in hash order until each count is reached."""
+    n = len(rs)
+    want = {
+        s: (int(v) if isinstance(v, int) else round(v * n)) for s, v in (("test", spec.test), ("valid", spec.valid))
+    }
+    have = {"test": 0, "valid": 0}
+    placed: dict[str, str] = {}
+    for r in rs:
+        k = key_of[id(r)]
+        if k not in placed:
+            placed[k] = next((s for s in ("test", "valid") if have[s] < want[s]), "train")
+        split_of[id(r)] = placed[k]
+        if placed[k] != "train":
+            have[placed[k]] += 1
+
+
+def _rows(by_label: dict, spec: DatasetSpec, seed: int, key_of: dict, split_of: dict, unused: dict) -> list[dict]:
+    """split.csv's rows; train images past the recipe's `train` cap per class go to `unused`."""
     rows = []
-    for lab in labels:
+    for lab, rs in by_label.items():
         train_seen = 0
-        for r in sorted(by_label[lab], key=lambda r: unit_hash(seed, "split", key_of[id(r)])):
+        for r in sorted(rs, key=lambda r: unit_hash(seed, "split", key_of[id(r)])):
             s = split_of[id(r)]
             if s == "train":
                 train_seen += 1
@@ -88,8 +86,30 @@ def assign_splits(
                     clean_path=r.clean_path,
                 )
             )
+    return rows
+
+
+def assign_splits(
+    kept: list[Record], spec: DatasetSpec, seed: int, unused: dict | None = None, key=lambda r: r.label
+) -> list[dict]:
+    """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset;
+    `unused` gets clean_path -> reason for each kept image left out (balancing, per_class, train caps).
+    `key` is what is balanced and stratified on (default: the class)."""
+    unused = {} if unused is None else unused
+    by_label = _balanced(kept, spec, seed, unused, key)
+    chosen = [r for rs in by_label.values() for r in rs]
+    # near-duplicate groups stay in one split: the group's key (its smallest sha) decides for all
+    key_of = {id(r): k for r, k in zip(chosen, split_units(chosen, spec.group_distance))}
+    split_of: dict[int, str] = {}
+    for rs in by_label.values():
+        rs = sorted(rs, key=lambda r: (unit_hash(seed, "split", key_of[id(r)]), r.sha256))
+        if isinstance(spec.valid, float) and isinstance(spec.test, float):
+            _place_by_fraction(rs, spec, seed, key_of, split_of)
+        else:
+            _place_by_count(rs, spec, key_of, split_of)
+    rows = _rows(by_label, spec, seed, key_of, split_of, unused)
     for s in ("train", "valid") + (("test",) if spec.test else ()):
-        missing = [lab for lab in labels if not any(x["split"] == s and x["label"] == lab for x in rows)]
+        missing = [lab for lab in by_label if not any(x["split"] == s and x["label"] == lab for x in rows)]
         if missing:
             raise DataError(
                 f"split '{s}' has no image of class {', '.join(missing)}; add images, "

@@ -73,11 +73,10 @@ def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str], seed: int
     }
 
 
-def evaluate_set(model, name: str, folder: Path, out: Path, suffix: str, top_k: int, log, split: bool = False) -> dict:
-    """Metrics of `model` on folder/<class>/ images; writes confusion_matrix{suffix}.png/.csv and
-    top_losses{suffix}.png under `out`. `split`: a dataset split, already face-cropped where the model is."""
-    vocab = model.vocab
-    files, ys = labelled_files(folder, vocab)
+def _answered(model, name: str, folder: Path, split: bool, log) -> tuple[list, list, list, int]:
+    """(files, labels, predictions, how many were refused) for folder/<class>/: pictures a face model finds
+    no face in are left out and counted; any other unusable file is a DataError."""
+    files, ys = labelled_files(folder, model.vocab)
     preds = predict_paths(model, files, faces=not split)
     refused = [i for i, p in enumerate(preds) if p.error.startswith(NO_FACE)]  # a face model, no face in it
     bad = [p for p in preds if p.error and not p.error.startswith(NO_FACE)]
@@ -92,11 +91,19 @@ def evaluate_set(model, name: str, folder: Path, out: Path, suffix: str, top_k: 
         files, ys, preds = [files[i] for i in keep], [ys[i] for i in keep], [preds[i] for i in keep]
     if not preds:
         raise DataError(f"{folder}: no picture the model can answer (no face found in any)")
+    return files, ys, preds, len(refused)
+
+
+def evaluate_set(model, name: str, folder: Path, out: Path, suffix: str, top_k: int, log, split: bool = False) -> dict:
+    """Metrics of `model` on folder/<class>/ images; writes confusion_matrix{suffix}.png/.csv and
+    top_losses{suffix}.png under `out`. `split`: a dataset split, already face-cropped where the model is."""
+    vocab = model.vocab
+    files, ys, preds, refused = _answered(model, name, folder, split, log)
     probs = np.array([[p.probabilities[c] for c in vocab] for p in preds])
     y = np.array(ys)
     pred = probs.argmax(1)
     m = compute_metrics(y, pred, vocab)
-    m["set"], m["folder"], m["no_face"] = name, str(folder), len(refused)
+    m["set"], m["folder"], m["no_face"] = name, str(folder), refused
     cm = np.array(m["confusion_matrix"]["rows_actual_cols_predicted"])
     plot_confusion(cm, vocab, out / f"confusion_matrix{suffix}.png", f"{name}: accuracy {m['accuracy']:.3f}")
     write_csv(

@@ -84,37 +84,44 @@ def _find_annotation_file(name: str, files: list, where: str) -> Path:
     )
 
 
-def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[DetRecord]]:
-    """(image RawFile, Annotation or None, annotation path) for every image of a source; a record for
-    every annotation whose image is not there."""
-    images = [f for f in files if f.path.suffix.lower() in IMAGE_EXTS]
-    strays: list[DetRecord] = []
+def _stray(source: str, raw_path: str, annotation: str, detail: str) -> DetRecord:
+    return DetRecord(
+        source=source, raw_path=raw_path, annotation=annotation, reason=Reason.ANNOTATION_WITHOUT_IMAGE, detail=detail
+    )
+
+
+def _pair_beside(asrc, files: list, images: list, labels: list[str]) -> tuple[list, list[DetRecord]]:
+    """VOC and YOLO: one annotation file beside each image, of the same name."""
+    ext = ANNOTATION_EXTS[asrc.format]
+    anns = {
+        f.path.with_suffix(""): f.path
+        for f in files
+        if f.path.suffix.lower() == ext and f.path.name not in ("classes.txt", "README.txt")
+    }
     pairs = []
-    if asrc.format in ANNOTATION_EXTS:
-        ext = ANNOTATION_EXTS[asrc.format]
-        anns = {
-            f.path.with_suffix(""): f.path
-            for f in files
-            if f.path.suffix.lower() == ext and f.path.name not in ("classes.txt", "README.txt")
-        }
-        for f in images:
-            ap = anns.pop(f.path.with_suffix(""), None)
-            if ap is None:
-                pairs.append((f, None, ""))
-                continue
-            ann = read_voc(ap) if asrc.format == "voc" else read_yolo(ap, list(asrc.names or labels))
-            pairs.append((f, ann, str(ap)))
-        for ap in sorted(anns.values()):
-            strays.append(
-                DetRecord(
-                    source=f.source if images else "",
-                    raw_path=str(ap),
-                    annotation=str(ap),
-                    reason=Reason.ANNOTATION_WITHOUT_IMAGE,
-                    detail=f"no image named {ap.stem}.* beside it",
-                )
-            )
-        return pairs, strays
+    for f in images:
+        ap = anns.pop(f.path.with_suffix(""), None)
+        if ap is None:
+            pairs.append((f, None, ""))
+            continue
+        ann = read_voc(ap) if asrc.format == "voc" else read_yolo(ap, list(asrc.names or labels))
+        pairs.append((f, ann, str(ap)))
+    source = images[-1].source if images else ""
+    strays = [_stray(source, str(ap), str(ap), f"no image named {ap.stem}.* beside it") for ap in sorted(anns.values())]
+    return pairs, strays
+
+
+def _table_entry(f, table: dict, by_name: dict) -> str | None:
+    """The entry of a one-file annotation table that names image `f`: its base name when that is unique,
+    else the entry whose path the image's path ends with."""
+    if f.path.name in table and len(by_name[f.path.name]) == 1:
+        return f.path.name
+    # names with folders, or one base name twice: match the path's end
+    return next((n for n in table if "/" in n and f.path.as_posix().endswith("/" + n.lstrip("./"))), None)
+
+
+def _pair_table(asrc, files: list, images: list, where: str) -> tuple[list, list[DetRecord]]:
+    """CSV and COCO: one file of annotations for the whole source."""
     path = _find_annotation_file(asrc.annotations, files, where)
     table, problem = read_csv(path) if asrc.format == "csv" else read_coco(path)
     if problem:
@@ -122,27 +129,71 @@ def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[
     by_name: dict[str, list] = {}
     for f in images:
         by_name.setdefault(f.path.name, []).append(f)
-    used = set()
+    used, pairs = set(), []
     for f in images:
-        hit = next((n for n in (f.path.name,) if n in table and len(by_name[n]) == 1), None)
-        if hit is None:  # names with folders, or one base name twice: match the path's end
-            hit = next((n for n in table if "/" in n and f.path.as_posix().endswith("/" + n.lstrip("./"))), None)
+        hit = _table_entry(f, table, by_name)
         if hit is None:
             pairs.append((f, None, str(path)))
         else:
             used.add(hit)
             pairs.append((f, table[hit], f"{path}#{hit}"))
-    for n in sorted(set(table) - used):
-        strays.append(
-            DetRecord(
-                source=images[0].source if images else "",
-                raw_path=f"{path}#{n}",
-                annotation=str(path),
-                reason=Reason.ANNOTATION_WITHOUT_IMAGE,
-                detail=f"{asrc.format} entry {n!r} has no image in the source",
-            )
-        )
+    source = images[0].source if images else ""
+    strays = [
+        _stray(source, f"{path}#{n}", str(path), f"{asrc.format} entry {n!r} has no image in the source")
+        for n in sorted(set(table) - used)
+    ]
     return pairs, strays
+
+
+def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[DetRecord]]:
+    """(image RawFile, Annotation or None, annotation path) for every image of a source; a record for
+    every annotation whose image is not there."""
+    images = [f for f in files if f.path.suffix.lower() in IMAGE_EXTS]
+    if asrc.format in ANNOTATION_EXTS:
+        return _pair_beside(asrc, files, images, labels)
+    return _pair_table(asrc, files, images, where)
+
+
+def _checked_boxes(rec: DetRecord, rf, ann: Annotation, size, d, problems: list) -> list[Box] | None:
+    """The annotation's good boxes against the image's real size (None: the image is rejected, `rec` says
+    why); every bad box goes to `problems`."""
+    if not size:
+        return []  # not an image: clean_with_boxes says why
+    w, h = size
+    if ann.width is not None and (abs(ann.width - w) > d.size_tolerance or abs(ann.height - h) > d.size_tolerance):
+        rec.reason = Reason.SIZE_MISMATCH
+        rec.detail = f"annotation says {ann.width}x{ann.height}, the image is {w}x{h}"
+        return None
+    good, bad = check_boxes(ann, w, h, list(d.labels), d.box_tolerance, d.min_box)
+    action = "image dropped" if d.bad_boxes == "drop_image" else "box dropped"
+    for i, reason, detail in bad:
+        problems.append({"file": str(rf.path), "box": i, "reason": reason, "detail": detail, "action": action})
+    rec.boxes_dropped = len(bad)
+    if bad and d.bad_boxes == "drop_image":
+        rec.reason, rec.detail = bad[0][1], bad[0][2] + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "")
+        return None
+    return good
+
+
+def _read_annotated(rec: DetRecord, rf, ann: Annotation | None) -> bytes | None:
+    """The image's bytes when it has a usable annotation (None: rejected, `rec` says why)."""
+    if ann is None:
+        rec.reason, rec.detail = (
+            Reason.NO_ANNOTATION,
+            "no annotation for this image; draw its boxes (or an empty annotation for a background image)",
+        )
+        return None
+    if ann.problem:
+        rec.reason, rec.detail = ann.problem
+        return None
+    rec.group = rec.group or ann.group
+    try:  # read once, as every stage does: regular files only, a bounded read (a pipe never blocks)
+        return read_regular(rf.path)
+    except NotRegular as e:
+        rec.reason, rec.detail = e.reason, e.detail
+    except OSError as e:
+        rec.reason, rec.detail = Reason.UNREADABLE, e.strerror or str(e)
+    return None
 
 
 def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path, problems: list) -> DetRecord:
@@ -153,47 +204,12 @@ def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path, 
 
     d, spec = recipe.detect, recipe.dataset
     rec = DetRecord(source=rf.source, raw_path=str(rf.path), annotation=ann_path, group=rf.group)
-    if ann is None:
-        rec.reason, rec.detail = (
-            Reason.NO_ANNOTATION,
-            "no annotation for this image; draw its boxes (or an empty annotation for a background image)",
-        )
+    data = _read_annotated(rec, rf, ann)
+    if data is None:
         return rec
-    if ann.problem:
-        rec.reason, rec.detail = ann.problem
+    good = _checked_boxes(rec, rf, ann, _stored_size(data), d, problems)
+    if good is None:
         return rec
-    rec.group = rec.group or ann.group
-    try:  # read once, as every stage does: regular files only, a bounded read (a pipe never blocks)
-        data = read_regular(rf.path)
-    except NotRegular as e:
-        rec.reason, rec.detail = e.reason, e.detail
-        return rec
-    except OSError as e:
-        rec.reason, rec.detail = Reason.UNREADABLE, e.strerror or str(e)
-        return rec
-    size = _stored_size(data)
-    good: list[Box] = []
-    if size:
-        w, h = size
-        if ann.width is not None and (abs(ann.width - w) > d.size_tolerance or abs(ann.height - h) > d.size_tolerance):
-            rec.reason = Reason.SIZE_MISMATCH
-            rec.detail = f"annotation says {ann.width}x{ann.height}, the image is {w}x{h}"
-            return rec
-        good, bad = check_boxes(ann, w, h, list(d.labels), d.box_tolerance, d.min_box)
-        for i, reason, detail in bad:
-            problems.append(
-                {
-                    "file": str(rf.path),
-                    "box": i,
-                    "reason": reason,
-                    "detail": detail,
-                    "action": "image dropped" if d.bad_boxes == "drop_image" else "box dropped",
-                }
-            )
-        rec.boxes_dropped = len(bad)
-        if bad and d.bad_boxes == "drop_image":
-            rec.reason, rec.detail = bad[0][1], bad[0][2] + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "")
-            return rec
     reason, detail, im, moved = clean_with_boxes(data, spec, [[b.x0, b.y0, b.x1, b.y1] for b in good])
     if reason:
         rec.reason, rec.detail = reason, detail
@@ -332,14 +348,18 @@ class BoxDataset:
             raise DataError(f"no usable image: every input was rejected; see the reasons in {self.folder.manifest}")
         return self.records
 
+    def _missing(self, split: str, records: list) -> list[str]:
+        """The labels split `split` lacks: train needs a box of every label, valid and test a box at all."""
+        labels = list(self.recipe.detect.labels)
+        have = Counter(b[0] for r in records for b in r.kept_boxes)
+        return [lab for lab in labels if not have[lab]] if split == "train" else ([] if have else labels)
+
     def split(self, records: list) -> list[dict]:
-        kept, labels = [r for r in records if r.status == Status.KEPT], list(self.recipe.detect.labels)
+        kept = [r for r in records if r.status == Status.KEPT]
         split_of = _assign(kept, self.recipe.dataset, self.recipe.seed)
         by_split = self.by_split = {s: [r for r in kept if split_of[id(r)] == s] for s in SPLITS}
         for s in ("train", "valid") + (("test",) if self.recipe.dataset.test else ()):
-            have = Counter(b[0] for r in by_split[s] for b in r.kept_boxes)
-            missing = [lab for lab in labels if not have[lab]] if s == "train" else ([] if have else labels)
-            if missing:
+            if missing := self._missing(s, by_split[s]):
                 self.write_manifest(records)
                 raise DataError(
                     f"split '{s}' has no box of label {', '.join(missing)} ({len(by_split[s])} images); "
