@@ -14,7 +14,6 @@ from chiquito_or_not.core.model_loader import load_model
 from chiquito_or_not.core.paths import dataset_dir
 from chiquito_or_not.stages.export import ExportError, export_onnx
 from chiquito_or_not.stages.predict import expand_paths, predict_paths
-from chiquito_or_not.tasks.classify import class_export as export_mod  # the classifier's metadata and parity check
 from chiquito_or_not.tasks.classify.class_runtime import OnnxClassifier
 
 from .helpers import subprocess_env
@@ -68,18 +67,20 @@ def test_onnx_predictions_match_the_pkl_on_other_images(tiny_run, exported, tmp_
 
     files = save_crops(tmp_path, "astronaut", 5, size=150) + save_crops(tmp_path, "coffee", 5, size=90)
     Image.open(files[0]).resize((200, 120)).save(files[0])  # not square: the crop matters
-    learn = load_model(tiny_run[1].run / "model.pkl")
-    pkl = predict_paths(learn, files, bs=3)  # our preprocessing, batched, in worker threads
+    model = load_model(tiny_run[1].run / "model.pkl")
+    pkl = predict_paths(model, files, bs=3)  # our preprocessing, batched, in worker threads
     onx = predict_paths(load_model(exported[0]), files)
     for f, a, b in zip(files, pkl, onx):
         assert a.label == b.label and not a.error and not b.error
         assert all(abs(a.probabilities[k] - b.probabilities[k]) < 1e-4 for k in a.probabilities)
-        label, _, probs = learn.predict(f)  # fastai's own pipeline, one image at a time
+        label, _, probs = model.learn.predict(f)  # fastai's own pipeline, one image at a time
         assert a.label == str(label) and max(abs(x - y) for x, y in zip(a.probabilities.values(), probs)) < 1e-5
 
 
 def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
-    real = export_mod.preprocess_spec
+    from chiquito_or_not.tasks.classify import class_inference
+
+    real = class_inference.preprocess_spec
 
     def wrong_mean(learn):  # a preprocessing that does not match the model's: the check must catch it
         spec = real(learn)
@@ -87,7 +88,7 @@ def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monk
         spec["std"] = [s * 0.5 for s in spec["std"]]
         return spec
 
-    monkeypatch.setattr(export_mod, "preprocess_spec", wrong_mean)
+    monkeypatch.setattr(class_inference, "preprocess_spec", wrong_mean)  # what the exported metadata carries
     with pytest.raises(ExportError, match="parity check failed"):
         export_onnx(tiny_run[1].run, out=tmp_path / "bad.onnx", log=lambda *_: None)
     assert list(tmp_path.iterdir()) == []

@@ -185,8 +185,9 @@ cycles = 0
     build_dataset(recipe, log=lambda *_: None)
     res = finetune(recipe, log=lambda *_: None)
     learn = load_model(res.run / "model.pkl", notice=lambda *_: None)
-    assert learn.chiquito_faces["detector"] == "blazeface" and learn.chiquito_faces["size"] == 96
-    assert learn.chiquito_faces["whole"] == []  # both classes are crops: a picture without a face has no answer
+    assert learn.faces == learn.learn.chiquito_faces  # the runtime model reads what travels in the pickle
+    assert learn.faces["detector"] == "blazeface" and learn.faces["size"] == 96
+    assert learn.faces["whole"] == []  # both classes are crops: a picture without a face has no answer
     pics = tmp_path / "pics"
     pics.mkdir()
     Image.fromarray(photo("astronaut")).save(pics / "astronaut.jpg")
@@ -213,7 +214,7 @@ cycles = 0
     for name in ("model.onnx", "face_detector.tflite"):
         shutil.copyfile(res.run / name, away / name)
     onnx = load_model(away / "model.onnx")
-    assert onnx.faces == learn.chiquito_faces
+    assert onnx.faces == learn.faces
     o = predict_paths(onnx, [pics / "astronaut.jpg", pics / "coffee.jpg"])
     assert o[0].label == out[0].label and np.allclose(o[0].face, out[0].face)
     assert abs(o[0].probability - out[0].probability) < 1e-4 and o[1].error.startswith("no face found")
@@ -226,7 +227,7 @@ cycles = 0
     export_tflite(res.run, out=phone / "model.tflite", log=lambda *_: None)
     assert (phone / "face_detector.tflite").is_file()
     lite = load_model(phone / "model.tflite")
-    assert lite.faces == learn.chiquito_faces
+    assert lite.faces == learn.faces
     t = predict_paths(lite, [pics / "astronaut.jpg", pics / "coffee.jpg"])
     assert t[0].label == out[0].label and np.allclose(t[0].face, out[0].face)
     assert abs(t[0].probability - out[0].probability) < 1e-3 and t[1].error.startswith("no face found")
