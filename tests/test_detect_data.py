@@ -425,3 +425,24 @@ def test_box_coding_and_matching_agree_with_torchvision():
         ours, theirs = _match(gt[:k], anchors), SSDMatcher(0.5)(box_iou(gt[:k], anchors))
         assert torch.equal(ours, theirs) and (ours >= 0).sum() >= k  # every box has an anchor
     assert (_match(gt[:0], anchors) == -1).all()
+
+
+def test_without_the_detect_extra_a_detection_recipe_is_one_line_before_any_work(tmp_path, roots, monkeypatch):
+    """`pip install chiquito-or-not` has no detection libraries: the dataset stage says which extra to
+    install before it fetches or writes anything."""
+    import importlib.util
+
+    from chiquito_or_not.core.errors import ChiquitoError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pycocotools" else real(name, *a))
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            'task = "detect"\n[detect]\nlabels = ["cat"]\n[[detect.sources]]\nformat = "voc"\n'
+            f'[detect.sources.images]\nkind = "folder"\npath = "{tmp_path / "nowhere"}"\n',
+        )
+    )
+    with pytest.raises(ChiquitoError, match=r"pip install 'chiquito-or-not\[detect\]'") as e:
+        build_dataset(recipe, log=lambda *_: None)
+    assert "\n" not in str(e.value) and not (roots / "data").exists()

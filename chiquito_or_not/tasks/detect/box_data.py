@@ -12,7 +12,7 @@ from ...core.layout import DatasetFolder
 from ...core.paths import dataset_dir
 from ...data.dedup import unit_hash
 from ...train.backbones import get_backbone
-from .box_postprocess import preprocess
+from .box_postprocess import preprocess, require_detect_extra
 from .box_splits import SPLIT_ANNOTATIONS, read_split
 
 __all__ = ["DetSet", "collate", "make_dls", "check_dataset", "memorise_dls", "augmentation"]
@@ -112,6 +112,7 @@ def _loader(ds, bs: int, shuffle: bool, workers: int):
 
 def make_dls(recipe, augment: bool, root=None):
     """fastai DataLoaders over the train and valid splits (train augmented when `augment`)."""
+    require_detect_extra()  # before finetune writes or trains anything
     from fastai.data.core import DataLoaders
 
     root = _root(recipe, root)

@@ -30,6 +30,7 @@ from ...data.dedup import unit_hash
 from ...data.sources import fetch_source
 from ...data.split import SPLITS, split_units
 from .box_formats import ANNOTATION_EXTS, Annotation, Box, check_boxes, read_coco, read_csv, read_voc, read_yolo
+from .box_postprocess import require_detect_extra
 from .box_splits import SPLIT_ANNOTATIONS
 
 __all__ = ["DetRecord", "BoxDataset"]
@@ -300,6 +301,7 @@ class BoxDataset:
     (chiquito review refuses a detection recipe): nothing to apply."""
 
     def __init__(self, recipe, folder: DatasetFolder, log, use_review: bool):
+        require_detect_extra()
         self.recipe, self.folder, self.log = recipe, folder, log
         self.strays: list[DetRecord] = []  # annotations without an image
         self.problems: list[dict] = []  # box_problems.csv

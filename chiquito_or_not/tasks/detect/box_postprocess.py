@@ -81,6 +81,14 @@ def preprocess(im, size: int, mean, std) -> np.ndarray:
 DETECT_EXTRA = "object detection needs the detect extra: pip install 'chiquito-or-not[detect]'"
 
 
+def require_detect_extra() -> None:
+    """ChiquitoError naming the extra unless detection's libraries are installed (checked before any work)."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("defusedxml", "torchmetrics", "pycocotools")):
+        raise ChiquitoError(DETECT_EXTRA)
+
+
 def mean_average_precision(**kw):
     """torchmetrics' MeanAveragePrecision on the COCO reference implementation (pycocotools)."""
     try:
