@@ -71,9 +71,10 @@ class _RenamingUnpickler(pickle.Unpickler):
 _PICKLE = types.SimpleNamespace(Unpickler=_RenamingUnpickler, load=pickle.load, loads=pickle.loads, __name__="pickle")
 
 
-def _task_named(name, p: Path):
+def _task_named(name, p: Path, fix: str = " in its metadata; export it with this version's `chiquito export`"):
+    """The task a model file names, or a one-line error saying what to do about the file."""
     if problem := task_name_problem(name):
-        raise ChiquitoError(f"{p}: {problem} in its metadata; export it with this version's `chiquito export`")
+        raise ChiquitoError(f"{p}: {problem}{fix}")
     return get_task(name)
 
 
@@ -117,9 +118,10 @@ def load_model(path: str | Path, notice=None, threads: int = 0) -> RuntimeModel:
         session = LiteSession(p, threads)
         return _task_named(session.metadata.get("task", DEFAULT_TASK), p).lite_model(p, session)
     learn = _load_pickle(p, notice)
-    name = getattr(learn, "chiquito_task", None) or DEFAULT_TASK
-    if problem := task_name_problem(name):
-        raise ChiquitoError(f"{p}: {problem}; it was written by another version of chiquito_or_not")
-    task = get_task(name)
+    task = _task_named(
+        getattr(learn, "chiquito_task", None) or DEFAULT_TASK,
+        p,
+        "; it was written by another version of chiquito_or_not",
+    )
     task.check_model(learn, p)
     return task.learner_model(learn, p)

@@ -16,11 +16,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...core.errors import ChiquitoError
 from ...core.files import NotRegular, read_regular
 from ...core.reasons import Reason
 from ...data.voc import Box, write_voc  # noqa: F401  (re-exported: the VOC writer and reader meet here)
-from .box_postprocess import DETECT_EXTRA
+from .box_postprocess import require_detect_extra
 
 __all__ = [
     "Box",
@@ -74,11 +73,9 @@ def read_voc(path: Path) -> Annotation:
     """A Pascal VOC / labelImg .xml file."""
     from xml.etree.ElementTree import ParseError
 
-    try:
-        import defusedxml
-        from defusedxml.ElementTree import fromstring
-    except ImportError:
-        raise ChiquitoError(DETECT_EXTRA) from None
+    require_detect_extra()
+    import defusedxml
+    from defusedxml.ElementTree import fromstring
 
     data, problem = _read(path)
     if problem:

@@ -91,9 +91,7 @@ def require_detect_extra() -> None:
 
 def mean_average_precision(**kw):
     """torchmetrics' MeanAveragePrecision on the COCO reference implementation (pycocotools)."""
-    try:
-        import pycocotools  # noqa: F401
-        from torchmetrics.detection import MeanAveragePrecision
-    except ImportError:
-        raise ChiquitoError(DETECT_EXTRA) from None
+    require_detect_extra()
+    from torchmetrics.detection import MeanAveragePrecision
+
     return MeanAveragePrecision(backend="pycocotools", **kw)
