@@ -49,7 +49,7 @@ def main():
     onnx_model = OnnxClassifier(run / "model.onnx")
     W, H = onnx_model.spec["size_wh"]
     x = np.random.default_rng(0).standard_normal((args.bs, 3, H, W)).astype(np.float32)
-    model = torch.nn.Sequential(learn.model, torch.nn.Softmax(dim=1)).eval()
+    model = torch.nn.Sequential(learn.learn.model, torch.nn.Softmax(dim=1)).eval()
     xt = torch.from_numpy(x)
 
     def eager():

@@ -33,12 +33,13 @@ def main():
     files = expand_paths([args.images])[: args.n]
     if len(files) < args.n:
         sys.exit(f"only {len(files)} images under {args.images}; need {args.n}")
-    learn = load_model(args.model)
-    predict_paths(learn, files[:4])  # warm-up both paths once
+    model = load_model(args.model)  # its fastai Learner is model.learn
+    learn = model.learn
+    predict_paths(model, files[:4])  # warm-up both paths once
     learn.predict(files[0])
 
     t = time.time()
-    ours = predict_paths(learn, files)
+    ours = predict_paths(model, files)
     ours_s = time.time() - t
     t = time.time()
     with learn.no_bar():
