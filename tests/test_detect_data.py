@@ -391,8 +391,9 @@ def test_a_detect_recipe_is_validated(tmp_path):
     from chiquito_or_not.core.errors import RecipeError
 
     base = RECIPE.format(fmt="csv", ann="", folder=tmp_path, detect="", dataset="")
-    with pytest.raises(RecipeError, match="annotations' is empty"):
-        load_recipe(write_recipe(tmp_path, base))
+    load_recipe(write_recipe(tmp_path, base))  # a csv source's file may be found among its files
+    with pytest.raises(RecipeError, match="'pascal' is not allowed; use 'auto' or 'voc' or 'yolo'"):
+        load_recipe(write_recipe(tmp_path, base.replace('format = "csv"', 'format = "pascal"')))
     with pytest.raises(RecipeError, match="detect.labels' is empty"):
         load_recipe(write_recipe(tmp_path, base.replace('labels = ["cat", "cup"]', "labels = []")))
     inner = "not a source kind; choose one of folder, npm, deb, archive, python, image_search, lfw$"

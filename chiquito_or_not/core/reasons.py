@@ -45,6 +45,10 @@ class Reason(StrEnum):
     EMPTY_BOX = "empty_box"  # zero or negative width or height (below detect.min_box)
     UNKNOWN_LABEL = "unknown_label"  # a label not in detect.labels
     NO_BOXES = "no_boxes"  # no box left, and detect.background_images is false
+    CROWD_BOX = "crowd_box"  # a COCO iscrowd region (many objects in one box): left out, as COCO's evaluation does
+    ROTATED_BOX = "rotated_box"  # a box drawn rotated (CVAT, Label Studio): only axis-aligned boxes are trained on
+    AMBIGUOUS_ANNOTATION = "ambiguous_annotation"  # two annotation files (or entries) claim one image
+    NOT_IN_GIVEN_SPLIT = "not_in_given_split"  # split = "given", and the layout's splits do not name the image
     # the dataset's policy (stages.dataset, data.split): status "unused" except the first
     CLASS_BELOW_MIN_IMAGES = "class_below_min_images"
     BALANCED_OUT = "balanced_out"

@@ -193,12 +193,13 @@ class ClassSpec:
 
 @dataclass(frozen=True)
 class AnnotatedSource:
-    """Detection images and their boxes: `images` is any source; the boxes are in `format`, in one file per
-    image beside it (voc: NAME.xml, yolo: NAME.txt) or in one file (`annotations`: csv, coco) found among
-    the source's files by that relative path, or at that path on disk."""
+    """Detection images and their boxes: `images` is any source; the boxes are in `format`, one file per
+    image (voc: NAME.xml, yolo: NAME.txt; beside it, or in a VOC devkit's or YOLO dataset's folders) or
+    one file for many (coco, csv, cvat, labelstudio), found among the source's files or named in
+    `annotations` (a path relative to the source, or on disk). "auto": the one layout the files show."""
 
     images: Source
-    format: Literal["voc", "csv", "coco", "yolo"] = "voc"
+    format: Literal["auto", "voc", "yolo", "coco", "csv", "cvat", "labelstudio"] = "auto"
     annotations: str = ""
     names: tuple[str, ...] = ()  # yolo: the label of class id 0, 1, ... (default: detect.labels in order)
 
@@ -263,6 +264,9 @@ class DatasetSpec:
     train: int = _range(0, None, default=0)
     valid: int | float = _range(0, None, default=0.2)
     test: int | float = _range(0, None, default=0.0)
+    # "hash": split by content hash (stable as images come and go); "given": the splits a detection
+    # dataset's layout names (VOC ImageSets, data.yaml, train/ valid/ test/ folders, CVAT subsets)
+    split: Literal["hash", "given"] = "hash"
     faces: FacesSpec = FacesSpec()
 
 
@@ -404,6 +408,11 @@ def _check_recipe(r: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: 'task' = {problem}")
     if r.task == "detect":
         _check_detect(r, where)
+    elif r.dataset.split == "given":
+        raise RecipeError(
+            f"{where}: 'dataset.split' = \"given\" keeps the splits of a detection dataset's layout; a "
+            'classification recipe is split by content hash: remove it (or set "hash")'
+        )
     elif len(r.classes) < 2 and not r.class_folders.path:
         raise RecipeError(
             f"{where}: 'classes' needs at least two classes, got {len(r.classes)} "
@@ -478,11 +487,6 @@ def _check_detect(r: Recipe, where: str) -> None:
     if not d.sources:
         raise RecipeError(f"{where}: 'detect.sources' is empty; add a [[detect.sources]] table with 'images'")
     for i, s in enumerate(d.sources):
-        if s.format in ("csv", "coco") and not s.annotations:
-            raise RecipeError(
-                f"{where}: 'detect.sources[{i}].annotations' is empty: a {s.format} source keeps its "
-                "boxes in one file; name it (relative to the source, or a path)"
-            )
         if s.images.kind == "composite":
             c = s.images
             unknown = sorted(set(c.objects) - set(d.labels))

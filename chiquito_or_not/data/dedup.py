@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["unit_hash", "hamming", "near_duplicate_clusters"]
+__all__ = ["unit_hash", "hamming", "near_pairs", "near_duplicate_clusters"]
 
 
 def unit_hash(seed: int, salt: str, key: str) -> float:
@@ -18,20 +18,28 @@ def hamming(a: str, b: str) -> int:
     return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
+def near_pairs(phashes: list[str], distance: int) -> list[tuple[int, int, int]]:
+    """(i, j, bits) for every i < j whose hashes are within `distance` bits."""
+    import numpy as np
+
+    out = []
+    if phashes:
+        bits = np.unpackbits(np.array([[int(h, 16)] for h in phashes], dtype=">u8").view(np.uint8), axis=1)
+        for i in range(len(phashes) - 1):
+            d = (bits[i + 1 :] != bits[i]).sum(axis=1)
+            out += [(i, i + 1 + int(j), int(d[j])) for j in np.nonzero(d <= distance)[0]]
+    return out
+
+
 def near_duplicate_clusters(phashes: list[str], distance: int) -> list[int]:
     """Cluster id per hash (the smallest index in its cluster): hashes within `distance` bits are linked
     (transitively)."""
-    import numpy as np
     from scipy.cluster.hierarchy import DisjointSet
 
     n = len(phashes)
     ds = DisjointSet(range(n))
-    if n:
-        bits = np.unpackbits(np.array([[int(h, 16)] for h in phashes], dtype=">u8").view(np.uint8), axis=1)
-        for i in range(n - 1):
-            d = (bits[i + 1 :] != bits[i]).sum(axis=1)
-            for j in np.nonzero(d <= distance)[0]:
-                ds.merge(i, i + 1 + int(j))
+    for i, j, _ in near_pairs(phashes, distance):
+        ds.merge(i, j)
     first = {}
     for members in ds.subsets():
         first.update(dict.fromkeys(members, min(members)))

@@ -17,19 +17,20 @@ import json
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ...core.errors import DataError, SourceError
-from ...core.files import IMAGE_EXTS, NotRegular, atomic_write_bytes, atomic_write_text, read_regular, write_csv
+from ...core.errors import DataError
+from ...core.files import NotRegular, atomic_write_bytes, atomic_write_text, read_regular, write_csv
 from ...core.images import clean_with_boxes
 from ...core.layout import DatasetFolder
 from ...core.reasons import Reason, Status
 from ...data.dataset_parts import DatasetSummary, sample_per_label
-from ...data.dedup import unit_hash
+from ...data.dedup import near_pairs, unit_hash
 from ...data.sources import fetch_source
 from ...data.split import SPLITS, split_units
-from .box_formats import ANNOTATION_EXTS, Annotation, Box, check_boxes, read_coco, read_csv, read_voc, read_yolo
+from .box_formats import Annotation, Box, check_boxes
+from .box_layouts import pair_source
 from .box_postprocess import require_detect_extra
 from .box_splits import SPLIT_ANNOTATIONS
 
@@ -52,6 +53,7 @@ class DetRecord:
     boxes: int = 0  # kept
     boxes_dropped: int = 0
     group: str = ""
+    given_split: str = ""  # the split the dataset's own layout puts it in ('' when it gives none)
     clean_path: str = ""
     phash: str = ""
     kept_boxes: list = field(default_factory=list, repr=False)  # [label, x0, y0, x1, y1] in clean pixels
@@ -69,90 +71,10 @@ def _stored_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _find_annotation_file(name: str, files: list, where: str) -> Path:
-    """The one-file annotations of a source: a path on disk, or the source file whose path ends with `name`."""
-    p = Path(name).expanduser()
-    if p.is_absolute() and p.is_file():
-        return p
-    hits = [f.path for f in files if f.path.as_posix().endswith("/" + name.lstrip("/"))]
-    if len(hits) == 1:
-        return hits[0]
-    if p.is_file():
-        return p
-    raise SourceError(
-        f"{where}: annotations file {name!r} is not among the source's files ({len(hits)} match) "
-        "nor on disk; fix 'annotations' (a path relative to the source, or an absolute path)"
-    )
-
-
 def _stray(source: str, raw_path: str, annotation: str, detail: str) -> DetRecord:
     return DetRecord(
         source=source, raw_path=raw_path, annotation=annotation, reason=Reason.ANNOTATION_WITHOUT_IMAGE, detail=detail
     )
-
-
-def _pair_beside(asrc, files: list, images: list, labels: list[str]) -> tuple[list, list[DetRecord]]:
-    """VOC and YOLO: one annotation file beside each image, of the same name."""
-    ext = ANNOTATION_EXTS[asrc.format]
-    anns = {
-        f.path.with_suffix(""): f.path
-        for f in files
-        if f.path.suffix.lower() == ext and f.path.name not in ("classes.txt", "README.txt")
-    }
-    pairs = []
-    for f in images:
-        ap = anns.pop(f.path.with_suffix(""), None)
-        if ap is None:
-            pairs.append((f, None, ""))
-            continue
-        ann = read_voc(ap) if asrc.format == "voc" else read_yolo(ap, list(asrc.names or labels))
-        pairs.append((f, ann, str(ap)))
-    source = images[-1].source if images else ""
-    strays = [_stray(source, str(ap), str(ap), f"no image named {ap.stem}.* beside it") for ap in sorted(anns.values())]
-    return pairs, strays
-
-
-def _table_entry(f, table: dict, by_name: dict) -> str | None:
-    """The entry of a one-file annotation table that names image `f`: its base name when that is unique,
-    else the entry whose path the image's path ends with."""
-    if f.path.name in table and len(by_name[f.path.name]) == 1:
-        return f.path.name
-    # names with folders, or one base name twice: match the path's end
-    return next((n for n in table if "/" in n and f.path.as_posix().endswith("/" + n.lstrip("./"))), None)
-
-
-def _pair_table(asrc, files: list, images: list, where: str) -> tuple[list, list[DetRecord]]:
-    """CSV and COCO: one file of annotations for the whole source."""
-    path = _find_annotation_file(asrc.annotations, files, where)
-    table, problem = read_csv(path) if asrc.format == "csv" else read_coco(path)
-    if problem:
-        raise SourceError(f"{where}: {path}: {problem[0]}: {problem[1]}; fix the file")
-    by_name: dict[str, list] = {}
-    for f in images:
-        by_name.setdefault(f.path.name, []).append(f)
-    used, pairs = set(), []
-    for f in images:
-        hit = _table_entry(f, table, by_name)
-        if hit is None:
-            pairs.append((f, None, str(path)))
-        else:
-            used.add(hit)
-            pairs.append((f, table[hit], f"{path}#{hit}"))
-    source = images[0].source if images else ""
-    strays = [
-        _stray(source, f"{path}#{n}", str(path), f"{asrc.format} entry {n!r} has no image in the source")
-        for n in sorted(set(table) - used)
-    ]
-    return pairs, strays
-
-
-def _pair(asrc, files: list, labels: list[str], where: str) -> tuple[list, list[DetRecord]]:
-    """(image RawFile, Annotation or None, annotation path) for every image of a source; a record for
-    every annotation whose image is not there."""
-    images = [f for f in files if f.path.suffix.lower() in IMAGE_EXTS]
-    if asrc.format in ANNOTATION_EXTS:
-        return _pair_beside(asrc, files, images, labels)
-    return _pair_table(asrc, files, images, where)
 
 
 def _checked_boxes(rec: DetRecord, rf, ann: Annotation, size, d, problems: list) -> list[Box] | None:
@@ -197,17 +119,24 @@ def _read_annotated(rec: DetRecord, rf, ann: Annotation | None) -> bytes | None:
     return None
 
 
-def _clean(rf, ann: Annotation | None, ann_path: str, recipe, clean_root: Path, problems: list) -> DetRecord:
+def _clean(pair, recipe, clean_root: Path, problems: list) -> DetRecord:
     """Decode one image, check its boxes against its real size, move them through cleaning."""
     import hashlib
 
     import imagehash
 
-    d, spec = recipe.detect, recipe.dataset
-    rec = DetRecord(source=rf.source, raw_path=str(rf.path), annotation=ann_path, group=rf.group)
+    d, spec, rf, ann = recipe.detect, recipe.dataset, pair.image, pair.ann
+    rec = DetRecord(
+        source=rf.source, raw_path=str(rf.path), annotation=pair.ann_path, group=rf.group, given_split=pair.split
+    )
+    if pair.problem:
+        rec.reason, rec.detail = pair.problem
+        return rec
     data = _read_annotated(rec, rf, ann)
     if data is None:
         return rec
+    for reason, detail in ann.skipped:
+        problems.append({"file": str(rf.path), "box": "", "reason": reason, "detail": detail, "action": "left out"})
     good = _checked_boxes(rec, rf, ann, _stored_size(data), d, problems)
     if good is None:
         return rec
@@ -262,6 +191,41 @@ def _assign(kept: list[DetRecord], spec, seed: int) -> dict[int, str]:
     return {id(r): split_of[unit[id(r)]] for r in kept}
 
 
+def _given(kept: list[DetRecord], spec, seed: int) -> tuple[dict[int, str], list[str]]:
+    """split = "given": each image in the split its layout names; one the layout does not name is unused.
+    A split the layout lacks (valid; test when dataset.test asks for one) is cut from its train by the
+    content-hash rule. Returns (id(record) -> split, the splits so cut)."""
+    for r in kept:
+        if not r.given_split:
+            r.status, r.reason = Status.UNUSED, Reason.NOT_IN_GIVEN_SPLIT
+            r.detail = 'split = "given", and the dataset\'s layout puts this image in no split'
+    named = [r for r in kept if r.given_split]
+    have = {r.given_split for r in named}
+    cut = [s for s in ("valid", "test") if s not in have and (s == "valid" or spec.test)]
+    split_of = {id(r): r.given_split for r in named}
+    if cut:
+        train = [r for r in named if r.given_split == "train"]
+        sub = replace(spec, valid=spec.valid if "valid" in cut else 0, test=spec.test if "test" in cut else 0)
+        split_of.update(_assign(train, sub, seed))
+    return split_of, cut
+
+
+def _leaks(by_split: dict, dups: list, distance: int) -> list[dict]:
+    """Images in two given splits: the same bytes (`dups`: (rejected copy, kept one)), or near duplicates
+    (perceptual hashes within `distance` bits)."""
+    out = [
+        dict(kind="exact", split_a=k.given_split, file_a=k.raw_path, split_b=r.given_split, file_b=r.raw_path, bits=0)
+        for r, k in dups
+        if r.given_split and k.given_split and r.given_split != k.given_split
+    ]
+    recs = [(s, r) for s in SPLITS for r in by_split[s]]
+    for i, j, bits in near_pairs([r.phash for _, r in recs], distance):
+        (sa, a), (sb, b) = recs[i], recs[j]
+        if sa != sb:
+            out.append(dict(kind="near", split_a=sa, file_a=a.raw_path, split_b=sb, file_b=b.raw_path, bits=bits))
+    return out
+
+
 def _coco(records: list[DetRecord], labels: list[str], split: str) -> dict:
     images, anns = [], []
     for i, r in enumerate(sorted(records, key=lambda r: r.clean_path), 1):
@@ -307,22 +271,28 @@ class BoxDataset:
         self.problems: list[dict] = []  # box_problems.csv
         self.records: list[DetRecord] = []
         self.by_split: dict = {}
+        self.dups: list[tuple[DetRecord, DetRecord]] = []  # (rejected copy, the kept one)
+        self.leaks: list[dict] = []  # split = "given": images in two splits
+        self.cut: list[str] = []  # split = "given": the splits cut from the layout's train
 
     def gather(self, retry_failed: bool) -> list:
         r, labels, pairs = self.recipe, list(self.recipe.detect.labels), []
         for i, asrc in enumerate(r.detect.sources):
             where = f"{r.path}: detect.sources[{i}]"
             files = fetch_source(asrc.images, f"{where}.images", r.seed, self.log, retry_failed)
-            got, strays = _pair(asrc, files, labels, where)
+            paired = pair_source(asrc, files, labels, where)
+            strays = [_stray(files[0].source, *s) for s in paired.strays]
             self.log(
-                f"  detect.sources[{i}] {asrc.images.kind:<9} {len(got):>5} images, {asrc.format} annotations"
-                + (f", {len(strays)} without image" if strays else "")
+                f"  detect.sources[{i}] {asrc.images.kind:<9} {len(paired.pairs):>5} images, {paired.layout} "
+                "annotations" + (f", {len(strays)} without image" if strays else "")
             )
-            pairs += got
+            for note in paired.notes:
+                self.log(f"    {note}")
+            pairs += paired.pairs
             self.strays += strays
         if r.dataset.sample:
-            keep = {id(x[1]) for x in sample_per_label([("", p[0]) for p in pairs], r.dataset.sample, r.seed)}
-            pairs = [p for p in pairs if id(p[0]) in keep]
+            keep = {id(x[1]) for x in sample_per_label([("", p.image) for p in pairs], r.dataset.sample, r.seed)}
+            pairs = [p for p in pairs if id(p.image) in keep]
             self.log(f"  sample: at most {r.dataset.sample} input images ({len(pairs)})")
         if not pairs:
             raise DataError(f"{r.path}: the detection sources gave no images; check detect.sources")
@@ -331,9 +301,7 @@ class BoxDataset:
     def clean(self, pairs: list) -> list:
         pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         try:
-            cleaned = list(
-                pool.map(lambda p: _clean(p[0], p[1], p[2], self.recipe, self.folder.clean, self.problems), pairs)
-            )
+            cleaned = list(pool.map(lambda p: _clean(p, self.recipe, self.folder.clean, self.problems), pairs))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         seen: dict[str, DetRecord] = {}
@@ -342,6 +310,7 @@ class BoxDataset:
                 if r.sha256 in seen:
                     r.status, r.reason = Status.REJECTED, Reason.EXACT_DUPLICATE
                     r.detail = f"same bytes as {seen[r.sha256].raw_path}"
+                    self.dups.append((r, seen[r.sha256]))
                 else:
                     seen[r.sha256] = r
         self.records = cleaned + self.strays
@@ -357,9 +326,21 @@ class BoxDataset:
         return [lab for lab in labels if not have[lab]] if split == "train" else ([] if have else labels)
 
     def split(self, records: list) -> list[dict]:
-        kept = [r for r in records if r.status == Status.KEPT]
-        split_of = _assign(kept, self.recipe.dataset, self.recipe.seed)
+        kept, spec = [r for r in records if r.status == Status.KEPT], self.recipe.dataset
+        if spec.split == "given":
+            split_of, self.cut = _given(kept, spec, self.recipe.seed)
+            kept = [r for r in kept if id(r) in split_of]
+            if not kept:
+                self.write_manifest(records)
+                raise DataError(
+                    f'split = "given", but the dataset\'s layout names no split for any image; set '
+                    f'dataset.split = "hash" (see {self.folder.manifest})'
+                )
+        else:
+            split_of = _assign(kept, spec, self.recipe.seed)
         by_split = self.by_split = {s: [r for r in kept if split_of[id(r)] == s] for s in SPLITS}
+        if spec.split == "given":
+            self.leaks = _leaks(by_split, self.dups, spec.near_duplicate_distance)
         for s in ("train", "valid") + (("test",) if self.recipe.dataset.test else ()):
             if missing := self._missing(s, by_split[s]):
                 self.write_manifest(records)
@@ -386,6 +367,10 @@ class BoxDataset:
             self.folder.manifest, [{k: v for k, v in asdict(r).items() if k != "kept_boxes"} for r in records], columns
         )
         write_csv(self.folder.root / "box_problems.csv", self.problems, ["file", "box", "reason", "detail", "action"])
+        if self.recipe.dataset.split == "given":
+            write_csv(
+                self.folder.root / "leaks.csv", self.leaks, ["kind", "split_a", "file_a", "split_b", "file_b", "bits"]
+            )
 
     def write_split_files(self, rows: list[dict]) -> None:
         labels = list(self.recipe.detect.labels)
@@ -407,9 +392,26 @@ class BoxDataset:
         return DatasetSummary(
             root=self.folder.root,
             inputs=len(records),
-            kept=sum(1 for r in records if r.status == Status.KEPT),
+            kept=sum(1 for r in records if r.status in (Status.KEPT, Status.UNUSED)),
             rejected=Counter(r.reason for r in records if r.status == Status.REJECTED),
+            unused=Counter(r.reason for r in records if r.status == Status.UNUSED),
             counts=counts,
             changes=changes,
-            notes=[f"bad box  {n:>5}  {reason}  (box_problems.csv)" for reason, n in bad.most_common()],
+            notes=[f"bad box  {n:>5}  {reason}  (box_problems.csv)" for reason, n in bad.most_common()]
+            + self._split_notes(),
         )
+
+    def _split_notes(self) -> list[str]:
+        if self.recipe.dataset.split != "given":
+            return []
+        kinds = Counter(x["kind"] for x in self.leaks)
+        notes = [
+            "split    given: the dataset's own splits"
+            + (f"; {', '.join(self.cut)} cut from its train" if self.cut else "")
+        ]
+        if self.leaks:
+            notes.append(
+                f"leak     {kinds['exact']} exact and {kinds['near']} near-duplicate image pair(s) across the given "
+                "splits (leaks.csv): a test score on them is optimistic"
+            )
+        return notes

@@ -1,5 +1,6 @@
-"""Box annotations in the four formats people draw them in: Pascal VOC XML (labelImg), the tutorial's CSV
-(`filename,width,height,class,xmin,ymin,xmax,ymax`), COCO JSON and YOLO txt; and the checks every box
+"""Box annotations in the formats people draw them in: Pascal VOC XML (labelImg), the tutorial's CSV
+(`filename,width,height,class,xmin,ymin,xmax,ymax`), COCO JSON, YOLO txt, CVAT for images 1.1 XML and
+Label Studio's JSON export; and the checks every box
 goes through. A reader never raises on bad input: a file it cannot use becomes a Problem (a
 core.reasons.Reason and a detail) that the dataset stage writes into the manifest.
 
@@ -28,6 +29,9 @@ __all__ = [
     "read_yolo",
     "read_csv",
     "read_coco",
+    "read_cvat",
+    "read_labelstudio",
+    "sniff",
     "write_voc",
     "check_boxes",
     "ANNOTATION_EXTS",
@@ -48,6 +52,9 @@ class Annotation:
     normalized: bool = False
     problem: tuple[str, str] | None = None
     group: str = ""  # the split unit, when the annotation names one (our composites' <group>)
+    filename: str = ""  # the image the annotation names (VOC's <filename>), when it names one
+    split: str = ""  # the split the annotation puts the image in (CVAT's subset), when it says
+    skipped: list = field(default_factory=list)  # (reason, detail) of boxes left out on purpose (COCO iscrowd)
 
 
 def _read(path: Path) -> tuple[bytes | None, tuple[str, str] | None]:
@@ -69,8 +76,8 @@ def _number(text, what: str) -> float:
     return v
 
 
-def read_voc(path: Path) -> Annotation:
-    """A Pascal VOC / labelImg .xml file."""
+def _parse_xml(path: Path, root_tag: str):
+    """(root element, None) of a well-formed, safe XML file whose root is <root_tag>, or (None, problem)."""
     from xml.etree.ElementTree import ParseError
 
     require_detect_extra()
@@ -79,16 +86,25 @@ def read_voc(path: Path) -> Annotation:
 
     data, problem = _read(path)
     if problem:
-        return Annotation(problem=problem)
+        return None, problem
     try:
         root = fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except defusedxml.DefusedXmlException as e:
-        return Annotation(problem=(Reason.UNSAFE_ANNOTATION, f"refused unread: {type(e).__name__}"))
-    except (ParseError, ValueError) as e:
-        return Annotation(problem=(Reason.BAD_ANNOTATION, f"not well-formed XML ({e})"))
-    if root.tag != "annotation":
-        return Annotation(problem=(Reason.BAD_ANNOTATION, f"root element <{root.tag}>, not <annotation>"))
-    ann = Annotation(group=(root.findtext("group") or "").strip())
+        return None, (Reason.UNSAFE_ANNOTATION, f"refused unread: {type(e).__name__}")
+    except (ParseError, ValueError, LookupError) as e:  # LookupError: an encoding Python does not know
+        return None, (Reason.BAD_ANNOTATION, f"not well-formed XML ({type(e).__name__}: {e})")
+    if root.tag != root_tag:
+        hint = {"annotations": ' (a CVAT file? set format = "cvat")', "annotation": ' (a VOC file? set format = "voc")'}
+        return None, (Reason.BAD_ANNOTATION, f"root element <{root.tag}>, not <{root_tag}>{hint.get(root.tag, '')}")
+    return root, None
+
+
+def read_voc(path: Path) -> Annotation:
+    """A Pascal VOC / labelImg .xml file."""
+    root, problem = _parse_xml(path, "annotation")
+    if problem:
+        return Annotation(problem=problem)
+    ann = Annotation(group=(root.findtext("group") or "").strip(), filename=(root.findtext("filename") or "").strip())
     try:
         size = root.find("size")
         if size is not None and size.findtext("width") is not None:
@@ -171,38 +187,186 @@ def read_csv(path: Path) -> tuple[dict[str, Annotation], tuple[str, str] | None]
     return out, None
 
 
+def _coco_box(a: dict, i: int) -> tuple[float, float, float, float]:
+    bbox = a.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or any(isinstance(v, (bool, str)) for v in bbox):
+        raise ValueError(f"annotation {i}: bbox {str(bbox)[:40]!r} is not [x, y, width, height]")
+    x, y, w, h = (_number(v, f"annotation {i} bbox") for v in bbox)
+    return x, y, x + w, y + h
+
+
+def _coco_images(doc: dict) -> dict:
+    """image id -> (file name, Annotation with its size)."""
+    out = {}
+    for im in doc["images"]:
+        a = Annotation(width=int(_number(im["width"], "width")), height=int(_number(im["height"], "height")))
+        out[im["id"]] = (str(im["file_name"]), a)
+    return out
+
+
 def read_coco(path: Path) -> tuple[dict[str, Annotation], tuple[str, str] | None]:
-    """A COCO JSON file: images, categories and annotations with `bbox` = [x, y, width, height]."""
+    """A COCO JSON file: images, categories and annotations with `bbox` = [x, y, width, height]. Category
+    ids need not be contiguous; an image without annotations is a background image; an `iscrowd` region
+    is left out (noted in `skipped`), as COCO's own evaluation ignores it; a bad annotation marks its image."""
     data, problem = _read(path)
     if problem:
         return {}, problem
     try:
         doc = json.loads(data)
         cats = {c["id"]: str(c["name"]) for c in doc["categories"]}
-        images = {im["id"]: im for im in doc["images"]}
+        images = _coco_images(doc)
         anns = doc.get("annotations", [])
         if not isinstance(anns, list):
             raise TypeError("'annotations' is not a list")
-    except (ValueError, KeyError, TypeError, RecursionError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError, AttributeError) as e:
         return {}, (Reason.BAD_ANNOTATION, f"not a COCO file ({type(e).__name__}: {e})")
-    out: dict[str, Annotation] = {}
-    by_id: dict = {}
-    for im in images.values():
-        try:
-            a = Annotation(width=int(_number(im["width"], "width")), height=int(_number(im["height"], "height")))
-            name = str(im["file_name"])
-        except (KeyError, TypeError, ValueError) as e:
-            return {}, (Reason.BAD_ANNOTATION, f"image {im.get('id')!r}: {e}")
-        out[name] = by_id[im["id"]] = a
     for i, a in enumerate(anns):
         try:
-            img = by_id[a["image_id"]]
-            x, y, w, h = (_number(v, f"annotation {i} bbox") for v in a["bbox"])
-            label = cats.get(a["category_id"], f"category id {a['category_id']}")
-        except (KeyError, TypeError, ValueError) as e:
-            return {}, (Reason.BAD_ANNOTATION, f"annotation {i}: {type(e).__name__} {e}")
-        img.boxes.append(Box(label, x, y, x + w, y + h))
+            name, img = images[a["image_id"]]
+        except (KeyError, TypeError):
+            return {}, (Reason.BAD_ANNOTATION, f"annotation {i}: no image with id {str(a)[:60]}")
+        if img.problem:
+            continue
+        try:
+            label = cats.get(a.get("category_id"), f"category id {a.get('category_id')}")
+            box = Box(label, *_coco_box(a, i))
+        except (ValueError, TypeError, AttributeError) as e:
+            img.problem = (Reason.BAD_ANNOTATION, f"{Path(path).name}: {e}")
+            continue
+        if a.get("iscrowd"):
+            img.skipped.append((Reason.CROWD_BOX, f"annotation {i} ({label}): iscrowd = 1, left out"))
+        else:
+            img.boxes.append(box)
+    return {name: ann for name, ann in images.values()}, None
+
+
+def _cvat_image(el, i: int) -> tuple[str, Annotation]:
+    name = (el.get("name") or "").strip()
+    if not name:
+        raise ValueError(f"<image> {i} has no name")
+    ann = Annotation(
+        width=int(_number(el.get("width"), f"{name} width")),
+        height=int(_number(el.get("height"), f"{name} height")),
+        split=(el.get("subset") or "").strip(),
+    )
+    for k, b in enumerate(el.findall("box")):
+        label = (b.get("label") or "").strip()
+        coords = [_number(b.get(c), f"{name} box {k} {c}") for c in ("xtl", "ytl", "xbr", "ybr")]
+        if abs(_number(b.get("rotation") or 0, f"{name} box {k} rotation")) > 1e-6:
+            ann.problem = (Reason.ROTATED_BOX, f"box {k} ({label}) is rotated by {b.get('rotation')} degrees")
+            return name, ann
+        ann.boxes.append(Box(label, *coords))
+    return name, ann
+
+
+def read_cvat(path: Path) -> tuple[dict[str, Annotation], tuple[str, str] | None]:
+    """CVAT for images 1.1 XML: <image name width height [subset]> with <box label xtl ytl xbr ybr>
+    (polygons, points and tags are not boxes and are left out)."""
+    root, problem = _parse_xml(path, "annotations")
+    if problem:
+        return {}, problem
+    images = root.findall("image")
+    if not images and root.findall("track"):
+        return {}, (Reason.BAD_ANNOTATION, "a CVAT for video file (<track>); export as CVAT for images 1.1")
+    out: dict[str, Annotation] = {}
+    for i, el in enumerate(images):
+        try:
+            name, ann = _cvat_image(el, i)
+        except ValueError as e:
+            return {}, (Reason.BAD_ANNOTATION, str(e))
+        out[name] = ann
     return out, None
+
+
+def _ls_image_name(data) -> str:
+    """The file a Label Studio task shows: `data.image` (or its only string), as a path: local-storage
+    URLs (`/data/local-files/?d=dir/a.jpg`) give dir/a.jpg, uploads (`/data/upload/3/8f3e2a1b-a.jpg`) their
+    file name, prefix kept (the matcher also tries it without)."""
+    from urllib.parse import parse_qs, unquote, urlsplit
+
+    if not isinstance(data, dict):
+        raise ValueError("'data' is not an object")
+    value = data.get("image")
+    if not isinstance(value, str):
+        strings = [v for v in data.values() if isinstance(v, str)]
+        if len(strings) != 1:
+            raise ValueError("'data' has no 'image' URL")
+        value = strings[0]
+    url = urlsplit(value)
+    if "d" in parse_qs(url.query):
+        return unquote(parse_qs(url.query)["d"][0])
+    return unquote(url.path).rsplit("/", 1)[-1]
+
+
+def _ls_result(task: dict) -> list:
+    """The boxes of a task's last annotation that was not cancelled (older exports: 'completions')."""
+    anns = [a for a in (task.get("annotations") or task.get("completions") or []) if not a.get("was_cancelled")]
+    return anns[-1].get("result") or [] if anns else []
+
+
+def _ls_task(task: dict, n: int) -> tuple[str, Annotation]:
+    name = _ls_image_name(task.get("data"))
+    ann = Annotation(normalized=True)
+    for k, r in enumerate(_ls_result(task)):
+        if r.get("type") != "rectanglelabels":
+            continue  # polygons, keypoints, choices: not boxes
+        v = r["value"]
+        labels = v.get("rectanglelabels") or [""]
+        if abs(_number(v.get("rotation", 0), f"task {n} box {k} rotation")) > 1e-6:
+            ann.problem = (Reason.ROTATED_BOX, f"box {k} ({labels[0]}) is rotated by {v['rotation']} degrees")
+            break
+        if "original_width" in r:
+            ann.width = int(_number(r["original_width"], f"task {n} original_width"))
+            ann.height = int(_number(r["original_height"], f"task {n} original_height"))
+        x, y, w, h = (_number(v.get(c), f"task {n} box {k} {c}") / 100 for c in ("x", "y", "width", "height"))
+        ann.boxes.append(Box(str(labels[0]), x, y, x + w, y + h))
+    return name, ann
+
+
+def read_labelstudio(path: Path) -> tuple[dict[str, Annotation], tuple[str, str] | None]:
+    """Label Studio's JSON export: a list of tasks, each with `data.image` and annotations whose
+    `rectanglelabels` results give x, y, width, height in percent of the image."""
+    data, problem = _read(path)
+    if problem:
+        return {}, problem
+    try:
+        tasks = json.loads(data)
+        if not isinstance(tasks, list):
+            raise TypeError("not a list of tasks")
+        out: dict[str, Annotation] = {}
+        for n, task in enumerate(tasks):
+            name, ann = _ls_task(task, n)
+            out[name] = ann
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, IndexError) as e:
+        return {}, (Reason.BAD_ANNOTATION, f"not a Label Studio JSON export ({type(e).__name__}: {e})")
+    return out, None
+
+
+def sniff(path: Path) -> str:
+    """The annotation layout a file is written in, from its content ('' when it is none of them):
+    voc and cvat (the XML's root element), coco and labelstudio (the JSON's shape), csv (the header)."""
+    data, problem = _read(path)
+    if problem or not data:
+        return ""
+    ext = Path(path).suffix.lower()
+    if ext == ".xml":
+        import re
+
+        m = re.search(rb"<\s*([A-Za-z_][\w.-]*)", re.sub(rb"<[?!][^>]*>", b"", data[:4096]))
+        return {b"annotation": "voc", b"annotations": "cvat"}.get(m.group(1) if m else b"", "")
+    if ext == ".csv":
+        head = data[:4096].decode("utf-8-sig", "replace").splitlines()[:1]
+        return "csv" if head and set(CSV_COLUMNS) <= {c.strip() for c in head[0].split(",")} else ""
+    if ext == ".json":
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError):
+            return ""
+        if isinstance(doc, dict) and "images" in doc and "categories" in doc:
+            return "coco"
+        if isinstance(doc, list) and doc and isinstance(doc[0], dict) and "data" in doc[0]:
+            return "labelstudio"
+    return ""
 
 
 def check_boxes(
