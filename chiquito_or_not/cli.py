@@ -207,13 +207,16 @@ def evaluate(
     target: Path = typer.Argument(..., help="Recipe file or run folder", show_default=False),
     data: Optional[Path] = typer.Option(None, help="Folder with one sub-folder per class"),
     out: Optional[Path] = typer.Option(None, help="Where figures and metrics go"),
+    model: Optional[Path] = typer.Option(
+        None, help="Score this export (model.onnx, model.tflite) instead of model.pkl: what a phone will see"
+    ),
 ):
     """Reload the exported model.pkl and write metrics, confusion matrix and worst mistakes.
 
     model.pkl is a pickle: loading it runs any code it holds. Evaluate only runs you made or trust."""
     from .stages.evaluate import evaluate as run_evaluate
 
-    res = run_evaluate(target, data=data, out=out, log=typer.echo)
+    res = run_evaluate(target, data=data, out=out, log=typer.echo, model_file=model)
     typer.echo(f"wrote metrics.json beside the figures for {res['model']}")
 
 

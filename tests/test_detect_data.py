@@ -447,3 +447,31 @@ def test_without_the_detect_extra_a_detection_recipe_is_one_line_before_any_work
     with pytest.raises(ChiquitoError, match=r"pip install 'chiquito-or-not\[detect\]'") as e:
         build_dataset(recipe, log=lambda *_: None)
     assert "\n" not in str(e.value) and not (roots / "data").exists()
+
+
+def test_detection_confusion_and_ap_by_size_count_what_they_say():
+    from chiquito_or_not.tasks.detect.box_metrics import coco_map, detection_confusion
+
+    truth = [
+        [["cat", 0, 0, 20, 20], ["cup", 50, 50, 150, 150]],  # a small cat (400 px²), a large cup
+        [["cat", 10, 10, 60, 60]],  # a medium cat (2500 px²), found as a cup
+        [["cup", 0, 0, 40, 40]],  # missed
+    ]
+    dets = [
+        [
+            {"label": "cat", "box": [0, 0, 20, 20], "score": 0.9},
+            {"label": "cup", "box": [50, 50, 150, 150], "score": 0.8},
+        ],
+        [
+            {"label": "cup", "box": [12, 10, 60, 62], "score": 0.7},
+            {"label": "cat", "box": [100, 100, 140, 140], "score": 0.6},
+        ],
+        [{"label": "cup", "box": [0, 0, 40, 40], "score": 0.1}],  # below the threshold
+    ]
+    cm = detection_confusion(dets, truth, ["cat", "cup"], threshold=0.3)
+    # rows: true cat, true cup, false alarm; columns: detected cat, detected cup, missed
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 1], [1, 0, 0]]
+    m = coco_map([[d for d in ds if d["score"] >= 0.3] for ds in dets], truth, ["cat", "cup"])
+    assert m["boxes_by_size"] == {"small": 1, "medium": 2, "large": 1}
+    assert m["ap_by_size"]["small"] == 1.0 and m["ap_by_size"]["large"] == 1.0
+    assert m["ap_by_size"]["medium"] < 0.5  # the medium cat was called a cup; the medium cup missed

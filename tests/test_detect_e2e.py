@@ -67,6 +67,14 @@ def test_detector_learns_and_reports_coco_metrics(det_run):
     assert m["test"]["images"] == 8 or m["test"]["images"] >= 6
     for f in ("pr_curves.png", "worst.png", "pr_curves_test.png", "loss_curve.png"):
         assert (res.run / f).stat().st_size > 1000, f
+    v = m["valid"]
+    assert set(v["ap_by_size"]) == {"small", "medium", "large"} and sum(v["boxes_by_size"].values()) == v["boxes"]
+    cm = v["confusion"]
+    assert cm["rows"] == ["cat", "cup", "false alarm"] and cm["cols"] == ["cat", "cup", "missed"]
+    rows = cm["rows_true_cols_detected"]
+    assert sum(map(sum, rows[:2])) == v["boxes"]  # every true box is matched once or missed
+    assert rows[0][0] + rows[1][1] >= v["boxes"] / 2  # a trained detector finds most boxes with their label
+    assert rows[2][2] == 0 and (res.run / "detection_confusion.png").stat().st_size > 1000
     hist = (res.run / "history.csv").read_text().splitlines()
     assert hist[0].endswith("map_50") and len(hist) == 1 + 10 + 1 + 1
 
@@ -79,6 +87,16 @@ def test_export_parity_and_predict_without_torch(det_run, tmp_path):
     assert rep["identical_detection_lists"] == rep["images"] >= 8
     assert rep["raw_max_abs_box_px"] <= 1e-3 and rep["map_50_onnx"] == rep["map_50_torch"]
     onnx = res.run / "model.onnx"
+    # the file itself scored on the splits: the same detections, so the same figures as model.pkl's
+    from chiquito_or_not.stages.evaluate import evaluate
+
+    before = (res.run / "metrics.json").read_bytes()
+    got = evaluate(res.run, model_file=onnx, log=lambda *_: None)
+    pkl_m = json.loads(before)
+    for split in ("valid", "test"):
+        assert got[split]["map_50"] == pkl_m[split]["map_50"] and got[split]["confusion"] == pkl_m[split]["confusion"]
+    assert json.loads((res.run / "eval-model.onnx" / "metrics.json").read_text())["model"] == str(onnx)
+    assert (res.run / "metrics.json").read_bytes() == before  # model.pkl's figures are left as they were
     valid = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[:4]
     script = (
         "import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None\n"

@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plt", "save", "plot_lr_find", "plot_history", "plot_leaderboard", "plot_sweep"]
+__all__ = ["plt", "save", "plot_confusion", "plot_lr_find", "plot_history", "plot_leaderboard", "plot_sweep"]
 
 
 def save(fig, path: Path) -> Path:
@@ -21,6 +21,26 @@ def save(fig, path: Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def plot_confusion(
+    cm: np.ndarray, rows: list[str], path: Path, title: str, cols: list[str] | None = None, axes=("actual", "predicted")
+) -> Path:
+    """A count matrix, rows x cols (cols: the same names as rows unless given), each cell written in."""
+    cols = rows if cols is None else cols
+    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 2.5, 1.2 * len(rows) + 2))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            colour = "white" if cm[i, j] > cm.max() / 2 else "black"
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=colour, fontsize=12)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_ylabel(axes[0])
+    ax.set_xlabel(axes[1])
+    ax.set_title(title)
+    fig.tight_layout()
+    return save(fig, path)
 
 
 def plot_lr_find(lrs, losses, suggestions: dict, chosen: float | None, path: Path) -> Path:

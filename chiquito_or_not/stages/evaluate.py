@@ -28,16 +28,32 @@ def resolve_run(target: str | Path) -> Path:
 
 
 def evaluate(
-    target: str | Path, data: Path | None = None, out: Path | None = None, top_k: int = 9, log=print, notice=None
+    target: str | Path,
+    data: Path | None = None,
+    out: Path | None = None,
+    top_k: int = 9,
+    log=print,
+    notice=None,
+    model_file: Path | None = None,
 ) -> dict:
-    """Metrics and figures of the run's exported model.pkl on its valid (and test) split, or on `data`.
-    `notice` is load_model's pickle warning (finetune silences it for the file it has just written)."""
+    """Metrics and figures of the run's exported model.pkl on its valid (and test) split, or on `data`;
+    `model_file` (a model.onnx or model.tflite export) is scored itself instead, the figure a phone gives,
+    into runs/NAME/eval-FILE/ unless `out` says otherwise. `notice` is load_model's pickle warning
+    (finetune silences it for the file it has just written)."""
     run = resolve_run(target)
     files = RunFolder(run)
-    if not files.model.is_file():
-        raise RunError(f"{run}: no model.pkl; run `chiquito finetune RECIPE` first")
-    model = load_model(files.model, notice=notice)
+    path = Path(model_file) if model_file else files.model
+    if not path.is_file():
+        fix = (
+            "export it with `chiquito export RUN --format ...`"
+            if model_file
+            else "run `chiquito finetune RECIPE` first"
+        )
+        raise RunError(f"{path}: no such model file; {fix}")
+    model = load_model(path, notice=notice)  # a .pkl is a pickle: loading it runs the code it holds
     task = task_of_model(model)
+    if model_file and out is None and data is None:
+        out = run / f"eval-{path.name}"
     if data is not None:
         data = Path(data)
         out = Path(out) if out else files.eval_dir(data)
@@ -51,6 +67,6 @@ def evaluate(
         res = {"valid": task.evaluate_set(model, "valid", root / "valid", out, "", top_k, log, split=True)}
         if (root / "test").is_dir():
             res["test"] = task.evaluate_set(model, "test", root / "test", out, "_test", top_k, log, split=True)
-    res["model"] = str(files.model)
+    res["model"] = str(path)
     atomic_write_text(out / "metrics.json", json.dumps(res, indent=2) + "\n")
     return res

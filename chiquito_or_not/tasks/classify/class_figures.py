@@ -1,38 +1,12 @@
-"""The classifier's evaluation figures: confusion matrix and worst mistakes."""
+"""The classifier's evaluation figures: its worst mistakes (the confusion matrix is core.plots')."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ...core.plots import plt, save
 
-__all__ = ["plot_confusion", "plot_top_losses"]
-
-
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> Path:
-    k = len(classes)
-    fig, ax = plt.subplots(figsize=(1.2 * k + 2.5, 1.2 * k + 2))
-    ax.imshow(cm, cmap="Blues")
-    for i in range(k):
-        for j in range(k):
-            ax.text(
-                j,
-                i,
-                str(cm[i, j]),
-                ha="center",
-                va="center",
-                color="white" if cm[i, j] > cm.max() / 2 else "black",
-                fontsize=12,
-            )
-    ax.set_xticks(range(k), classes, rotation=45, ha="right")
-    ax.set_yticks(range(k), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title(title)
-    fig.tight_layout()
-    return save(fig, path)
+__all__ = ["plot_top_losses"]
 
 
 def plot_top_losses(items: list[dict], path: Path, title: str) -> Path:

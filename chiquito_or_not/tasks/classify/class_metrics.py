@@ -8,9 +8,10 @@ import numpy as np
 
 from ...core.errors import DataError
 from ...core.files import write_csv
+from ...core.plots import plot_confusion
 from ...core.stats import DRAWS, LEVEL, balanced_interval, recall_intervals, wilson
 from .class_data import labelled_files
-from .class_figures import plot_confusion, plot_top_losses
+from .class_figures import plot_top_losses
 from .class_inference import predict_paths
 
 __all__ = ["compute_metrics", "evaluate_set", "headline"]

@@ -1,6 +1,8 @@
 """Detector metrics with the maintained COCO implementation (torchmetrics' MeanAveragePrecision on
-pycocotools): mAP@[.5:.95], mAP@0.5, mAP@0.75, per-class AP, recall; a precision-recall plot per class
-and a picture of the worst images with predicted and true boxes."""
+pycocotools): mAP@[.5:.95], mAP@0.5, mAP@0.75, per-class AP, recall, AP by object size (COCO's small /
+medium / large: box area below 32², up to 96², above, in the evaluated image's pixels); a detection
+confusion matrix with a "missed" column and a "false alarm" row; a precision-recall plot per class and a
+picture of the worst images with predicted and true boxes."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from .box_inference import draw_boxes, predict_paths
 from .box_postprocess import mean_average_precision
 from .box_splits import read_split
 
-__all__ = ["coco_map", "evaluate_set", "headline", "image_errors"]
+__all__ = ["coco_map", "detection_confusion", "evaluate_set", "headline", "image_errors"]
+
+SIZES = {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, float("inf"))}  # COCO's areas, px²
 
 
 def _tensors(dets: list[list[dict]], truth: list[list], labels: list[str]):
@@ -63,6 +67,11 @@ def coco_map(dets: list[list[dict]], truth: list[list], labels: list[str], curve
             for c, v in zip(np.atleast_1d(r50["classes"].numpy()), np.atleast_1d(r50["map_per_class"].numpy()))
         },
         "recall_per_class": per_class(r["mar_100_per_class"]),
+        "ap_by_size": {k: (None if float(r[f"map_{k}"]) < 0 else round(float(r[f"map_{k}"]), 4)) for k in SIZES},
+        "boxes_by_size": {
+            k: sum(1 for ts in truth for t in ts if lo <= (t[3] - t[1]) * (t[4] - t[2]) < hi)
+            for k, (lo, hi) in SIZES.items()
+        },
     }
     if curves:
         out["_precision"] = r["precision"].numpy()  # T x R x K x areas x maxdets
@@ -92,6 +101,43 @@ def image_errors(dets: list[dict], truth: list, threshold: float, iou: float = 0
             hits += 1
     n_det = sum(1 for d in dets if d["score"] >= threshold)
     return (len(truth) - hits) + (n_det - hits)
+
+
+def detection_confusion(dets: list[list[dict]], truth: list[list], labels: list[str], threshold: float, iou=0.5):
+    """Counts (labels + 1) x (labels + 1): row = the true box's label, column = the detection's; the last
+    column counts true boxes no detection (score >= threshold) covered at IoU >= `iou` ("missed"), the last
+    row detections that cover no true box ("false alarm"). Each detection, best score first, takes the
+    unmatched true box of any label it overlaps most."""
+    k = len(labels)
+    cm = np.zeros((k + 1, k + 1), dtype=int)
+    for ds, ts in zip(dets, truth):
+        free = set(range(len(ts)))
+        for d in sorted((d for d in ds if d["score"] >= threshold), key=lambda d: -d["score"]):
+            best = max(((j, _iou(d["box"], ts[j][1:])) for j in free), key=lambda kv: kv[1], default=(None, 0.0))
+            if best[0] is not None and best[1] >= iou:
+                free.discard(best[0])
+                cm[labels.index(ts[best[0]][0]), labels.index(d["label"])] += 1
+            else:
+                cm[k, labels.index(d["label"])] += 1
+        for j in free:
+            cm[labels.index(ts[j][0]), k] += 1
+    return cm
+
+
+def _confusion(dets, truth, labels, threshold: float, name: str, path: Path) -> dict:
+    from ...core.plots import plot_confusion
+
+    cm = detection_confusion(dets, truth, labels, threshold)
+    rows, cols = labels + ["false alarm"], labels + ["missed"]
+    title = f"{name}: boxes at score >= {threshold:g}, IoU >= 0.5"
+    plot_confusion(cm, rows, path, title, cols=cols, axes=("true box", "detection"))
+    return {
+        "rows_true_cols_detected": cm.tolist(),
+        "rows": rows,
+        "cols": cols,
+        "score_threshold": threshold,
+        "iou": 0.5,
+    }
 
 
 def _pr_plot(res: dict, labels: list[str], path: Path) -> None:
@@ -153,6 +199,7 @@ def evaluate_set(model, name: str, folder, out, suffix: str, top_k: int, log) ->
     res.pop("_precision")
     res.pop("_classes")
     thr = spec["score_threshold"]
+    res["confusion"] = _confusion(dets, truth, labels, thr, name, out / f"detection_confusion{suffix}.png")
     n_err = sum(image_errors(d, t, thr) for d, t in zip(dets, truth))
     res.update(
         {
@@ -160,7 +207,7 @@ def evaluate_set(model, name: str, folder, out, suffix: str, top_k: int, log) ->
             "boxes": sum(len(t) for t in truth),
             "errors_at_threshold": n_err,
             "score_threshold": thr,
-            "figures": [f"pr_curves{suffix}.png", f"worst{suffix}.png"],
+            "figures": [f"pr_curves{suffix}.png", f"worst{suffix}.png", f"detection_confusion{suffix}.png"],
         }
     )
     log(f"  {name}: {headline(res)}")
