@@ -483,6 +483,38 @@ def review(
         app_.state.log.close()
 
 
+@app.command()
+@_friendly
+def label(
+    recipe: Path = typer.Argument(..., help="A detection recipe file", show_default=False),
+    everything: bool = typer.Option(False, "--all", help="List every image, not only those missing or with bad boxes"),
+    port: int = typer.Option(8002, min=1, max=65535, help="Port on 127.0.0.1"),
+    no_suggest: bool = typer.Option(False, "--no-suggest", help="Do not load runs/NAME/model.pkl for suggestions"),
+):
+    """Draw and fix boxes in a page on 127.0.0.1: the images without boxes and those with box problems
+    in the last `chiquito dataset`. Saves go to datasets/NAME/box_labels.csv as they are made;
+    `chiquito dataset` applies them (source files are never changed).
+
+    When runs/NAME/model.pkl exists its detections are offered as suggestions: a pickle, loading it runs
+    any code it holds (--no-suggest does not load it)."""
+    try:
+        import uvicorn
+    except ImportError:
+        _fail("the label page needs the serve extra: pip install 'chiquito-or-not[serve]'")
+    from .stages.label import create_label_app, find_label_items
+
+    res = find_label_items(recipe, everything=everything, log=typer.echo, use_run=not no_suggest)
+    app_ = create_label_app(res)
+    typer.echo(
+        f"labelling {res['name']}: {len(res['items'])} images on http://127.0.0.1:{port}/  "
+        f"(boxes: {app_.state.journal.path}; Ctrl-C to stop)"
+    )
+    try:
+        uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        app_.state.journal.close()
+
+
 # glibc hands large freed blocks back to the OS and page-faults them in again on the next batch, a large
 # share of a training step on a CPU (the README's "Speed on a CPU"; bench/_env.py runs every benchmark
 # under the same thresholds). The thresholds must be in the environment before the process starts.

@@ -49,6 +49,11 @@ class DatasetFolder:
         return self.root / "review.csv"
 
     @property
+    def box_labels(self) -> Path:
+        """The boxes drawn in `chiquito label` (append-only; dataset applies them by content hash)."""
+        return self.root / "box_labels.csv"
+
+    @property
     def clean(self) -> Path:
         return self.root / "clean"
 

@@ -37,6 +37,11 @@ class Task(Protocol):
         """`chiquito review`: the dataset's images worst first ({"classes", "items", "issues",
         "duplicates", ...}); ChiquitoError where the task has no ranking."""
 
+    def label_items(self, recipe, root, log, everything: bool) -> dict:
+        """`chiquito label`: the images whose boxes to draw or fix ({"labels", "items", "files", "journal"
+        (unopened), "check" (the boxes a page sends → checked boxes), "problems"}); ChiquitoError where
+        the task has no boxes."""
+
     # data: how labels are read and split
     def check_dataset(self, recipe, root) -> None:
         """DataError (naming `chiquito dataset`) unless `root` holds usable train and valid splits."""

@@ -20,7 +20,17 @@ from pathlib import Path
 from ..core.errors import DataError
 from ..core.reasons import Reason, Status
 
-__all__ = ["DECISIONS", "COLUMNS", "Decision", "ReviewLog", "read_decisions", "last_decisions", "apply_review"]
+__all__ = [
+    "DECISIONS",
+    "COLUMNS",
+    "Decision",
+    "Journal",
+    "ReviewLog",
+    "valid_sha",
+    "read_decisions",
+    "last_decisions",
+    "apply_review",
+]
 
 DECISIONS = ("keep", "relabel", "exclude")
 COLUMNS = ["sha256", "path", "decision", "label", "time"]
@@ -35,7 +45,7 @@ class Decision:
     time: str
 
 
-def _valid_sha(s: str) -> bool:
+def valid_sha(s: str) -> bool:
     return len(s) == 64 and all(c in "0123456789abcdef" for c in s)
 
 
@@ -68,22 +78,31 @@ def last_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
             problems.append(f"line {n}: {len(row)} fields, expected {len(COLUMNS)}")
             continue
         d = Decision(*row)
-        if not _valid_sha(d.sha256) or d.decision not in DECISIONS:
+        if not valid_sha(d.sha256) or d.decision not in DECISIONS:
             problems.append(f"line {n}: not a sha256 and one of {', '.join(DECISIONS)}")
             continue
         out[d.sha256] = d
     return out, problems
 
 
-class ReviewLog:
-    """The one writer of a review.csv: holds `review.csv.lock` from open() to close()."""
+class Journal:
+    """The one writer of an append-only CSV journal (`columns` its header): holds `PATH.lock` from open()
+    to close(), so a second page on the same dataset is refused. Each row is appended whole, after a
+    newline if the file does not end with one (a line torn by a crash, or by anything else writing to
+    the file, stays as it is and is skipped when read), then synced before write returns."""
+
+    columns: list[str] = []
+    what = "journal"
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._fd: int | None = None
 
-    def open(self) -> "ReviewLog":
+    def check(self) -> None:
+        """Refuse a file that is not this journal before appending to it (a subclass reads it)."""
+
+    def open(self):
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,24 +112,20 @@ class ReviewLog:
         except OSError:
             os.close(fd)
             raise DataError(
-                f"{self.path} is open in another review (one writer at a time); close that one first"
+                f"{self.path} is open in another {self.what} (one writer at a time); close that one first"
             ) from None
         self._fd = fd
         if self.path.is_file():
-            read_decisions(self.path)  # refuses a file that is not a review file before appending to it
-            self._end_with_newline()
+            self.check()
         return self
 
-    def _end_with_newline(self) -> None:
-        """A half line left by a crash stays as it is (read_decisions skips it); the next starts afresh."""
+    def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
             f.seek(0, os.SEEK_END)
             if f.tell() == 0:
-                return
+                return True
             f.seek(-1, os.SEEK_END)
-            last = f.read(1)
-        if last != b"\n":
-            self._append(b"\n")
+            return f.read(1) == b"\n"
 
     def _append(self, data: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -120,20 +135,18 @@ class ReviewLog:
         finally:
             os.close(fd)
 
-    def write(self, sha256: str, path: str, decision: str, label: str) -> Decision:
+    def append_row(self, row: list) -> None:
         if self._fd is None:
-            raise RuntimeError("ReviewLog.write before open()")
-        if not _valid_sha(sha256) or decision not in DECISIONS:
-            raise ValueError(f"bad decision {decision!r} for {sha256!r}")
-        d = Decision(sha256, path, decision, label, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            raise RuntimeError(f"{type(self).__name__}.write before open()")
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         with self._lock:
             if not self.path.is_file() or self.path.stat().st_size == 0:
-                w.writerow(COLUMNS)
-            w.writerow([d.sha256, d.path, d.decision, d.label, d.time])
+                w.writerow(self.columns)
+            elif not self._ends_with_newline():
+                buf.write("\n")
+            w.writerow(row)
             self._append(buf.getvalue().encode("utf-8"))
-        return d
 
     def close(self) -> None:
         if self._fd is not None:
@@ -145,6 +158,23 @@ class ReviewLog:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ReviewLog(Journal):
+    """review.csv's one writer (chiquito review)."""
+
+    columns = COLUMNS
+    what = "review"
+
+    def check(self) -> None:
+        read_decisions(self.path)
+
+    def write(self, sha256: str, path: str, decision: str, label: str) -> Decision:
+        if not valid_sha(sha256) or decision not in DECISIONS:
+            raise ValueError(f"bad decision {decision!r} for {sha256!r}")
+        d = Decision(sha256, path, decision, label, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        self.append_row([d.sha256, d.path, d.decision, d.label, d.time])
+        return d
 
 
 def apply_review(rows: list[dict], recs: list, decisions: dict[str, Decision]) -> dict[str, int]:

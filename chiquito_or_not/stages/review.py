@@ -14,7 +14,7 @@ from ..core.recipe import load_recipe, load_resolved
 from ..core.task_registry import get_task
 from ..data.review_log import DECISIONS, ReviewLog, last_decisions
 
-__all__ = ["resolve_target", "find_suspects", "create_review_app", "LOCAL_HOSTS"]
+__all__ = ["resolve_target", "find_suspects", "create_review_app", "local_page_app", "LOCAL_HOSTS"]
 
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
@@ -49,13 +49,42 @@ def find_suspects(target: str | Path, folds: int = 5, log=print) -> dict:
     return res
 
 
+def local_page_app(what: str, html: str, name: str):
+    """(FastAPI app, token) serving static/`html` at / with a fresh token and script nonce filled in, a
+    strict CSP, a Host check (DNS rebinding: another site's name resolving to 127.0.0.1 is refused) and
+    errors as JSON: the review and label pages' common stack."""
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    token, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
+    page = resources.files("chiquito_or_not").joinpath(f"static/{html}").read_text(encoding="utf-8")
+    page = page.replace("{{TOKEN}}", token).replace("{{NONCE}}", nonce).replace("{{NAME}}", name)
+    csp = (
+        f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    app = FastAPI(title=f"chiquito_or_not {what}", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index():
+        return HTMLResponse(page, headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})
+
+    return app, token
+
+
 def create_review_app(res: dict, show: int = 200):
     """The review page and its JSON API over `res` (find_suspects' result); holds review.csv's lock
     (ReviewLog) for the app's life: close it with app.state.log.close()."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from fastapi import Request
+    from fastapi.responses import FileResponse, JSONResponse
     from starlette.exceptions import HTTPException
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     folder = DatasetFolder(Path(res["root"]))
     log = ReviewLog(folder.review).open()
@@ -65,26 +94,8 @@ def create_review_app(res: dict, show: int = 200):
     for d in res["duplicates"]:  # shown, not decided: the dataset stage already leaves them out
         if d["clean_path"]:
             files.setdefault(d["sha256"], folder.clean / d["clean_path"])
-    token, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
-    page = resources.files("chiquito_or_not").joinpath("static/review.html").read_text(encoding="utf-8")
-    page = page.replace("{{TOKEN}}", token).replace("{{NONCE}}", nonce).replace("{{NAME}}", res["name"])
-    csp = (
-        f"default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
-
-    app = FastAPI(title="chiquito_or_not review", docs_url=None, redoc_url=None, openapi_url=None)
-    # DNS rebinding: a page of another site resolving its name to 127.0.0.1 is refused by Host
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOCAL_HOSTS)
+    app, token = local_page_app("review", "review.html", res["name"])
     app.state.log = log
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request, exc: HTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index():
-        return HTMLResponse(page, headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})
 
     @app.get("/api/suspects")
     def suspects():

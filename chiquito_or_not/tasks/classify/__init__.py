@@ -39,6 +39,12 @@ class Classify:
     def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
         return suspects(self, recipe, root, run, folds, log)
 
+    def label_items(self, recipe, root, log, everything: bool) -> dict:
+        raise ChiquitoError(
+            f"{recipe.path}: label draws boxes for detection recipes; a classifier's labels are its "
+            "classes: fix them with `chiquito review`"
+        )
+
     def check_dataset(self, recipe, root) -> None:
         check_dataset(recipe, root)
 

@@ -11,10 +11,13 @@ batched boxes, drawing), box_export (ONNX graph and parity) and box_runtime (the
 from __future__ import annotations
 
 from ...core.errors import ChiquitoError
+from ...core.layout import DatasetFolder
 from .box_dataset import BoxDataset
 from .box_export import compare, onnx_graph, onnx_metadata, parity
 from .box_head import adapt_body, model_parts
 from .box_inference import LearnerDetector, detect_images, draw_files, predict_paths
+from .box_journal import BoxJournal, check_boxes_json
+from .box_label import label_items
 from .box_metrics import evaluate_set, headline
 from .box_runtime import LiteDetector, OnnxDetector
 
@@ -39,6 +42,10 @@ class Detect:
             f"{recipe.path}: review ranks classification datasets only; for a detector, "
             "look at runs/NAME/worst.png (its images with the most missed or wrong boxes)"
         )
+
+    def label_items(self, recipe, root, log, everything: bool) -> dict:
+        res = label_items(recipe, root, log, everything)
+        return res | {"journal": BoxJournal(DatasetFolder(root).box_labels), "check": check_boxes_json}
 
     def check_dataset(self, recipe, root) -> None:
         from .box_data import check_dataset

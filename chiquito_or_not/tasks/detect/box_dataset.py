@@ -12,6 +12,7 @@ their pixels → train/valid/test by group, each split a folder of images and on
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -30,7 +31,8 @@ from ...data.dedup import near_pairs, unit_hash
 from ...data.sources import fetch_source
 from ...data.split import SPLITS, split_units
 from .box_formats import Annotation, Box, check_boxes
-from .box_layouts import pair_source
+from .box_journal import read_box_journal
+from .box_layouts import Pair, pair_source
 from .box_postprocess import require_detect_extra
 from .box_splits import SPLIT_ANNOTATIONS
 
@@ -121,7 +123,6 @@ def _read_annotated(rec: DetRecord, rf, ann: Annotation | None) -> bytes | None:
 
 def _clean(pair, recipe, clean_root: Path, problems: list) -> DetRecord:
     """Decode one image, check its boxes against its real size, move them through cleaning."""
-    import hashlib
 
     import imagehash
 
@@ -274,6 +275,12 @@ class BoxDataset:
         self.dups: list[tuple[DetRecord, DetRecord]] = []  # (rejected copy, the kept one)
         self.leaks: list[dict] = []  # split = "given": images in two splits
         self.cut: list[str] = []  # split = "given": the splits cut from the layout's train
+        self.drawn: dict = {}  # sha256 -> Annotation: the boxes drawn in `chiquito label`
+        self.drawn_used = 0
+        if use_review:
+            self.drawn, problems = read_box_journal(folder.box_labels)
+            for p in problems:
+                log(f"  {folder.box_labels.name}: skipped {p}")
 
     def gather(self, retry_failed: bool) -> list:
         r, labels, pairs = self.recipe, list(self.recipe.detect.labels), []
@@ -298,7 +305,21 @@ class BoxDataset:
             raise DataError(f"{r.path}: the detection sources gave no images; check detect.sources")
         return pairs
 
+    def _drawn(self, pair: Pair) -> Pair:
+        """The pair with the boxes drawn for its image in `chiquito label`, when there are some."""
+        if not self.drawn:
+            return pair
+        try:
+            sha = hashlib.sha256(read_regular(pair.image.path)).hexdigest()
+        except (NotRegular, OSError):
+            return pair  # _clean says why
+        if (ann := self.drawn.get(sha)) is None:
+            return pair
+        self.drawn_used += 1
+        return Pair(pair.image, ann, f"{self.folder.box_labels}#{sha[:16]}", pair.split)
+
     def clean(self, pairs: list) -> list:
+        pairs = [self._drawn(p) for p in pairs]
         pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
         try:
             cleaned = list(pool.map(lambda p: _clean(p, self.recipe, self.folder.clean, self.problems), pairs))
@@ -402,8 +423,11 @@ class BoxDataset:
         )
 
     def _split_notes(self) -> list[str]:
+        drawn = [
+            f"drawn    {self.drawn_used:>5}  image(s) with boxes from {self.folder.box_labels.name} (chiquito label)"
+        ]
         if self.recipe.dataset.split != "given":
-            return []
+            return drawn if self.drawn_used else []
         kinds = Counter(x["kind"] for x in self.leaks)
         notes = [
             "split    given: the dataset's own splits"
@@ -414,4 +438,4 @@ class BoxDataset:
                 f"leak     {kinds['exact']} exact and {kinds['near']} near-duplicate image pair(s) across the given "
                 "splits (leaks.csv): a test score on them is optimistic"
             )
-        return notes
+        return (drawn if self.drawn_used else []) + notes

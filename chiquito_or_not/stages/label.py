@@ -1,0 +1,134 @@
+"""The label stage: a page on 127.0.0.1 where the user draws and fixes boxes (detection datasets).
+
+It lists the images whose boxes are missing or had problems in the last `chiquito dataset` (the task's
+label_items), shows each in its stored pixels, and, when the recipe's run has a model.pkl, offers its
+detections as suggestions. Each save is one line appended and synced to datasets/NAME/box_labels.csv
+before the page hears "saved"; `chiquito dataset` applies it by content hash. No source file is touched.
+The review page's stack: a token on every write, a Host check, a strict CSP, one page per dataset.
+"""
+
+import io
+import json
+import secrets
+from pathlib import Path
+
+from ..core.layout import RunFolder
+from ..core.model_loader import load_model
+from ..core.paths import dataset_dir, run_dir
+from ..core.recipe import load_recipe
+from ..core.task_registry import get_task
+from .review import local_page_app
+
+__all__ = ["find_label_items", "create_label_app"]
+
+MAX_BODY = 2**20
+
+
+def find_label_items(recipe_path: Path, everything: bool = False, log=print, use_run: bool = True) -> dict:
+    """The images to label for a recipe, and its run's model.pkl (loaded: a pickle runs the code it holds)
+    when one exists and `use_run`."""
+    recipe = load_recipe(Path(recipe_path))
+    res = get_task(recipe.task).label_items(recipe, dataset_dir(recipe.name), log, everything)
+    res.update(name=recipe.name, model=None, threshold=recipe.detect.score_threshold)
+    model_file = RunFolder(run_dir(recipe.name)).model
+    if use_run and model_file.is_file():
+        res["model"] = load_model(model_file)
+    return res
+
+
+def _stored_jpeg(path: Path) -> bytes:
+    """The image's stored pixels (no EXIF rotation: boxes are in those pixels) as a JPEG."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        buf = io.BytesIO()
+        im.convert("RGB").save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def _suggestions(res: dict, it: dict) -> list:
+    from PIL import Image
+
+    model = res["model"]
+    with Image.open(res["files"][it["sha256"]]) as im:
+        out = get_task(model.task).predict_image(model, im.convert("RGB"), threshold=res["threshold"])
+    return [[b["label"], *(round(float(v), 1) for v in b["box"]), round(float(b["score"]), 3)] for b in out["boxes"]]
+
+
+async def _read_json(request):
+    """The request's JSON object, or (status, message)."""
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return None, (415, "send application/json")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None, (413, f"the body is over {MAX_BODY} bytes")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None, (400, "the body is not valid JSON")
+    return (data, None) if isinstance(data, dict) else (None, (400, "send a JSON object"))
+
+
+def create_label_app(res: dict):
+    """The label page and its JSON API over `res` (find_label_items' result); holds the journal's lock for
+    the app's life (a second page on the dataset is refused): close it with app.state.journal.close()."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+
+    journal = res["journal"].open()
+    by_sha = {it["sha256"]: it for it in res["items"]}
+    app, token = local_page_app("label", "label.html", res["name"])
+    app.state.journal = journal
+
+    @app.get("/api/items")
+    def items():
+        return {
+            "name": res["name"],
+            "labels": res["labels"],
+            "items": res["items"],
+            "journal": str(journal.path),
+            "suggestions": res["model"] is not None,
+            "journal_problems": res["problems"],
+        }
+
+    def item(sha: str) -> dict:
+        it = by_sha.get(sha)  # only the images listed: never a path from the request
+        if it is None:
+            raise HTTPException(404, "no such image on this page")
+        return it
+
+    @app.get("/image/{sha}")
+    async def image(sha: str):
+        data = await run_in_threadpool(_stored_jpeg, res["files"][item(sha)["sha256"]])
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/api/suggest/{sha}")
+    async def suggest(sha: str):
+        it = item(sha)
+        if res["model"] is None:
+            return {"boxes": []}
+        return {"boxes": await run_in_threadpool(_suggestions, res, it)}
+
+    @app.post("/api/boxes")
+    async def save(request: Request):
+        if not secrets.compare_digest(request.headers.get("x-label-token", ""), token):
+            return JSONResponse({"error": "missing or wrong X-Label-Token: reload the page"}, status_code=403)
+        body, problem = await _read_json(request)
+        if problem:
+            return JSONResponse({"error": problem[1]}, status_code=problem[0])
+        it = by_sha.get(body.get("sha256")) if isinstance(body.get("sha256"), str) else None
+        if it is None:
+            return JSONResponse({"error": "send {sha256 of a listed image, boxes}"}, status_code=400)
+        try:
+            boxes = res["check"](body.get("boxes"), res["labels"], it["width"], it["height"])
+        except ValueError as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        time = await run_in_threadpool(journal.write, it["sha256"], it["path"], it["width"], it["height"], boxes)
+        it["boxes"], it["saved"] = boxes, True
+        return {"sha256": it["sha256"], "boxes": boxes, "time": time}
+
+    return app

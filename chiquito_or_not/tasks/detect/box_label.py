@@ -1,0 +1,93 @@
+"""What `chiquito label` lists: the images whose boxes are missing or have problems, with their given (or
+last drawn) boxes; the journal they are saved to is box_journal.py's."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from pathlib import Path
+
+from ...core.errors import DataError
+from ...core.files import NotRegular, read_regular
+from ...core.layout import DatasetFolder
+from ...core.reasons import Reason, Status
+from .box_dataset import BoxDataset
+from .box_journal import read_box_journal
+
+__all__ = ["label_items", "LISTED"]
+# the manifest reasons of an image the page lists: its boxes are missing or wrong
+LISTED = {
+    Reason.NO_ANNOTATION,
+    Reason.BAD_ANNOTATION,
+    Reason.SIZE_MISMATCH,
+    Reason.BOX_OUTSIDE_IMAGE,
+    Reason.EMPTY_BOX,
+    Reason.UNKNOWN_LABEL,
+    Reason.NO_BOXES,
+    Reason.AMBIGUOUS_ANNOTATION,
+    Reason.ROTATED_BOX,
+}
+
+
+def _given_boxes(pair, w: int, h: int) -> list[list]:
+    ann = pair.ann
+    if ann is None or ann.problem:
+        return []
+    sx, sy = (w, h) if ann.normalized else (1, 1)
+    return [[b.label, b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy] for b in ann.boxes]
+
+
+def _stored_size(data: bytes) -> tuple[int, int] | None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - not an image: not listed
+        return None
+
+
+def _listed(row: dict, everything: bool, saved: bool) -> bool:
+    if everything or saved:
+        return True
+    if row.get("status") == Status.KEPT:
+        return int(row.get("boxes_dropped") or 0) > 0
+    return row.get("reason") in LISTED
+
+
+def label_items(recipe, root: Path, log, everything: bool = False) -> dict:
+    """What `chiquito label` lists: every image of the recipe's sources whose boxes are missing or have
+    problems in the last `chiquito dataset` (with `everything`, all of them), its given (or last saved)
+    boxes in stored pixels and why it is listed."""
+    folder = DatasetFolder(root)
+    if not folder.manifest.is_file():
+        raise DataError(f"{root}: no manifest.csv; run `chiquito dataset {recipe.path}` first")
+    with open(folder.manifest, newline="", encoding="utf-8") as f:
+        manifest = {r["raw_path"]: r for r in csv.DictReader(f)}
+    saved, problems = read_box_journal(folder.box_labels)
+    items, files = [], {}
+    for pair in BoxDataset(recipe, folder, log, use_review=False).gather(retry_failed=False):
+        try:
+            data = read_regular(pair.image.path)
+        except (NotRegular, OSError):
+            continue
+        sha, size = hashlib.sha256(data).hexdigest(), _stored_size(data)
+        row = manifest.get(str(pair.image.path), {})
+        if size is None or sha in files or not _listed(row, everything, sha in saved):
+            continue
+        boxes = [[b.label, b.x0, b.y0, b.x1, b.y1] for b in saved[sha].boxes] if sha in saved else None
+        items.append(
+            dict(
+                sha256=sha,
+                path=str(pair.image.path),
+                width=size[0],
+                height=size[1],
+                reason=row.get("reason", "") or ("boxes dropped" if row.get("boxes_dropped", "0") != "0" else ""),
+                detail=row.get("detail", ""),
+                boxes=boxes if boxes is not None else _given_boxes(pair, *size),
+                saved=sha in saved,
+            )
+        )
+        files[sha] = pair.image.path
+    return {"labels": list(recipe.detect.labels), "items": items, "files": files, "problems": problems}
