@@ -24,7 +24,7 @@ valid = 4
 test = 4
 [finetune]
 backbone = "{backbone}"
-size = 48
+size = 64
 bs = 8
 lr_find = false
 [finetune.frozen]
