@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 from pathlib import Path
 
 from ...core.errors import DataError
 from ...core.files import NotRegular, read_regular
 from ...core.layout import DatasetFolder
 from ...core.reasons import Reason, Status
-from .box_dataset import BoxDataset
+from .box_dataset import BoxDataset, _stored_size
 from .box_journal import read_box_journal
 
 __all__ = ["label_items", "LISTED"]
@@ -36,16 +35,6 @@ def _given_boxes(pair, w: int, h: int) -> list[list]:
         return []
     sx, sy = (w, h) if ann.normalized else (1, 1)
     return [[b.label, b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy] for b in ann.boxes]
-
-
-def _stored_size(data: bytes) -> tuple[int, int] | None:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception:  # noqa: BLE001 - not an image: not listed
-        return None
 
 
 def _listed(row: dict, everything: bool, saved: bool) -> bool:
