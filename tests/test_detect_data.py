@@ -325,6 +325,40 @@ def test_composites_are_exact_deterministic_and_split_by_object(tmp_path, roots)
     assert {row["split"] for row in rows} == {"train", "valid", "test"}
 
 
+def test_distractors_are_pasted_without_a_box_and_leave_plain_composites_as_they_were(tmp_path, roots):
+    from chiquito_or_not.core.errors import RecipeError
+
+    cutouts(tmp_path / "cut")
+    cats_only = COMPOSITE.replace('labels = ["cat", "cup"]', 'labels = ["cat"]').replace(
+        '[[detect.sources.images.objects.cup.sources]]\nkind = "folder"\npath = "{cut}/cup"\n', ""
+    )
+    plain = load_recipe(write_recipe(tmp_path / "recipes", cats_only.format(cut=tmp_path / "cut"), "plain.toml"))
+    build_dataset(plain, log=lambda *_: None)
+    (before,) = (tmp_path / "data" / "raw" / "composite").iterdir()
+    with_cups = cats_only.replace("groups = 6\n", "groups = 6\ndistractors_per_image = [1, 2]\n") + (
+        '[[detect.sources.images.distractors]]\nkind = "folder"\npath = "{cut}/cup"\n'
+    )
+    r = load_recipe(write_recipe(tmp_path / "recipes", with_cups.format(cut=tmp_path / "cut"), "cups.toml"))
+    logged = []
+    build_dataset(r, log=logged.append)
+    assert any("6 distractor cut-outs pasted without a box" in m for m in logged), logged
+    (after,) = {p for p in (tmp_path / "data" / "raw" / "composite").iterdir()} - {before}
+    changed = 0
+    for xml in sorted(after.glob("*.xml")):
+        # a distractor never gets a box, and the labelled objects are exactly where they were without them
+        assert read_voc(xml).boxes == read_voc(before / xml.name).boxes
+        a = np.asarray(Image.open(xml.with_suffix(".jpg")).convert("L"), float)
+        b = np.asarray(Image.open(before / xml.with_suffix(".jpg").name).convert("L"), float)
+        changed += a.shape != b.shape or np.abs(a - b).mean() > 2
+    assert changed >= 24  # the cups are in most pictures (40 composites; 28 here: some find no free place)
+    # the plain recipe's composites are where and what they were: the same folder, reused
+    build_dataset(plain, log=logged.append)
+    assert any(f"reused from {before}" in m for m in logged)
+    bad = with_cups.replace("distractors_per_image = [1, 2]", "distractors_per_image = [3, 1]")
+    with pytest.raises(RecipeError, match="distractors_per_image' = \\[3, 1\\]: give \\[low, high\\]"):
+        load_recipe(write_recipe(tmp_path / "recipes", bad.format(cut=tmp_path / "cut"), "bad.toml"))
+
+
 PEOPLE = """
 seed = 7
 [dataset]

@@ -18,6 +18,7 @@ __all__ = [
     "ACCEPT",
     "clean_one",
     "clean_with_boxes",
+    "decoded",
     "transpose_boxes",
     "load_accepted",
     "prefetched",
@@ -73,6 +74,17 @@ def clean_one(raw: Path | bytes, spec: DecodePolicy) -> tuple[str, str, object |
     """Decode one file (or its bytes): (reason, detail, RGB image) where reason is "" when it is kept."""
     reason, detail, im, _ = clean_with_boxes(raw, spec, None)
     return reason, detail, im
+
+
+def decoded(raw: Path | bytes, spec: DecodePolicy = ACCEPT) -> tuple[object | None, str]:
+    """(the fully decoded image in its stored mode, "") or (None, "reason: detail"): every check the
+    dataset's decoder makes (size limits before decoding, format, truncation), for files the program
+    uses as they are (composite cut-outs and backgrounds)."""
+    try:
+        return _decoded(raw, spec), ""
+    except _Refused as e:
+        reason, detail = e.args
+        return None, f"{reason}: {detail}"
 
 
 # EXIF orientation -> the PIL transpose that ImageOps.exif_transpose applies for it

@@ -18,11 +18,15 @@ from pathlib import Path
 
 from ..core.errors import SourceError
 from ..core.files import sha256_file
+from ..core.images import DecodePolicy, decoded
 from .voc import Box, write_voc
 
 __all__ = ["Cutout", "load_cutouts", "generate_composites", "COMPOSITE_VERSION"]
 
 COMPOSITE_VERSION = 1  # bump when the generator changes what it draws
+# what a cut-out or background file may be: any still image the dataset's decoder takes, GIF included,
+# at most 89 MP (PIL's own bomb limit) before it is decoded
+CUTOUT_FILES = DecodePolicy(min_size=1, formats=("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"))
 
 
 @dataclass
@@ -47,18 +51,15 @@ def load_cutouts(
     """Decode every label's PNG cut-outs; a file without real transparency (no pixel below the threshold,
     or too little above it) is not a cut-out and is skipped with a count. `identity`: see _identity."""
     import numpy as np
-    from PIL import Image
 
     out, skipped = [], 0
     for label in sorted(files):
         for p in sorted(files[label]):
-            try:
-                with Image.open(p) as im:
-                    im.load()
-                    rgba = im.convert("RGBA")
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            im, _ = decoded(p, CUTOUT_FILES)  # the dataset's decoder and limits: a bomb is skipped, not opened
+            if im is None:
                 skipped += 1
                 continue
+            rgba = im.convert("RGBA")
             a = np.asarray(rgba.getchannel("A"))
             mask = a >= alpha_threshold
             if mask.all() or mask.mean() < min_opaque or min(rgba.size) < 16:
@@ -97,9 +98,10 @@ def _deal(cutouts: list[Cutout], groups: int, seed: int) -> None:
 def _background(path: Path, side: int):
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        rgb = im.convert("RGB")
+    im, why = decoded(path, CUTOUT_FILES)
+    if im is None:
+        raise ValueError(why)
+    rgb = im.convert("RGB")
     s = side / max(rgb.size)
     return rgb.resize((max(1, round(rgb.width * s)), max(1, round(rgb.height * s))), Image.Resampling.BILINEAR)
 
@@ -114,10 +116,40 @@ def _overlap(a, b) -> float:
     return iw * ih / small
 
 
-def _one(i: int, src, cutouts_by_group: dict, backgrounds: list, seed: int):
-    """(image, boxes [(label, x0, y0, x1, y1)], group) for composite number i."""
+def _paste(rng, bg, c, src, placed: list, limit: float | None = None):
+    """Paste cut-out `c` at a random scale and place where it covers no more than `limit` (the recipe's
+    max_overlap unless given) of a box in `placed` (nor they of it); its box, or None after 30 tries."""
     import numpy as np
     from PIL import Image, ImageOps
+
+    W, H = bg.size
+    for _ in range(30):
+        longer = rng.uniform(*src.scale) * min(W, H)
+        s = longer / max(c.image.size)
+        w, h = max(4, round(c.image.width * s)), max(4, round(c.image.height * s))
+        if w >= W or h >= H:
+            continue
+        x, y = rng.randrange(0, W - w + 1), rng.randrange(0, H - h + 1)
+        im = c.image.resize((w, h), Image.Resampling.LANCZOS)
+        if rng.random() < 0.5:
+            im = ImageOps.mirror(im)
+        mask = np.asarray(im.getchannel("A")) >= src.alpha_threshold
+        if not mask.any():
+            continue
+        ys, xs = np.nonzero(mask)
+        box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
+        if all(_overlap(box, b) <= (src.max_overlap if limit is None else limit) for b in placed):
+            # the binary mask whose box is recorded is exactly what is pasted: no faint fringe outside it
+            bg.paste(im.convert("RGB"), (x, y), Image.fromarray((mask * 255).astype(np.uint8), "L"))
+            return box
+    return None
+
+
+def _one(i: int, src, cutouts_by_group: dict, backgrounds: list, seed: int, distractors: list = ()):
+    """(image, boxes [(label, x0, y0, x1, y1)], group) for composite number i; `distractors` are pasted
+    after the labelled objects, with their own random stream, only where they touch no labelled box
+    (none is hidden or crowded out by one), and get no box."""
+    from PIL import ImageOps
 
     rng = random.Random(f"{seed}:composite:{i}")
     groups = sorted(cutouts_by_group)
@@ -137,39 +169,31 @@ def _one(i: int, src, cutouts_by_group: dict, backgrounds: list, seed: int):
         lab = sorted(by_label)[rng.randrange(len(by_label))]
         picks.append(by_label[lab][rng.randrange(len(by_label[lab]))])
     for c in picks:
-        for _ in range(30):
-            longer = rng.uniform(*src.scale) * min(W, H)
-            s = longer / max(c.image.size)
-            w, h = max(4, round(c.image.width * s)), max(4, round(c.image.height * s))
-            if w >= W or h >= H:
-                continue
-            x, y = rng.randrange(0, W - w + 1), rng.randrange(0, H - h + 1)
-            im = c.image.resize((w, h), Image.Resampling.LANCZOS)
-            if rng.random() < 0.5:
-                im = ImageOps.mirror(im)
-            mask = np.asarray(im.getchannel("A")) >= src.alpha_threshold
-            if not mask.any():
-                continue
-            ys, xs = np.nonzero(mask)
-            box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
-            if all(_overlap(box, b[1:]) <= src.max_overlap for b in boxes):
-                # the binary mask whose box is recorded is exactly what is pasted: no faint fringe outside it
-                bg.paste(im.convert("RGB"), (x, y), Image.fromarray((mask * 255).astype(np.uint8), "L"))
-                boxes.append((c.label, *box))
-                break
+        if (box := _paste(rng, bg, c, src, [b[1:] for b in boxes])) is not None:
+            boxes.append((c.label, *box))
+    if distractors:  # the labelled objects are exactly where they are without distractors
+        drng = random.Random(f"{seed}:distractor:{i}")
+        placed = [b[1:] for b in boxes]
+        for _ in range(drng.randint(*src.distractors_per_image)):
+            if (box := _paste(drng, bg, distractors[drng.randrange(len(distractors))], src, placed, 0.0)) is not None:
+                placed.append(box)
     return bg, boxes, f"g{g:03d}"
 
 
-def _folder(src, cutout_files: dict, background_files: list[Path], out_root: Path, seed: int) -> Path:
-    """The composites' folder, named by everything they depend on."""
+def _folder(src, cutout_files: dict, background_files: list[Path], out_root: Path, seed: int, distractors=()) -> Path:
+    """The composites' folder, named by everything they depend on (without distractors, what it was
+    before they existed)."""
+    plain = ("objects", "backgrounds", "distractors", "distractors_per_image")
+    extra = {"distractors": [sha256_file(p) for p in sorted(distractors)]} if distractors else {}
     key = json.dumps(
-        {
+        extra
+        | {
             "v": COMPOSITE_VERSION,
             "seed": seed,
             "src": {
                 k: v
                 for k, v in vars(src).items()
-                if k not in ("objects", "backgrounds") and not (k == "identity" and not v)
+                if k not in plain[: 2 if distractors else 4] and not (k == "identity" and not v)
             },
             "cutouts": {lab: [sha256_file(p) for p in sorted(fs)] for lab, fs in sorted(cutout_files.items())},
             "backgrounds": [sha256_file(p) for p in sorted(background_files)],
@@ -219,7 +243,13 @@ def _backgrounds(background_files: list[Path], side: int) -> list:
 
 
 def generate_composites(
-    src, cutout_files: dict[str, list[Path]], background_files: list[Path], out_root: Path, seed: int, log=print
+    src,
+    cutout_files: dict[str, list[Path]],
+    background_files: list[Path],
+    out_root: Path,
+    seed: int,
+    log=print,
+    distractor_files: list[Path] = (),
 ) -> list[tuple[Path, Path, str]]:
     """Write `src.count` composites (JPEG + VOC XML) into a folder of `out_root` named by everything they
     depend on; reuse it when complete. Returns (image, xml, group) per composite."""
@@ -227,7 +257,7 @@ def generate_composites(
 
     if not background_files:
         raise SourceError("composite: the background sources gave no files; check their include patterns")
-    folder = _folder(src, cutout_files, background_files, out_root, seed)
+    folder = _folder(src, cutout_files, background_files, out_root, seed, distractor_files)
     if (reused := _reused(folder, log)) is not None:
         return reused
     cutouts = _usable_cutouts(src, cutout_files, log)
@@ -236,12 +266,17 @@ def generate_composites(
     for c in cutouts:
         by_group.setdefault(c.group, []).append(c)
     backgrounds = _backgrounds(background_files, src.side)
+    distractors = (
+        load_cutouts({"": list(distractor_files)}, src.alpha_threshold, src.min_opaque, log) if distractor_files else []
+    )
+    if distractor_files and not distractors:
+        raise SourceError("composite: none of the distractor files is a cut-out (PNG or GIF with transparency)")
     tmp = folder.with_name(folder.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     rows = []
     for i in range(src.count):
-        im, boxes, group = _one(i, src, by_group, backgrounds, seed)
+        im, boxes, group = _one(i, src, by_group, backgrounds, seed, distractors)
         name = f"composite-{i:05d}"
         im.save(tmp / f"{name}.jpg", "JPEG", quality=92)
         write_voc(tmp / f"{name}.xml", f"{name}.jpg", im.width, im.height, [Box(*b) for b in boxes], group)
@@ -253,6 +288,8 @@ def generate_composites(
     log(
         f"  composite: {len(rows)} images, {n_boxes} objects from {len(cutouts)} cut-outs "
         f"({len({c.identity for c in cutouts})} objects) on {len(backgrounds)} backgrounds, "
-        f"{len(by_group)} groups -> {folder}"
+        f"{len(by_group)} groups"
+        + (f", {len(distractors)} distractor cut-outs pasted without a box" if distractors else "")
+        + f" -> {folder}"
     )
     return [(folder / r["image"], folder / r["xml"], r["group"]) for r in rows]

@@ -346,8 +346,11 @@ def fetch_composite(src: CompositeSource, where: str, seed: int = 0, log=print) 
     backgrounds = [
         f.path for i, s in enumerate(src.backgrounds) for f in fetch_source(s, f"{where}.backgrounds[{i}]", seed, log)
     ]
+    distractors = [
+        f.path for i, s in enumerate(src.distractors) for f in fetch_source(s, f"{where}.distractors[{i}]", seed, log)
+    ]
     try:
-        made = generate_composites(src, cutouts, backgrounds, raw_dir() / "composite", seed, log)
+        made = generate_composites(src, cutouts, backgrounds, raw_dir() / "composite", seed, log, distractors)
     except SourceError as e:
         raise SourceError(f"{where}: {e}") from None
     return [x for img, xml, group in made for x in (RawFile(img, "composite", group), RawFile(xml, "composite"))]
