@@ -8,7 +8,6 @@ The review page's stack: a token on every write, a Host check, a strict CSP, one
 """
 
 import io
-import json
 import secrets
 from pathlib import Path
 
@@ -17,11 +16,11 @@ from ..core.model_loader import load_model
 from ..core.paths import dataset_dir, run_dir
 from ..core.recipe import load_recipe
 from ..core.task_registry import get_task
-from .review import local_page_app
+from .review import local_page_app, read_json_object
 
 __all__ = ["find_label_items", "create_label_app"]
 
-MAX_BODY = 2**20
+MAX_BODY = 2**20  # a page of boxes is a few kB
 
 
 def find_label_items(recipe_path: Path, everything: bool = False, log=print, use_run: bool = True) -> dict:
@@ -47,28 +46,15 @@ def _stored_jpeg(path: Path) -> bytes:
 
 
 def _suggestions(res: dict, it: dict) -> list:
+    """The run's detections of the item's image, or the ones it came with (review: out-of-fold)."""
     from PIL import Image
 
+    if "predicted" in it:
+        return it["predicted"]
     model = res["model"]
     with Image.open(res["files"][it["sha256"]]) as im:
         out = get_task(model.task).predict_image(model, im.convert("RGB"), threshold=res["threshold"])
     return [[b["label"], *(round(float(v), 1) for v in b["box"]), round(float(b["score"]), 3)] for b in out["boxes"]]
-
-
-async def _read_json(request):
-    """The request's JSON object, or (status, message)."""
-    if not request.headers.get("content-type", "").startswith("application/json"):
-        return None, (415, "send application/json")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None, (413, f"the body is over {MAX_BODY} bytes")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return None, (400, "the body is not valid JSON")
-    return (data, None) if isinstance(data, dict) else (None, (400, "send a JSON object"))
 
 
 def create_label_app(res: dict):
@@ -91,7 +77,7 @@ def create_label_app(res: dict):
             "labels": res["labels"],
             "items": res["items"],
             "journal": str(journal.path),
-            "suggestions": res["model"] is not None,
+            "suggestions": res["model"] is not None or any("predicted" in it for it in res["items"]),
             "journal_problems": res["problems"],
         }
 
@@ -109,7 +95,7 @@ def create_label_app(res: dict):
     @app.get("/api/suggest/{sha}")
     async def suggest(sha: str):
         it = item(sha)
-        if res["model"] is None:
+        if res["model"] is None and "predicted" not in it:
             return {"boxes": []}
         return {"boxes": await run_in_threadpool(_suggestions, res, it)}
 
@@ -117,7 +103,7 @@ def create_label_app(res: dict):
     async def save(request: Request):
         if not secrets.compare_digest(request.headers.get("x-label-token", ""), token):
             return JSONResponse({"error": "missing or wrong X-Label-Token: reload the page"}, status_code=403)
-        body, problem = await _read_json(request)
+        body, problem = await read_json_object(request, MAX_BODY)
         if problem:
             return JSONResponse({"error": problem[1]}, status_code=problem[0])
         it = by_sha.get(body.get("sha256")) if isinstance(body.get("sha256"), str) else None
@@ -127,7 +113,12 @@ def create_label_app(res: dict):
             boxes = res["check"](body.get("boxes"), res["labels"], it["width"], it["height"])
         except ValueError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
-        time = await run_in_threadpool(journal.write, it["sha256"], it["path"], it["width"], it["height"], boxes)
+        try:
+            time = await run_in_threadpool(journal.write, it["sha256"], it["path"], it["width"], it["height"], boxes)
+        except OSError as e:  # the journal replaced by a folder, a full disk: not saved, and the page says so
+            return JSONResponse(
+                {"error": f"NOT saved: cannot write {journal.path} ({e.strerror or e})"}, status_code=507
+            )
         it["boxes"], it["saved"] = boxes, True
         return {"sha256": it["sha256"], "boxes": boxes, "time": time}
 

@@ -16,7 +16,7 @@ from .box_dataset import BoxDataset
 from .box_export import compare, onnx_graph, onnx_metadata, parity
 from .box_head import adapt_body, model_parts
 from .box_inference import LearnerDetector, detect_images, draw_files, predict_paths
-from .box_journal import BoxJournal, check_boxes_json
+from .box_journal import BoxJournal, check_boxes_json, read_box_journal
 from .box_label import label_items
 from .box_metrics import evaluate_set, headline
 from .box_runtime import LiteDetector, OnnxDetector
@@ -38,10 +38,19 @@ class Detect:
         return BoxDataset(recipe, folder, log, use_review)
 
     def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        raise ChiquitoError(
-            f"{recipe.path}: review ranks classification datasets only; for a detector, "
-            "look at runs/NAME/worst.png (its images with the most missed or wrong boxes)"
-        )
+        """Ranked by cleanlab's box scores on out-of-fold detections; shown on the label page, whose
+        journal (box_labels.csv) takes the decisions. `run` is not used: its model saw every box."""
+        from .box_review import suspects
+
+        folder = DatasetFolder(root)
+        res = suspects(self, recipe, root, folds=folds, log=log)
+        saved, problems = read_box_journal(folder.box_labels)
+        for it in res["items"]:
+            if it["sha256"] in saved:
+                it["boxes"] = [[b.label, b.x0, b.y0, b.x1, b.y1] for b in saved[it["sha256"]].boxes]
+                it["saved"] = True
+        journal = BoxJournal(folder.box_labels)
+        return res | {"page": "label", "journal": journal, "check": check_boxes_json, "problems": problems}
 
     def label_items(self, recipe, root, log, everything: bool) -> dict:
         res = label_items(recipe, root, log, everything)
