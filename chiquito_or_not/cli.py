@@ -432,22 +432,29 @@ def review(
     folds: int = typer.Option(5, min=2, max=20, help="Folds of the out-of-fold predictions"),
 ):
     """Rank the dataset's images by how likely their label is wrong and review them in a page on
-    127.0.0.1: keep, relabel or exclude. Decisions go to datasets/NAME/review.csv as they are made;
-    `chiquito dataset` applies them (sources are never changed). Classification datasets.
+    127.0.0.1. Classification: keep, relabel or exclude, saved to datasets/NAME/review.csv. Detection:
+    cleanlab's box scores (overlooked, swapped, badly placed) on out-of-fold detections, each suspect on
+    the label page with its given and predicted boxes, saved to datasets/NAME/box_labels.csv. Decisions
+    are saved as they are made; `chiquito dataset` applies them (sources are never changed).
 
-    Given a run folder, its model.pkl ranks too (top losses): a pickle, loading it runs any code it
-    holds. Review only runs you made or trust."""
+    Given a classification run folder, its model.pkl ranks too (top losses): a pickle, loading it runs
+    any code it holds. Review only runs you made or trust."""
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     res = find_suspects(target, folds=folds, log=log)
+    boxes = res.get("page") == "label"
     if list_n is not None:
         top = res["items"][:list_n]
         if as_json:
-            typer.echo(
-                json.dumps(
-                    {k: res[k] for k in ("name", "classes", "issues", "C", "folds", "duplicates")} | {"items": top},
-                    indent=1,
-                )
+            keys = (
+                ("name", "labels", "issues", "folds")
+                if boxes
+                else ("name", "classes", "issues", "C", "folds", "duplicates")
             )
+            top = [{k: v for k, v in it.items() if k != "saved"} for it in top]
+            typer.echo(json.dumps({k: res[k] for k in keys} | {"items": top}, indent=1))
+            return
+        if boxes:
+            _list_box_suspects(res, top)
             return
         typer.echo(
             f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged as likely label issues "
@@ -467,20 +474,51 @@ def review(
         for d in res["duplicates"]:
             typer.echo(f"  left out, {d['reason']}: {d['label']} {shown_path(d['path'])}")
         return
-    try:
-        import uvicorn
+    uvicorn = _uvicorn("the review page")
+    if boxes:
+        from .stages.label import create_label_app
 
-    except ImportError:
-        _fail("the review page needs the serve extra: pip install 'chiquito-or-not[serve]'")
-    app_ = create_review_app(res, show=show)
+        app_ = create_label_app(res | {"items": res["items"][:show]})
+        journal = app_.state.journal
+    else:
+        app_ = create_review_app(res, show=show)
+        journal = app_.state.log
     typer.echo(
         f"reviewing {res['name']}: {min(show, len(res['items']))} of {len(res['items'])} images on "
-        f"http://127.0.0.1:{port}/  (decisions: {app_.state.log.path}; Ctrl-C to stop)"
+        f"http://127.0.0.1:{port}/  (decisions: {journal.path}; Ctrl-C to stop)"
     )
+    _serve_page(uvicorn, app_, port, journal)
+
+
+def _list_box_suspects(res: dict, top: list) -> None:
+    typer.echo(
+        f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged by cleanlab as likely box issues "
+        f"(out-of-fold detections, {res['folds']} folds); the {len(top)} worst (lower: more likely that error):"
+    )
+    for it in top:
+        k = it["kinds"]
+        typer.echo(
+            f"{it['rank']:>5}  quality {it['quality']:.3f}  {'ISSUE ' + it['likely'] if it['issue'] else '-':<16}"
+            f"  overlooked {k['overlooked']:.2f}  swap {k['swap']:.2f}  badloc {k['badloc']:.2f}  "
+            f"{len(it['boxes'])} given / {len(it['predicted'])} predicted  {shown_path(it['path'])}"
+            + ("  [boxes saved]" if it["saved"] else "")
+        )
+
+
+def _uvicorn(what: str):
+    try:
+        import uvicorn
+    except ImportError:
+        _fail(f"{what} needs the serve extra: pip install 'chiquito-or-not[serve]'")
+    return uvicorn
+
+
+def _serve_page(uvicorn, app_, port: int, journal) -> None:
+    """Serve a local page on 127.0.0.1 until Ctrl-C, then release its journal's lock."""
     try:
         uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
     finally:
-        app_.state.log.close()
+        journal.close()
 
 
 @app.command()
@@ -497,10 +535,7 @@ def label(
 
     When runs/NAME/model.pkl exists its detections are offered as suggestions: a pickle, loading it runs
     any code it holds (--no-suggest does not load it)."""
-    try:
-        import uvicorn
-    except ImportError:
-        _fail("the label page needs the serve extra: pip install 'chiquito-or-not[serve]'")
+    uvicorn = _uvicorn("the label page")
     from .stages.label import create_label_app, find_label_items
 
     res = find_label_items(recipe, everything=everything, log=typer.echo, use_run=not no_suggest)
@@ -509,10 +544,7 @@ def label(
         f"labelling {res['name']}: {len(res['items'])} images on http://127.0.0.1:{port}/  "
         f"(boxes: {app_.state.journal.path}; Ctrl-C to stop)"
     )
-    try:
-        uvicorn.run(app_, host="127.0.0.1", port=port, log_level="warning")
-    finally:
-        app_.state.journal.close()
+    _serve_page(uvicorn, app_, port, app_.state.journal)
 
 
 # glibc hands large freed blocks back to the OS and page-faults them in again on the next batch, a large
@@ -529,4 +561,18 @@ def run():
             os.execv(sys.executable, [sys.executable, "-m", "chiquito_or_not", *sys.argv[1:]])
         except OSError:
             pass  # cannot re-execute: run as we are, only slower
-    app(prog_name="chiquito")
+    # typer carries its own click: its usage error is BadParameter's base class
+    usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    try:
+        code = app(prog_name="chiquito", standalone_mode=False)
+    except usage_error as e:  # a bad option or argument: one line, as every other error
+        if type(e).__name__ == "NoArgsIsHelpError":  # `chiquito` or `chiquito CMD` alone: the help
+            typer.echo(e.ctx.get_help(), err=True)
+        else:
+            where = e.ctx.command_path if e.ctx else "chiquito"
+            typer.echo(f"error: {' '.join(e.format_message().split()).rstrip('.')}; see `{where} --help`", err=True)
+        code = 2
+    except typer.Abort:  # Ctrl-C at a prompt or while parsing
+        typer.echo("error: interrupted", err=True)
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

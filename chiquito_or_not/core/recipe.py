@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -171,6 +172,10 @@ class CompositeSource:
     # the object, and cut-outs of one object share a group: "^[a-z]+" makes anjuli-1 ... anjuli-5 one person.
     # "": the whole file name is the object
     identity: str = ""
+    # cut-outs pasted with no box: things that are none of the labels (people, vehicles, tools), so that
+    # "something was pasted here" is not the answer, and real photos' other things are not called objects
+    distractors: tuple[PlainSource, ...] = ()
+    distractors_per_image: tuple[int, int] = (0, 2)
     kind: Literal["composite"] = "composite"
 
 
@@ -443,6 +448,12 @@ def _check_recipe(r: Recipe, where: str) -> None:
             f"'dataset.near_duplicate_distance' ({d.near_duplicate_distance})"
         )
     _check_composites(r, where)
+    f = r.finetune
+    rates = [("finetune.frozen.lr", f.frozen.lr), ("finetune.augmented.lr", f.augmented.lr)]
+    rates += [(f"finetune.unfrozen.lrs[{i}]", v) for i, v in enumerate(f.unfrozen.lrs)]
+    for key, v in rates:
+        if v != "auto" and not 0 < v <= 10:
+            raise RecipeError(f"{where}: '{key}' = {v}: a learning rate is above 0 and at most 10, e.g. 1e-3")
     problem = keep_frozen_problem(r.finetune.unfrozen.keep_frozen)
     if problem:
         raise RecipeError(f"{where}: 'finetune.unfrozen.keep_frozen' = {r.finetune.unfrozen.keep_frozen}: {problem}")
@@ -455,6 +466,24 @@ def _check_composites(r: Recipe, where: str) -> None:
     found = [(f"classes.{n}", s) for n, c in r.classes.items() for s in c.sources]
     found += [("detect.sources", a.images) for a in r.detect.sources]
     for key, s in found:
+        if isinstance(s, CompositeSource):
+            lo, hi = s.scale
+            if not 0 < lo <= hi <= 1:
+                raise RecipeError(
+                    f"{where}: '{key}' composite 'scale' = [{lo}, {hi}]: give [low, high] with 0 < low <= high <= 1 "
+                    "(an object's longer side as a share of the image's shorter side)"
+                )
+            if not s.objects:
+                raise RecipeError(f"{where}: '{key}' composite 'objects' is empty; add a label with cut-out sources")
+            for name, (lo, hi), bound in (
+                ("per_image", s.per_image, 1),
+                ("distractors_per_image", s.distractors_per_image, 0),
+            ):
+                if not (bound <= lo <= hi <= 50):
+                    raise RecipeError(
+                        f"{where}: '{key}' composite '{name}' = [{lo}, {hi}]: give [low, high] with "
+                        f"{bound} <= low <= high <= 50"
+                    )
         if isinstance(s, CompositeSource) and s.identity:
             try:
                 re.compile(s.identity)
@@ -477,6 +506,11 @@ def _check_detect(r: Recipe, where: str) -> None:
         raise RecipeError(
             f"{where}: task = \"detect\" takes its labels from 'detect.labels' and its images from "
             "'detect.sources'; remove 'classes' / 'class_folders'"
+        )
+    if r.dataset.faces.detector:
+        raise RecipeError(
+            f"{where}: 'dataset.faces' crops faces for a classifier; a detection recipe keeps whole images "
+            "and their boxes: remove [dataset.faces]"
         )
     if not d.labels:
         raise RecipeError(f'{where}: \'detect.labels\' is empty; list the object labels, e.g. ["animal", "food"]')
@@ -586,6 +620,8 @@ def _build_union(tp, value, where: str, key: str):
                 + f"choose one of {', '.join(kinds)}"
             )
         return _build(kinds[kind], value, where, key)
+    if float in args and isinstance(value, float) and not math.isfinite(value):
+        return _build(float, value, where, key)  # says "not a finite number"
     for a in args:  # ints are accepted where a float is allowed, never the reverse
         try:
             return _build(a, value, where, key)
@@ -653,6 +689,8 @@ def _build(tp, value, where: str, key: str):
         accepts, convert = _SCALARS[tp]
         if not accepts(value):
             raise _bad(tp, value, where, key)
+        if tp is float and not math.isfinite(value):  # TOML has nan and inf; no recipe number may be either
+            raise _bad(tp, value, where, key, why=f"= {value} is not a finite number; give one such as 0.5")
         return convert(value)
     raise TypeError(f"recipe schema has an unsupported type {tp!r} at {key}")  # a bug, not user input
 

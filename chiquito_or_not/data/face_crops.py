@@ -23,6 +23,18 @@ def _cache_key(spec) -> str:  # the detections' cache: crop settings do not chan
     return f"{spec.detector}:{BLAZEFACE['member_sha256'][:12] if spec.detector == 'blazeface' else 'v1'}"
 
 
+def _detections_ok(dets) -> bool:
+    """A cached entry is a list of [x0, y0, x1, y1, score] of finite numbers (else it is detected again)."""
+    import math
+
+    return isinstance(dets, list) and all(
+        isinstance(d, list)
+        and len(d) == 5
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in d)
+        for d in dets
+    )
+
+
 def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, weights: Path | None = None) -> list:
     """Records after the face step: for each kept record of a class in `crop_labels`, its crop(s) as new
     records (clean_path, box, source_sha256; sha256 of the crop's file), or the record rejected with
@@ -35,9 +47,12 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
     key = _cache_key(spec)
     try:  # {detector key: {sha256: detections}}: a damaged index only costs detecting again
         stored = json.loads(index.read_text()) if index.is_file() else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         stored = {}
-    cache = stored.setdefault(key, {})
+    if not isinstance(stored, dict):
+        stored = {}
+    cache = stored.get(key) if isinstance(stored.get(key), dict) else {}
+    stored[key] = cache = {sha: dets for sha, dets in cache.items() if _detections_ok(dets)}
     detector, out, found, sides = None, [], 0, {}
     crop_key = hashlib.sha256(json.dumps([spec.margin, spec.size, spec.face_px, "inside"]).encode()).hexdigest()[:8]
     for r in recs:

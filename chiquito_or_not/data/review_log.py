@@ -29,6 +29,7 @@ __all__ = [
     "valid_sha",
     "read_decisions",
     "last_decisions",
+    "journal_rows",
     "apply_review",
 ]
 
@@ -55,6 +56,50 @@ def read_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
     return {k: d for k, d in last.items() if d.decision != "keep"}, problems
 
 
+MAX_LINE = 1 << 20  # a journal line longer than this is not one the program wrote
+
+
+def journal_rows(path: Path, columns: list[str], what: str) -> tuple[list[tuple[int, list[str]]], list[str]]:
+    """([(line number, fields)] with exactly len(columns) fields, problems) of a journal file. Each line
+    is parsed on its own (Journal writes no line break inside a field), so a line torn by a crash, an
+    unclosed quote or a field over any size limit loses that line only, named in `problems`. A file
+    whose first line is not `columns` is refused (DataError)."""
+    from ..core.files import NotRegular, read_regular
+
+    try:
+        text = read_regular(Path(path)).decode("utf-8", errors="replace")
+    except (NotRegular, OSError) as e:
+        raise DataError(f"{path}: cannot read it ({e}); move it away, or pass --no-review") from None
+    lines = text.split("\n")
+    if _fields(lines[0].rstrip("\r")) != columns:
+        raise DataError(
+            f"{path}: not a {what} file (its first line should be {','.join(columns)}); "
+            "move it away, or pass --no-review"
+        )
+    rows, problems = [], []
+    for n, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        row = _fields(line) if len(line) <= MAX_LINE else None
+        if row is None:
+            problems.append(f"line {n}: not a CSV line" + (" (over 1 MiB)" if len(line) > MAX_LINE else ""))
+        elif len(row) != len(columns):
+            problems.append(f"line {n}: {len(row)} fields, expected {len(columns)}")
+        else:
+            rows.append((n, row))
+    return rows, problems
+
+
+def _fields(line: str) -> list[str] | None:
+    csv.field_size_limit(MAX_LINE + 1)
+    try:
+        rows = list(csv.reader([line], strict=True))
+    except csv.Error:
+        return None
+    return rows[0] if len(rows) == 1 else None
+
+
 def last_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
     """({sha256: the last decision}, problems): a line that cannot be read is left out and named in
     `problems` (a crash can leave a last half line)."""
@@ -62,21 +107,8 @@ def last_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
     if not path.is_file():
         return {}, []
     out: dict[str, Decision] = {}
-    problems: list[str] = []
-    text = path.read_text(encoding="utf-8", errors="replace")
-    rows = csv.reader(io.StringIO(text))
-    header = next(rows, None)
-    if header != COLUMNS:
-        raise DataError(
-            f"{path}: not a review file (its first line should be {','.join(COLUMNS)}); "
-            "move it away, or pass --no-review"
-        )
-    for n, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        if len(row) != len(COLUMNS):
-            problems.append(f"line {n}: {len(row)} fields, expected {len(COLUMNS)}")
-            continue
+    rows, problems = journal_rows(path, COLUMNS, "review")
+    for n, row in rows:
         d = Decision(*row)
         if not valid_sha(d.sha256) or d.decision not in DECISIONS:
             problems.append(f"line {n}: not a sha256 and one of {', '.join(DECISIONS)}")
@@ -140,6 +172,8 @@ class Journal:
             raise RuntimeError(f"{type(self).__name__}.write before open()")
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
+        # one physical line per row: a line break inside a field (a path may hold one) becomes a space
+        row = [" ".join(str(v).splitlines()) if isinstance(v, str) else v for v in row]
         with self._lock:
             if not self.path.is_file() or self.path.stat().st_size == 0:
                 w.writerow(self.columns)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import shutil
 import time
 import warnings
@@ -387,6 +388,29 @@ def _lr_find(st: _Stages, state: dict, resume: bool, write: bool) -> dict:
     return info
 
 
+def _numbers(d: dict, prefix: str = "") -> dict:
+    """The float leaves of a nested dict, keyed by their dotted path."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _numbers(v, f"{prefix}{k}.")
+        elif isinstance(v, float):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_finite(history: list[dict], final: Path) -> None:
+    """A run whose losses or metrics are not finite numbers has failed: RunError, nothing promoted."""
+    for row in history:
+        bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise RunError(
+                f"training diverged: {row.get('stage', '?')} epoch {row.get('epoch', '?')} has {bad[0]} = "
+                f"{row[bad[0]]}; lower that stage's learning rate (or check the data); "
+                f"{final} was left as it was"
+            )
+
+
 def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None) -> FinetuneResult:
     """Train the recipe's model in three stages into its run folder, export model.pkl, evaluate it.
 
@@ -395,6 +419,9 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     final, run = run_dir(recipe.name), partial_run_dir(recipe.name)
     root = Path(data_root) if data_root else dataset_dir(recipe.name)
     world, rank = _check_before_writing(recipe)
+    for p in (final, run):
+        if p.exists() and not p.is_dir():
+            raise RunError(f"{p} is a file, not a run folder; move it away and run again")
     if rank:  # under `accelerate launch` only the first process writes files and prints
         log = lambda *_: None  # noqa: E731
     files, task = RunFolder(run), get_task(recipe.task)
@@ -454,6 +481,14 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             learn.save(f"stage-{stage}", with_opt=True)
             atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")  # the stage is now finished
 
+    _check_finite(history, final)
+    import torch
+
+    if not all(bool(torch.isfinite(p).all()) for p in learn.model.parameters()):
+        raise RunError(
+            "training diverged: the model's weights are not finite numbers; lower the learning rates; "
+            f"{final} was left as it was"
+        )
     learn.dls = dls_plain
     _channels_last(learn.model, False)  # the exported model in PyTorch's default layout, as any user expects
     if precision != "fp32":
@@ -466,6 +501,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     state["timings"]["train_total"] = round(time.time() - t0, 1)
     atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
     metrics = evaluate(run, log=log, notice=lambda _: None)  # our own file, written a moment ago
+    _check_finite([{"stage": "evaluate", "epoch": "-", **_numbers(metrics)}], final)
     metrics["model"] = str(RunFolder(final).model)
     metrics["environment"] = state["environment"]
     atomic_write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")

@@ -14,7 +14,7 @@ from ..core.recipe import load_recipe, load_resolved
 from ..core.task_registry import get_task
 from ..data.review_log import DECISIONS, ReviewLog, last_decisions
 
-__all__ = ["resolve_target", "find_suspects", "create_review_app", "local_page_app", "LOCAL_HOSTS"]
+__all__ = ["resolve_target", "find_suspects", "create_review_app", "local_page_app", "read_json_object", "LOCAL_HOSTS"]
 
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
@@ -41,11 +41,14 @@ def find_suspects(target: str | Path, folds: int = 5, log=print) -> dict:
     with each image's current decision from review.csv."""
     recipe, root, run = resolve_target(target)
     res = get_task(recipe.task).review_suspects(recipe, root, run, folds, log)
+    res.update(name=recipe.name, recipe=str(recipe.path), run=str(run) if run else "")
+    if res.get("page") == "label":  # boxes: the label page shows them, its journal has the decisions
+        return res | {"model": None, "threshold": recipe.detect.score_threshold}
     last, problems = last_decisions(DatasetFolder(root).review)
     for it in res["items"]:
         d = last.get(it["sha256"])
         it["decision"], it["decided_label"] = (d.decision, d.label) if d else ("", "")
-    res.update(name=recipe.name, recipe=str(recipe.path), run=str(run) if run else "", review_problems=problems)
+    res.update(review_problems=problems)
     return res
 
 
@@ -77,6 +80,29 @@ def local_page_app(what: str, html: str, name: str):
         return HTMLResponse(page, headers={"Content-Security-Policy": csp, "Cache-Control": "no-store"})
 
     return app, token
+
+
+async def read_json_object(request, limit: int):
+    """(the request's JSON object, None) or (None, (status, message)): not JSON, over `limit` bytes,
+    nested past the parser's depth, or not an object are each a 4xx, never a 500. A client that goes
+    away mid-body is a 400 too (nobody is left to read it)."""
+    from starlette.requests import ClientDisconnect
+
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return None, (415, "send application/json")
+    body = b""
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return None, (413, f"the body is over {limit} bytes")
+    except ClientDisconnect:
+        return None, (400, "the client went away before the body ended")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None, (400, "the body is not valid JSON")
+    return (data, None) if isinstance(data, dict) else (None, (400, "send a JSON object"))
 
 
 def create_review_app(res: dict, show: int = 200):
@@ -120,24 +146,28 @@ def create_review_app(res: dict, show: int = 200):
     async def decide(request: Request):
         if not secrets.compare_digest(request.headers.get("x-review-token", ""), token):
             return JSONResponse({"error": "missing or wrong X-Review-Token: reload the page"}, status_code=403)
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            return JSONResponse({"error": "send application/json"}, status_code=415)
-        try:
-            body = json.loads((await request.body())[:4096])
-        except ValueError:
-            return JSONResponse({"error": "the body is not valid JSON"}, status_code=400)
-        it = by_sha.get(body.get("sha256")) if isinstance(body, dict) else None
-        decision = body.get("decision") if isinstance(body, dict) else None
-        if it is None or decision not in DECISIONS:
+        body, problem = await read_json_object(request, 4096)
+        if problem:
+            return JSONResponse({"error": problem[1]}, status_code=problem[0])
+        sha, decision = body.get("sha256"), body.get("decision")
+        it = by_sha.get(sha) if isinstance(sha, str) else None
+        if it is None or not isinstance(decision, str) or decision not in DECISIONS:
             return JSONResponse(
                 {"error": f"send {{sha256 of a listed image, decision: {'|'.join(DECISIONS)}}}"}, status_code=400
             )
         label = body.get("label") if decision == "relabel" else it["label"]
-        if label not in res["classes"] or (decision == "relabel" and label == it["label"]):
+        if (
+            not isinstance(label, str)
+            or label not in res["classes"]
+            or (decision == "relabel" and label == it["label"])
+        ):
             return JSONResponse({"error": f"relabel to another class: {', '.join(res['classes'])}"}, status_code=400)
         from starlette.concurrency import run_in_threadpool
 
-        d = await run_in_threadpool(log.write, it["sha256"], it["path"], decision, label)
+        try:
+            d = await run_in_threadpool(log.write, it["sha256"], it["path"], decision, label)
+        except OSError as e:  # review.csv replaced by a folder, a full disk: not saved, and the page says so
+            return JSONResponse({"error": f"NOT saved: cannot write {log.path} ({e.strerror or e})"}, status_code=507)
         it["decision"], it["decided_label"] = d.decision, d.label
         return {"sha256": d.sha256, "decision": d.decision, "label": d.label, "time": d.time}
 

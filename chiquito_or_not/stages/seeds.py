@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from ..core.errors import RecipeError
+from ..core.errors import RecipeError, RunError
 from ..core.files import atomic_write_text, write_csv
 from ..core.layout import RunFolder
 from ..core.paths import dataset_dir, run_dir
@@ -26,6 +26,10 @@ def seed_spread(recipe: Recipe, n: int, log=print) -> dict:
         raise RecipeError(f"--seeds {n}: give 2 or more (one seed is a plain `chiquito finetune`)")
     task = get_task(recipe.task)
     data = dataset_dir(recipe.name)
+    names = [recipe.name] + [f"{recipe.name}--seed-{s}" for s in range(recipe.seed, recipe.seed + n)]
+    for p in map(run_dir, names):  # checked before any training: each would fail only at its end
+        if p.exists() and not p.is_dir():
+            raise RunError(f"{p} is a file, not a run folder; move it away and run again")
     rows = []
     for seed in range(recipe.seed, recipe.seed + n):
         log(f"== seed {seed}")

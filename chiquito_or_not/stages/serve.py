@@ -57,11 +57,16 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise _TooLarge
+    from starlette.requests import ClientDisconnect
+
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLarge
+    except ClientDisconnect:  # nobody is left to answer: a 400 for the log, not a traceback
+        raise _Refused(400, "the client went away before the body ended") from None
     return bytes(body)
 
 

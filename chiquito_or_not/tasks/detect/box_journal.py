@@ -8,16 +8,12 @@ line) is skipped and named.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ...core.errors import DataError
-from ...core.files import NotRegular, read_regular
-from ...data.review_log import Journal, valid_sha
+from ...data.review_log import Journal, journal_rows, valid_sha
 from .box_formats import Annotation, Box
 
 __all__ = ["BOX_COLUMNS", "BoxJournal", "read_box_journal", "check_boxes_json"]
@@ -84,35 +80,10 @@ def read_box_journal(path: Path) -> tuple[dict[str, Annotation], list[str]]:
     path = Path(path)
     if not path.is_file():
         return {}, []
-    try:
-        text = read_regular(path).decode("utf-8", errors="replace")
-    except (NotRegular, OSError) as e:
-        raise DataError(f"{path}: cannot read it ({e}); move it away, or pass --no-review") from None
-    rows = csv.reader(io.StringIO(text))
-    try:
-        header = next(rows, None)
-    except csv.Error:
-        header = None
-    if header != BOX_COLUMNS:
-        raise DataError(
-            f"{path}: not a box journal (its first line should be {','.join(BOX_COLUMNS)}); move it away, "
-            "or pass --no-review"
-        )
-    out, problems, n = {}, [], 1
-    while True:
-        n += 1
+    rows, problems = journal_rows(path, BOX_COLUMNS, "box journal")
+    out = {}
+    for n, row in rows:
         try:
-            row = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as e:  # a field past csv's limit: the rest of the file cannot be read
-            problems.append(f"line {n}: {e}; the lines after it are skipped")
-            break
-        if not row:
-            continue
-        try:
-            if len(row) != len(BOX_COLUMNS):
-                raise ValueError(f"{len(row)} fields, expected {len(BOX_COLUMNS)}")
             out[row[0]] = _row_annotation(row)
         except (ValueError, TypeError, RecursionError) as e:
             problems.append(f"line {n}: {str(e)[:80]}")
