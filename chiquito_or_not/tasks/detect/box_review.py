@@ -6,10 +6,11 @@ first stages) computes every image's two feature maps once, and those of its mir
 augmentation that moves no box off its object); the images are dealt into k folds in content-hash
 order, and for each fold a fresh SSD head is trained with fastai on the other folds' maps and detects
 on its own. So no image is judged by a head that saw its boxes, and k heads cost about what one
-augmented epoch of the body would. Then `cleanlab.object_detection`: `get_label_quality_scores` ranks
-the images, `find_label_issues` flags them, and the three per-box scores (overlooked: a confident
-detection no given box covers; swap: a given box a detection of another label covers; badloc: a given
-box no detection of its label covers well) say which kind of error each image most probably has.
+augmented epoch of the body would. Then `cleanlab.object_detection`'s three per-box scores (overlooked:
+a confident detection no given box covers; swap: a given box a detection of another label covers;
+badloc: a given box no detection of its label covers well), pooled per image into the quality that
+ranks the images and flags the issues, as its `get_label_quality_scores` does (see rank_boxes), say
+which kind of error each image most probably has.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .box_splits import read_split
 __all__ = ["KINDS", "oof_detections", "rank_boxes", "suspects"]
 
 KINDS = ("overlooked", "swap", "badloc")  # cleanlab's three kinds of box error
+HIGH_SCORE = 0.4  # a detection this sure counts as seen (overlooked, swap): see rank_boxes
 HEAD_EPOCHS = 12
 HEAD_LR = 1e-2
 SHOWN_SCORE = 0.2  # predicted boxes listed with a suspect (cleanlab sees every detection)
@@ -187,34 +189,40 @@ def _cleanlab_inputs(boxes: list[list], dets: list[list], labels: list[str]) -> 
     return lab, pred
 
 
-def rank_boxes(boxes: list[list], dets: list[list], labels: list[str]) -> dict:
+def rank_boxes(boxes: list[list], dets: list[list], labels: list[str], high_score: float = HIGH_SCORE) -> dict:
     """cleanlab's object-detection scores on plain lists: order (worst first), and per image the quality,
-    the issue flag and each kind's pooled score (lower: that kind of error is more likely)."""
+    the issue flag and each kind's pooled score (lower: that kind of error is more likely).
+
+    cleanlab counts a detection as confident for "overlooked" and "swap" from 0.95, a level a full
+    detector trained on the whole set reaches; the small out-of-fold heads here put an object they see
+    clearly at 0.6-0.9, so `high_score` (0.5) is passed to the per-kind scores and the image quality is
+    pooled from them exactly as cleanlab's get_label_quality_scores pools its own (its default weights,
+    softmin per image, a weighted geometric mean; issues below its 0.1 quality threshold)."""
+    from cleanlab.internal import constants as K
     from cleanlab.object_detection import rank as odr
-    from cleanlab.object_detection.filter import find_label_issues
 
     lab, pred = _cleanlab_inputs(boxes, dets, labels)
+    weights = {
+        "overlooked": K.CUSTOM_SCORE_WEIGHT_OVERLOOKED,
+        "swap": K.CUSTOM_SCORE_WEIGHT_SWAP,
+        "badloc": K.CUSTOM_SCORE_WEIGHT_BADLOC,
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quality = odr.get_label_quality_scores(lab, pred, verbose=False)
-        issue = find_label_issues(lab, pred)
         per_box = {
-            "overlooked": odr.compute_overlooked_box_scores(labels=lab, predictions=pred),
-            "swap": odr.compute_swap_box_scores(labels=lab, predictions=pred),
+            "overlooked": odr.compute_overlooked_box_scores(
+                labels=lab, predictions=pred, high_probability_threshold=high_score
+            ),
+            "swap": odr.compute_swap_box_scores(labels=lab, predictions=pred, high_probability_threshold=high_score),
             "badloc": odr.compute_badloc_box_scores(labels=lab, predictions=pred),
         }
-    kind = {}
-    for name, scores in per_box.items():
-        clean = [np.nan_to_num(np.asarray(s, float), nan=1.0) for s in scores]
-        kind[name] = odr.pool_box_scores_per_image(clean)
-    order = sorted(range(len(boxes)), key=lambda i: (not issue[i], float(quality[i]), i))
-    return {
-        "order": order,
-        "quality": np.asarray(quality),
-        "issue": np.asarray(issue, bool),
-        "kind": kind,
-        "per_box": per_box,
-    }
+        kind = {name: odr.pool_box_scores_per_image(scores) for name, scores in per_box.items()}
+    quality = np.exp(sum(w * np.log(K.TINY_VALUE + kind[name]) for name, w in weights.items()))
+    issue = odr.issues_from_scores(quality)
+    flagged = np.zeros(len(boxes), bool)
+    flagged[np.asarray(issue, dtype=int)] = True
+    order = sorted(range(len(boxes)), key=lambda i: (not flagged[i], float(quality[i]), i))
+    return {"order": order, "quality": quality, "issue": flagged, "kind": kind, "per_box": per_box}
 
 
 def _read_csv(path: Path) -> list[dict]:
