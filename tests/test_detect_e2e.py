@@ -195,6 +195,27 @@ def test_tflite_detector_matches_pytorch_and_runs_without_torch(det_run, tmp_pat
         for x in a.boxes:
             assert min(max(abs(p - q) for p, q in zip(x["box"], y["box"])) for y in b["boxes"]) < 1e-2
 
+    # the same file with metadata that lies about the graph: one line naming the field, never a wrong answer
+    from chiquito_or_not.core.errors import ChiquitoError
+    from chiquito_or_not.core.litefile import read_embedded_metadata
+    from chiquito_or_not.stages.tflite import embed_metadata
+
+    for change, field in (
+        ({"labels": ["cat", "cup", "owl"]}, "labels"),
+        ({"size": "64"}, "input size"),  # a 64 px detector declared for the 128 px graph
+        ({"size": "100000"}, "size"),
+        ({"postprocess": {"nms_iou": "half"}}, "postprocess.nms_iou"),
+        ({"postprocess": {"keep": 3}}, "postprocess.keep"),
+    ):
+        meta = read_embedded_metadata(out)
+        for k, v in change.items():
+            meta[k] = {**meta[k], **v} if isinstance(v, dict) else v
+        bad = tmp_path / "bad.tflite"
+        bad.write_bytes(out.read_bytes())
+        assert embed_metadata(bad, meta)
+        with pytest.raises(ChiquitoError) as e:
+            load_model(bad)
+        assert "\n" not in str(e.value) and str(bad) in str(e.value) and field in str(e.value), str(e.value)
 
 def test_cli_prints_boxes_in_image_pixels(det_run):
     _, res, base = det_run

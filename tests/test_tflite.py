@@ -142,6 +142,36 @@ def test_bad_tflite_files_are_one_line_errors(tmp_path):
         load_model(tmp_path / "missing.tflite")
 
 
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"classes": ["face", "not_face", "owl"]}, "classes"),  # 3 declared for a 2-output graph
+        ({"classes": ["face"]}, "classes"),
+        ({"preprocess": {"size_wh": [96, 96]}}, "input"),  # LiteRT would resize its input to what this says
+        ({"preprocess": {"size_wh": [100000, 100000]}}, "preprocess.size_wh"),
+        ({"preprocess": "crop"}, "preprocess"),
+        ({"faces": "blazeface"}, "faces"),
+    ],
+)
+def test_a_tflite_file_whose_metadata_lies_is_one_line_and_serve_does_not_start(lite, tmp_path, change, field):
+    from chiquito_or_not.stages.tflite import embed_metadata
+
+    meta = read_embedded_metadata(lite[0])
+    for k, v in change.items():
+        meta[k] = {**meta[k], **v} if isinstance(v, dict) else v
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(lite[0].read_bytes())
+    assert embed_metadata(bad, meta)
+    with pytest.raises(ChiquitoError) as e:
+        load_model(bad)
+    msg = str(e.value)
+    assert "\n" not in msg and str(bad) in msg and field in msg, msg
+    from chiquito_or_not.stages.serve import create_app
+
+    with pytest.raises(ChiquitoError):
+        create_app(bad)
+
+
 def test_the_app_serves_the_tflite_model(lite):
     from fastapi.testclient import TestClient
 

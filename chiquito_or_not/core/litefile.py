@@ -70,8 +70,9 @@ def read_embedded_metadata(p: Path) -> dict | None:
 
 
 class LiteSession:
-    """The LiteRT interpreter on one .tflite file: `metadata`, `input_name`, `input_dtype`, `output_names`
-    and `run(batch)` → {output name: array}, one image at a time (the file has batch 1)."""
+    """The LiteRT interpreter on one .tflite file: `metadata`, `input_name`, `input_dtype`, `input_shape`,
+    `output_names`, `output_shapes` and `run(batch)` → {output name: array}, one image at a time (the file
+    has batch 1)."""
 
     def __init__(self, p: Path, threads: int = 0):
         import numpy as np
@@ -118,7 +119,9 @@ class LiteSession:
             raise ChiquitoError(f"{p}: {len(inputs)} inputs, expected one image; export it again")
         ((self.input_name, detail),) = inputs.items()
         self.input_dtype, self.input_shape = detail["dtype"], tuple(int(v) for v in detail["shape"])
-        self.output_names = sorted(self.runner.get_output_details())
+        outputs = self.runner.get_output_details()
+        self.output_names = sorted(outputs)
+        self.output_shapes = {n: tuple(int(v) for v in d["shape"]) for n, d in outputs.items()}
         self.path, self.metadata = p, meta
 
     def run(self, x) -> dict:

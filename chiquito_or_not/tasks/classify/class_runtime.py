@@ -7,16 +7,65 @@ exactly: a centred crop of the largest square (for "crop"), a bilinear Pillow re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, model_validator
 
 from ...core.errors import ChiquitoError
 from ...core.model_loader import RuntimeModel
+from ...core.model_meta import (
+    FacesMeta,
+    Finite,
+    MetaModel,
+    Rgb,
+    Side,
+    check_shape,
+    decode_json_fields,
+    unique_names,
+    validated,
+)
 from ...core.onnxfile import onnx_session
 
-__all__ = ["OnnxClassifier", "LiteClassifier", "preprocess_image", "resized_image"]
+__all__ = ["OnnxClassifier", "LiteClassifier", "ClassifierMeta", "preprocess_image", "resized_image"]
+
+ONNX_FIX = "export it again with `chiquito export RUN --format onnx`"
+LITE_FIX = "export it again with `chiquito export RUN --format tflite`"
+
+
+class PreprocessMeta(MetaModel):
+    """class_inference.preprocess_spec as a schema."""
+
+    resize: Literal["crop", "squish"]
+    size_wh: Annotated[list[Side], Field(min_length=2, max_length=2)]
+    scale: Annotated[Finite, Field(gt=0, le=1)]
+    mean: Rgb
+    std: Annotated[list[Annotated[Finite, Field(gt=0)]], Field(min_length=3, max_length=3)]
+    resample: Literal["bilinear"] = "bilinear"
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    channels: Literal["RGB"] = "RGB"
+
+
+class ClassifierMeta(MetaModel):
+    """A classifier file's metadata (class_export.onnx_metadata, plus the .tflite file's descriptions)."""
+
+    model_config = ConfigDict(extra="ignore")  # format, producer, source, input, outputs: descriptions
+
+    task: Literal["classify"] = "classify"
+    classes: unique_names(2)
+    preprocess: PreprocessMeta
+    faces: FacesMeta | None = None
+
+    @model_validator(mode="after")
+    def _whole_are_classes(self):
+        if self.faces and not set(self.faces.whole) <= set(self.classes):
+            raise ValueError("faces.whole names a class the model does not have")
+        return self
+
+
+def _spec(m: ClassifierMeta) -> tuple[list, dict, dict | None]:
+    return list(m.classes), m.preprocess.model_dump(), m.faces.model_dump(exclude_none=True) if m.faces else None
 
 
 def resized_image(im, spec: dict) -> np.ndarray:
@@ -66,9 +115,16 @@ class OnnxClassifier(RuntimeModel):
                 f"{self.path}: no class names or preprocessing in its metadata; "
                 "export it with `chiquito export RUN --format onnx`"
             )
-        self.vocab = json.loads(meta["classes"])
-        self.spec = json.loads(meta["preprocess"])
-        self.faces = json.loads(meta["faces"]) if "faces" in meta else None  # trained on face crops
+        meta = decode_json_fields(meta, ("classes", "preprocess", "faces"), self.path, ONNX_FIX)
+        self.vocab, self.spec, self.faces = _spec(validated(ClassifierMeta, meta, self.path, ONNX_FIX))
+        (inp,), out = self.session.get_inputs(), self.session.get_outputs()
+        w, h = self.spec["size_wh"]
+        if len(inp.shape) != 4 or len(out[0].shape) != 2:
+            raise ChiquitoError(
+                f"{self.path}: input {inp.shape}, output {out[0].shape}: not an image classifier; {ONNX_FIX}"
+            )
+        check_shape(self.path, "input (channels, height, width)", [3, h, w], inp.shape[1:], ONNX_FIX)
+        check_shape(self.path, "classes", [len(self.vocab)], out[0].shape[1:], ONNX_FIX)
         self.input = self.session.get_inputs()[0].name
 
     def preprocess(self, im) -> np.ndarray:
@@ -101,8 +157,10 @@ class LiteClassifier(OnnxClassifier):
                 f"{self.path}: not a classifier from `chiquito export --format tflite` "
                 "(no classes, preprocessing or probabilities output); export it again"
             )
-        self.vocab, self.spec = list(meta["classes"]), dict(meta["preprocess"])
-        self.faces = meta.get("faces")
+        self.vocab, self.spec, self.faces = _spec(validated(ClassifierMeta, meta, self.path, LITE_FIX))
+        w, h = self.spec["size_wh"]
+        check_shape(self.path, "input (height, width, channels)", [h, w, 3], session.input_shape[1:], LITE_FIX)
+        check_shape(self.path, "classes", [len(self.vocab)], session.output_shapes["probabilities"][1:], LITE_FIX)
 
     def preprocess(self, im) -> np.ndarray:
         """One Pillow image → the uint8 H x W x 3 pixels the file takes."""

@@ -6,16 +6,71 @@ which postprocess.py applies (the same code that serves the PyTorch model)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import ConfigDict, Field, StrictInt
 
 from ...core.errors import ChiquitoError
 from ...core.model_loader import RuntimeModel
+from ...core.model_meta import Finite, MetaModel, Rgb, Side, check_shape, decode_json_fields, unique_names, validated
 from .box_postprocess import preprocess, resized
 
-__all__ = ["OnnxDetector", "LiteDetector"]
+__all__ = ["OnnxDetector", "LiteDetector", "DetectorMeta"]
+
+ONNX_FIX = "export it again with `chiquito export RUN --format onnx`"
+LITE_FIX = "export it again with `chiquito export RUN --format tflite`"
+JSON_FIELDS = ("labels", "size", "mean", "std", "postprocess", "score_threshold")
+Share = Annotated[Finite, Field(ge=0, le=1)]
+
+
+class PostMeta(MetaModel):
+    """box_postprocess.postprocess's keywords, nothing else."""
+
+    score_thresh: Share
+    nms_iou: Share
+    topk_candidates: Annotated[StrictInt, Field(ge=1, le=100_000)]
+    detections_per_img: Annotated[StrictInt, Field(ge=1, le=10_000)]
+
+
+class DetectorMeta(MetaModel):
+    """A detector file's metadata (box_export.onnx_metadata, plus the .tflite file's descriptions)."""
+
+    model_config = ConfigDict(extra="ignore")  # format, producer, source, input, outputs: descriptions
+
+    task: Literal["detect"]
+    labels: unique_names(1)
+    size: Side
+    mean: Rgb
+    std: Annotated[list[Annotated[Finite, Field(gt=0)]], Field(min_length=3, max_length=3)]
+    postprocess: PostMeta
+    score_threshold: Share
+
+
+def _spec(path, meta: dict, fix: str) -> dict:
+    m = validated(DetectorMeta, meta, path, fix)
+    return {
+        "labels": list(m.labels),
+        "size": m.size,
+        "mean": list(m.mean),
+        "std": list(m.std),
+        "post": m.postprocess.model_dump(),
+        "score_threshold": float(m.score_threshold),
+    }
+
+
+def _check_graph(path, spec: dict, image_hw, boxes_shape, scores_shape, fix: str) -> None:
+    """The declared size and label count against the graph's own input and output shapes."""
+    s, n = spec["size"], len(spec["labels"])
+    check_shape(path, "input size (height, width)", [s, s], image_hw, fix)
+    if len(boxes_shape) != 3 or len(scores_shape) != 3:
+        raise ChiquitoError(
+            f"{path}: outputs of shapes {list(boxes_shape)} and {list(scores_shape)}, expected "
+            f"N x anchors x 4 and N x anchors x labels; {fix}"
+        )
+    check_shape(path, "box coordinates", [4], boxes_shape[2:], fix)
+    check_shape(path, "labels", [n], scores_shape[2:], fix)
 
 
 class OnnxDetector(RuntimeModel):
@@ -26,25 +81,18 @@ class OnnxDetector(RuntimeModel):
 
     def __init__(self, path, session):
         self.path, self.session = Path(path), session
-        meta = session.get_modelmeta().custom_metadata_map
-        try:
-            self.spec = {
-                "labels": json.loads(meta["labels"]),
-                "size": int(meta["size"]),
-                "mean": json.loads(meta["mean"]),
-                "std": json.loads(meta["std"]),
-                "post": json.loads(meta["postprocess"]),
-                "score_threshold": float(meta["score_threshold"]),
-            }
-        except (KeyError, ValueError) as e:
-            raise ChiquitoError(
-                f"{path}: not a detector exported by `chiquito export` (metadata {e} missing or bad); export it again"
-            ) from None
+        meta = decode_json_fields(session.get_modelmeta().custom_metadata_map, JSON_FIELDS, self.path, ONNX_FIX)
+        self.spec = _spec(self.path, meta, ONNX_FIX)
         self.vocab = self.spec["labels"]
         self.input = session.get_inputs()[0].name
         names = [o.name for o in session.get_outputs()]
         if names != ["boxes", "scores"]:
             raise ChiquitoError(f"{path}: outputs {names}, expected boxes and scores; export it again")
+        (inp,), (boxes, scores) = session.get_inputs(), session.get_outputs()
+        if len(inp.shape) != 4:
+            raise ChiquitoError(f"{path}: input {inp.shape}: not an image detector; {ONNX_FIX}")
+        check_shape(self.path, "input channels", [3], inp.shape[1:2], ONNX_FIX)
+        _check_graph(self.path, self.spec, inp.shape[2:], boxes.shape, scores.shape, ONNX_FIX)
 
     def preprocess(self, im) -> np.ndarray:
         """One PIL image → the normalised 3 x size x size float32 array the file takes."""
@@ -63,24 +111,14 @@ class LiteDetector(OnnxDetector):
 
     def __init__(self, path, session):
         self.path, self.session = Path(path), session
-        meta = session.metadata
-        try:
-            self.spec = {
-                "labels": list(meta["labels"]),
-                "size": int(meta["size"]),
-                "mean": list(meta["mean"]),
-                "std": list(meta["std"]),
-                "post": dict(meta["postprocess"]),
-                "score_threshold": float(meta["score_threshold"]),
-            }
-        except (KeyError, TypeError, ValueError) as e:
-            raise ChiquitoError(
-                f"{path}: not a detector exported by `chiquito export --format tflite` "
-                f"(metadata {e} missing or bad); export it again"
-            ) from None
+        meta = decode_json_fields(session.metadata, ("size", "score_threshold"), self.path, LITE_FIX)
+        self.spec = _spec(self.path, meta, LITE_FIX)  # the .tflite JSON keeps the ONNX strings of these two
         self.vocab = self.spec["labels"]
         if session.output_names != ["boxes", "scores"]:
             raise ChiquitoError(f"{path}: outputs {session.output_names}, expected boxes and scores; export it again")
+        shapes = session.output_shapes
+        check_shape(self.path, "input channels", [3], session.input_shape[3:], LITE_FIX)
+        _check_graph(self.path, self.spec, session.input_shape[1:3], shapes["boxes"], shapes["scores"], LITE_FIX)
 
     def preprocess(self, im) -> np.ndarray:
         """One PIL image → the uint8 size x size x 3 pixels the file takes."""
