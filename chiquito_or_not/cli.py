@@ -570,7 +570,11 @@ def run():
             typer.echo(e.ctx.get_help(), err=True)
         else:
             where = e.ctx.command_path if e.ctx else "chiquito"
-            typer.echo(f"error: {' '.join(e.format_message().split()).rstrip('.')}; see `{where} --help`", err=True)
+            hint = ""
+            if type(e).__name__ == "NoSuchOption" and any(a.startswith("-") and Path(a).exists() for a in sys.argv[1:]):
+                hint = "; a file whose name starts with '-': put `--` before the file names"
+            msg = " ".join(e.format_message().split()).rstrip(".")
+            typer.echo(f"error: {msg}{hint}; see `{where} --help`", err=True)
         code = 2
     except typer.Abort:  # Ctrl-C at a prompt or while parsing
         typer.echo("error: interrupted", err=True)

@@ -217,6 +217,7 @@ def test_tflite_detector_matches_pytorch_and_runs_without_torch(det_run, tmp_pat
             load_model(bad)
         assert "\n" not in str(e.value) and str(bad) in str(e.value) and field in str(e.value), str(e.value)
 
+
 def test_cli_prints_boxes_in_image_pixels(det_run):
     _, res, base = det_run
     f = sorted((base / "data" / "tinydet" / "valid" / "images").glob("*.jpg"))[0]

@@ -226,3 +226,26 @@ def test_predict_and_serve_refuse_a_lying_file_with_exit_2(tmp_path):
         r = subprocess.run(chiquito + args, capture_output=True, text=True, timeout=120)
         err = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(err) == 1 and "bad.onnx" in err[0] and "classes" in err[0], (args, r.stderr)
+
+
+def test_predict_answers_every_good_file_beside_bad_ones_on_the_command_line(tmp_path):
+    import os
+
+    from PIL import Image
+
+    model = classifier_file(tmp_path / "m.onnx")
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(tmp_path / "a.png")
+    Image.new("RGB", (40, 40)).save(tmp_path / "-x.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    os.mkfifo(tmp_path / "pipe.png")
+    chiquito = [sys.executable, "-m", "chiquito_or_not", "predict", str(model)]
+    names = ["a.png", "missing.png", "junk.png", "pipe.png"]
+    r = subprocess.run(chiquito + names, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout.startswith("a.png\t"), (r.stdout, r.stderr)
+    errors = r.stderr.strip().splitlines()
+    assert [e.split(":")[1].strip() for e in errors[:-1]] == names[1:] and "3 of 4" in errors[-1], errors
+    # a name that looks like an option: one line that says how to pass it
+    r = subprocess.run(chiquito + ["a.png", "-x.png"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "`--`" in r.stderr, r.stderr
+    r = subprocess.run(chiquito + ["--", "a.png", "-x.png"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
