@@ -140,7 +140,7 @@ def main() -> None:
         res = suspects(get_task("detect"), nr, dataset_dir(nr.name), folds=a.folds, log=print)
         took = time.time() - t
         items = res["items"]
-        name = {it["sha256"]: Path(it["file"]).name for it in items}
+        name = {it["sha256"]: Path(it["path"]).name for it in items}  # the file as given (planted names)
         kind_of = {it["sha256"]: planted.get(name[it["sha256"]], "") for it in items}
         n_planted = sum(1 for v in kind_of.values() if v)
         print(

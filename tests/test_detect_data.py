@@ -509,3 +509,26 @@ def test_detection_confusion_and_ap_by_size_count_what_they_say():
     assert m["boxes_by_size"] == {"small": 1, "medium": 2, "large": 1}
     assert m["ap_by_size"]["small"] == 1.0 and m["ap_by_size"]["large"] == 1.0
     assert m["ap_by_size"]["medium"] < 0.5  # the medium cat was called a cup; the medium cup missed
+
+
+def test_edge_crop_lets_objects_leave_the_frame_with_the_box_of_what_is_left(tmp_path, roots):
+    cutouts(tmp_path / "cut")
+
+    def edges(text: str, name: str) -> tuple[int, int]:
+        build_dataset(
+            load_recipe(write_recipe(tmp_path / "recipes", text.format(cut=tmp_path / "cut"), name)),
+            log=lambda *_: None,
+        )
+        folder = max((tmp_path / "data" / "raw" / "composite").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+        at_edge = total = 0
+        for xml in folder.glob("*.xml"):
+            ann = read_voc(xml)
+            for b in ann.boxes:
+                assert 0 <= b.x0 < b.x1 <= ann.width and 0 <= b.y0 < b.y1 <= ann.height
+                total += 1
+                at_edge += b.x0 == 0 or b.y0 == 0 or b.x1 == ann.width or b.y1 == ann.height
+        return at_edge, total
+
+    whole, n0 = edges(COMPOSITE, "whole.toml")
+    cut, n1 = edges(COMPOSITE.replace("groups = 6\n", "groups = 6\nedge_crop = 0.4\n"), "cut.toml")
+    assert n1 >= 0.8 * n0 and cut >= whole + 10, (whole, n0, cut, n1)  # cut at the frame, and about as many

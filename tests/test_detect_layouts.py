@@ -273,3 +273,25 @@ def test_label_ids_out_of_range_and_a_file_in_the_wrong_layout_get_reasons(tmp_p
     labelstudio(tmp_path / "ls")
     with pytest.raises(SourceError, match="not a COCO file"):
         build(tmp_path, roots, tmp_path / "ls", fmt="coco", ann="project-1-at-2026.json")
+
+
+def test_an_unknown_xml_encoding_and_a_string_bbox_are_reasons_not_stops(tmp_path, roots):
+    voc_devkit(tmp_path / "voc")
+    xml = tmp_path / "voc" / "VOC2012" / "Annotations" / "img1.xml"
+    xml.write_bytes(
+        xml.read_bytes().replace(b"<annotation>", b'<?xml version="1.0" encoding="klingon"?>\n<annotation>', 1)
+    )
+    summary, _ = build(tmp_path, roots, tmp_path / "voc", fmt="auto")
+    row = manifest(summary.root)["img1.jpg"]
+    assert row["status"] == "rejected" and row["reason"] == "bad_annotation" and "klingon" in row["detail"], row
+    assert summary.kept == 5  # the others are in the dataset
+    coco_roboflow(tmp_path / "coco")
+    doc_path = tmp_path / "coco" / "train" / "_annotations.coco.json"
+    doc = json.loads(doc_path.read_text())
+    doc["annotations"][1]["bbox"] = "2222"  # iterated, this would be the box (2, 2, 4, 4)
+    doc_path.write_text(json.dumps(doc))
+    summary, _ = build(tmp_path, roots, tmp_path / "coco", fmt="auto", detect='bad_boxes = "drop_box"\n')
+    with open(summary.root / "box_problems.csv", newline="") as f:
+        problems = list(csv.DictReader(f))
+    assert any("'2222'" in p["detail"] and "is not [x, y, width, height]" in p["detail"] for p in problems), problems
+    assert all(b[1:] != [2, 2, 2, 2] for boxes in all_boxes(summary.root).values() for b in boxes)

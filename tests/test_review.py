@@ -208,6 +208,46 @@ def test_review_api_refuses_foreign_pages(planted):
         app_.state.log.close()
 
 
+def test_the_review_api_answers_deep_or_mistyped_json_with_4xx_json(planted):
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from chiquito_or_not.stages.review import create_review_app, find_suspects
+
+    recipe, wrong, root = planted
+    app_ = create_review_app(find_suspects(recipe.path, log=lambda *_: None), show=10)
+    try:
+        c = TestClient(app_, base_url="http://127.0.0.1:8001")
+        token = c.get("/").text.split('const TOKEN = "')[1].split('"')[0]
+        sha = c.get("/api/suspects").json()["items"][0]["sha256"]
+        h = {"X-Review-Token": token, "content-type": "application/json"}
+        bodies = [
+            "[" * 4096 + "]" * 4096,  # nested 4096 deep
+            json.dumps({"sha256": [sha], "decision": "exclude"}),
+            json.dumps({"sha256": {"x": sha}, "decision": "exclude"}),
+            json.dumps({"sha256": sha, "decision": ["exclude"]}),
+            json.dumps({"sha256": sha, "decision": "relabel", "label": 3}),
+            json.dumps([1, 2]),
+            "not json",
+        ]
+        for body in bodies:
+            r = c.post("/api/decision", content=body, headers=h)
+            assert 400 <= r.status_code < 500 and "error" in r.json(), (body[:40], r.status_code, r.text[:200])
+        assert not (root / "review.csv").is_file() or len(read_decisions(root / "review.csv")[0]) == 0
+        # the journal replaced by a folder while the page is open: a JSON answer that says NOT saved
+        app_.state.log.close()
+        (root / "review.csv").unlink(missing_ok=True)
+        (root / "review.csv").mkdir()
+        app_.state.log.open()
+        r = c.post("/api/decision", content=json.dumps({"sha256": sha, "decision": "exclude"}), headers=h)
+        assert r.status_code >= 400 and "NOT saved" in r.json()["error"], r.text
+    finally:
+        app_.state.log.close()
+        if (root / "review.csv").is_dir():
+            (root / "review.csv").rmdir()
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(
     not (shutil.which("chromedriver") and shutil.which("chromium")),

@@ -164,6 +164,9 @@ class CompositeSource:
     per_image: tuple[int, int] = (1, 4)
     scale: tuple[float, float] = (0.2, 0.55)  # an object's longer side, as a share of the image's shorter side
     max_overlap: float = _range(0.0, 1.0, default=0.15)  # largest share of a box another object may cover
+    # up to this share of an object's width and height may lie outside the frame (real photos cut objects
+    # at the edge); its box is the box of the part that is in the picture. 0: every object whole
+    edge_crop: float = _range(0.0, 0.5, default=0.0)
     groups: int = _range(1, 10_000, default=40)
     alpha_threshold: int = _range(1, 255, default=128)  # a pixel belongs to the object from this alpha on
     min_opaque: float = _range(0.0, 1.0, default=0.2)  # cut-outs with less opaque area are not cut-outs

@@ -129,7 +129,11 @@ def _paste(rng, bg, c, src, placed: list, limit: float | None = None):
         w, h = max(4, round(c.image.width * s)), max(4, round(c.image.height * s))
         if w >= W or h >= H:
             continue
-        x, y = rng.randrange(0, W - w + 1), rng.randrange(0, H - h + 1)
+        if edge := getattr(src, "edge_crop", 0.0):  # a share of the object may be outside the frame
+            ox, oy = int(edge * w), int(edge * h)
+            x, y = rng.randrange(-ox, W - w + ox + 1), rng.randrange(-oy, H - h + oy + 1)
+        else:  # the draws of composites made before edge_crop existed
+            x, y = rng.randrange(0, W - w + 1), rng.randrange(0, H - h + 1)
         im = c.image.resize((w, h), Image.Resampling.LANCZOS)
         if rng.random() < 0.5:
             im = ImageOps.mirror(im)
@@ -137,6 +141,10 @@ def _paste(rng, bg, c, src, placed: list, limit: float | None = None):
         if not mask.any():
             continue
         ys, xs = np.nonzero(mask)
+        inside = (xs + x >= 0) & (xs + x < W) & (ys + y >= 0) & (ys + y < H)
+        if inside.mean() < 1 - edge:  # more of it outside than edge_crop allows (by area)
+            continue
+        xs, ys = xs[inside], ys[inside]
         box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
         if all(_overlap(box, b) <= (src.max_overlap if limit is None else limit) for b in placed):
             # the binary mask whose box is recorded is exactly what is pasted: no faint fringe outside it
@@ -193,7 +201,7 @@ def _folder(src, cutout_files: dict, background_files: list[Path], out_root: Pat
             "src": {
                 k: v
                 for k, v in vars(src).items()
-                if k not in plain[: 2 if distractors else 4] and not (k == "identity" and not v)
+                if k not in plain[: 2 if distractors else 4] and not (k in ("identity", "edge_crop") and not v)
             },
             "cutouts": {lab: [sha256_file(p) for p in sorted(fs)] for lab, fs in sorted(cutout_files.items())},
             "backgrounds": [sha256_file(p) for p in sorted(background_files)],
