@@ -290,8 +290,8 @@ def test_an_unknown_xml_encoding_and_a_string_bbox_are_reasons_not_stops(tmp_pat
     doc = json.loads(doc_path.read_text())
     doc["annotations"][1]["bbox"] = "2222"  # iterated, this would be the box (2, 2, 4, 4)
     doc_path.write_text(json.dumps(doc))
-    summary, _ = build(tmp_path, roots, tmp_path / "coco", fmt="auto", detect='bad_boxes = "drop_box"\n')
-    with open(summary.root / "box_problems.csv", newline="") as f:
-        problems = list(csv.DictReader(f))
-    assert any("'2222'" in p["detail"] and "is not [x, y, width, height]" in p["detail"] for p in problems), problems
+    summary, _ = build(tmp_path, roots, tmp_path / "coco", fmt="auto")
+    row = manifest(summary.root)["img1.jpg"]  # annotation 1 is img1's
+    assert row["status"] == "rejected" and row["reason"] == "bad_annotation", row
+    assert "'2222'" in row["detail"] and "is not [x, y, width, height]" in row["detail"], row
     assert all(b[1:] != [2, 2, 2, 2] for boxes in all_boxes(summary.root).values() for b in boxes)

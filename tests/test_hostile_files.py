@@ -18,6 +18,8 @@ from chiquito_or_not.data.review_log import ReviewLog, last_decisions
 
 from .helpers import write_recipe
 
+fastapi = pytest.importorskip("fastapi")
+
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
@@ -33,17 +35,18 @@ def test_a_line_torn_while_the_journal_is_open_does_not_swallow_the_next_decisio
     assert len(problems) == 1 and "line 3" in problems[0], problems
 
 
-def test_a_field_over_csvs_limit_loses_only_its_line(tmp_path):
+def test_a_field_over_csvs_limit_is_read_and_a_line_over_a_mebibyte_loses_only_itself(tmp_path):
     f = tmp_path / "review.csv"
     with ReviewLog(f) as log:
         log.write(A, "x.jpg", "exclude", "cat")
     with open(f, "a") as fh:
-        fh.write(f"{B},{'p' * 200_000}.jpg,exclude,cat,2026-01-01\n")
+        fh.write(f"{B},{'p' * 200_000}.jpg,exclude,cat,2026-01-01\n")  # over csv's 131072 default: was _csv.Error
+        fh.write(f"{C},{'q' * 2_000_000}.jpg,exclude,cat,2026-01-01\n")  # over 1 MiB: not read, named
     with ReviewLog(f) as log:
-        log.write(C, "z\nw.jpg", "exclude", "cat")  # a line break in a path: one physical line still
+        log.write("d" * 64, "z\nw.jpg", "exclude", "cat")  # a line break in a path: one physical line still
     last, problems = last_decisions(f)
-    assert set(last) == {A, C} and len(problems) == 1, problems
-    assert f.read_text().count("\n") == 4  # header + 3 lines: nothing rewritten
+    assert set(last) == {A, B, "d" * 64} and len(problems) == 1 and "over 1 MiB" in problems[0], problems
+    assert f.read_text().count("\n") == 5  # header + 4 lines: nothing rewritten
 
 
 def test_a_review_journal_that_is_a_folder_is_refused_in_one_line(tmp_path):
@@ -101,15 +104,14 @@ def test_seeds_when_the_run_folder_is_a_file_is_one_line(tmp_path):
 
 def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(tmp_path, capfd):
     import uvicorn
-    from fastapi import FastAPI, Request
 
     from chiquito_or_not.stages.serve import _read_capped, _Refused
 
-    app = FastAPI()
+    app = fastapi.FastAPI()
     seen = []
 
     @app.post("/up")
-    async def up(request: Request):
+    async def up(request: fastapi.Request):  # a module-level name: annotations are strings here
         try:
             data = await _read_capped(request, 1 << 20)
         except _Refused as e:

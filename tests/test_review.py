@@ -96,7 +96,7 @@ def test_review_list_json_and_refusals(planted, tmp_path):
     js = CliRunner().invoke(app, ["review", str(recipe.path), "--list", "3", "--json"])
     doc = json.loads(js.stdout)
     assert {it["sha256"] for it in doc["items"]} == wrong and doc["classes"] == ["cat", "coffee"]
-    # a detection recipe: one line saying it is classification only
+    # a detection recipe is reviewed too (tests/test_review_boxes.py); without its dataset: one line
     det = write_recipe(
         tmp_path / "r2",
         'task = "detect"\n[detect]\nlabels = ["a"]\n[[detect.sources]]\n'
@@ -104,7 +104,7 @@ def test_review_list_json_and_refusals(planted, tmp_path):
         "det.toml",
     )
     bad = CliRunner().invoke(app, ["review", str(det), "--list", "3"])
-    assert bad.exit_code == 2 and "classification datasets only" in bad.output
+    assert bad.exit_code == 2 and "no split.csv; run `chiquito dataset" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
     missing = CliRunner().invoke(app, ["review", str(tmp_path / "nope"), "--list", "3"])
     assert missing.exit_code == 2 and "neither a recipe file nor a run folder" in missing.output

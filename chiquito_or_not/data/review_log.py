@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..core.errors import DataError
+from ..core.files import NotRegular, read_regular
 from ..core.reasons import Reason, Status
 
 __all__ = [
@@ -64,8 +65,6 @@ def journal_rows(path: Path, columns: list[str], what: str) -> tuple[list[tuple[
     is parsed on its own (Journal writes no line break inside a field), so a line torn by a crash, an
     unclosed quote or a field over any size limit loses that line only, named in `problems`. A file
     whose first line is not `columns` is refused (DataError)."""
-    from ..core.files import NotRegular, read_regular
-
     try:
         text = read_regular(Path(path)).decode("utf-8", errors="replace")
     except (NotRegular, OSError) as e:
@@ -102,9 +101,10 @@ def _fields(line: str) -> list[str] | None:
 
 def last_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
     """({sha256: the last decision}, problems): a line that cannot be read is left out and named in
-    `problems` (a crash can leave a last half line)."""
+    `problems` (a crash can leave a last half line). No file: no decisions; a folder or other
+    non-file in its place: DataError."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return {}, []
     out: dict[str, Decision] = {}
     rows, problems = journal_rows(path, COLUMNS, "review")

@@ -262,8 +262,8 @@ def _coco(records: list[DetRecord], labels: list[str], split: str) -> dict:
 
 class BoxDataset:
     """One detection dataset build (data.dataset_parts.DatasetParts): annotated sources → checked boxes →
-    clean images, split by unit, one COCO annotations.json per split. review.csv is classification's
-    (chiquito review refuses a detection recipe): nothing to apply."""
+    clean images, split by unit, one COCO annotations.json per split. review.csv is classification's:
+    a detection review's decisions go to box_labels.csv (box_journal), applied with the label page's."""
 
     def __init__(self, recipe, folder: DatasetFolder, log, use_review: bool):
         require_detect_extra()

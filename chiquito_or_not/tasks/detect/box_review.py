@@ -24,6 +24,7 @@ import numpy as np
 from ...core.errors import DataError
 from ...core.layout import DatasetFolder
 from ...data.dedup import unit_hash
+from ...train.backbones import create_body, get_backbone, num_features
 from .box_splits import read_split
 
 __all__ = ["KINDS", "oof_detections", "rank_boxes", "suspects"]
@@ -114,7 +115,6 @@ def oof_detections(recipe, task, paths: list[Path], boxes: list[list], sizes: li
     from fastai.torch_core import set_seed
     from fastcore.basics import noop
 
-    from ...train.backbones import create_body, get_backbone, num_features
     from .box_postprocess import postprocess
 
     f, labels = recipe.finetune, list(recipe.detect.labels)
