@@ -196,3 +196,46 @@ def test_transient_failures_wait_for_retry_failed(server, tmp_path):
     assert server.hits["/always500.jpg"] == hits["/always500.jpg"] + FAST.retries + 1  # the 503 again
     assert server.hits["/nothing.jpg"] == hits["/nothing.jpg"]  # a 404 is not transient: not asked again
     assert retried.new == {"http_503": 1} and retried.had == {"http_404": 1, "ok": 1}
+
+
+def _dead_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: nothing listens there
+
+
+def test_a_failure_the_user_fixes_is_fetched_again_once_the_settings_change(server, tmp_path):
+    from dataclasses import replace
+
+    from .httpserver import Proxy, tls_server_context
+
+    urls = [server.base + f"/img/{i}.jpg" for i in range(5)]
+    down = replace(FAST, proxy=f"http://127.0.0.1:{_dead_port()}", retries=0)
+    first = download_urls(urls, tmp_path / "a", down, progress=False)
+    assert first["ok"] == 0 and set(first) <= {"proxy_error", "connection_error"}, first
+    again = download_urls(urls, tmp_path / "a", down, progress=False)
+    assert sum(again.new.values()) == 0  # the same settings: nothing asked again without --retry-failed
+    logged = []
+    with Proxy() as proxy:  # the proxy is fixed (here: another address): its failures are fetched again
+        fixed = download_urls(urls, tmp_path / "a", replace(FAST, proxy=proxy.url), log=logged.append, progress=False)
+        assert fixed.new == {"ok": 5} and len(proxy.requests) == 5, fixed
+    assert any("5 that failed under other proxy/verify settings" in m for m in logged), logged
+    # a certificate the default store does not trust, then the right CA file: fetched again by itself
+    ctx, ca_file = tls_server_context(tmp_path, "127.0.0.1")
+    with Server(ssl_context=ctx) as tls:
+        urls = [tls.base + f"/img/{i}.jpg" for i in range(3)]
+        bad = download_urls(urls, tmp_path / "b", replace(FAST, retries=0), progress=False)
+        assert bad == {"tls_error": 3}, bad
+        hits = dict(tls.hits)
+        assert sum(download_urls(urls, tmp_path / "b", replace(FAST, retries=0), progress=False).new.values()) == 0
+        assert dict(tls.hits) == hits
+        good = download_urls(urls, tmp_path / "b", replace(FAST, verify=str(ca_file)), progress=False)
+        assert good.new == {"ok": 3}, good
+    # --retry-failed retries a proxy failure under the same settings too
+    retried = (
+        download_urls([server.base + "/img/9.jpg"], tmp_path / "c", down, progress=False),
+        download_urls([server.base + "/img/9.jpg"], tmp_path / "c", down, progress=False, retry_failed=True),
+    )
+    assert sum(retried[1].new.values()) == 1

@@ -16,10 +16,22 @@ from ..core.images import DecodePolicy, clean_one
 from ..core.progress_line import Progress
 from ..core.reasons import Reason
 
-__all__ = ["DownloadCounts", "download_urls", "is_transient", "sniff_image", "read_outcomes", "OUTCOMES_FILE"]
+__all__ = [
+    "DownloadCounts",
+    "download_urls",
+    "is_transient",
+    "settings_key",
+    "sniff_image",
+    "read_outcomes",
+    "OUTCOMES_FILE",
+    "SETTINGS",
+]
 
 OUTCOMES_FILE = "downloads.jsonl"
-TRANSIENT = {"timeout", "deadline", "connection_error", "interrupted"}
+# failures that depend on the user's own settings or network: retried by --retry-failed, and by any run
+# whose proxy or TLS verification differs from the one that failed (each outcome records its settings)
+SETTINGS = {"proxy_error", "bad_proxy", "tls_error", "connection_error"}
+TRANSIENT = {"timeout", "deadline", "interrupted"} | SETTINGS
 MAGIC = [
     (b"\xff\xd8\xff", "jpg"),
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -158,16 +170,32 @@ class DownloadCounts(Counter):
         return sum(n for reason, n in self.items() if is_transient(reason))
 
 
-def _to_do(urls: list[str], journal: Path, retry_failed: bool) -> tuple[dict, list[str]]:
-    """(the outcomes a previous run journaled that stand, the URLs still to fetch, each once)."""
+def settings_key(policy: FetchPolicy) -> str:
+    """What a settings-caused failure depended on: the proxy and TLS verification (a CA file by its
+    content, so a fixed file counts as a change)."""
+    verify = policy.verify
+    if isinstance(verify, str):
+        try:
+            verify = hashlib.sha256(Path(verify).read_bytes()).hexdigest()
+        except OSError:
+            verify = f"unreadable:{verify}"
+    return hashlib.sha256(json.dumps([policy.proxy, verify]).encode()).hexdigest()[:16]
+
+
+def _to_do(urls: list[str], journal: Path, retry_failed: bool, settings: str = "") -> tuple[dict, list[str], int]:
+    """(the outcomes a previous run journaled that stand, the URLs still to fetch, each once, and how many
+    of those failed before under other proxy/TLS settings)."""
     done = read_outcomes(journal)
-    if retry_failed:
-        done = {
-            u: rec
-            for u, rec in done.items()
-            if not (rec.get("status") == "failed" and is_transient(rec.get("reason", "")))
-        }
-    return done, list(dict.fromkeys(u for u in urls if u not in done))
+
+    def stale(rec: dict) -> bool:
+        if rec.get("status") != "failed":
+            return False
+        reason = rec.get("reason", "")
+        return (retry_failed and is_transient(reason)) or (reason in SETTINGS and rec.get("settings") != settings)
+
+    changed = sum(1 for u in set(urls) if u in done and stale(done[u]) and not retry_failed)
+    done = {u: rec for u, rec in done.items() if not stale(rec)}
+    return done, list(dict.fromkeys(u for u in urls if u not in done)), changed
 
 
 def _journal(out, rec: dict, counts: DownloadCounts) -> None:
@@ -207,7 +235,10 @@ def download_urls(
     for stale in dest.glob(".*.part"):  # temporary files of a killed run
         stale.unlink()
     journal = dest / OUTCOMES_FILE
-    done, todo = _to_do(urls, journal, retry_failed)
+    key = settings_key(policy)
+    done, todo, changed = _to_do(urls, journal, retry_failed, key)
+    if changed:
+        log(f"  download {changed} that failed under other proxy/verify settings: fetched again with these")
     d = _Downloader(dest, policy)
     d.claimed = {rec["file"] for rec in done.values() if rec.get("status") == "ok" and rec.get("file")}
     counts = DownloadCounts()
@@ -226,7 +257,7 @@ def download_urls(
             while pending:
                 finished, pending = wait(pending, timeout=0.5 if shown.tty else every, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    _journal(out, fut.result(), counts)
+                    _journal(out, fut.result() | {"settings": key}, counts)
                     i += 1
                 if pending or shown.tty:  # a log hears the totals from the caller's summary
                     shown.show(_progress_line(i, len(todo), counts, shown, len(pending)))

@@ -318,10 +318,11 @@ def fetch_search(
     policy = FetchPolicy(verify=src.verify or True, proxy=src.proxy)
     counts = download_urls([c["image_url"] for c in cands], base / "images", policy, log=log, retry_failed=retry_failed)
     log(f"  download {len(cands)} candidates: {counts.summary()}")
-    if counts.transient and not retry_failed:
+    if counts.transient:
         log(
-            f"  download {counts.transient} failed for reasons that may pass (timeouts, 5xx, connection errors): "
-            "`chiquito dataset RECIPE --retry-failed` tries them again"
+            f"  download {counts.transient} failed for reasons that may pass (timeouts, 5xx, connection, "
+            "proxy or TLS errors): `chiquito dataset RECIPE --retry-failed` tries them again; a run with "
+            "another `proxy` or `verify` retries the proxy, TLS and connection failures by itself"
         )
     if counts["ok"] < src.limit:
         log(f"  download {counts['ok']} usable images of the {src.limit} asked for ({len(cands)} candidates found)")
