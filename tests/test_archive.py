@@ -54,3 +54,26 @@ def test_archive_download_extract_and_split(roots, tmp_path):
             match="no mirror gave a good .*use a folder source on its extracted files, or add a mirror to 'urls'",
         ):
             fetch_source(ArchiveSource(urls=(s.base + "/flower_photos.tgz",), sha256="f" * 64), "t")
+
+
+def test_a_dead_mirror_is_named_and_the_next_is_tried_through_the_proxy(roots, tmp_path):
+    from .httpserver import Proxy
+
+    body = flowers_tgz(2)
+    sha = hashlib.sha256(body).hexdigest()
+    with Server() as s, Proxy() as proxy:
+        s.files["/flower_photos.tgz"] = (body, "application/gzip")
+        src = ArchiveSource(
+            urls=(s.base + "/gone.tgz", s.base + "/flower_photos.tgz"),
+            sha256=sha,
+            size=len(body),
+            include=("flower_photos/daisy/*.jpg",),
+            proxy=proxy.url,
+        )
+        logged = []
+        files = fetch_source(src, "classes.daisy.sources[0]", log=logged.append)
+        assert len(files) == 2
+        # both mirrors were asked through the proxy, and the switch was said
+        assert proxy.requests == [s.base + "/gone.tgz", s.base + "/flower_photos.tgz"], proxy.requests
+        said = [m for m in logged if "trying mirror 2 of 2" in m]
+        assert len(said) == 1 and "HTTP 404" in said[0] and "/flower_photos.tgz" in said[0], logged

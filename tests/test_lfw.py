@@ -73,6 +73,18 @@ def test_second_mirror_one_photo_per_person_seeded(mirror):
     assert len(fetch_source(src_for(server, body, count=100), "t", seed=1)) == len(PEOPLE)
 
 
+def test_lfw_goes_through_the_proxy_and_says_when_it_falls_back(mirror):
+    from .httpserver import Proxy
+
+    server, body = mirror
+    logged = []
+    with Proxy() as proxy:
+        files = fetch_source(src_for(server, body, proxy=proxy.url), "t", seed=1, log=logged.append)
+    assert len(files) == 5
+    assert proxy.requests == [server.base + "/dead/lfw.tgz", server.base + "/files/lfw.tgz"], proxy.requests
+    assert any("lfw.tgz: " in m and "HTTP 404" in m and "trying mirror 2 of 2" in m for m in logged), logged
+
+
 def test_checksum_mismatch_leaves_nothing(mirror):
     server, body = mirror
     with pytest.raises(SourceError) as e:

@@ -95,6 +95,8 @@ class ArchiveSource:
     kind: Literal["archive"] = "archive"
     include: tuple[str, ...] = ("**/*",)
     exclude: tuple[str, ...] = ()
+    proxy: str = ""  # http(s)://host:port: the download goes through it (as image search's)
+    verify: str = ""  # a CA bundle for https (empty: the system's), as image search's
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class LfwSource:
     sha256: str = "055f7d9c632d7370e6fb4afc7468d40f970c34a80d4c6f50ffec63f5a8d536c0"
     archive: str = ""  # an lfw.tgz already downloaded
     folder: str = ""  # an already extracted lfw/ folder
+    proxy: str = ""  # http(s)://host:port: the download goes through it (as image search's)
+    verify: str = ""  # a CA bundle for https (empty: the system's), as image search's
     kind: Literal["lfw"] = "lfw"
 
 

@@ -27,18 +27,25 @@ def fetch_archive(
     local: str = "set archive = PATH",
     log=print,
     every: float = 10.0,
+    proxy: str = "",
 ) -> Path:
     """`target` holding the archive: reused when it checks out, else downloaded from the first mirror that
     works. `size` 0 means unknown (the sha256 still decides). Fetched through net.open_url, the guarded
-    fetch every download shares (no overall deadline: archives are large; each read still times out)."""
+    fetch every download shares (no overall deadline: archives are large; each read still times out),
+    through `proxy` when given. A mirror that fails is named, and so is the one tried next."""
     if target.is_file() and (not size or target.stat().st_size == size) and sha256_file(target) == sha256:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
-    for url in mirrors:
+    mirrors = list(mirrors)
+    for i, url in enumerate(mirrors):
+        if errors:
+            log(f"  {target.name}: {errors[-1]}; trying mirror {i + 1} of {len(mirrors)}, {url}")
         part = target.with_name(f".{target.name}.part")
         try:
-            with open_url(url, verify=verify, connect_timeout=10, read_timeout=timeout, deadline=None) as r:
+            with open_url(
+                url, verify=verify, connect_timeout=10, read_timeout=timeout, deadline=None, proxy=proxy
+            ) as r:
                 if r.status != 200:
                     errors.append(f"{url}: HTTP {r.status}")
                     continue

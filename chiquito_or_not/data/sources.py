@@ -191,6 +191,9 @@ def fetch_archive_source(src: ArchiveSource, where: str, log=print) -> list[RawF
             cache_dir() / "archives" / f"{src.sha256[:16]}-{name}",
             what="'urls'",
             local="use a folder source on its extracted files",
+            log=log,
+            proxy=src.proxy,
+            verify=src.verify or True,
         )
         root = extract_archive(archive, raw_dir() / "archives" / src.sha256[:16])
     except SourceError as e:
@@ -258,7 +261,15 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawF
                 )
         else:
             try:
-                archive = fetch_archive(src.mirrors, src.size, src.sha256, cache_dir() / "lfw" / "lfw.tgz", log=log)
+                archive = fetch_archive(
+                    src.mirrors,
+                    src.size,
+                    src.sha256,
+                    cache_dir() / "lfw" / "lfw.tgz",
+                    log=log,
+                    proxy=src.proxy,
+                    verify=src.verify or True,
+                )
             except SourceError as e:
                 raise SourceError(f"{where}: {e}") from None
         digest = src.sha256[:16] or sha256_file(archive)[:16]
