@@ -143,3 +143,54 @@ sha256 = ""
     n_pos = s.counts["train"]["chiquito"] + s.counts["valid"]["chiquito"]
     n_neg = s.counts["train"]["not"] + s.counts["valid"]["not"]
     assert n_pos == n_neg == 7
+
+
+def test_count_zero_says_the_archive_is_short_not_that_cleaning_rejected(roots, tmp_path):
+    archive = tmp_path / "lfw.tgz"
+    archive.write_bytes(lfw_tgz())  # 12 people
+    save_crops(tmp_path / "pos", "chelsea", 15, seed=5)
+    text = f"""
+[dataset]
+min_size = 32
+valid = 2
+near_duplicate_distance = 0
+[[classes.chiquito.sources]]
+kind = "folder"
+path = "{tmp_path / "pos"}"
+[[classes.not.sources]]
+kind = "lfw"
+archive = "{archive}"
+sha256 = ""
+"""
+    logged = []
+    build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logged.append)
+    line = next(m for m in logged if "clean of the" in m)
+    assert "12 clean of the 15 asked for" in line and "3 more than the source holds" in line, line
+    assert "cleaning rejected" not in line, line
+
+
+def test_a_missing_face_detector_is_found_before_any_download(roots, tmp_path, mirror, monkeypatch):
+    server, body = mirror
+    save_crops(tmp_path / "pos", "chelsea", 4, seed=5)
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")  # npm unreachable: nothing listens on 9
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    text = f"""
+[dataset]
+min_size = 32
+[dataset.faces]
+detector = "blazeface"
+[[classes.chiquito.sources]]
+kind = "folder"
+path = "{tmp_path / "pos"}"
+[[classes.not.sources]]
+kind = "lfw"
+count = 5
+mirrors = ["{server.base}/files/lfw.tgz"]
+size = {len(body)}
+sha256 = "{hashlib.sha256(body).hexdigest()}"
+"""
+    logged = []
+    with pytest.raises(SourceError, match="BlazeFace"):
+        build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logged.append)
+    assert server.hits["/files/lfw.tgz"] == 0  # the long download never started
+    assert any("fetching @mediapipe/face_detection" in m and "npm registry" in m for m in logged), logged

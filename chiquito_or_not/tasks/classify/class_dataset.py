@@ -72,9 +72,12 @@ class ClassDataset:
         self.classes: list[str] = []
         self.review: dict = {}
         self.n_kept = 0
+        self.face_weights = None  # BlazeFace's file, fetched first thing in gather
 
     def gather(self, retry_failed: bool) -> list:
         r, raw = self.recipe, []
+        if r.dataset.faces.detector:  # before the long downloads: a missing face detector is found first
+            self.face_weights = fetch_face_detector(r.dataset.faces.detector, log=self.log)
         for label in sorted(self.specs):
             for i, src in enumerate(self.specs[label].sources):
                 where = f"{r.path}: classes.{label}.sources[{i}]"
@@ -96,15 +99,21 @@ class ClassDataset:
                 f"{self.recipe.path}: an lfw source with count = 0 takes as many images as the other "
                 "classes have, and they have none; fix their sources or set 'count'"
             )
+        fetched = Counter()
         for label, where, src in self.deferred:
-            raw += _fetch(label, replace(src, count=n), where, self.recipe.seed, self.log)
+            more = _fetch(label, replace(src, count=n), where, self.recipe.seed, self.log)
+            fetched[label] += len(more)
+            raw += more
         recs = clean_files(raw, self.recipe.dataset, self.folder.clean)  # cached: the first files are not decoded again
         for label, _, _ in self.deferred:
             got = sum(1 for r in recs if r.label == label and r.status == Status.KEPT)
             if got < n:
+                short = [f"{n - fetched[label]} more than the source holds"] if fetched[label] < n else []
+                rejected = fetched[label] - got
+                why = short + ([f"cleaning rejected {rejected}, see manifest.csv"] if rejected > 0 else [])
                 self.log(
                     f"  {label}: {got} clean of the {n} asked for (count = 0: as many as the largest other "
-                    f"class); cleaning rejected {n - got}, see manifest.csv"
+                    f"class); {', '.join(why) or 'see manifest.csv'}"
                 )
         return recs
 
@@ -123,7 +132,7 @@ class ClassDataset:
                 {lab for lab in specs if specs[lab].faces},
                 self.folder.clean,
                 self.log,
-                weights=fetch_face_detector(spec.faces.detector),
+                weights=self.face_weights or fetch_face_detector(spec.faces.detector, log=self.log),
             )
             drop_near_duplicates([r for r in recs if r.box], spec.near_duplicate_distance)
         dropped = _drop_small_classes(recs, spec.min_images_per_class)
