@@ -174,6 +174,10 @@ path = "{tmp_path / "neg"}"
         # the proxy carried the browser's page load and every download (each through a CONNECT tunnel)
         assert proxy.tunnels.count(f"127.0.0.1:{pages.port}") >= 2
         assert proxy.tunnels.count(f"127.0.0.1:{images.port}") >= 1
+        # and nothing else: none of Chromium's own traffic (updates, search engines, safe browsing)
+        others = [t for t in proxy.tunnels if not t.startswith("127.0.0.1:")]
+        others += [r for r in proxy.requests if not r.startswith("http://127.0.0.1:")]
+        assert others == [], others
 
 
 @pytest.mark.slow
@@ -249,3 +253,28 @@ def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest
     fetched = sum(n for p, n in bing.hits.items() if p.startswith("/img/")) - images_before
     assert fetched == 60 - len(before)  # only what the interrupted run had not finished
     assert f"{60 - len(before)} fetched now" in r.output and f"{len(before)} already had" in r.output
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not (shutil.which("chromedriver") and shutil.which("chromium")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+def test_no_chrome_profile_is_left_after_a_failed_certificate_check(tmp_path, monkeypatch):
+    import tempfile
+
+    from chiquito_or_not.data.search import search_images
+
+    (tmp_path / "right").mkdir()
+    (tmp_path / "wrong").mkdir()
+    ctx, _ = tls_server_context(tmp_path / "right", "127.0.0.1")
+    _, wrong_ca = tls_server_context(tmp_path / "wrong", "127.0.0.1")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with Server(ssl_context=ctx) as pages:
+        pages.files["/search"] = (b"<html></html>", "text/html")
+        opts = {"url": pages.base + "/search", "chrome": shutil.which("chromium"), "verify": str(wrong_ca)}
+        with pytest.raises(SourceError):
+            search_images("google", ["x"], 5, tmp_path / "c.jsonl", opts, log=lambda *_: None)
+    assert list(scratch.glob("chiquito-chrome-*")) == []

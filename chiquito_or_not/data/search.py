@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +92,76 @@ def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
     return rep
 
 
+NOWHERE = "http://127.0.0.1:9"
+SILENCED_HOSTS = ("start.duckduckgo.com",)
+# Chromium's own traffic off: no component or safe-browsing updates, no sync, metrics, translation,
+# search-engine or default-app fetches, no DNS prefetch; the browser asks for the results page only
+QUIET_CHROME = (
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-default-apps",
+    "--disable-sync",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--disable-breakpad",
+    "--disable-search-engine-choice-screen",
+    "--disable-extensions",
+    "--disable-component-extensions-with-background-pages",
+    "--disable-features=OptimizationHints,Translate,MediaRouter,AutofillServerCommunication,"
+    "NetworkTimeServiceQuerying,InterestFeedContentSuggestions,CertificateTransparencyComponentUpdater,"
+    "SearchEnginePreconnectInterval,SearchEnginePreconnect2,PreconnectToSearch,DiceWebSigninInterception,"
+    "OptimizationGuideModelDownloading,Prerender2,PrivacySandboxSettings4,SafeBrowsingRealTimeUrlLookup",
+    "--dns-prefetch-disable",
+    "--metrics-recording-only",
+    "--no-default-browser-check",
+    "--no-first-run",
+    "--no-pings",
+    "--safebrowsing-disable-auto-update",
+    # Google account and update endpoints pointed at a closed local port (the discard port, never
+    # through a proxy: see the bypass list below): Debian's build carries API keys that wake them
+    f"--gaia-url={NOWHERE}",
+    f"--google-apis-url={NOWHERE}",
+    f"--lso-url={NOWHERE}",
+    f"--component-updater=url-source={NOWHERE}",
+    # the default search engine's start page (DuckDuckGo in Debian's build), asked for at start-up by no
+    # setting this could turn off: it does not resolve, and never goes through a proxy (bypass list)
+    f"--host-resolver-rules=MAP {' , MAP '.join(f'{h} ~NOTFOUND' for h in SILENCED_HOSTS)}",
+)
+
+
+# the profile's preferences that keep it quiet too (Debian's master_preferences sets some of these, but
+# only on a first run, which --no-first-run skips): no preconnect to the default search engine, no
+# suggestions, no sign-in, no safe-browsing lookups
+QUIET_PREFS = {
+    "net": {"network_prediction_options": 2},
+    "search": {"suggest_enabled": False},
+    "signin": {"allowed": False, "allowed_on_next_startup": False},
+    "safebrowsing": {"enabled": False},
+    "browser": {"has_seen_welcome_page": True, "check_default_browser": False},
+    "translate": {"enabled": False},
+}
+
+
+def _remove_profile(profile: str) -> None:
+    """Delete a temporary Chrome profile, after stopping any Chrome still using it (a Ctrl-C can leave
+    the browser running, writing into the folder as it is removed)."""
+    import shutil
+    import signal
+
+    flag = f"--user-data-dir={profile}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if flag in (proc / "cmdline").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+    for _ in range(3):
+        shutil.rmtree(profile, ignore_errors=True)
+        if not os.path.exists(profile):
+            return
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def _chrome_options(binary: str, args: list[str]):
     """google-images-download builds selenium's chrome Options itself and offers no binary path, proxy or
@@ -106,6 +178,7 @@ def _chrome_options(binary: str, args: list[str]):
                 self.binary_location = binary
             for a in args:
                 self.add_argument(a)
+            self.add_experimental_option("prefs", QUIET_PREFS)
 
     chrome_options.Options = WithOurs
     try:
@@ -217,14 +290,17 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
                 self.items.append(obj)
             return obj, end
 
-    chrome_args = ["--disable-background-networking", "--disable-component-update", "--no-first-run"]
+    chrome_args = list(QUIET_CHROME)
     proxy, verify = opts.get("proxy", ""), opts.get("verify", True)
     if proxy:  # every request the browser makes goes through it, loopback included
-        chrome_args += [f"--proxy-server={proxy}", "--proxy-bypass-list=<-loopback>"]
+        chrome_args += [
+            f"--proxy-server={proxy}",
+            f"--proxy-bypass-list=<-loopback>;{';'.join((NOWHERE.split('//')[1], *SILENCED_HOSTS))}",
+        ]
+    if isinstance(verify, str) and args.get("url", "").startswith("https://"):  # before the profile exists
+        chrome_args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(args['url'], verify, proxy)}")
     profile = tempfile.mkdtemp(prefix="chiquito-chrome-")
     chrome_args.append(f"--user-data-dir={profile}")
-    if isinstance(verify, str) and args.get("url", "").startswith("https://"):
-        chrome_args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(args['url'], verify, proxy)}")
     out = io.StringIO()
     g = Capturing()
     try:
@@ -242,9 +318,7 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
             "internet connection, or set 'url'"
         ) from None
     finally:
-        import shutil
-
-        shutil.rmtree(profile, ignore_errors=True)
+        _remove_profile(profile)
     rep.pages = 1
     seen = set()
     for obj in g.items:
