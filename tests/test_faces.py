@@ -100,8 +100,15 @@ def test_face_policies_on_real_photos(tmp_path, roots, several):
     people = tmp_path / "people"
     files = _people(people)
     recipe = _recipe(tmp_path, people, several, f"faces-{several}")
-    s = build_dataset(recipe, log=lambda *_: None)
+    logged = []
+    s = build_dataset(recipe, log=logged.append)
     rows = _manifest(s.root)
+    # the summary counts what reached the face step and what came out of it
+    kept_before = len(list(people.glob("*.jpg")))  # every photo of the person class decodes and is clean
+    crops = sum(1 for r in rows if r["label"] == "person" and r["status"] == "kept")
+    line = next(m for m in logged if "faces (blazeface):" in m)
+    assert f"{crops} crops from the {kept_before} clean images that reached the face step" in line, line
+    assert "1 without a usable face" in line and (("1 with several, dropped" in line) == (several == "drop")), line
     by_raw: dict[str, list[dict]] = {}
     for r in rows:
         by_raw.setdefault(Path(r["raw_path"]).name, []).append(r)

@@ -53,12 +53,13 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
         stored = {}
     cache = stored.get(key) if isinstance(stored.get(key), dict) else {}
     stored[key] = cache = {sha: dets for sha, dets in cache.items() if _detections_ok(dets)}
-    detector, out, found, sides = None, [], 0, {}
+    detector, out, found, sides, examined = None, [], 0, {}, 0
     crop_key = hashlib.sha256(json.dumps([spec.margin, spec.size, spec.face_px, "inside"]).encode()).hexdigest()[:8]
     for r in recs:
         if r.status != Status.KEPT or r.label not in crop_labels:
             out.append(r)
             continue
+        examined += 1
         im = Image.open(clean_root / r.clean_path)
         im.load()
         if r.sha256 not in cache:
@@ -99,7 +100,14 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             )
             found += 1
     atomic_write_text(index, json.dumps(stored))
-    log(f"  faces ({spec.detector}): {found} crops from {sum(1 for r in recs if r.label in crop_labels)} images")
+    no_face = sum(1 for r in out if r.reason == Reason.NO_FACE and r.label in crop_labels)
+    several = sum(1 for r in out if r.reason == Reason.SEVERAL_FACES and r.label in crop_labels)
+    log(
+        f"  faces ({spec.detector}): {found} crops from the {examined} clean images that reached the face step"
+        + (f" ({no_face} without a usable face" if no_face else "")
+        + (f"{', ' if no_face else ' ('}{several} with several, dropped" if several else "")
+        + (")" if no_face or several else "")
+    )
     hint = face_size_hint(sides, spec.face_px)
     if hint:
         log(f"  note: {hint}")
