@@ -223,7 +223,10 @@ def test_proxy_carries_every_download_plain_and_tls(tmp_path):
         assert e.value.reason == "tls_error"
     with pytest.raises(FetchError) as e:
         fetch_image("http://127.0.0.1:9/x.jpg", FetchPolicy(proxy="http://127.0.0.1:9", retries=0))
-    assert e.value.reason in ("proxy_error", "connection_error")
+    assert e.value.reason == "proxy_error"  # a refusing proxy on an http URL is the proxy's failure
+    with pytest.raises(FetchError) as e:
+        fetch_image("https://127.0.0.1:9/x.jpg", FetchPolicy(proxy="http://127.0.0.1:9", retries=0))
+    assert e.value.reason == "proxy_error"
 
 
 def test_each_fetch_keeps_its_own_timeouts_on_a_shared_connection():

@@ -278,3 +278,17 @@ def test_no_chrome_profile_is_left_after_a_failed_certificate_check(tmp_path, mo
         with pytest.raises(SourceError):
             search_images("google", ["x"], 5, tmp_path / "c.jsonl", opts, log=lambda *_: None)
     assert list(scratch.glob("chiquito-chrome-*")) == []
+
+
+def test_a_dead_proxy_is_named_as_the_proxy_not_as_a_failed_verify_check(tmp_path):
+    pytest.importorskip("google_images_download")
+    from .test_download import _dead_port
+
+    ctx, ca_file = tls_server_context(tmp_path, "127.0.0.1")
+    with Server(ssl_context=ctx) as pages:
+        opts = {"url": pages.base + "/search", "verify": str(ca_file), "proxy": f"http://127.0.0.1:{_dead_port()}"}
+        with pytest.raises(SourceError) as e:
+            search_images("google", ["x"], 5, tmp_path / "c.jsonl", opts, log=lambda *_: None)
+    msg = str(e.value)
+    assert "the proxy failed" in msg and "proxy_error" in msg and "check 'proxy'" in msg, msg
+    assert "'verify'" not in msg and "\n" not in msg

@@ -396,7 +396,9 @@ def _send(
         except (x.HTTPError, OSError) as e:
             if d.expired:
                 raise d.error() from None
-            if isinstance(e, x.ProxyError):
+            # the only connection made here is to the proxy: a refused or silent connection is the proxy's
+            # (an http URL gets no CONNECT, so urllib3 says NewConnectionError, not ProxyError)
+            if isinstance(e, (x.ProxyError, x.NewConnectionError, x.ConnectTimeoutError)):
                 raise FetchError("proxy_error", f"{proxy}: {str(e)[:120]}", transient=True) from None
             raise _connect_error(e, t) from None
     last = None

@@ -236,6 +236,16 @@ def _spki_pin(url: str, verify: str, proxy: str) -> str:
     except FetchError as e:
         if e.reason == "too_many_redirects":  # a redirect still proves the certificate: fetch the page itself
             raise SourceError(f"google backend: {url} redirects; set 'url' to the final results URL") from None
+        if e.reason in ("proxy_error", "bad_proxy"):
+            raise SourceError(
+                f"google backend: the proxy failed before the results page {url} was reached ({e.reason}: "
+                f"{e.detail[:120]}); check 'proxy'"
+            ) from None
+        if e.reason != "tls_error":
+            raise SourceError(
+                f"google backend: the results page {url} could not be fetched ({e.reason}: {e.detail[:120]}); "
+                "check the connection, or set 'url'"
+            ) from None
         raise SourceError(
             f"google backend: the results page {url} failed the check against 'verify' ({e.reason}: {e.detail[:120]})"
         ) from None
