@@ -177,6 +177,9 @@ def test_ctrl_c_stops_at_once_and_the_rerun_fetches_only_what_is_missing(tmp_pat
         # the drip (400 s, or its 60 s deadline) was cut, not waited for: the journal says it was interrupted
         assert before.get(urls[0], {}).get("reason", "interrupted") == "interrupted", before.get(urls[0])
         assert 15 <= len(before) < 81
+        # every image that arrived is journaled: none is fetched again because the Ctrl-C came first
+        on_disk = {p.name for p in dest.iterdir() if p.suffix == ".jpg"}
+        assert on_disk == {r["file"] for r in before.values() if r.get("status") == "ok"}, on_disk
         hits_before = sum(server.hits.values())
         patient = FetchPolicy(workers=8, per_host=8, read_timeout=20, connect_timeout=10, deadline=2)
         counts = download_urls(urls, dest, patient, progress=False)

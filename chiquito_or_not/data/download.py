@@ -249,21 +249,37 @@ def download_urls(
     counts.update(counts.had)
     shown = Progress(log, every, tty=progress)
     pool = ThreadPoolExecutor(policy.workers)
+    futures: list = []
+    journaled: set = set()
     try:
         with open(journal, "a", encoding="utf-8") as out:
-            pending, i = {pool.submit(d.fetch, u) for u in todo}, 0
+            futures = [pool.submit(d.fetch, u) for u in todo]
+            pending, i = set(futures), 0
             # each outcome is journaled the moment it is known, in the order they finish: one slow URL
             # holds up neither the journal nor the progress, which also ticks while nothing finishes
             while pending:
                 finished, pending = wait(pending, timeout=0.5 if shown.tty else every, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     _journal(out, fut.result() | {"settings": key}, counts)
+                    journaled.add(fut)
                     i += 1
                 if pending or shown.tty:  # a log hears the totals from the caller's summary
                     shown.show(_progress_line(i, len(todo), counts, shown, len(pending)))
     except BaseException:  # Ctrl-C: what was journaled is kept; the rest is fetched by the next run
         d.abort.abort()
         pool.shutdown(wait=True, cancel_futures=True)
+        # images that had fully arrived (written, content-named) but were not journaled yet: journal them
+        # now, so that the next run does not fetch them again
+        with open(journal, "a", encoding="utf-8") as out:
+            for fut in futures:
+                if (
+                    fut not in journaled
+                    and fut.done()
+                    and not fut.cancelled()
+                    and fut.exception() is None
+                    and fut.result()["status"] == "ok"
+                ):
+                    _journal(out, fut.result() | {"settings": key}, counts)
         raise
     pool.shutdown()
     if shown.tty and todo:
