@@ -224,6 +224,7 @@ def test_proxy_carries_every_download_plain_and_tls(tmp_path):
     with pytest.raises(FetchError) as e:
         fetch_image("http://127.0.0.1:9/x.jpg", FetchPolicy(proxy="http://127.0.0.1:9", retries=0))
     assert e.value.reason == "proxy_error"  # a refusing proxy on an http URL is the proxy's failure
+    assert e.value.detail.endswith("Connection refused")  # the cause itself, not urllib3's wrapper cut short
     with pytest.raises(FetchError) as e:
         fetch_image("https://127.0.0.1:9/x.jpg", FetchPolicy(proxy="http://127.0.0.1:9", retries=0))
     assert e.value.reason == "proxy_error"
@@ -238,3 +239,17 @@ def test_each_fetch_keeps_its_own_timeouts_on_a_shared_connection():
             fetch_image(s.base + "/slow.jpg", FetchPolicy(read_timeout=0.5, deadline=20, retries=0))
         assert e.value.reason == "timeout"
         assert fetch_image(s.base + "/slow.jpg", patient)[0][:3] == b"\xff\xd8\xff"
+
+
+def test_clip_never_leaves_a_parenthesis_or_quote_open():
+    from chiquito_or_not.core.http_fetch import clip
+
+    long = (
+        "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: /x.jpg (Caused by "
+        + "x" * 200
+        + ")"
+    )
+    out = clip(long, 120)
+    assert len(out) <= 121 and out.endswith("…") and out.count("(") == out.count(")"), out
+    assert clip("short (fine)", 120) == "short (fine)"
+    assert clip("a " * 100, 20).endswith("…") and len(clip("a " * 100, 20)) <= 21

@@ -29,6 +29,8 @@ __all__ = [
     "check_address",
     "open_url",
     "REDIRECTS",
+    "clip",
+    "short_error",
 ]
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -345,16 +347,49 @@ def _proxy_manager(proxy: str, verify):
     return pm
 
 
+def clip(text: str, n: int = 120) -> str:
+    """`text` in at most about `n` characters: cut at a word, never inside an unclosed parenthesis or
+    quote (cut before it), with "…" when something was left out."""
+    text = " ".join(str(text).split())
+    if len(text) <= n:
+        return text
+    cut = text[:n].rsplit(" ", 1)[0] if " " in text[:n] else text[:n]
+    depth, start = 0, None
+    for i, ch in enumerate(cut):
+        if ch in "([{":
+            depth, start = depth + 1, start if depth else i
+        elif ch in ")]}" and depth:
+            depth -= 1
+    if depth and start is not None:
+        cut = cut[:start].rstrip(" :,")
+    return cut + "…"
+
+
+def short_error(e: BaseException, n: int = 120) -> str:
+    """The innermost cause of a urllib3/socket error (`[Errno 111] Connection refused`, not the
+    pool's long wrapper), clipped."""
+    seen, inner = set(), e
+    while id(inner) not in seen:
+        seen.add(id(inner))
+        nxt = getattr(inner, "reason", None) or inner.__cause__ or inner.__context__
+        if not isinstance(nxt, BaseException):
+            break
+        inner = nxt
+    text = str(inner) or type(inner).__name__
+    text = re.sub(r"<urllib3\.[^>]*>: ", "", text)  # "<urllib3.connection.HTTPConnection object at 0x...>: "
+    return clip(text, n)
+
+
 def _connect_error(e, t: Target) -> FetchError:
     from urllib3 import exceptions as x
 
     if isinstance(e, x.NewConnectionError) and "timed out" not in str(e).lower():  # refused, unreachable
-        return FetchError("connection_error", f"{t.host}: {str(e)[:120]}", transient=True)
+        return FetchError("connection_error", f"{t.host}: {short_error(e)}", transient=True)
     if isinstance(e, (x.ConnectTimeoutError, x.ReadTimeoutError)) or "timed out" in str(e).lower():
-        return FetchError("timeout", f"{t.host}: {str(e)[:120]}", transient=True)
+        return FetchError("timeout", f"{t.host}: {short_error(e)}", transient=True)
     if isinstance(e, x.SSLError):
-        return FetchError("tls_error", f"{t.host}: {str(e)[:160]}")
-    return FetchError("connection_error", f"{t.host}: {str(e)[:120]}", transient=True)
+        return FetchError("tls_error", f"{t.host}: {short_error(e, 160)}")
+    return FetchError("connection_error", f"{t.host}: {short_error(e)}", transient=True)
 
 
 class Response:
@@ -374,8 +409,8 @@ class Response:
             if self.deadline.expired:
                 raise self.deadline.error() from None
             if isinstance(e, x.ReadTimeoutError) or "timed out" in str(e).lower():
-                raise FetchError("timeout", str(e)[:120], transient=True) from None
-            raise FetchError("connection_error", str(e)[:120], transient=True) from None
+                raise FetchError("timeout", short_error(e), transient=True) from None
+            raise FetchError("connection_error", short_error(e), transient=True) from None
         if self.deadline.expired:  # a shut-down socket can also look like a clean end of the body
             raise self.deadline.error()
 
@@ -399,7 +434,7 @@ def _send(
             # the only connection made here is to the proxy: a refused or silent connection is the proxy's
             # (an http URL gets no CONNECT, so urllib3 says NewConnectionError, not ProxyError)
             if isinstance(e, (x.ProxyError, x.NewConnectionError, x.ConnectTimeoutError)):
-                raise FetchError("proxy_error", f"{proxy}: {str(e)[:120]}", transient=True) from None
+                raise FetchError("proxy_error", f"{proxy}: {short_error(e)}", transient=True) from None
             raise _connect_error(e, t) from None
     last = None
     for ip in resolve(t, allow_private, allow_networks):

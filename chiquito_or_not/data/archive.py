@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.errors import SourceError
 from ..core.files import sha256_file
-from ..core.http_fetch import FetchError, open_url
+from ..core.http_fetch import FetchError, clip, open_url
 from ..core.progress_line import Progress
 
 __all__ = ["fetch_archive", "extract_once", "extract_archive"]
@@ -70,7 +70,7 @@ def fetch_archive(
                 part.replace(target)
                 return target
         except FetchError as e:
-            errors.append(f"{url}: {e.reason}: {e.detail[:80]}")
+            errors.append(f"{url}: {e.reason}: {clip(e.detail, 80)}")
         finally:
             part.unlink(missing_ok=True)
     raise SourceError(

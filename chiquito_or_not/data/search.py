@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..core.errors import SourceError
 from ..core.files import atomic_write_text
-from ..core.http_fetch import FetchError, open_url
+from ..core.http_fetch import FetchError, clip, open_url
 
 __all__ = ["SearchReport", "search_images", "BACKENDS", "read_candidates"]
 
@@ -239,15 +239,15 @@ def _spki_pin(url: str, verify: str, proxy: str) -> str:
         if e.reason in ("proxy_error", "bad_proxy"):
             raise SourceError(
                 f"google backend: the proxy failed before the results page {url} was reached ({e.reason}: "
-                f"{e.detail[:120]}); check 'proxy'"
+                f"{clip(e.detail)}); check 'proxy'"
             ) from None
         if e.reason != "tls_error":
             raise SourceError(
-                f"google backend: the results page {url} could not be fetched ({e.reason}: {e.detail[:120]}); "
+                f"google backend: the results page {url} could not be fetched ({e.reason}: {clip(e.detail)}); "
                 "check the connection, or set 'url'"
             ) from None
         raise SourceError(
-            f"google backend: the results page {url} failed the check against 'verify' ({e.reason}: {e.detail[:120]})"
+            f"google backend: the results page {url} failed the check against 'verify' ({e.reason}: {clip(e.detail)})"
         ) from None
     spki = (
         x509.load_der_x509_certificate(der)
