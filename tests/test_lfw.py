@@ -194,3 +194,28 @@ sha256 = "{hashlib.sha256(body).hexdigest()}"
         build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logged.append)
     assert server.hits["/files/lfw.tgz"] == 0  # the long download never started
     assert any("fetching @mediapipe/face_detection" in m and "npm registry" in m for m in logged), logged
+
+
+def test_count_zero_with_no_clean_positives_names_the_positives_not_the_lfw_count(roots, tmp_path):
+    archive = tmp_path / "lfw.tgz"
+    archive.write_bytes(lfw_tgz())
+    (tmp_path / "pos").mkdir()
+    for i in range(2):
+        (tmp_path / "pos" / f"{i}.jpg").write_bytes(b"<html>a consent page, not a photo</html>")
+    text = f"""
+[dataset]
+min_size = 32
+[[classes.chiquito.sources]]
+kind = "folder"
+path = "{tmp_path / "pos"}"
+[[classes.not.sources]]
+kind = "lfw"
+archive = "{archive}"
+sha256 = ""
+"""
+    from chiquito_or_not.core.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=lambda *_: None)
+    msg = str(e.value)
+    assert "chiquito: 2 input file(s), none clean" in msg and "fix those sources" in msg and "\n" not in msg, msg

@@ -94,10 +94,17 @@ class ClassDataset:
         """The lfw sources with count = 0, as many as the largest other class has clean images."""
         kept = Counter(r.label for r in recs if r.status == Status.KEPT)
         n = max(kept.values(), default=0)
-        if not n:
+        if not n:  # say what the other classes lack first: that is what to fix, not the lfw count
+            others = sorted({lab for lab in self.specs} - {lab for lab, _, _ in self.deferred})
+            got = Counter(label for label, _ in raw)
+            why = ", ".join(
+                f"{lab}: {got[lab]} input file(s), none clean" if got[lab] else f"{lab}: no input file"
+                for lab in others
+            )
             raise DataError(
-                f"{self.recipe.path}: an lfw source with count = 0 takes as many images as the other "
-                "classes have, and they have none; fix their sources or set 'count'"
+                f"{self.recipe.path}: no clean image in the other classes ({why}), so the lfw source with "
+                "count = 0 has nothing to match; fix those sources (a failed download says why above and is "
+                "retried by `--retry-failed`, or by itself once a changed `proxy`/`verify` fixes it)"
             )
         fetched = Counter()
         for label, where, src in self.deferred:
