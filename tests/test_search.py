@@ -136,7 +136,12 @@ def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path, no_scroll
     with Server(ssl_context=ctx) as images, Server(ssl_context=ctx) as pages, Proxy() as proxy:
         urls = [f"{images.base}/img/{i}.jpg" for i in range(1, 8)] + [f"{images.base}/img/8.jpg?w=96&h=96"]
         written = [u.replace("=", "\\u003d").replace("&", "\\u0026") for u in urls]  # as Google escapes
-        items = ",".join(f'["{u}",96,96],{{"ru":"https://example.org/page{i}"}}' for i, u in enumerate(written, 1))
+        items = ",".join(  # today's layout ("2003": page, title) for odd items, the older "ru"/"pt" for even ones
+            f'["{u}",96,96],{{"2003":[null,"id{i}","https://example.org/page{i}","Title \\u0026 {i}",null]}}'
+            if i % 2
+            else f'["{u}",96,96],{{"ru":"https://example.org/page{i}","pt":"Title \\u0026 {i}"}}'
+            for i, u in enumerate(written, 1)
+        )
         pages.files["/search"] = (
             f"<html><body><script>var data = [{items}];</script></body></html>".encode(),
             "text/html",
@@ -170,7 +175,8 @@ path = "{tmp_path / "neg"}"
         manifest = next(Path(os.environ["CHIQUITO_DATA"]).rglob("candidates.jsonl"))
         cands = [json.loads(x) for x in manifest.read_text().splitlines()]
         assert [c["image_url"] for c in cands] == urls
-        assert cands[0]["source_page"] == "https://example.org/page1"
+        assert [c["source_page"] for c in cands] == [f"https://example.org/page{i}" for i in range(1, 9)]
+        assert [c["title"] for c in cands] == [f"Title & {i}" for i in range(1, 9)]
         # the proxy carried the browser's page load and every download (each through a CONNECT tunnel)
         assert proxy.tunnels.count(f"127.0.0.1:{pages.port}") >= 2
         assert proxy.tunnels.count(f"127.0.0.1:{images.port}") >= 1

@@ -187,6 +187,29 @@ def _chrome_options(binary: str, args: list[str]):
         chrome_options.Options = base
 
 
+_NEXT_IMAGE = re.compile(r'\["https?:[^"]+\.(?:jpg|jpeg|png|webp|gif)')
+_PAGE_2003 = re.compile(r'"2003":\[[^\[\]]*?"(https?:[^"]+)","((?:[^"\\]|\\.)*)"')
+_PAGE_RU = re.compile(r'"ru":"(https?:[^"]+)"')
+_TITLE_PT = re.compile(r'"pt":"((?:[^"\\]|\\.)*)"')
+
+
+def _item_page_and_title(s: str, end: int) -> tuple[str, str]:
+    """The source page and title Google writes after an image's URL, up to the next image: in the page
+    of today (`"2003":[null,"id","https://page","Title",...]`) or the older `"ru"`/`"pt"` keys. The
+    library looks 1000 characters both ways and so can take the previous image's page."""
+    nxt = _NEXT_IMAGE.search(s, end)
+    seg = s[end : nxt.start() if nxt else end + 4000]
+    page = title = ""
+    if m := _PAGE_2003.search(seg):
+        page, title = m.group(1), m.group(2)
+    else:
+        if m := _PAGE_RU.search(seg):
+            page = m.group(1)
+        if m := _TITLE_PT.search(seg):
+            title = m.group(1)
+    return _unescape_js(page), _unescape_js(title)
+
+
 def _unescape_js(text: str) -> str:
     """A URL as Google writes it inside a JavaScript string (`\\u003d` for '=', `\\u0026` for '&', `\\/`)."""
     if "\\" not in text:
@@ -296,7 +319,10 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         def _get_next_item(self, s):
             obj, end = super()._get_next_item(s)
             if isinstance(obj, dict):
-                obj["ou"], obj["ru"] = _unescape_js(obj.get("ou", "")), _unescape_js(obj.get("ru", ""))
+                page, title = _item_page_and_title(s, end)  # this item's own, not a neighbour's
+                obj["ou"] = _unescape_js(obj.get("ou", ""))
+                obj["ru"] = page or _unescape_js(obj.get("ru", ""))
+                obj["pt"] = title or _unescape_js(obj.get("pt", ""))
                 self.items.append(obj)
             return obj, end
 
