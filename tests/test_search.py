@@ -298,3 +298,57 @@ def test_a_dead_proxy_is_named_as_the_proxy_not_as_a_failed_verify_check(tmp_pat
     msg = str(e.value)
     assert "the proxy failed" in msg and "proxy_error" in msg and "check 'proxy'" in msg, msg
     assert "'verify'" not in msg and "\n" not in msg
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    not (shutil.which("chromedriver") and shutil.which("chromium")),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+def test_ctrl_c_during_the_search_leaves_no_browser_and_no_profile(tmp_path):
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    from .helpers import subprocess_env
+
+    # a short temporary folder: Chrome's socket path inside its profile must stay under 108 characters
+    scratch = Path(tempfile.mkdtemp(prefix="cq-"))
+    with Server(latency=20) as pages:  # the results page takes 20 s: the Ctrl-C comes while Chrome waits
+        pages.files["/search"] = (b"<html></html>", "text/html")
+        script = (
+            "import sys\nfrom pathlib import Path\nfrom chiquito_or_not.data.search import search_images\n"
+            "search_images('google', ['x'], 5, Path(sys.argv[1]), {'url': sys.argv[2], 'chrome': sys.argv[3]}, "
+            "log=lambda *_: None)\n"
+        )
+        env = subprocess_env() | {"TMPDIR": str(scratch)}
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / "c.jsonl"), pages.base + "/search", shutil.which("chromium")],
+            env=env,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline and not pages.requested:  # Chrome is asking for the page
+            time.sleep(0.05)
+        if not pages.requested:
+            proc.kill()
+            pytest.fail(f"the browser never asked for the results page: {proc.communicate()[1].decode()[-800:]}")
+        profiles = list(scratch.glob("chiquito-chrome-*"))
+        assert len(profiles) == 1
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    left = list(scratch.iterdir())
+    shutil.rmtree(scratch, ignore_errors=True)
+    assert not profiles[0].exists() and left == [], left
+    flag = f"--user-data-dir={profiles[0]}/profile".encode()
+    still = [p for p in Path("/proc").glob("[0-9]*") if flag in _cmdline(p)]
+    assert still == [], still  # no browser left running
+
+
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -142,24 +142,47 @@ QUIET_PREFS = {
 }
 
 
-def _remove_profile(profile: str) -> None:
-    """Delete a temporary Chrome profile, after stopping any Chrome still using it (a Ctrl-C can leave
-    the browser running, writing into the folder as it is removed)."""
+def _remove_profile(work: str) -> None:
+    """Delete Chrome's temporary folder (`work`: its profile and its own temporary files), after stopping
+    any Chrome process still using it (a Ctrl-C can leave the browser running, writing into the folder
+    as it is removed). Tries for up to 5 s."""
     import shutil
     import signal
 
-    flag = f"--user-data-dir={profile}".encode()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if flag in (proc / "cmdline").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ValueError):
+    # every process chromedriver started (Chrome and all its helpers) inherited TMPDIR = work/tmp
+    mark = f"TMPDIR={work}/tmp".encode()
+    deadline = time.monotonic() + 5
+    while True:
+        alive = 0
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if mark in (proc / "environ").read_bytes().split(b"\0") and int(proc.name) != os.getpid():
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    alive += 1
+            except (OSError, ValueError):
+                continue
+        if alive and time.monotonic() < deadline:
+            time.sleep(0.1)  # let them die before their folder goes
             continue
-    for _ in range(3):
-        shutil.rmtree(profile, ignore_errors=True)
-        if not os.path.exists(profile):
+        shutil.rmtree(work, ignore_errors=True)
+        if not os.path.exists(work) or time.monotonic() > deadline:
             return
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _chrome_tmpdir(folder: str):
+    """Chrome (started by chromedriver, which inherits this process's environment) puts its own
+    temporary folders in TMPDIR: inside ours while it runs, so that they go with it."""
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = folder
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = old
 
 
 @contextlib.contextmanager
@@ -335,12 +358,18 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         ]
     if isinstance(verify, str) and args.get("url", "").startswith("https://"):  # before the profile exists
         chrome_args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(args['url'], verify, proxy)}")
-    profile = tempfile.mkdtemp(prefix="chiquito-chrome-")
-    chrome_args.append(f"--user-data-dir={profile}")
+    work = tempfile.mkdtemp(prefix="chiquito-chrome-")  # profile/ and Chrome's own tmp/, removed after
+    os.mkdir(os.path.join(work, "profile"))
+    os.mkdir(os.path.join(work, "tmp"))
+    chrome_args.append(f"--user-data-dir={work}/profile")
     out = io.StringIO()
     g = Capturing()
     try:
-        with contextlib.redirect_stdout(out), _chrome_options(opts.get("chrome", ""), chrome_args):
+        with (
+            contextlib.redirect_stdout(out),
+            _chrome_options(opts.get("chrome", ""), chrome_args),
+            _chrome_tmpdir(os.path.join(work, "tmp")),
+        ):
             g.download(args)  # it prints even when silent
     except SystemExit:  # it calls sys.exit() when Chrome or chromedriver cannot start
         raise SourceError(
@@ -354,7 +383,7 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
             "internet connection, or set 'url'"
         ) from None
     finally:
-        _remove_profile(profile)
+        _remove_profile(work)
     rep.pages = 1
     seen = set()
     for obj in g.items:
