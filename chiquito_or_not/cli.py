@@ -19,7 +19,7 @@ from .core.paths import run_dir
 from .core.recipe import load_recipe
 from .core.task_registry import get_task, task_of_model
 from .stages.dataset import build_dataset
-from .stages.predict import expand_paths, predict_paths
+from .stages.predict import done_in_jsonl, expand_paths, predict_paths, predict_to_jsonl
 from .stages.review import create_review_app, find_suspects
 
 app = typer.Typer(
@@ -236,9 +236,15 @@ def predict(
         None, "--draw", help="Detector: write each image with its boxes into this folder (a new or empty one)"
     ),
     bs: int = typer.Option(64, min=1, help="Batch size"),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        help="Write one JSON line per image to this .jsonl file as it goes; a rerun skips what it answers",
+    ),
 ):
     """Predict each image, in batches: a classifier's label and probability, a detector's boxes (label,
-    score, x0 y0 x1 y1 in the image's pixels); exit 1 if any file failed.
+    score, x0 y0 x1 y1 in the image's pixels); exit 1 if any file failed. With --out, the answers are
+    streamed into a JSON-lines file (memory holds one chunk) and a rerun predicts only what it lacks.
 
     A .pkl model is a pickle: loading it runs any code it holds. Load only files you made or trust;
     for a model from someone else use its .onnx or .tflite export, which cannot run code."""
@@ -246,10 +252,22 @@ def predict(
 
     if draw is not None and draw.exists() and (not draw.is_dir() or any(draw.iterdir())):
         _fail(f"--draw {draw}: not a new or empty folder; pick another, so that no file of yours is overwritten")
+    if out is not None and (as_json or draw is not None):
+        _fail("--out writes the answers itself: leave out --json and --draw with it")
+    if out is not None:
+        done_in_jsonl(out)  # a folder or device there: refused before the model is loaded
     learn = load_model(model)
     files = expand_paths(paths)
     if not files:
         _fail("no images found in the given paths")
+    if out is not None:
+        c = predict_to_jsonl(learn, files, out, bs=bs, threshold=threshold, top_k=top_k)
+        typer.echo(
+            f"{out}: {c['predicted']} predicted now, {c['failed']} failed (the error is in their line; a rerun "
+            f"tries them again), {c['done']} already there",
+            err=True,
+        )
+        raise typer.Exit(1 if c["failed"] else 0)
     results = predict_paths(learn, files, bs=bs, threshold=threshold)
     if draw is not None:
         n = task_of_model(learn).draw_files(learn, results, draw)

@@ -249,3 +249,43 @@ def test_predict_answers_every_good_file_beside_bad_ones_on_the_command_line(tmp
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "`--`" in r.stderr, r.stderr
     r = subprocess.run(chiquito + ["--", "a.png", "-x.png"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
+
+
+def test_predict_out_streams_json_lines_and_a_rerun_predicts_only_what_is_missing(tmp_path):
+    from PIL import Image
+
+    model = classifier_file(tmp_path / "m.onnx")
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(7):
+        Image.new("RGB", (40, 40), (30 * i, 200 - 20 * i, 10)).save(pics / f"{i}.png")
+    (pics / "junk.png").write_bytes(b"not an image")
+    out = tmp_path / "res" / "out.jsonl"
+    chiquito = [sys.executable, "-m", "chiquito_or_not", "predict", str(model), str(pics), "--out", str(out)]
+    r = subprocess.run(chiquito + ["--bs", "2"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "7 predicted now, 1 failed" in r.stderr and r.stdout == "", r.stderr
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 8 and sum("error" in x for x in lines) == 1
+    assert all(abs(sum(x["probabilities"].values()) - 1) < 1e-5 for x in lines if "error" not in x)
+    # an interrupted run: the last line torn, two answers lost; the rerun asks only for what is missing
+    kept = [x for x in out.read_text().splitlines() if "error" not in x][:5]
+    out.write_text("\n".join(kept) + "\n" + kept[-1][:20])
+    r = subprocess.run(chiquito, capture_output=True, text=True, timeout=120)
+    assert "2 predicted now, 1 failed" in r.stderr and "5 already there" in r.stderr, r.stderr
+    answered = [json.loads(x)["path"] for x in out.read_text().splitlines()[:5] + out.read_text().splitlines()[6:]]
+    assert sorted(p for p in answered if not p.endswith("junk.png")) == sorted(str(p) for p in pics.glob("[0-9].png"))
+    # the same answers as without --out
+    r2 = subprocess.run(chiquito[:-2] + ["--json"], capture_output=True, text=True, timeout=120)
+    plain = {x["path"]: x for x in json.loads(r2.stdout) if "error" not in x}
+    streamed = {}
+    for x in out.read_text().splitlines():
+        try:
+            rec = json.loads(x)
+        except ValueError:
+            continue
+        if "error" not in rec:
+            streamed[rec["path"]] = rec
+    assert streamed == plain
+    # a folder where the file should be: one line, exit 2, before any work
+    r = subprocess.run(chiquito[:-1] + [str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not a regular file" in r.stderr
