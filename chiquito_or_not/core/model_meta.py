@@ -23,6 +23,9 @@ __all__ = [
     "Side",
     "Label",
     "Rgb",
+    "PositiveRgb",
+    "ONNX_FIX",
+    "LITE_FIX",
     "FacesMeta",
     "unique_names",
     "validated",
@@ -46,6 +49,10 @@ Finite = Annotated[StrictFloat | StrictInt, AfterValidator(lambda v: _finite(flo
 Side = Annotated[StrictInt, Field(ge=MIN_SIDE, le=MAX_SIDE)]
 Label = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 Rgb = Annotated[list[Finite], Field(min_length=3, max_length=3)]
+PositiveRgb = Annotated[list[Annotated[Finite, Field(gt=0)]], Field(min_length=3, max_length=3)]  # a std
+
+ONNX_FIX = "export it again with `chiquito export RUN --format onnx`"
+LITE_FIX = "export it again with `chiquito export RUN --format tflite`"
 
 
 def unique_names(least: int):

@@ -16,9 +16,12 @@ from pydantic import ConfigDict, Field, model_validator
 from ...core.errors import ChiquitoError
 from ...core.model_loader import RuntimeModel
 from ...core.model_meta import (
+    LITE_FIX,
+    ONNX_FIX,
     FacesMeta,
     Finite,
     MetaModel,
+    PositiveRgb,
     Rgb,
     Side,
     check_shape,
@@ -30,9 +33,6 @@ from ...core.onnxfile import onnx_session
 
 __all__ = ["OnnxClassifier", "LiteClassifier", "ClassifierMeta", "preprocess_image", "resized_image"]
 
-ONNX_FIX = "export it again with `chiquito export RUN --format onnx`"
-LITE_FIX = "export it again with `chiquito export RUN --format tflite`"
-
 
 class PreprocessMeta(MetaModel):
     """class_inference.preprocess_spec as a schema."""
@@ -41,7 +41,7 @@ class PreprocessMeta(MetaModel):
     size_wh: Annotated[list[Side], Field(min_length=2, max_length=2)]
     scale: Annotated[Finite, Field(gt=0, le=1)]
     mean: Rgb
-    std: Annotated[list[Annotated[Finite, Field(gt=0)]], Field(min_length=3, max_length=3)]
+    std: PositiveRgb
     resample: Literal["bilinear"] = "bilinear"
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     channels: Literal["RGB"] = "RGB"

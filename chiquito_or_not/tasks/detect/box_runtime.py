@@ -14,13 +14,23 @@ from pydantic import ConfigDict, Field, StrictInt
 
 from ...core.errors import ChiquitoError
 from ...core.model_loader import RuntimeModel
-from ...core.model_meta import Finite, MetaModel, Rgb, Side, check_shape, decode_json_fields, unique_names, validated
+from ...core.model_meta import (
+    LITE_FIX,
+    ONNX_FIX,
+    Finite,
+    MetaModel,
+    PositiveRgb,
+    Rgb,
+    Side,
+    check_shape,
+    decode_json_fields,
+    unique_names,
+    validated,
+)
 from .box_postprocess import preprocess, resized
 
 __all__ = ["OnnxDetector", "LiteDetector", "DetectorMeta"]
 
-ONNX_FIX = "export it again with `chiquito export RUN --format onnx`"
-LITE_FIX = "export it again with `chiquito export RUN --format tflite`"
 JSON_FIELDS = ("labels", "size", "mean", "std", "postprocess", "score_threshold")
 Share = Annotated[Finite, Field(ge=0, le=1)]
 
@@ -43,7 +53,7 @@ class DetectorMeta(MetaModel):
     labels: unique_names(1)
     size: Side
     mean: Rgb
-    std: Annotated[list[Annotated[Finite, Field(gt=0)]], Field(min_length=3, max_length=3)]
+    std: PositiveRgb
     postprocess: PostMeta
     score_threshold: Share
 
