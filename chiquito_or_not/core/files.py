@@ -24,6 +24,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "bytes_written",
     "write_csv",
+    "ends_with_newline",
 ]
 
 
@@ -83,6 +84,17 @@ def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def ends_with_newline(path: Path) -> bool:
+    """Whether an append-only file is empty or ends with a line break (else its last line was torn, and
+    the next line must start on a line of its own)."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _umask() -> int:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..core.errors import DataError
-from ..core.files import NotRegular, read_regular
+from ..core.files import NotRegular, ends_with_newline, read_regular
 from ..core.reasons import Reason, Status
 
 __all__ = [
@@ -64,9 +64,13 @@ def journal_rows(path: Path, columns: list[str], what: str) -> tuple[list[tuple[
     """([(line number, fields)] with exactly len(columns) fields, problems) of a journal file. Each line
     is parsed on its own (Journal writes no line break inside a field), so a line torn by a crash, an
     unclosed quote or a field over any size limit loses that line only, named in `problems`. A file
-    whose first line is not `columns` is refused (DataError)."""
+    whose first line is not `columns` is refused (DataError); no file at all is no rows (a folder or
+    other non-file in its place is refused)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return [], []
     try:
-        text = read_regular(Path(path)).decode("utf-8", errors="replace")
+        text = read_regular(path).decode("utf-8", errors="replace")
     except (NotRegular, OSError) as e:
         raise DataError(f"{path}: cannot read it ({e}); move it away, or pass --no-review") from None
     lines = text.split("\n")
@@ -103,9 +107,6 @@ def last_decisions(path: Path) -> tuple[dict[str, Decision], list[str]]:
     """({sha256: the last decision}, problems): a line that cannot be read is left out and named in
     `problems` (a crash can leave a last half line). No file: no decisions; a folder or other
     non-file in its place: DataError."""
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return {}, []
     out: dict[str, Decision] = {}
     rows, problems = journal_rows(path, COLUMNS, "review")
     for n, row in rows:
@@ -151,14 +152,6 @@ class Journal:
             self.check()
         return self
 
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                return True
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
-
     def _append(self, data: bytes) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -177,7 +170,7 @@ class Journal:
         with self._lock:
             if not self.path.is_file() or self.path.stat().st_size == 0:
                 w.writerow(self.columns)
-            elif not self._ends_with_newline():
+            elif not ends_with_newline(self.path):
                 buf.write("\n")
             w.writerow(row)
             self._append(buf.getvalue().encode("utf-8"))

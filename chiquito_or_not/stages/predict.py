@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..core.errors import ChiquitoError
-from ..core.files import IMAGE_EXTS
+from ..core.files import IMAGE_EXTS, ends_with_newline
 from ..core.task_registry import task_of_model
 
 __all__ = ["expand_paths", "predict_paths", "predict_to_jsonl", "done_in_jsonl"]
@@ -64,7 +64,7 @@ def predict_to_jsonl(
     chunk = chunk or max(bs * 4, 256)
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        if os.fstat(fd).st_size and not _ends_with_newline(out):
+        if not ends_with_newline(out):
             os.write(fd, b"\n")  # a torn last line stays on its own line
         for i in range(0, len(todo), chunk):
             results = predict_paths(model, todo[i : i + chunk], bs=bs, threshold=threshold)
@@ -75,9 +75,3 @@ def predict_to_jsonl(
     finally:
         os.close(fd)
     return counts
-
-
-def _ends_with_newline(p: Path) -> bool:
-    with open(p, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"

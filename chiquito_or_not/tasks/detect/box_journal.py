@@ -77,9 +77,6 @@ def _row_annotation(row: list) -> Annotation:
 
 def read_box_journal(path: Path) -> tuple[dict[str, Annotation], list[str]]:
     """({sha256: the boxes of its last line}, problems): a line that cannot be read is left out and named."""
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():  # a folder in its place: journal_rows says so
-        return {}, []
     rows, problems = journal_rows(path, BOX_COLUMNS, "box journal")
     out = {}
     for n, row in rows:
