@@ -252,9 +252,9 @@ def predict(
 
     if draw is not None and draw.exists() and (not draw.is_dir() or any(draw.iterdir())):
         _fail(f"--draw {draw}: not a new or empty folder; pick another, so that no file of yours is overwritten")
-    if out is not None and (as_json or draw is not None):
-        _fail("--out writes the answers itself: leave out --json and --draw with it")
     if out is not None:
+        if as_json or draw is not None:
+            _fail("--out writes the answers itself: leave out --json and --draw with it")
         done_in_jsonl(out)  # a folder or device there: refused before the model is loaded
     learn = load_model(model)
     files = expand_paths(paths)

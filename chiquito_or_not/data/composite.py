@@ -129,7 +129,7 @@ def _paste(rng, bg, c, src, placed: list, limit: float | None = None):
         w, h = max(4, round(c.image.width * s)), max(4, round(c.image.height * s))
         if w >= W or h >= H:
             continue
-        if edge := getattr(src, "edge_crop", 0.0):  # a share of the object may be outside the frame
+        if edge := src.edge_crop:  # a share of the object may be outside the frame
             ox, oy = int(edge * w), int(edge * h)
             x, y = rng.randrange(-ox, W - w + ox + 1), rng.randrange(-oy, H - h + oy + 1)
         else:  # the draws of composites made before edge_crop existed
@@ -191,7 +191,9 @@ def _one(i: int, src, cutouts_by_group: dict, backgrounds: list, seed: int, dist
 def _folder(src, cutout_files: dict, background_files: list[Path], out_root: Path, seed: int, distractors=()) -> Path:
     """The composites' folder, named by everything they depend on (without distractors, what it was
     before they existed)."""
-    plain = ("objects", "backgrounds", "distractors", "distractors_per_image")
+    # the cut-outs and backgrounds count by their files' content; without distractors their keys are left
+    # out (so the name is what it was before they existed), as are identity and edge_crop when unset
+    left_out = {"objects", "backgrounds"} | (set() if distractors else {"distractors", "distractors_per_image"})
     extra = {"distractors": [sha256_file(p) for p in sorted(distractors)]} if distractors else {}
     key = json.dumps(
         extra
@@ -201,7 +203,7 @@ def _folder(src, cutout_files: dict, background_files: list[Path], out_root: Pat
             "src": {
                 k: v
                 for k, v in vars(src).items()
-                if k not in plain[: 2 if distractors else 4] and not (k in ("identity", "edge_crop") and not v)
+                if k not in left_out and not (k in ("identity", "edge_crop") and not v)
             },
             "cutouts": {lab: [sha256_file(p) for p in sorted(fs)] for lab, fs in sorted(cutout_files.items())},
             "backgrounds": [sha256_file(p) for p in sorted(background_files)],

@@ -100,13 +100,14 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             )
             found += 1
     atomic_write_text(index, json.dumps(stored))
-    no_face = sum(1 for r in out if r.reason == Reason.NO_FACE and r.label in crop_labels)
-    several = sum(1 for r in out if r.reason == Reason.SEVERAL_FACES and r.label in crop_labels)
+    lost = [
+        f"{n} {what}"
+        for reason, what in ((Reason.NO_FACE, "without a usable face"), (Reason.SEVERAL_FACES, "with several, dropped"))
+        if (n := sum(1 for r in out if r.reason == reason and r.label in crop_labels))
+    ]
     log(
         f"  faces ({spec.detector}): {found} crops from the {examined} clean images that reached the face step"
-        + (f" ({no_face} without a usable face" if no_face else "")
-        + (f"{', ' if no_face else ' ('}{several} with several, dropped" if several else "")
-        + (")" if no_face or several else "")
+        + (f" ({', '.join(lost)})" if lost else "")
     )
     hint = face_size_hint(sides, spec.face_px)
     if hint:

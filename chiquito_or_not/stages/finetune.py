@@ -29,7 +29,7 @@ from ..train.backbones import get_backbone
 from ..train.features import head_learner
 from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_learner
 from ..train.lr_find import find_lr
-from ..train.runs import STAGES, promote, read_json, resumable_state
+from ..train.runs import STAGES, promote, read_json, refuse_files_in_place, resumable_state
 from .evaluate import evaluate
 
 __all__ = [
@@ -419,9 +419,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     final, run = run_dir(recipe.name), partial_run_dir(recipe.name)
     root = Path(data_root) if data_root else dataset_dir(recipe.name)
     world, rank = _check_before_writing(recipe)
-    for p in (final, run):
-        if p.exists() and not p.is_dir():
-            raise RunError(f"{p} is a file, not a run folder; move it away and run again")
+    refuse_files_in_place(final, run)
     if rank:  # under `accelerate launch` only the first process writes files and prints
         log = lambda *_: None  # noqa: E731
     files, task = RunFolder(run), get_task(recipe.task)

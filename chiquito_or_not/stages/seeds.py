@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from ..core.errors import RecipeError, RunError
+from ..core.errors import RecipeError
 from ..core.files import atomic_write_text, write_csv
 from ..core.layout import RunFolder
 from ..core.paths import dataset_dir, run_dir
 from ..core.recipe import Recipe
 from ..core.stats import mean_spread
 from ..core.task_registry import get_task
+from ..train.runs import refuse_files_in_place
 from .finetune import finetune
 
 __all__ = ["seed_spread"]
@@ -27,9 +28,7 @@ def seed_spread(recipe: Recipe, n: int, log=print) -> dict:
     task = get_task(recipe.task)
     data = dataset_dir(recipe.name)
     names = [recipe.name] + [f"{recipe.name}--seed-{s}" for s in range(recipe.seed, recipe.seed + n)]
-    for p in map(run_dir, names):  # checked before any training: each would fail only at its end
-        if p.exists() and not p.is_dir():
-            raise RunError(f"{p} is a file, not a run folder; move it away and run again")
+    refuse_files_in_place(*map(run_dir, names))
     rows = []
     for seed in range(recipe.seed, recipe.seed + n):
         log(f"== seed {seed}")

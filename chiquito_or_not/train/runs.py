@@ -10,9 +10,17 @@ from pathlib import Path
 from ..core.errors import RunError
 from ..core.layout import RunFolder
 
-__all__ = ["STAGES", "promote", "read_json", "resumable_state"]
+__all__ = ["STAGES", "promote", "read_json", "resumable_state", "refuse_files_in_place"]
 
 STAGES = ("frozen", "augmented", "unfrozen")  # the stage names, in order (finetune.SCHEDULE runs them)
+
+
+def refuse_files_in_place(*folders: Path) -> None:
+    """RunError when one of these run folders is a file (checked before any training: a run would fail
+    only at its end, when it is promoted)."""
+    for p in folders:
+        if p.exists() and not p.is_dir():
+            raise RunError(f"{p} is a file, not a run folder; move it away and run again")
 
 
 def promote(work: Path, final: Path) -> None:
