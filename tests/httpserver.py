@@ -266,43 +266,55 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 @contextlib.contextmanager
-def app_in_chromium(app, profile, window: str = "420,900"):
-    """Serve an ASGI app with uvicorn on a free loopback port and open headless Chromium (Debian's
-    chromium + chromium-driver) on a closed network: yields (browser, base URL); both stop after."""
-    import shutil
+def app_on_loopback(app, **config):
+    """Serve an ASGI app with uvicorn on a free 127.0.0.1 port in a thread: yields the port; stops after.
+    `config`: more uvicorn.Config settings (log_config=None sends its log to the logging module)."""
     import socket
 
     import uvicorn
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
-    opts = webdriver.ChromeOptions()
-    for a in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        f"--window-size={window}",
-    ):
-        opts.add_argument(a)
-    opts.binary_location = shutil.which("chromium")
-    browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     try:
-        yield browser, f"http://127.0.0.1:{port}"
+        yield port
     finally:
-        browser.quit()
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def app_in_chromium(app, profile, window: str = "420,900"):
+    """Serve an ASGI app with uvicorn on a free loopback port and open headless Chromium (Debian's
+    chromium + chromium-driver) on a closed network: yields (browser, base URL); both stop after."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    with app_on_loopback(app) as port:
+        opts = webdriver.ChromeOptions()
+        for a in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            f"--window-size={window}",
+        ):
+            opts.add_argument(a)
+        opts.binary_location = shutil.which("chromium")
+        browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        try:
+            yield browser, f"http://127.0.0.1:{port}"
+        finally:
+            browser.quit()

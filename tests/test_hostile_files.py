@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -17,6 +16,7 @@ from chiquito_or_not.core.errors import DataError, RunError
 from chiquito_or_not.data.review_log import ReviewLog, last_decisions
 
 from .helpers import write_recipe
+from .httpserver import app_on_loopback
 
 fastapi = pytest.importorskip("fastapi")
 
@@ -105,8 +105,6 @@ def test_seeds_when_the_run_folder_is_a_file_is_one_line(tmp_path):
 def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(tmp_path, caplog):
     import logging
 
-    import uvicorn
-
     from chiquito_or_not.stages.serve import _read_capped, _Refused
 
     app = fastapi.FastAPI()
@@ -121,26 +119,14 @@ def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(tmp_path, caplog):
             return {"error": str(e)}
         return {"n": len(data)}
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # uvicorn's own log handlers off: what it logs (an ASGI traceback among it) reaches caplog
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None))
     caplog.set_level(logging.WARNING)
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
+    # uvicorn's own log handlers off: what it logs (an ASGI traceback among it) reaches caplog
+    with app_on_loopback(app, log_config=None) as port:
         with socket.create_connection(("127.0.0.1", port)) as c:
             c.sendall(b"POST /up HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
             time.sleep(0.3)
         deadline = time.time() + 10
         while not seen and time.time() < deadline:
             time.sleep(0.05)
-    finally:
-        server.should_exit = True
-        t.join(10)
     err = "\n".join(r.getMessage() + (" Traceback" if r.exc_info else "") for r in caplog.records)
     assert seen == [400] and "Traceback" not in err and "ClientDisconnect" not in err, (seen, err[-2000:])

@@ -123,14 +123,15 @@ def test_local_archive_and_folder(roots, tmp_path):
     ]
 
 
-def test_lfw_count_zero_takes_as_many_as_the_positives(roots, tmp_path):
+def count_zero_recipe(tmp_path, dataset: str = "valid = 2\n") -> Path:
+    """A recipe whose positives are the folder tmp_path/pos and whose negatives an lfw source with
+    count = 0 (as many as the positives) from the local archive tmp_path/lfw.tgz (12 people)."""
     archive = tmp_path / "lfw.tgz"
     archive.write_bytes(lfw_tgz())
-    save_crops(tmp_path / "pos", "chelsea", 7, seed=5)
     text = f"""
 [dataset]
 min_size = 32
-valid = 2
+{dataset}
 [[classes.chiquito.sources]]
 kind = "folder"
 path = "{tmp_path / "pos"}"
@@ -139,31 +140,23 @@ kind = "lfw"
 archive = "{archive}"
 sha256 = ""
 """
-    s = build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=lambda *_: None)
+    return write_recipe(tmp_path / "r", text)
+
+
+def test_lfw_count_zero_takes_as_many_as_the_positives(roots, tmp_path):
+    save_crops(tmp_path / "pos", "chelsea", 7, seed=5)
+    recipe = count_zero_recipe(tmp_path)
+    s = build_dataset(load_recipe(recipe), log=lambda *_: None)
     n_pos = s.counts["train"]["chiquito"] + s.counts["valid"]["chiquito"]
     n_neg = s.counts["train"]["not"] + s.counts["valid"]["not"]
     assert n_pos == n_neg == 7
 
 
 def test_count_zero_says_the_archive_is_short_not_that_cleaning_rejected(roots, tmp_path):
-    archive = tmp_path / "lfw.tgz"
-    archive.write_bytes(lfw_tgz())  # 12 people
-    save_crops(tmp_path / "pos", "chelsea", 15, seed=5)
-    text = f"""
-[dataset]
-min_size = 32
-valid = 2
-near_duplicate_distance = 0
-[[classes.chiquito.sources]]
-kind = "folder"
-path = "{tmp_path / "pos"}"
-[[classes.not.sources]]
-kind = "lfw"
-archive = "{archive}"
-sha256 = ""
-"""
+    save_crops(tmp_path / "pos", "chelsea", 15, seed=5)  # 15 positives, 12 people in the archive
+    recipe = count_zero_recipe(tmp_path, "valid = 2\nnear_duplicate_distance = 0\n")
     logged = []
-    build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=logged.append)
+    build_dataset(load_recipe(recipe), log=logged.append)
     line = next(m for m in logged if "clean of the" in m)
     assert "12 clean of the 15 asked for" in line and "3 more than the source holds" in line, line
     assert "cleaning rejected" not in line, line
@@ -197,25 +190,13 @@ sha256 = "{hashlib.sha256(body).hexdigest()}"
 
 
 def test_count_zero_with_no_clean_positives_names_the_positives_not_the_lfw_count(roots, tmp_path):
-    archive = tmp_path / "lfw.tgz"
-    archive.write_bytes(lfw_tgz())
     (tmp_path / "pos").mkdir()
     for i in range(2):
         (tmp_path / "pos" / f"{i}.jpg").write_bytes(b"<html>a consent page, not a photo</html>")
-    text = f"""
-[dataset]
-min_size = 32
-[[classes.chiquito.sources]]
-kind = "folder"
-path = "{tmp_path / "pos"}"
-[[classes.not.sources]]
-kind = "lfw"
-archive = "{archive}"
-sha256 = ""
-"""
+    recipe = count_zero_recipe(tmp_path, "")
     from chiquito_or_not.core.errors import DataError
 
     with pytest.raises(DataError) as e:
-        build_dataset(load_recipe(write_recipe(tmp_path / "r", text)), log=lambda *_: None)
+        build_dataset(load_recipe(recipe), log=lambda *_: None)
     msg = str(e.value)
     assert "chiquito: 2 input file(s), none clean" in msg and "fix those sources" in msg and "\n" not in msg, msg
