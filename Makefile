@@ -17,7 +17,7 @@ install: $(STAMP)  ## create .venv and install the package with its extras (not 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[detect,web,serve,review,faces,tensorboard,onnx,lite,test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[detect,web,serve,review,faces,tensorboard,onnx,lite,distributed,ray,img2dataset,test]'
 	@# Debian sources use `apt-get download`, which needs package lists: fetch them once when root.
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then apt-get update -qq; fi
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 install-tflite: $(TFLITE)  ## also the phone export (about 1 GB)
 
 $(TFLITE): $(STAMP)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[detect,web,serve,review,faces,tensorboard,onnx,lite,test,tflite]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[detect,web,serve,review,faces,tensorboard,onnx,lite,distributed,ray,img2dataset,test,tflite]'
 	touch $(TFLITE)
 
 dataset: install  ## build datasets/NAME/ for RECIPE

@@ -180,6 +180,10 @@ def finetune(
     from .stages.finetune import finetune as run_finetune
 
     r = load_recipe(recipe)
+    # under torchrun / accelerate launch every process runs this command: only the first one speaks
+    say = typer.echo if os.environ.get("RANK", "0") in ("", "0") else (lambda *_: None)
+    if seeds > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        _fail("--seeds trains one run after another in one process; launch it without torchrun/accelerate")
     if seeds > 1:
         if resume:
             _fail("--resume continues one run; run --seeds without it (each seed's run is built afresh)")
@@ -190,15 +194,15 @@ def finetune(
         out = RunFolder(run_dir(r.name))
         typer.echo(f"wrote {out.seeds_csv} and {out.seeds_json.name}")
         return
-    typer.echo(f"finetune {r.name}")
+    say(f"finetune {r.name}")
     res = run_finetune(r, resume=resume, log=typer.echo)
     t = "  ".join(f"{k} {v:.0f}s" for k, v in res.timings.items())
-    typer.echo(f"timings: {t}")
+    say(f"timings: {t}")
     task = get_task(r.task)
     for split in ("valid", "test"):
         if split in res.metrics:
-            typer.echo(f"{split} {task.headline(res.metrics[split])}")
-    typer.echo(f"wrote {res.run}/ (model.pkl, metrics.json, loss_curve.png, lr_find.png and the task's figures)")
+            say(f"{split} {task.headline(res.metrics[split])}")
+    say(f"wrote {res.run}/ (model.pkl, metrics.json, loss_curve.png, lr_find.png and the task's figures)")
 
 
 @app.command()

@@ -140,20 +140,26 @@ def _distributed() -> tuple[int, int]:
     return max(num_distrib(), 1), rank_distrib()
 
 
+def _accelerate_available() -> None:
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise RecipeError(
+            "training in several processes (torchrun, accelerate launch) needs accelerate: "
+            "pip install 'chiquito-or-not[distributed]'"
+        ) from None
+
+
 def _fit_ctx(learn, world: int):
-    """fastai's DistributedDataParallel context (through accelerate) when several processes train."""
+    """DistributedDataParallel through fastai and accelerate (NCCL on GPUs, gloo on CPUs) when several
+    processes train, else nothing."""
     from contextlib import nullcontext
 
     if world <= 1:
         return nullcontext()
-    try:
-        import accelerate  # noqa: F401
-        import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx)
-    except ImportError:
-        raise RecipeError(
-            "training on several GPUs needs accelerate: pip install 'chiquito-or-not[distributed]'"
-        ) from None
-    return learn.distrib_ctx(sync_bn=False)
+    from ..train.distributed import ddp_ctx
+
+    return ddp_ctx(learn)
 
 
 def _fingerprint(recipe: Recipe) -> str:
@@ -354,27 +360,29 @@ def _check_before_writing(recipe: Recipe) -> tuple[int, int]:
             'use "auto" (fp32 on a CPU) or "fp32"'
         )
     world, rank = _distributed()
-    if world > 1 and not torch.cuda.is_available():
-        raise RunError(
-            f"{world} processes were launched, but fastai's distributed training needs CUDA GPUs "
-            "(its DistributedDL broadcasts through .cuda()); run `chiquito finetune` without "
-            "accelerate/torchrun on a CPU"
-        )
+    if world > 1:
+        _accelerate_available()
     if recipe.finetune.tensorboard:
         _tensorboard_available()
     return world, rank
 
 
-def _lr_find(st: _Stages, state: dict, resume: bool, write: bool) -> dict:
+def _lr_find(st: _Stages, state: dict, resume: bool, rank: int) -> dict:
     """The LR finder's choice: rerun, or read back on --resume; {} when the recipe needs none."""
     f = st.recipe.finetune
     if not (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
         return {}
     if resume and (saved := read_json(RunFolder(st.run).lr_find_json)):
         return saved
-    t = time.time()  # several processes run it together: fastai gathers every loss across them
+    t, write = time.time(), not rank
     st.reseed(0)
-    with _fit_ctx(st.learn, st.world):
+    if st.world > 1:  # the first process finds the rate on all the batches, as one process would; all use it
+        from ..train.distributed import first_process_decides
+
+        info = first_process_decides(
+            lambda: find_lr(st.hl or st.learn, st.run, num_it=f.lr_find_iters, write=write), rank
+        )
+    else:
         info = find_lr(st.hl or st.learn, st.run, num_it=f.lr_find_iters, write=write)
     state["timings"]["lr_find"] = round(time.time() - t, 1)
     sug = ", ".join(f"{k} {v:.1e}" for k, v in info["suggestions"].items()) or "none"
@@ -459,7 +467,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         if hl:
             state["timings"]["features"] = round(time.time() - t, 1)
     st = _Stages(recipe, learn, hl, dls_plain, dls_aug, run, world, {}, log)
-    st.lr_info = _lr_find(st, state, resume, write=not rank)
+    st.lr_info = _lr_find(st, state, resume, rank)
 
     history = _read_history(files.history)
     for i, (stage, train) in enumerate(SCHEDULE.items(), 1):
@@ -479,6 +487,10 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
             learn.save(f"stage-{stage}", with_opt=True)
             atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")  # the stage is now finished
 
+    if world > 1:  # the processes are done training together: the first one exports and evaluates alone
+        from ..train.distributed import finish
+
+        finish()
     _check_finite(history, final)
     import torch
 

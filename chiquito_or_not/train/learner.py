@@ -3,6 +3,7 @@ and the callbacks and freezing every task trains with (imports torch/fastai)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from functools import partial
@@ -105,13 +106,15 @@ class LogProgress(Callback):
 
     def __init__(self, stage: str, out=None):
         self.stage, self.out = stage, out
+        # under torchrun / accelerate launch only the first process prints
+        self.quiet = os.environ.get("RANK", "0") not in ("", "0")
 
     def before_epoch(self):
         self.t_epoch, self.n_batches = time.time(), len(self.dls.train)
 
     def after_batch(self):
         stream = self.out or sys.stdout
-        if self.training and stream.isatty():
+        if self.training and not self.quiet and stream.isatty():
             done = self.iter + 1
             bar = "#" * int(30 * done / self.n_batches)
             stream.write(
@@ -121,6 +124,8 @@ class LogProgress(Callback):
             stream.flush()
 
     def after_epoch(self):
+        if self.quiet:
+            return
         stream = self.out or sys.stdout
         names = self.recorder.metric_names[1:-1]
         vals = self.recorder.values[-1] if self.recorder.values else []
