@@ -224,6 +224,14 @@ def evaluate(
     typer.echo(f"wrote metrics.json beside the figures for {res['model']}")
 
 
+def _say_jsonl_counts(out: Path, c: dict) -> None:
+    typer.echo(
+        f"{out}: {c['predicted']} predicted now, {c['failed']} failed (the error is in their line; a rerun "
+        f"tries them again), {c['done']} already there",
+        err=True,
+    )
+
+
 @app.command()
 @_friendly
 def predict(
@@ -245,6 +253,14 @@ def predict(
         "--out",
         help="Write one JSON line per image to this .jsonl file as it goes; a rerun skips what it answers",
     ),
+    ray: Optional[str] = typer.Option(
+        None,
+        "--ray",
+        metavar="ADDRESS",
+        help="Predict over a Ray cluster (needs --out and an .onnx/.tflite model): `local` starts one on this "
+        "machine; `auto`, host:6379 or ray://host:10001 joins a running one",
+    ),
+    ray_workers: int = typer.Option(0, "--ray-workers", min=0, help="With --ray: model workers (0: one per CPU)"),
 ):
     """Predict each image, in batches: a classifier's label and probability, a detector's boxes (label,
     score, x0 y0 x1 y1 in the image's pixels); exit 1 if any file failed. With --out, the answers are
@@ -260,17 +276,24 @@ def predict(
         if as_json or draw is not None:
             _fail("--out writes the answers itself: leave out --json and --draw with it")
         done_in_jsonl(out)  # a folder or device there: refused before the model is loaded
+    if ray is not None:
+        from .stages.predict_ray import predict_ray
+
+        if out is None:
+            _fail("--ray streams the answers into a file: add --out FILE.jsonl")
+        files = expand_paths(paths)
+        if not files:
+            _fail("no images found in the given paths")
+        c = predict_ray(model, files, out, ray, ray_workers, bs=bs, threshold=threshold, top_k=top_k)
+        _say_jsonl_counts(out, c)
+        raise typer.Exit(1 if c["failed"] else 0)
     learn = load_model(model)
     files = expand_paths(paths)
     if not files:
         _fail("no images found in the given paths")
     if out is not None:
         c = predict_to_jsonl(learn, files, out, bs=bs, threshold=threshold, top_k=top_k)
-        typer.echo(
-            f"{out}: {c['predicted']} predicted now, {c['failed']} failed (the error is in their line; a rerun "
-            f"tries them again), {c['done']} already there",
-            err=True,
-        )
+        _say_jsonl_counts(out, c)
         raise typer.Exit(1 if c["failed"] else 0)
     results = predict_paths(learn, files, bs=bs, threshold=threshold)
     if draw is not None:
