@@ -20,6 +20,7 @@ from .core.recipe import load_recipe
 from .core.task_registry import get_task, task_of_model
 from .stages.dataset import build_dataset
 from .stages.predict import done_in_jsonl, expand_paths, predict_paths, predict_to_jsonl
+from .stages.predict_ray import predict_ray
 from .stages.review import create_review_app, find_suspects
 
 app = typer.Typer(
@@ -277,8 +278,6 @@ def predict(
             _fail("--out writes the answers itself: leave out --json and --draw with it")
         done_in_jsonl(out)  # a folder or device there: refused before the model is loaded
     if ray is not None:
-        from .stages.predict_ray import predict_ray
-
         if out is None:
             _fail("--ray streams the answers into a file: add --out FILE.jsonl")
         files = expand_paths(paths)

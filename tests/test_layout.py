@@ -125,7 +125,7 @@ def test_every_source_kind_has_one_fetcher_and_a_missing_one_fails_at_import():
     from chiquito_or_not.core.recipe import SOURCE_KINDS
     from chiquito_or_not.data.sources import FETCHERS
 
-    assert set(FETCHERS) == set(SOURCE_KINDS.values()) and len(FETCHERS) == 8
+    assert set(FETCHERS) == set(SOURCE_KINDS.values()) and len(FETCHERS) == 9
     script = (
         "import dataclasses\n"
         "from chiquito_or_not.core import recipe\n"

@@ -186,8 +186,38 @@ class CompositeSource:
     kind: Literal["composite"] = "composite"
 
 
+@dataclass(frozen=True)
+class UrlListSource:
+    """A list of image URLs: a .txt (one per line), a .csv / .tsv with a URL `column`, or a .parquet. engine
+    "own": the project's downloader (a journal that resumes, per-host limits, the address guard, proxy and
+    TLS settings), for lists up to some thousands; "img2dataset": img2dataset's processes and threads, or its
+    Spark or Ray distributor, resuming finished shards, for large lists. Each failed URL is a rejected row
+    of manifest.csv with its reason."""
+
+    path: str
+    column: str = "url"  # .csv / .tsv / .parquet: the column holding the URLs
+    engine: Literal["own", "img2dataset"] = "own"
+    distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"  # img2dataset
+    processes: int = _range(1, 4096, default=2)  # img2dataset: processes (per machine)
+    threads: int = _range(1, 1024, default=32)  # downloads at once (own: in all; img2dataset: per process)
+    per_host: int = _range(1, 1024, default=12)  # own: at most this many at once from one host
+    timeout: float = _range(1.0, 600.0, default=15.0)  # seconds to wait for an answer
+    retries: int = _range(0, 20, default=3)  # further tries of a failure that may pass
+    verify: str = ""  # own: a CA bundle for https (empty: the system's)
+    proxy: str = ""  # own: http(s)://host:port
+    kind: Literal["urls"] = "urls"
+
+
 Source = Union[
-    FolderSource, NpmSource, DebSource, ArchiveSource, PythonSource, ImageSearchSource, LfwSource, CompositeSource
+    FolderSource,
+    NpmSource,
+    DebSource,
+    ArchiveSource,
+    PythonSource,
+    ImageSearchSource,
+    LfwSource,
+    CompositeSource,
+    UrlListSource,
 ]
 SOURCE_KINDS = {c.__dataclass_fields__["kind"].default: c for c in typing.get_args(Source)}
 
@@ -528,6 +558,11 @@ def _check_detect(r: Recipe, where: str) -> None:
     if not d.sources:
         raise RecipeError(f"{where}: 'detect.sources' is empty; add a [[detect.sources]] table with 'images'")
     for i, s in enumerate(d.sources):
+        if s.images.kind == "urls":  # content-named downloads: no annotation file can name them
+            raise RecipeError(
+                f"{where}: 'detect.sources[{i}].images': a URL list has no boxes; download it into a folder, "
+                'draw its boxes with `chiquito label`, and use kind = "folder"'
+            )
         if s.images.kind == "composite":
             c = s.images
             unknown = sorted(set(c.objects) - set(d.labels))

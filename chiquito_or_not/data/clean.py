@@ -61,6 +61,8 @@ def _clean_params(spec: DatasetSpec) -> str:
 def _process(rec: Record, spec: DatasetSpec, clean_root: Path, cache: dict) -> Record:
     import imagehash
 
+    if rec.reason:  # it never arrived (a failed URL): rejected as its source said
+        return rec
     try:  # read once: the same bytes are hashed and decoded
         data = read_regular(Path(rec.raw_path))
     except NotRegular as e:
@@ -132,7 +134,17 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
             cache = stored["records"] if stored.get("params") == params else {}
         except (json.JSONDecodeError, KeyError, TypeError):
             cache = {}  # a damaged index only costs a re-decode
-    recs = [Record(label=label, source=rf.source, raw_path=str(rf.path), group=rf.group) for label, rf in raw]
+    recs = [
+        Record(
+            label=label,
+            source=rf.source,
+            raw_path="" if rf.reason else str(rf.path),  # it never arrived: its source says why
+            group=rf.group,
+            reason=rf.reason,
+            detail=rf.detail,
+        )
+        for label, rf in raw
+    ]
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
     try:
         recs = list(pool.map(lambda r: _process(r, spec, clean_root, cache), recs))

@@ -23,12 +23,14 @@ from ..core.recipe import (
     LfwSource,
     NpmSource,
     PythonSource,
+    UrlListSource,
 )
 from .archive import extract_archive, extract_once, fetch_archive
 from .composite import generate_composites
 from .download import OUTCOMES_FILE, download_urls
 from .lfw import lfw_root, sample_one_per_person
 from .search import search_images
+from .url_list import download_img2dataset, download_own, list_folder, read_url_list
 
 __all__ = ["RawFile", "fetch_source", "fetches", "FETCHERS"]
 
@@ -57,6 +59,8 @@ class RawFile:
     path: Path
     source: str
     group: str = ""  # the unit the split keeps together, when the source knows it (a composite's group)
+    reason: str = ""  # set when the input never arrived (a URL that failed): a rejected row, nothing to read
+    detail: str = ""
 
 
 def _select(root: Path, include, exclude, label: str, where: str, log=print) -> list[RawFile]:
@@ -368,6 +372,41 @@ def fetch_composite(src: CompositeSource, where: str, seed: int = 0, log=print) 
     except SourceError as e:
         raise SourceError(f"{where}: {e}") from None
     return [x for img, xml, group in made for x in (RawFile(img, "composite", group), RawFile(xml, "composite"))]
+
+
+@fetches(UrlListSource)
+def fetch_url_list(src: UrlListSource, where: str, log=print, retry_failed: bool = False) -> list[RawFile]:
+    """The list's URLs downloaded once into the data root (resumed by a rerun); a URL that failed comes back
+    as a RawFile with its reason, so manifest.csv says what happened to every URL of the list."""
+    path = Path(src.path).expanduser()
+    urls = read_url_list(path, src.column, where)
+    folder = list_folder(raw_dir() / "urls", path, urls)
+    log(f"  urls    {len(urls)} URLs from {path} ({src.engine} engine) into {folder}")
+    if src.engine == "img2dataset":
+        outcomes = download_img2dataset(
+            urls,
+            folder,
+            distributor=src.distributor,
+            processes=src.processes,
+            threads=src.threads,
+            timeout=src.timeout,
+            retries=src.retries,
+            log=log,
+        )
+    else:
+        policy = FetchPolicy(
+            workers=src.threads,
+            per_host=src.per_host,
+            read_timeout=src.timeout,
+            retries=src.retries,
+            verify=src.verify or True,
+            proxy=src.proxy,
+        )
+        outcomes = download_own(urls, folder, policy, log, retry_failed)
+    return [
+        RawFile(o.file, f"url:{o.url}") if o.file else RawFile(Path(), f"url:{o.url}", reason=o.reason, detail=o.detail)
+        for o in outcomes
+    ]
 
 
 # every source kind of the recipe schema has exactly one fetcher: a kind added to one and not the other

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 from ..core.errors import ChiquitoError
+from ..core.files import ends_with_newline
+from ..core.task_registry import task_of_model
 from .predict import done_in_jsonl
 
 __all__ = ["RAY_FORMATS", "predict_ray", "ray_available"]
@@ -33,7 +35,6 @@ class _Predictor:
 
     def __init__(self, model: str, bs: int, threshold, top_k: int):
         from ..core.model_loader import load_model
-        from ..core.task_registry import task_of_model
 
         self.model = load_model(model, threads=1)
         self.task = task_of_model(self.model)
@@ -138,8 +139,6 @@ def predict_ray(
         out.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            from ..core.files import ends_with_newline
-
             if not ends_with_newline(out):
                 os.write(fd, b"\n")  # a torn last line stays on its own line
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -1,0 +1,233 @@
+"""URL lists (`kind = "urls"`): read a .txt / .csv / .tsv / .parquet list, download it with the project's own
+downloader (data.download: journal, per-host limits, the address guard) or with img2dataset (processes,
+threads, and its Spark or Ray distributors, resuming finished shards), and say per URL what happened in the
+same reasons: a downloaded image goes on to cleaning, a failed URL becomes a rejected row of manifest.csv."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import SourceError
+from ..core.http_fetch import FetchError, FetchPolicy, parse_url
+from ..core.reasons import Reason
+from .download import OUTCOMES_FILE, download_urls, read_outcomes
+
+__all__ = ["UrlOutcome", "read_url_list", "download_own", "download_img2dataset", "img2dataset_reason"]
+
+LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
+
+
+@dataclass(frozen=True)
+class UrlOutcome:
+    """One URL of the list: the downloaded file (or None) and, when it failed, why."""
+
+    url: str
+    file: Path | None
+    reason: str = ""
+    detail: str = ""
+
+
+def read_url_list(path: Path, column: str, where: str) -> list[str]:
+    """The URLs of the list, in order, each once (blank lines and `#` comments of a .txt skipped)."""
+    suffix = path.suffix.lower()
+    if suffix not in LIST_SUFFIXES:
+        raise SourceError(f"{where}: {path} is not a URL list; give a .txt (one URL per line), .csv, .tsv or .parquet")
+    if not path.is_file():
+        raise SourceError(f"{where}: URL list {str(path)!r} does not exist or is not a file; fix 'path'")
+    if suffix == ".txt":
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            urls = [s for s in (line.strip() for line in fh) if s and not s.startswith("#")]
+    elif suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise SourceError(
+                f"{where}: reading a .parquet URL list needs pyarrow: pip install 'chiquito-or-not[img2dataset]'"
+            ) from None
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises its own error kinds for a file that is not parquet
+            raise SourceError(f"{where}: {path} is not a readable parquet file ({str(e)[:120]})") from None
+        if column not in table.column_names:
+            raise SourceError(
+                f"{where}: {path} has no column {column!r} (it has {', '.join(table.column_names)}); set 'column'"
+            )
+        urls = [str(u).strip() for u in table.column(column).to_pylist() if u is not None and str(u).strip()]
+    else:
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+            names = reader.fieldnames or []
+            if column not in names:
+                raise SourceError(
+                    f"{where}: {path} has no column {column!r} (its header: {', '.join(names) or 'none'}); set 'column'"
+                )
+            urls = [(row.get(column) or "").strip() for row in reader]
+            urls = [u for u in urls if u]
+    if not urls:
+        raise SourceError(f"{where}: {path} lists no URL")
+    return list(dict.fromkeys(urls))
+
+
+def list_folder(base: Path, path: Path, urls: list[str]) -> Path:
+    """Where one list's downloads live: named by the list's file name and its URLs, so an edited list is a
+    new folder and the same list resumes."""
+    digest = hashlib.sha256("\n".join(urls).encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem)[:40] or "urls"
+    return base / f"{slug}-{digest}"
+
+
+def download_own(urls: list[str], folder: Path, policy: FetchPolicy, log, retry_failed: bool) -> list[UrlOutcome]:
+    """The project's downloader: every URL journaled in folder/images/downloads.jsonl with its outcome."""
+    images = folder / "images"
+    counts = download_urls(urls, images, policy, log=log, retry_failed=retry_failed)
+    log(f"  download {len(urls)} URLs: {counts.summary()}")
+    outcomes = read_outcomes(images / OUTCOMES_FILE)
+    out = []
+    for u in urls:
+        rec = outcomes.get(u) or {"status": "failed", "reason": "interrupted"}
+        if rec.get("status") in ("ok", "duplicate") and rec.get("file"):
+            # the same bytes at two URLs are one content-named file: both are handed on, and cleaning keeps
+            # the first in the list's order (whichever download finished first) and calls the other a duplicate
+            out.append(UrlOutcome(u, images / rec["file"]))
+        else:
+            out.append(UrlOutcome(u, None, rec.get("reason") or "failed", rec.get("detail", "")))
+    return out
+
+
+# img2dataset reports a failure as an exception's text: the same reasons the project's downloader gives
+_I2D_REASONS = [
+    (re.compile(r"redirect error|infinite loop", re.I), lambda m: "too_many_redirects"),
+    (re.compile(r"HTTP Error (\d{3})"), lambda m: f"http_{m.group(1)}"),
+    (re.compile(r"timed? ?out", re.I), lambda m: "timeout"),
+    (re.compile(r"CERTIFICATE|SSL|TLS", re.I), lambda m: "tls_error"),
+    (
+        re.compile(
+            r"Name or service not known|nodename nor servname|getaddrinfo|Connection (refused|reset)|"
+            r"Remote end closed|RemoteDisconnected|urlopen error|IncompleteRead|BadStatusLine",
+            re.I,
+        ),
+        lambda m: "connection_error",
+    ),
+    (re.compile(r"X-Robots-Tag", re.I), lambda m: "disallowed_by_robots_tag"),
+    (re.compile(r"unknown url type|unsupported|no host given", re.I), lambda m: "bad_url"),
+    (re.compile(r"decod|identify|cannot|image", re.I), lambda m: Reason.NOT_AN_IMAGE),
+]
+
+
+def img2dataset_reason(message: str) -> str:
+    """The project's reason for one of img2dataset's error messages."""
+    for pattern, reason in _I2D_REASONS:
+        if m := pattern.search(message or ""):
+            return str(reason(m))
+    return "download_failed"
+
+
+def _refused_here(url: str) -> tuple[str, str] | None:
+    """What the project's URL guard says of a URL before img2dataset is given it (only http(s), well formed):
+    img2dataset's urllib would otherwise open file:// and ftp:// URLs too."""
+    try:
+        parse_url(url)
+    except FetchError as e:
+        return e.reason, e.detail
+    return None
+
+
+def _distributor_available(distributor: str) -> None:
+    """A missing engine is one line naming what to install, before any download starts."""
+    need = {"pyspark": ("pyspark", "pip install pyspark"), "ray": ("ray", "pip install 'chiquito-or-not[ray]'")}
+    if distributor in need:
+        module, fix = need[distributor]
+        try:
+            __import__(module)
+        except ImportError:
+            raise SourceError(f'distributor = "{distributor}" needs {module}: {fix}') from None
+
+
+def download_img2dataset(
+    urls: list[str],
+    folder: Path,
+    *,
+    distributor: str,
+    processes: int,
+    threads: int,
+    timeout: float,
+    retries: int,
+    log,
+    shard_size: int = 1000,
+) -> list[UrlOutcome]:
+    """img2dataset over the URLs (original bytes kept: no resize, no re-encode; finished shards are not
+    fetched again), its per-sample status read back from each shard's parquet."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations, which asks PyPI
+    try:
+        import img2dataset
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SourceError(
+            "engine = \"img2dataset\" needs img2dataset: pip install 'chiquito-or-not[img2dataset]'"
+        ) from None
+    _distributor_available(distributor)
+    refused = {u: r for u in urls if (r := _refused_here(u))}
+    todo = [u for u in urls if u not in refused]
+    out_dir = folder / "img2dataset"
+    folder.mkdir(parents=True, exist_ok=True)
+    if todo:
+        listed = folder / "urls.parquet"
+        if not listed.is_file():  # written whole or not at all: a torn list would stop every later run
+            part = folder / ".urls.parquet.part"
+            pq.write_table(pa.table({"url": todo}), part)
+            os.replace(part, listed)
+        log(f"  img2dataset: {len(todo)} URLs, {distributor} distributor, {processes} processes x {threads} threads")
+        img2dataset.download(
+            url_list=str(listed),
+            input_format="parquet",
+            url_col="url",
+            output_folder=str(out_dir),
+            output_format="files",
+            resize_mode="no",
+            skip_reencode=True,
+            disable_all_reencoding=True,
+            extract_exif=False,
+            compute_hash="sha256",
+            processes_count=processes,
+            thread_count=threads,
+            distributor=distributor,
+            timeout=max(1, round(timeout)),
+            retries=retries,
+            number_sample_per_shard=shard_size,
+            incremental_mode="incremental",
+            enable_wandb=False,
+        )
+    got: dict[str, UrlOutcome] = {}
+    for shard in sorted(out_dir.glob("*.parquet")) if todo else []:
+        try:
+            rows = pq.read_table(shard, columns=["url", "key", "status", "error_message"]).to_pylist()
+        except Exception as e:  # a shard torn by a kill: its URLs count as not fetched (the next run redoes it)
+            log(f"  img2dataset: {shard.name} unreadable ({str(e)[:80]}); its URLs are fetched again next run")
+            continue
+        for r in rows:
+            url = r["url"]
+            if r["status"] == "success":
+                f = out_dir / shard.stem / f"{r['key']}.jpg"
+                got[url] = UrlOutcome(url, f) if f.is_file() else UrlOutcome(url, None, "interrupted", "file missing")
+            else:
+                msg = " ".join((r["error_message"] or r["status"] or "").split())  # one line in manifest.csv
+                got[url] = UrlOutcome(url, None, img2dataset_reason(msg), msg[:200])
+    counts: dict[str, int] = {}
+    result = []
+    for u in urls:
+        if u in refused:
+            o = UrlOutcome(u, None, *refused[u])
+        else:
+            o = got.get(u) or UrlOutcome(u, None, "interrupted", "img2dataset did not report it")
+        counts[o.reason or "ok"] = counts.get(o.reason or "ok", 0) + 1
+        result.append(o)
+    log("  img2dataset: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+    (folder / "outcomes.json").write_text(json.dumps(counts) + "\n")
+    return result
