@@ -1,5 +1,6 @@
 """Training in several processes: `torchrun --nproc_per_node 2 -m chiquito_or_not finetune` on CPU
-processes (gloo) trains the tiny recipe through fastai's DDP path, with one voice and one writer."""
+processes (gloo) trains the tiny recipe through fastai's DDP path, with one voice and one writer, and
+`accelerate launch --multi_gpu --num_processes 2` gives the same run again."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from .helpers import TINY_RECIPE, subprocess_env, write_recipe
 pytest.importorskip("accelerate", reason="needs the distributed extra: pip install 'chiquito-or-not[distributed]'")
 
 
-def _torchrun(recipe, env) -> subprocess.CompletedProcess:
+def _torchrun(recipe, env, launcher: str = "torchrun") -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    if launcher == "accelerate":  # its --multi_gpu launcher is torchrun's; on a CPU our trainer asks for gloo
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     return subprocess.run(
         [*cmd, "-m", "chiquito_or_not", "finetune", str(recipe)], capture_output=True, text=True, env=env, timeout=600
     )
@@ -68,8 +72,9 @@ def test_two_cpu_processes_train_the_tiny_recipe_as_one_run(tiny_run, shared_roo
     assert ddp["accuracy"] >= single["accuracy_ci95"][0], (ddp["accuracy"], single["accuracy_ci95"])
     assert single["accuracy"] >= ddp["accuracy_ci95"][0], (single["accuracy"], ddp["accuracy_ci95"])
 
-    # the same seed gives the same run again, number for number
-    second = _torchrun(recipe, env)
+    # the same seed gives the same run again, number for number, launched by accelerate this time
+    second = _torchrun(recipe, env, "accelerate")
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "2 processes" in second.stdout and second.stdout.count("finetune tiny-ddp\n") == 1
     assert (run / "history.csv").read_text() == history
     assert json.loads((run / "metrics.json").read_text())["valid"] == metrics["valid"]
