@@ -24,8 +24,7 @@ def main():
     from chiquito_or_not.core.http_fetch import FetchPolicy
     from chiquito_or_not.core.recipe import UrlListSource
     from chiquito_or_not.data.url_list import download_img2dataset, download_own
-    from tests.httpserver import Server
-    from tests.test_url_list import blocks_jpeg
+    from tests.httpserver import Server, blocks_jpeg
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)

@@ -280,6 +280,8 @@ def predict(
     if ray is not None:
         if out is None:
             _fail("--ray streams the answers into a file: add --out FILE.jsonl")
+        if Path(ray).exists():  # `--ray PHOTOS/`: the option took a path as its address
+            _fail(f"--ray {ray}: a file or folder, not a cluster address; give --ray one (local, auto, host:6379)")
         files = expand_paths(paths)
         if not files:
             _fail("no images found in the given paths")

@@ -28,6 +28,14 @@ def jpeg_bytes(seed: int, size: int = 96) -> bytes:
     return buf.getvalue()
 
 
+def blocks_jpeg(seed: int) -> bytes:
+    """A distinct picture per seed, far from every other one in perceptual hash (no near duplicates)."""
+    grid = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(grid).resize((96, 96), Image.NEAREST).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 def png_bytes(w: int, h: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (w, h), (200, 10, 10)).save(buf, "PNG")

@@ -144,3 +144,11 @@ def test_ray_without_out_is_refused(tmp_path):
     r = _chiquito([tmp_path / "m.onnx", tmp_path, "--ray", "local"], subprocess_env())
     assert r.returncode != 0
     assert "--ray streams the answers into a file: add --out FILE.jsonl" in r.stderr
+
+
+def test_a_path_given_as_the_ray_address_is_refused_in_one_line(tmp_path):
+    """`--ray PHOTOS/` reads the folder as the cluster's address: one line says so before anything starts."""
+    out = ["--out", str(tmp_path / "o.jsonl")]
+    r = _chiquito([tmp_path / "model.onnx", tmp_path, *out, "--ray", tmp_path], subprocess_env())
+    assert r.returncode == 2 and "a file or folder, not a cluster address" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o.jsonl").exists()

@@ -1,7 +1,7 @@
 """`kind = "urls"`: a list of a few hundred URLs of every good and bad kind, served on 127.0.0.1, through
 `chiquito dataset` with the project's own downloader and with img2dataset; every URL ends as a manifest.csv
-row with the same reason from both engines, the same images are kept and split the same way, and a rerun
-fetches nothing again."""
+row with its reason (the same from both engines but where their HTTP clients differ), the same images are
+kept and split the same way, and a rerun fetches nothing again."""
 
 from __future__ import annotations
 
@@ -17,21 +17,7 @@ from chiquito_or_not.core.errors import SourceError
 from chiquito_or_not.data.url_list import img2dataset_reason, read_url_list
 
 from .helpers import subprocess_env, write_recipe
-from .httpserver import Server, jpeg_bytes, png_bytes
-
-
-def blocks_jpeg(seed: int) -> bytes:
-    """A distinct picture per seed, far from every other one in perceptual hash (no near duplicates)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    grid = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(grid).resize((96, 96), Image.NEAREST).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
+from .httpserver import Server, blocks_jpeg, jpeg_bytes, png_bytes
 
 N_GOOD = 240
 # path on the server -> the reason both engines give in manifest.csv ("" = kept)
