@@ -204,7 +204,7 @@ def test_lists_in_every_format_read_the_same_urls(tmp_path):
 
     urls = [f"http://example.com/{i}.jpg" for i in range(5)]
     (tmp_path / "l.txt").write_text("# comment\n" + "\n".join(urls + urls[:2]) + "\n\n")
-    (tmp_path / "l.csv").write_text("url,x\n" + "\n".join(f'{u},"a, b"' for u in urls) + "\n")
+    (tmp_path / "l.csv").write_text("\ufeffurl,x\n" + "\n".join(f'{u},"a, b"' for u in urls) + "\n")  # Excel's BOM
     (tmp_path / "l.tsv").write_text("x\tlink\n" + "\n".join(f"1\t{u}" for u in urls) + "\n")
     pq.write_table(pa.table({"url": urls + [None]}), tmp_path / "l.parquet")
     assert read_url_list(tmp_path / "l.txt", "url", "w") == urls  # comments, blanks and repeats dropped
@@ -221,6 +221,7 @@ def test_lists_in_every_format_read_the_same_urls(tmp_path):
         ("l.csv", "id,link\n1,http://x/a.jpg\n", "url", "no column 'url' (its header: id, link)"),
         ("l.txt", "# nothing\n\n", "url", "lists no URL"),
         ("l.parquet", "not parquet", "url", "not a readable parquet file"),
+        ("l.csv", "url\n" + "x" * 200_000 + "\n", "url", "after line 1: not a readable list (field larger than"),
     ],
 )
 def test_a_bad_list_is_one_line_naming_the_fix(tmp_path, name, body, column, words):

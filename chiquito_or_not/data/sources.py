@@ -398,6 +398,7 @@ def fetch_url_list(src: UrlListSource, where: str, log=print, retry_failed: bool
             workers=src.threads,
             per_host=src.per_host,
             read_timeout=src.timeout,
+            deadline=max(60.0, 2 * src.timeout),  # one attempt, redirects and body included
             retries=src.retries,
             verify=src.verify or True,
             proxy=src.proxy,

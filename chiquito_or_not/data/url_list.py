@@ -60,14 +60,19 @@ def read_url_list(path: Path, column: str, where: str) -> list[str]:
             )
         urls = [str(u).strip() for u in table.column(column).to_pylist() if u is not None and str(u).strip()]
     else:
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        # utf-8-sig: a list saved by a spreadsheet starts with a byte-order mark, which is not part of the header
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            names = reader.fieldnames or []
-            if column not in names:
-                raise SourceError(
-                    f"{where}: {path} has no column {column!r} (its header: {', '.join(names) or 'none'}); set 'column'"
-                )
-            urls = [(row.get(column) or "").strip() for row in reader]
+            try:
+                names = reader.fieldnames or []
+                if column not in names:
+                    raise SourceError(
+                        f"{where}: {path} has no column {column!r} (its header: {', '.join(names) or 'none'}); "
+                        "set 'column'"
+                    )
+                urls = [(row.get(column) or "").strip() for row in reader]
+            except csv.Error as e:  # a field over csv's size limit, a NUL byte, an unclosed quote at the end
+                raise SourceError(f"{where}: {path} after line {reader.line_num}: not a readable list ({e})") from None
             urls = [u for u in urls if u]
     if not urls:
         raise SourceError(f"{where}: {path} lists no URL")
