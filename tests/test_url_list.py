@@ -289,3 +289,21 @@ def test_a_detection_recipe_with_a_url_list_is_refused_in_one_line(roots):
         load_recipe(write_recipe(roots, text))  # refused as the recipe is read, before any stage starts
     assert "\n" not in str(e.value) and "chiquito label" in str(e.value)
     assert not (roots / "data").exists()
+
+
+def test_img2dataset_failing_is_one_line_naming_the_cause(tmp_path):
+    """img2dataset stopping (here its output folder is a file) is one line, not its traceback."""
+    (tmp_path / "img2dataset").write_text("a file where its folder goes")
+    script = (
+        "from pathlib import Path\nfrom chiquito_or_not.data.url_list import download_img2dataset\n"
+        "if __name__ == '__main__':\n"
+        f"    download_img2dataset(['http://127.0.0.1:1/a.jpg'], Path({str(tmp_path)!r}),"
+        " distributor='multiprocessing', processes=1, threads=2, timeout=2, retries=0, log=lambda *_: None)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=subprocess_env()
+    )
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("chiquito_or_not.core.errors.SourceError: img2dataset stopped: [Errno 20] Not a directory")
+    assert "run `chiquito dataset` again" in last

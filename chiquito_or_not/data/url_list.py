@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import SourceError
-from ..core.http_fetch import FetchError, FetchPolicy, parse_url
+from ..core.http_fetch import FetchError, FetchPolicy, parse_url, short_error
 from ..core.reasons import Reason
 from .download import OUTCOMES_FILE, download_urls, read_outcomes
 
@@ -189,26 +189,33 @@ def download_img2dataset(
             pq.write_table(pa.table({"url": todo}), part)
             os.replace(part, listed)
         log(f"  img2dataset: {len(todo)} URLs, {distributor} distributor, {processes} processes x {threads} threads")
-        img2dataset.download(
-            url_list=str(listed),
-            input_format="parquet",
-            url_col="url",
-            output_folder=str(out_dir),
-            output_format="files",
-            resize_mode="no",
-            skip_reencode=True,
-            disable_all_reencoding=True,
-            extract_exif=False,
-            compute_hash="sha256",
-            processes_count=processes,
-            thread_count=threads,
-            distributor=distributor,
-            timeout=max(1, round(timeout)),
-            retries=retries,
-            number_sample_per_shard=shard_size,
-            incremental_mode="incremental",
-            enable_wandb=False,
-        )
+        try:
+            img2dataset.download(
+                url_list=str(listed),
+                input_format="parquet",
+                url_col="url",
+                output_folder=str(out_dir),
+                output_format="files",
+                resize_mode="no",
+                skip_reencode=True,
+                disable_all_reencoding=True,
+                extract_exif=False,
+                compute_hash="sha256",
+                processes_count=processes,
+                thread_count=threads,
+                distributor=distributor,
+                timeout=max(1, round(timeout)),
+                retries=retries,
+                number_sample_per_shard=shard_size,
+                incremental_mode="incremental",
+                enable_wandb=False,
+            )
+        except Exception as e:  # its distributor failing to start, a full disk: one line, the shards done are kept
+            cause = " ".join(short_error(e, 160).split())
+            raise SourceError(
+                f"img2dataset stopped: {cause}; fix that and run `chiquito dataset` again (finished shards in "
+                f"{out_dir} are not fetched again)"
+            ) from None
     got: dict[str, UrlOutcome] = {}
     for shard in sorted(out_dir.glob("*.parquet")) if todo else []:
         try:
