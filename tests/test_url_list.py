@@ -221,7 +221,7 @@ def test_lists_in_every_format_read_the_same_urls(tmp_path):
         ("l.csv", "id,link\n1,http://x/a.jpg\n", "url", "no column 'url' (its header: id, link)"),
         ("l.txt", "# nothing\n\n", "url", "lists no URL"),
         ("l.parquet", "not parquet", "url", "not a readable parquet file"),
-        ("l.csv", "url\n" + "x" * 200_000 + "\n", "url", "after line 1: not a readable list (field larger than"),
+        ("l.csv", "url\n" + "x" * 1_100_000 + "\n", "url", "after line 1: not a readable list (field larger than"),
     ],
 )
 def test_a_bad_list_is_one_line_naming_the_fix(tmp_path, name, body, column, words):

@@ -21,6 +21,7 @@ from .download import OUTCOMES_FILE, download_urls, read_outcomes
 __all__ = ["UrlOutcome", "read_url_list", "download_own", "download_img2dataset", "img2dataset_reason"]
 
 LIST_SUFFIXES = (".txt", ".csv", ".tsv", ".parquet")
+MAX_FIELD = 1 << 20  # a .csv / .tsv field (a URL, a caption) longer than this is not one a list holds
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def read_url_list(path: Path, column: str, where: str) -> list[str]:
         urls = [str(u).strip() for u in table.column(column).to_pylist() if u is not None and str(u).strip()]
     else:
         # utf-8-sig: a list saved by a spreadsheet starts with a byte-order mark, which is not part of the header
+        csv.field_size_limit(MAX_FIELD)  # process-wide in csv: set here, so the limit is this reader's own
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
             try:
