@@ -289,3 +289,40 @@ def test_predict_out_streams_json_lines_and_a_rerun_predicts_only_what_is_missin
     # a folder where the file should be: one line, exit 2, before any work
     r = subprocess.run(chiquito[:-1] + [str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "not a regular file" in r.stderr
+
+
+def test_predict_out_killed_mid_run_loses_nothing_and_the_rerun_finishes(tmp_path):
+    """A real kill (SIGKILL, no cleanup) while `predict --out` is streaming: every line it had synced stays
+    as it was, and the same command again answers exactly the paths that were not answered yet."""
+    import re
+    import time
+
+    from PIL import Image
+
+    model = classifier_file(tmp_path / "m.onnx")
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(1500):  # big enough to decode and resize for a few seconds in all
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((480, 480)).save(pics / f"{i}.jpg")
+    out = tmp_path / "out.jsonl"
+    chiquito = [sys.executable, "-m", "chiquito_or_not", "predict", str(model), str(pics), "--out", str(out)]
+    proc = subprocess.Popen(chiquito + ["--bs", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_file() and out.stat().st_size and len(out.read_bytes().splitlines()) >= 256:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed: give it more images"
+    proc.kill()
+    proc.wait()
+    had = out.read_bytes()
+    n_had = len([x for x in had.splitlines() if x.endswith(b"}")])
+    assert 256 <= n_had < 1500
+    r = subprocess.run(chiquito, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes().startswith(had)  # nothing synced before the kill was rewritten
+    done = int(re.search(r"(\d+) already there", r.stderr).group(1))
+    assert done == n_had and f"{1500 - n_had} predicted now" in r.stderr, r.stderr
+    answered = [json.loads(x)["path"] for x in out.read_text().splitlines() if x.endswith("}")]
+    assert sorted(answered) == sorted(str(p) for p in pics.glob("*.jpg"))  # each path once, none missing
