@@ -307,3 +307,44 @@ def test_img2dataset_failing_is_one_line_naming_the_cause(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("chiquito_or_not.core.errors.SourceError: img2dataset stopped: [Errno 20] Not a directory")
     assert "run `chiquito dataset` again" in last
+
+
+def test_img2dataset_killed_mid_list_resumes_by_finished_shard(tmp_path):
+    """A real kill (SIGKILL to img2dataset's whole process group) after its first shards are finished: the
+    rerun asks for none of their URLs again, and every URL ends with its outcome."""
+    import json
+    import os
+    import signal
+
+    with ListServer() as slow:
+        slow.latency = 0.15
+        urls = [f"{slow.base}/img/{i}.jpg" for i in range(60)]
+        script = (
+            "import json, sys\nfrom pathlib import Path\n"
+            "from chiquito_or_not.data.url_list import download_img2dataset\n"
+            "if __name__ == '__main__':\n"
+            "    res = download_img2dataset(json.loads(sys.argv[1]), Path(sys.argv[2]), distributor='multiprocessing',"
+            " processes=1, threads=2, timeout=10, retries=0, log=lambda *_: None, shard_size=10)\n"
+            "    print(json.dumps([[o.url, bool(o.file and o.file.is_file()), o.reason] for o in res]))\n"
+        )
+        cmd = [sys.executable, "-c", script, json.dumps(urls), str(tmp_path / "out")]
+        env = subprocess_env(NO_ALBUMENTATIONS_UPDATE="1")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        stats = tmp_path / "out" / "img2dataset"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(stats.glob("*_stats.json"))) < 2 and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "img2dataset finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        finished = sorted(int(p.name.split("_")[0]) for p in stats.glob("*_stats.json"))
+        assert 2 <= len(finished) < 6
+        first_hits = dict(slow.hits)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+        assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [g[0] for g in got] == urls and all(g[1] and g[2] == "" for g in got)
+    for shard in finished:  # the URLs of a finished shard were requested once, by the killed run
+        for u in urls[shard * 10 : shard * 10 + 10]:
+            path = u.removeprefix(slow.base)
+            assert first_hits.get(path) == slow.hits[path] == 1, (u, first_hits.get(path), slow.hits[path])
