@@ -20,6 +20,7 @@ __all__ = [
     "DownloadCounts",
     "download_urls",
     "is_transient",
+    "log_counts",
     "settings_key",
     "sniff_image",
     "read_outcomes",
@@ -168,6 +169,18 @@ class DownloadCounts(Counter):
     def transient(self) -> int:
         """URLs whose last attempt failed for a reason that may pass (a failure's key is its reason)."""
         return sum(n for reason, n in self.items() if is_transient(reason))
+
+
+def log_counts(counts: DownloadCounts, what: str, log=print) -> None:
+    """The summary line of a download (`what`: "90 candidates", "300 URLs") and, when some failures may
+    pass, how to fetch them again."""
+    log(f"  download {what}: {counts.summary()}")
+    if counts.transient:
+        log(
+            f"  download {counts.transient} failed for reasons that may pass (timeouts, 5xx, connection, "
+            "proxy or TLS errors): `chiquito dataset RECIPE --retry-failed` tries them again; a run with "
+            "another `proxy` or `verify` retries the proxy, TLS and connection failures by itself"
+        )
 
 
 def settings_key(policy: FetchPolicy) -> str:

@@ -27,7 +27,7 @@ from ..core.recipe import (
 )
 from .archive import extract_archive, extract_once, fetch_archive
 from .composite import generate_composites
-from .download import OUTCOMES_FILE, download_urls
+from .download import OUTCOMES_FILE, download_urls, log_counts
 from .lfw import lfw_root, sample_one_per_person
 from .search import search_images
 from .url_list import download_img2dataset, download_own, list_folder, read_url_list
@@ -334,13 +334,7 @@ def fetch_search(
         )
     policy = FetchPolicy(verify=src.verify or True, proxy=src.proxy)
     counts = download_urls([c["image_url"] for c in cands], base / "images", policy, log=log, retry_failed=retry_failed)
-    log(f"  download {len(cands)} candidates: {counts.summary()}")
-    if counts.transient:
-        log(
-            f"  download {counts.transient} failed for reasons that may pass (timeouts, 5xx, connection, "
-            "proxy or TLS errors): `chiquito dataset RECIPE --retry-failed` tries them again; a run with "
-            "another `proxy` or `verify` retries the proxy, TLS and connection failures by itself"
-        )
+    log_counts(counts, f"{len(cands)} candidates", log)
     if counts["ok"] < src.limit:
         log(f"  download {counts['ok']} usable images of the {src.limit} asked for ({len(cands)} candidates found)")
     return [

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
+import importlib.util
 import os
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.errors import SourceError
 from ..core.http_fetch import FetchError, FetchPolicy, parse_url, short_error
 from ..core.reasons import Reason
-from .download import OUTCOMES_FILE, download_urls, read_outcomes
+from .download import OUTCOMES_FILE, download_urls, log_counts, read_outcomes
 
 __all__ = ["UrlOutcome", "read_url_list", "download_own", "download_img2dataset", "img2dataset_reason"]
 
@@ -92,8 +93,7 @@ def list_folder(base: Path, path: Path, urls: list[str]) -> Path:
 def download_own(urls: list[str], folder: Path, policy: FetchPolicy, log, retry_failed: bool) -> list[UrlOutcome]:
     """The project's downloader: every URL journaled in folder/images/downloads.jsonl with its outcome."""
     images = folder / "images"
-    counts = download_urls(urls, images, policy, log=log, retry_failed=retry_failed)
-    log(f"  download {len(urls)} URLs: {counts.summary()}")
+    log_counts(download_urls(urls, images, policy, log=log, retry_failed=retry_failed), f"{len(urls)} URLs", log)
     outcomes = read_outcomes(images / OUTCOMES_FILE)
     out = []
     for u in urls:
@@ -147,13 +147,9 @@ def _refused_here(url: str) -> tuple[str, str] | None:
 
 def _distributor_available(distributor: str) -> None:
     """A missing engine is one line naming what to install, before any download starts."""
-    need = {"pyspark": ("pyspark", "pip install pyspark"), "ray": ("ray", "pip install 'chiquito-or-not[ray]'")}
-    if distributor in need:
-        module, fix = need[distributor]
-        try:
-            __import__(module)
-        except ImportError:
-            raise SourceError(f'distributor = "{distributor}" needs {module}: {fix}') from None
+    need = {"pyspark": "pip install pyspark", "ray": "pip install 'chiquito-or-not[ray]'"}
+    if distributor in need and importlib.util.find_spec(distributor) is None:
+        raise SourceError(f'distributor = "{distributor}" needs {distributor}: {need[distributor]}')
 
 
 def download_img2dataset(
@@ -233,15 +229,8 @@ def download_img2dataset(
             else:
                 msg = " ".join((r["error_message"] or r["status"] or "").split())  # one line in manifest.csv
                 got[url] = UrlOutcome(url, None, img2dataset_reason(msg), msg[:200])
-    counts: dict[str, int] = {}
-    result = []
-    for u in urls:
-        if u in refused:
-            o = UrlOutcome(u, None, *refused[u])
-        else:
-            o = got.get(u) or UrlOutcome(u, None, "interrupted", "img2dataset did not report it")
-        counts[o.reason or "ok"] = counts.get(o.reason or "ok", 0) + 1
-        result.append(o)
-    log("  img2dataset: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
-    (folder / "outcomes.json").write_text(json.dumps(counts) + "\n")
+    missing = UrlOutcome("", None, "interrupted", "img2dataset did not report it")
+    result = [UrlOutcome(u, None, *refused[u]) if u in refused else got.get(u, replace(missing, url=u)) for u in urls]
+    counts = Counter(o.reason or "ok" for o in result)
+    log("  img2dataset: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
     return result
