@@ -16,7 +16,7 @@ from .core.errors import ChiquitoError
 from .core.files import bytes_written
 from .core.layout import RunFolder
 from .core.paths import run_dir
-from .core.recipe import load_recipe
+from .core.recipe import load_recipe, recipe_json_schema, recipe_to_dict, recipe_toml
 from .core.task_registry import get_task, task_of_model
 from .stages.dataset import build_dataset
 from .stages.predict import done_in_jsonl, expand_paths, predict_paths, predict_to_jsonl
@@ -104,6 +104,30 @@ def main(
         os.environ["CHIQUITO_DATA"] = str(data_root)
     if runs_root:
         os.environ["CHIQUITO_RUNS"] = str(runs_root)
+
+
+recipe_app = typer.Typer(no_args_is_help=True, help="The recipe's schema, and a recipe as it resolves.")
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("schema")
+def recipe_schema():
+    """Print the recipe's JSON Schema (for editors: Taplo / Even Better TOML complete and check recipes with it)."""
+    typer.echo(json.dumps(recipe_json_schema(), indent=2))
+
+
+@recipe_app.command("show")
+@_friendly
+def recipe_show(
+    recipe: Path = RecipeArg,
+    overrides: Optional[list[str]] = typer.Argument(
+        None, help="KEY=VALUE with dotted keys, e.g. finetune.size=160 dataset.balance=weights", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="JSON (as runs/NAME/recipe.json) instead of TOML"),
+):
+    """Print the recipe with every default filled in, after KEY=VALUE overrides; checked as a recipe file is."""
+    r = load_recipe(recipe, overrides or ())
+    typer.echo(json.dumps(recipe_to_dict(r), indent=2) if as_json else recipe_toml(r).rstrip("\n"))
 
 
 @app.command()

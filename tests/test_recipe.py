@@ -1,5 +1,7 @@
 """Recipes: every shipped recipe loads; every kind of mistake is refused with file, key and fix."""
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -123,3 +125,68 @@ def test_cli_bad_recipe_is_one_line_and_exit_2(tmp_path):
         lines = res.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "'finetune.bs' = -1" in lines[0]
         assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda p: p.name)
+def test_the_json_schema_validates_every_shipped_recipe_and_refuses_a_typo(path):
+    import tomllib
+
+    jsonschema = pytest.importorskip("jsonschema")
+    res = CliRunner().invoke(app, ["recipe", "schema"])
+    assert res.exit_code == 0, res.output
+    schema = json.loads(res.output)
+    data = tomllib.loads(path.read_text())
+    jsonschema.validate(data, schema)  # what an editor checks the file against
+    data.setdefault("finetune", {})["bs"] = "big"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, schema)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda p: p.name)
+def test_recipe_show_prints_a_recipe_that_loads_back_to_the_same(path, tmp_path):
+    res = CliRunner().invoke(app, ["recipe", "show", str(path)])
+    assert res.exit_code == 0, res.output
+    again = write_recipe(tmp_path, res.output, path.name)
+    assert recipe_to_dict(load_recipe(again)) | {"path": ""} == recipe_to_dict(load_recipe(path)) | {"path": ""}
+
+
+def test_overrides_are_parsed_and_checked_by_the_schema(tmp_path):
+    path = write_recipe(tmp_path, "[finetune]\nbs = 8\n" + GOOD)
+    r = load_recipe(
+        path, ["finetune.size=160", "finetune.unfrozen.cycles=1", "finetune.backbone=resnet18", "dataset.valid=0.3"]
+    )
+    assert (r.finetune.size, r.finetune.unfrozen.cycles, r.finetune.backbone, r.dataset.valid) == (
+        160,
+        1,
+        "resnet18",
+        0.3,
+    )
+    assert load_recipe(path, ["finetune.unfrozen.lrs=[1e-5, 1e-4, 1e-3]"]).finetune.unfrozen.lrs == (1e-5, 1e-4, 1e-3)
+    assert load_recipe(path, ["dataset.balance=weights"]).dataset.balance == "weights"
+    for bad, expected in [
+        ("finetune.sise=160", "unknown key 'finetune.sise'; did you mean 'finetune.size'?"),
+        ("finetune.size=big", "'finetune.size' expected an integer, got str 'big'"),
+        ("finetune.size=0", "'finetune.size' = 0 is out of range; use a value in [16, 2048]"),
+        ("finetune.size", "override 'finetune.size' is not KEY=VALUE"),
+        ("seed.x=1", "'seed' expected an integer"),
+        ("finetune.bs.x=1", "'finetune.bs' is not a table"),
+        ("path=x", "key 'path' is reserved"),
+    ]:
+        with pytest.raises(RecipeError) as e:
+            load_recipe(path, [bad])
+        assert expected in str(e.value) and bad in str(e.value) and str(path) in str(e.value)
+
+
+def test_recipe_show_with_overrides_and_a_bad_one_is_one_line(tmp_path):
+    path = write_recipe(tmp_path, GOOD)
+    res = CliRunner().invoke(app, ["recipe", "show", str(path), "finetune.size=160", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["finetune"]["size"] == 160
+    res = CliRunner().invoke(app, ["recipe", "show", str(path), "dataset.balnce=weights"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert "did you mean 'dataset.balance'?" in res.output
+
+
+def test_a_classification_recipe_refuses_a_detect_section(tmp_path):
+    path = write_recipe(tmp_path, '[detect]\nlabels = ["cat"]\n' + GOOD)
+    with pytest.raises(RecipeError, match="a classification recipe takes its classes from 'classes'"):
+        load_recipe(path)

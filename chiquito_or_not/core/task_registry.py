@@ -1,21 +1,44 @@
 """The task registry: what differs between kinds of model, behind one interface (Task).
 
 The stages never ask "is this classification?": they ask the recipe's task (`get_task(recipe.task)`) or
-the loaded model's (`task_of_model`) for the parts below. A task is a package under tasks/ whose `TASK`
-object has these members, registered here by one line in TASKS and imported by name when first asked
-for (this module imports nothing of the package above core). Classification (tasks/classify) is the
-first; detection (tasks/detect) the second.
+the loaded model's (`task_of_model`) for the parts below. A task is a package under tasks/ with two modules
+registered here by one line in TASKS and imported by name when first asked for (this module imports nothing
+of the package above core): its `TASK` object, with these members, and its recipe section (the top-level
+keys it adds to the recipe schema, the labels it answers with, and the checks the schema cannot say).
+Classification (tasks/classify) is the first; detection (tasks/detect) the second.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Protocol
 
-__all__ = ["TASKS", "DEFAULT_TASK", "Task", "get_task", "task_of_model", "task_name_problem"]
+__all__ = [
+    "TASKS",
+    "DEFAULT_TASK",
+    "TaskModules",
+    "Task",
+    "get_task",
+    "task_section",
+    "task_of_model",
+    "task_name_problem",
+]
 
-# task name in a recipe → the package that implements it
-TASKS = {"classify": "chiquito_or_not.tasks.classify", "detect": "chiquito_or_not.tasks.detect"}
+
+@dataclass(frozen=True)
+class TaskModules:
+    """Where one task lives: the module holding its TASK, and the module holding its recipe section."""
+
+    task: str
+    recipe: str
+
+
+# task name in a recipe → the modules that implement it
+TASKS = {
+    "classify": TaskModules("chiquito_or_not.tasks.classify.class_task", "chiquito_or_not.tasks.classify.class_recipe"),
+    "detect": TaskModules("chiquito_or_not.tasks.detect.box_task", "chiquito_or_not.tasks.detect.box_recipe"),
+}
 DEFAULT_TASK = "classify"
 
 
@@ -110,7 +133,13 @@ def get_task(name: str) -> Task:
     """The task registered under `name` (imported on first use)."""
     if problem := task_name_problem(name):
         raise ValueError(problem)
-    return import_module(TASKS[name]).TASK
+    return import_module(TASKS[name].task).TASK
+
+
+def task_section(name: str):
+    """The recipe section module of task `name`: FIELDS, class_names(recipe), sources(recipe), check(recipe, where,
+    foreign)."""
+    return import_module(TASKS[name].recipe)
 
 
 def task_name_problem(name) -> str:

@@ -11,13 +11,14 @@ from pathlib import Path
 from ...core.errors import DataError, SourceError
 from ...core.files import write_csv
 from ...core.reasons import UNUSED_DETAIL, Reason, Status
-from ...core.recipe import ClassSpec, FolderSource, Recipe
+from ...core.recipe import FolderSource, Recipe
 from ...data.clean import Record, clean_files, drop_near_duplicates
 from ...data.dataset_parts import DatasetSummary, sample_per_label
 from ...data.face_crops import crop_faces
 from ...data.review_log import apply_review, read_decisions
 from ...data.sources import fetch_face_detector, fetch_source
 from ...data.split import SPLITS, assign_splits
+from .class_recipe import ClassSpec
 
 __all__ = ["ClassDataset"]
 

@@ -1,0 +1,118 @@
+"""The classify task's TASK: its parts behind the interface the shared stages use (core.task_registry.Task)."""
+
+from __future__ import annotations
+
+from ...core.errors import ChiquitoError
+from .class_data import check_dataset, class_weights, make_dls, memorise_dls
+from .class_dataset import ClassDataset
+from .class_export import compare, onnx_graph, onnx_metadata, parity
+from .class_head import model_parts
+from .class_inference import LearnerClassifier, predict_paths
+from .class_runtime import LiteClassifier, OnnxClassifier
+from .class_suspects import suspects
+
+__all__ = ["TASK", "Classify"]
+
+
+class Classify:
+    name = "classify"
+    history_metrics = ("accuracy",)
+    scores = ("accuracy", "balanced_accuracy")
+    rank = ("balanced_accuracy", "accuracy")
+    feature_cache = True  # the frozen stage may train the head on cached body features
+    # not channels-last: faster per step (bench/bench_channels_last.py), but its backward pass is less exact
+    # on a CPU (the README's "Speed on a CPU"), and a classifier trains exactly as it always has
+    channels_last = False
+    onnx_outputs = ("probabilities",)
+
+    # data
+    def dataset_parts(self, recipe, folder, log, use_review: bool):
+        return ClassDataset(recipe, folder, log, use_review)
+
+    def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
+        return suspects(self, recipe, root, run, folds, log)
+
+    def label_items(self, recipe, root, log, everything: bool) -> dict:
+        raise ChiquitoError(
+            f"{recipe.path}: label draws boxes for detection recipes; a classifier's labels are its "
+            "classes: fix them with `chiquito review`"
+        )
+
+    def check_dataset(self, recipe, root) -> None:
+        check_dataset(recipe, root)
+
+    # training
+    def dataloaders(self, recipe, root, augment: bool):
+        return make_dls(recipe, augment=augment, root=root)
+
+    def memorise_dls(self, recipe, root, n_images: int) -> tuple:
+        return memorise_dls(recipe, root, n_images)
+
+    def adapt_body(self, recipe, body):
+        return body
+
+    def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
+        weights = class_weights(recipe, root) if root is not None else None
+        return model_parts(recipe, body, n_features, dls.c, weights)
+
+    def headline(self, metrics: dict) -> str:
+        from .class_metrics import headline
+
+        return headline(metrics)
+
+    # using a trained model
+    def check_model(self, model, path) -> None:
+        if not hasattr(model, "dls") or not hasattr(model.dls, "vocab"):
+            raise ChiquitoError(f"{path}: not an exported image classifier (no vocab)")
+
+    def learner_model(self, learn, path):
+        return LearnerClassifier(learn, path)
+
+    def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
+        from .class_metrics import evaluate_set
+
+        return evaluate_set(model, name, folder, out, suffix, top_k, log, split=split)
+
+    def predict_files(self, model, paths, bs: int = 64, workers: int = 2, threshold: float | None = None) -> list:
+        if threshold is not None:
+            raise ChiquitoError("--threshold applies to detectors; a classifier answers with its most likely class")
+        return predict_paths(model, paths, bs=bs, workers=workers)
+
+    def draw_files(self, model, results, folder) -> int:
+        raise ChiquitoError("--draw applies to detectors: a classifier has no boxes to draw")
+
+    def predict_image(self, model, image, threshold: float | None = None) -> dict:
+        face = {}
+        if model.face_step is not None:  # a model trained on face crops: the same crop first (ImageRefused: no face)
+            crop, box, n = model.face_step(image)
+            if box is not None:
+                face = {"face": {"box": list(box), "faces_found": n}, "width": image.width, "height": image.height}
+            image = crop
+        vocab, probs = model.vocab, model.probabilities([image])[0].tolist()
+        k = max(range(len(probs)), key=probs.__getitem__)
+        return {"label": vocab[k], "probability": probs[k], "probabilities": dict(zip(vocab, probs)), **face}
+
+    def onnx_model(self, path, session):
+        return OnnxClassifier(path, session=session)
+
+    def onnx_graph(self, model):
+        return onnx_graph(model)
+
+    def onnx_metadata(self, model) -> dict:
+        return onnx_metadata(model)
+
+    def lite_model(self, path, session):
+        return LiteClassifier(path, session)
+
+    def input_spec(self, model) -> dict:
+        s = model.spec
+        return {"size_wh": s["size_wh"], "mean": s["mean"], "std": s["std"], "scale": s["scale"]}
+
+    def parity(self, model, exported, files, what: str) -> dict:
+        return parity(model, exported, files, what)
+
+    def compare(self, reference, other, files) -> dict:
+        return compare(reference, other, files)
+
+
+TASK = Classify()
