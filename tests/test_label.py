@@ -5,7 +5,6 @@ next `chiquito dataset` (the user's files untouched)."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -83,12 +82,7 @@ def test_label_api_lists_checks_and_journals(unlabelled):
     assert {p: p.read_bytes() for p in ds.rglob("*") if p.is_file()} == before  # the user's files as they were
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (shutil.which("chromedriver") and shutil.which("chromium")),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
-def test_a_box_drawn_with_the_mouse_is_trained_on(unlabelled, tmp_path):
+def test_a_box_drawn_with_the_mouse_is_trained_on(chromium, unlabelled, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys

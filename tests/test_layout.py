@@ -172,3 +172,10 @@ def test_a_model_pickled_before_the_modules_moved_still_loads():
     with pytest.raises(ModuleNotFoundError):
         pickle.loads(old)  # a plain unpickler no longer finds it
     assert all(importlib.util.find_spec(new) for new in model_loader.MOVED_MODULES.values())
+
+
+def test_no_function_is_above_the_complexity_gate():
+    from .complexity_gate import MAX_CC, over_the_gate
+
+    assert over_the_gate() == [], f"split these into named steps (radon CC <= {MAX_CC})"
+    assert over_the_gate(MAX_CC - 1), "the gate sees the package's functions"

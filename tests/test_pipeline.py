@@ -8,15 +8,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from chiquito_or_not.cli import app
 from chiquito_or_not.tasks.classify.class_inference import predict_images
 
 from .helpers import TINY_RECIPE, predict_without_the_package, subprocess_env, write_recipe
-
-pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
 
 def test_finetune_writes_every_output(tiny_run):

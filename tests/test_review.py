@@ -248,12 +248,7 @@ def test_the_review_api_answers_deep_or_mistyped_json_with_4xx_json(planted):
             (root / "review.csv").rmdir()
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (shutil.which("chromedriver") and shutil.which("chromium")),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
-def test_review_page_in_chromium(planted, tmp_path):
+def test_review_page_in_chromium(chromium, planted, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -121,12 +121,7 @@ def test_missing_backend_names_the_extra(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (shutil.which("chromedriver") and shutil.which("chromium")),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
-def test_google_backend_end_to_end_with_real_chromium(roots, tmp_path, no_scroll_waits):
+def test_google_backend_end_to_end_with_real_chromium(chromium, roots, tmp_path, no_scroll_waits):
     """google-images-download drives headless Chromium to an https results page on 127.0.0.1 signed by a
     private CA (`verify`), through a loopback proxy (`proxy`) that must carry the browser's requests and
     every download; the page writes URLs as Google does, with JavaScript escapes and source pages."""
@@ -187,12 +182,7 @@ path = "{tmp_path / "neg"}"
 
 
 @pytest.mark.slow
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (shutil.which("chromedriver") and shutil.which("chromium")),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
-def test_a_consent_page_is_not_cached_and_says_what_it_was(roots, tmp_path, no_scroll_waits):
+def test_a_consent_page_is_not_cached_and_says_what_it_was(chromium, roots, tmp_path, no_scroll_waits):
     with Server() as pages:
         pages.files["/search"] = (
             b"<html><body><h1>Before you continue to Google</h1><form action='/consent'>"
@@ -261,12 +251,7 @@ def test_ctrl_c_during_dataset_stops_at_once_and_the_rerun_fetches_only_the_rest
     assert f"{60 - len(before)} fetched now" in r.output and f"{len(before)} already had" in r.output
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (shutil.which("chromedriver") and shutil.which("chromium")),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
-def test_no_chrome_profile_is_left_after_a_failed_certificate_check(tmp_path, monkeypatch):
+def test_no_chrome_profile_is_left_after_a_failed_certificate_check(chromium, tmp_path, monkeypatch):
     import tempfile
 
     from chiquito_or_not.data.search import search_images
@@ -300,12 +285,7 @@ def test_a_dead_proxy_is_named_as_the_proxy_not_as_a_failed_verify_check(tmp_pat
     assert "'verify'" not in msg and "\n" not in msg
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (shutil.which("chromedriver") and shutil.which("chromium")),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
-def test_ctrl_c_during_the_search_leaves_no_browser_and_no_profile(tmp_path):
+def test_ctrl_c_during_the_search_leaves_no_browser_and_no_profile(chromium, tmp_path):
     import signal
     import subprocess
     import tempfile

@@ -1,7 +1,6 @@
 """The web app: JSON API through FastAPI's test client, and the page driven by real headless Chromium."""
 
 import io
-import shutil
 import threading
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from chiquito_or_not.stages.serve import create_app
 
 from .helpers import photo
 from .httpserver import Server, jpeg_bytes
-
-pytestmark = [pytest.mark.slow, pytest.mark.registry]
 
 
 @pytest.fixture(scope="module")
@@ -183,12 +180,7 @@ def test_concurrent_requests_are_all_answered(client):
     assert results == [200] * 12
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(
-    not (shutil.which("chromedriver") and shutil.which("chromium")),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-)
-def test_browser_upload_then_url(model, images, tmp_path, shared_roots):
+def test_browser_upload_then_url(chromium, model, images, tmp_path, shared_roots):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -128,6 +128,17 @@ class _Refused(Exception):
     """An input the decoder refuses: (reason, detail)."""
 
 
+def _check_header(im, spec: DecodePolicy) -> None:
+    """What the header tells before any pixel is decoded: the pixel count, one frame, an allowed format."""
+    w, h = im.size
+    if w * h > spec.max_pixels:
+        raise _Refused(Reason.DECOMPRESSION_BOMB, f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}")
+    if getattr(im, "is_animated", False) or getattr(im, "n_frames", 1) > 1:
+        raise _Refused(Reason.ANIMATED, f"{im.format} with {getattr(im, 'n_frames', '?')} frames")
+    if im.format not in spec.formats:
+        raise _Refused(Reason.FORMAT_NOT_ALLOWED, f"{im.format} (allowed: {', '.join(spec.formats)})")
+
+
 def _decoded(raw: Path | bytes, spec: DecodePolicy):
     """The fully decoded Pillow image of a file or its bytes, every check before and after decoding."""
     from PIL import Image, UnidentifiedImageError
@@ -149,13 +160,8 @@ def _decoded(raw: Path | bytes, spec: DecodePolicy):
         raise _Refused(Reason.DECOMPRESSION_BOMB, str(e).split(".")[0]) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise _Refused(Reason.CORRUPT, str(e)) from None
+    _check_header(im, spec)
     w, h = im.size
-    if w * h > spec.max_pixels:
-        raise _Refused(Reason.DECOMPRESSION_BOMB, f"{w}x{h} = {w * h} pixels > max_pixels {spec.max_pixels}")
-    if getattr(im, "is_animated", False) or getattr(im, "n_frames", 1) > 1:
-        raise _Refused(Reason.ANIMATED, f"{im.format} with {getattr(im, 'n_frames', '?')} frames")
-    if im.format not in spec.formats:
-        raise _Refused(Reason.FORMAT_NOT_ALLOWED, f"{im.format} (allowed: {', '.join(spec.formats)})")
     try:
         im.load()  # the full decode: truncated and corrupt files fail here, not at training time
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -43,32 +43,11 @@ def fetch_archive(
             log(f"  {target.name}: {errors[-1]}; trying mirror {i + 1} of {len(mirrors)}, {url}")
         part = target.with_name(f".{target.name}.part")
         try:
-            with open_url(
-                url, verify=verify, connect_timeout=10, read_timeout=timeout, deadline=None, proxy=proxy
-            ) as r:
-                if r.status != 200:
-                    errors.append(f"{url}: HTTP {r.status}")
-                    continue
-                h, n = hashlib.sha256(), 0
-                total = size or int(r.headers.get("Content-Length", "0") or 0)
-                log(f"  fetching {target.name}" + (f" ({total / 2**20:.1f} MB)" if total else ""))
-                progress = Progress(log, every)
-                with open(part, "wb") as f:
-                    for chunk in r.iter_chunks(1 << 20):
-                        n += len(chunk)
-                        if size and n > size:
-                            break
-                        h.update(chunk)
-                        f.write(chunk)
-                        progress.show(_mb_line(target.name, n, total, progress.elapsed()))
-                progress.end(_mb_line(target.name, n, total, progress.elapsed()) + " (done)")
-            if size and n != size:
-                errors.append(f"{url}: {n if n <= size else 'more than ' + str(size)} bytes, expected {size}")
-            elif h.hexdigest() != sha256:
-                errors.append(f"{url}: sha256 {h.hexdigest()[:16]}…, expected {sha256[:16]}…")
-            else:
+            problem = _download_one(url, part, target.name, size, sha256, verify, timeout, proxy, log, every)
+            if not problem:
                 part.replace(target)
                 return target
+            errors.append(f"{url}: {problem}")
         except FetchError as e:
             errors.append(f"{url}: {e.reason}: {clip(e.detail, 80)}")
         finally:
@@ -77,6 +56,31 @@ def fetch_archive(
         f"no mirror gave a good {target.name} ({'; '.join(errors)}); download it yourself "
         f"and {local}, or add a mirror to {what}"
     )
+
+
+def _download_one(url, part: Path, name: str, size: int, sha256: str, verify, timeout, proxy, log, every) -> str:
+    """One mirror's archive into `part`, checked: "" when it is the pinned file, else what is wrong with it."""
+    with open_url(url, verify=verify, connect_timeout=10, read_timeout=timeout, deadline=None, proxy=proxy) as r:
+        if r.status != 200:
+            return f"HTTP {r.status}"
+        h, n = hashlib.sha256(), 0
+        total = size or int(r.headers.get("Content-Length", "0") or 0)
+        log(f"  fetching {name}" + (f" ({total / 2**20:.1f} MB)" if total else ""))
+        progress = Progress(log, every)
+        with open(part, "wb") as f:
+            for chunk in r.iter_chunks(1 << 20):
+                n += len(chunk)
+                if size and n > size:
+                    break
+                h.update(chunk)
+                f.write(chunk)
+                progress.show(_mb_line(name, n, total, progress.elapsed()))
+        progress.end(_mb_line(name, n, total, progress.elapsed()) + " (done)")
+    if size and n != size:
+        return f"{n if n <= size else 'more than ' + str(size)} bytes, expected {size}"
+    if h.hexdigest() != sha256:
+        return f"sha256 {h.hexdigest()[:16]}…, expected {sha256[:16]}…"
+    return ""
 
 
 def _mb_line(name: str, n: int, total: int, seconds: float) -> str:

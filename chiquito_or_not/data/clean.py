@@ -123,17 +123,44 @@ def drop_near_duplicates(recs: list[Record], distance: int) -> None:
                 )
 
 
+def _read_index(index_path: Path, params: dict) -> dict:
+    """The cached outcome of each file cleaned before with the same settings (a damaged index only costs a
+    re-decode)."""
+    if not index_path.is_file():
+        return {}
+    try:
+        stored = json.loads(index_path.read_text())
+        return stored["records"] if stored.get("params") == params else {}
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return {}
+
+
+def _drop_exact_duplicates(recs: list[Record]) -> None:
+    """Exact duplicates: the same bytes twice are kept once; the same bytes in two classes is a labelling
+    conflict, and neither is kept."""
+    first: dict[str, Record] = {}
+    labels_of: dict[str, set] = {}
+    for r in recs:
+        if r.sha256:
+            labels_of.setdefault(r.sha256, set()).add(r.label)
+    for r in recs:
+        if r.status != Status.KEPT:
+            continue
+        if len(labels_of[r.sha256]) > 1:
+            r.status, r.reason = Status.REJECTED, Reason.IN_SEVERAL_CLASSES
+            r.detail = f"same file in classes {', '.join(sorted(labels_of[r.sha256]))}"
+        elif r.sha256 in first:
+            r.status, r.reason = Status.REJECTED, Reason.EXACT_DUPLICATE
+            r.detail = f"same bytes as {first[r.sha256].raw_path}"
+        else:
+            first[r.sha256] = r
+
+
 def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: Path) -> list[Record]:
     """Clean `(label, RawFile)` pairs into `clean_root/<label>/`; one Record per input, in input order."""
     index_path = clean_root / ".index.json"
     params = _clean_params(spec)
-    cache = {}
-    if index_path.is_file():
-        try:
-            stored = json.loads(index_path.read_text())
-            cache = stored["records"] if stored.get("params") == params else {}
-        except (json.JSONDecodeError, KeyError, TypeError):
-            cache = {}  # a damaged index only costs a re-decode
+    cache = _read_index(index_path, params)
     recs = [
         Record(
             label=label,
@@ -154,24 +181,7 @@ def clean_files(raw: list[tuple[str, "object"]], spec: DatasetSpec, clean_root: 
     fields = ("status", "reason", "detail", "width", "height", "phash", "clean_path")
     per_file = {f"{r.label}/{r.sha256}": {k: getattr(r, k) for k in fields} for r in recs if r.sha256}
 
-    # exact duplicates: same bytes twice; the same bytes in two classes is a labelling conflict
-    first: dict[str, Record] = {}
-    labels_of: dict[str, set] = {}
-    for r in recs:
-        if r.sha256:
-            labels_of.setdefault(r.sha256, set()).add(r.label)
-    for r in recs:
-        if r.status != Status.KEPT:
-            continue
-        if len(labels_of[r.sha256]) > 1:
-            r.status, r.reason = Status.REJECTED, Reason.IN_SEVERAL_CLASSES
-            r.detail = f"same file in classes {', '.join(sorted(labels_of[r.sha256]))}"
-        elif r.sha256 in first:
-            r.status, r.reason = Status.REJECTED, Reason.EXACT_DUPLICATE
-            r.detail = f"same bytes as {first[r.sha256].raw_path}"
-        else:
-            first[r.sha256] = r
-
+    _drop_exact_duplicates(recs)
     drop_near_duplicates(recs, spec.near_duplicate_distance)
 
     clean_root.mkdir(parents=True, exist_ok=True)

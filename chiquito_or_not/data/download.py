@@ -267,34 +267,38 @@ def download_urls(
     try:
         with open(journal, "a", encoding="utf-8") as out:
             futures = [pool.submit(d.fetch, u) for u in todo]
-            pending, i = set(futures), 0
-            # each outcome is journaled the moment it is known, in the order they finish: one slow URL
-            # holds up neither the journal nor the progress, which also ticks while nothing finishes
-            while pending:
-                finished, pending = wait(pending, timeout=0.5 if shown.tty else every, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    _journal(out, fut.result() | {"settings": key}, counts)
-                    journaled.add(fut)
-                    i += 1
-                if pending or shown.tty:  # a log hears the totals from the caller's summary
-                    shown.show(_progress_line(i, len(todo), counts, shown, len(pending)))
+            _journal_as_they_finish(futures, out, key, counts, shown, journaled, every)
     except BaseException:  # Ctrl-C: what was journaled is kept; the rest is fetched by the next run
         d.abort.abort()
         pool.shutdown(wait=True, cancel_futures=True)
-        # images that had fully arrived (written, content-named) but were not journaled yet: journal them
-        # now, so that the next run does not fetch them again
-        with open(journal, "a", encoding="utf-8") as out:
-            for fut in futures:
-                if (
-                    fut not in journaled
-                    and fut.done()
-                    and not fut.cancelled()
-                    and fut.exception() is None
-                    and fut.result()["status"] == "ok"
-                ):
-                    _journal(out, fut.result() | {"settings": key}, counts)
+        _journal_arrived(futures, journaled, journal, key, counts)
         raise
     pool.shutdown()
     if shown.tty and todo:
         shown.end()
     return counts
+
+
+def _journal_as_they_finish(futures: list, out, key: str, counts, shown, journaled: set, every: float) -> None:
+    """Each outcome journaled the moment it is known, in the order they finish: one slow URL holds up neither
+    the journal nor the progress, which also ticks while nothing finishes."""
+    pending, i = set(futures), 0
+    while pending:
+        finished, pending = wait(pending, timeout=0.5 if shown.tty else every, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            _journal(out, fut.result() | {"settings": key}, counts)
+            journaled.add(fut)
+            i += 1
+        if pending or shown.tty:  # a log hears the totals from the caller's summary
+            shown.show(_progress_line(i, len(futures), counts, shown, len(pending)))
+
+
+def _journal_arrived(futures: list, journaled: set, journal: Path, key: str, counts) -> None:
+    """After an interruption: images that had fully arrived (written, content-named) but were not journaled
+    yet are journaled now, so that the next run does not fetch them again."""
+    with open(journal, "a", encoding="utf-8") as out:
+        for fut in futures:
+            if fut in journaled or not fut.done() or fut.cancelled() or fut.exception() is not None:
+                continue
+            if fut.result()["status"] == "ok":
+                _journal(out, fut.result() | {"settings": key}, counts)

@@ -35,17 +35,10 @@ def _detections_ok(dets) -> bool:
     )
 
 
-def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, weights: Path | None = None) -> list:
-    """Records after the face step: for each kept record of a class in `crop_labels`, its crop(s) as new
-    records (clean_path, box, source_sha256; sha256 of the crop's file), or the record rejected with
-    reason no_face / several_faces. Detections are cached per cleaned image in clean/.faces.json.
-    `weights`: the detector's model file (BlazeFace's, fetched by the dataset stage)."""
-    import imagehash
-    from PIL import Image
-
-    index = clean_root / ".faces.json"
-    key = _cache_key(spec)
-    try:  # {detector key: {sha256: detections}}: a damaged index only costs detecting again
+def _read_detections(index: Path, key: str) -> tuple[dict, dict]:
+    """(the whole index, the detections cached under `key`): {detector key: {sha256: detections}}; a damaged
+    index only costs detecting again."""
+    try:
         stored = json.loads(index.read_text()) if index.is_file() else {}
     except (OSError, ValueError, RecursionError):
         stored = {}
@@ -53,6 +46,70 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
         stored = {}
     cache = stored.get(key) if isinstance(stored.get(key), dict) else {}
     stored[key] = cache = {sha: dets for sha, dets in cache.items() if _detections_ok(dets)}
+    return stored, cache
+
+
+def _no_usable_face(r, faces: list, spec) -> bool:
+    """Reject record `r` when its faces cannot be cropped (none, or several with several = "drop")."""
+    if not faces:
+        r.status, r.reason = Status.REJECTED, Reason.NO_FACE
+        r.detail = f"no face of at least {spec.min_face} px with score >= {spec.min_score} ({spec.detector})"
+        return True
+    if len(faces) > 1 and spec.several == "drop":
+        r.status, r.reason = Status.REJECTED, Reason.SEVERAL_FACES
+        r.detail = f'{len(faces)} faces; dataset.faces.several = "drop"'
+        return True
+    return False
+
+
+def _crop_record(r, im, f, k: int, n_faces: int, spec, clean_root: Path, crop_key: str):
+    """Face `f` (the k-th of n_faces) of record `r`'s image cut out, written once, as a new record."""
+    import imagehash
+
+    crop, box = crop_face(im, f, spec.margin, spec.size, spec.face_px)
+    buf = io.BytesIO()
+    crop.save(buf, "JPEG", quality=95)
+    data = buf.getvalue()
+    rel = f"{r.label}/{r.sha256[:16]}-face{k}-{crop_key}.jpg"  # named by the crop settings too
+    if not (clean_root / rel).is_file():
+        atomic_write_bytes(clean_root / rel, data)
+    return replace(
+        r,
+        sha256=hashlib.sha256(data).hexdigest(),
+        source_sha256=r.sha256,
+        clean_path=rel,
+        width=spec.size,
+        height=spec.size,
+        phash=str(imagehash.phash(crop)),
+        box=" ".join(str(v) for v in box),
+        detail=f"face {k + 1} of {n_faces}, score {f.score:.2f}",
+    )
+
+
+def _say_faces(out: list, crop_labels: set, spec, found: int, examined: int, sides: dict, log) -> None:
+    lost = [
+        f"{n} {what}"
+        for reason, what in ((Reason.NO_FACE, "without a usable face"), (Reason.SEVERAL_FACES, "with several, dropped"))
+        if (n := sum(1 for r in out if r.reason == reason and r.label in crop_labels))
+    ]
+    log(
+        f"  faces ({spec.detector}): {found} crops from the {examined} clean images that reached the face step"
+        + (f" ({', '.join(lost)})" if lost else "")
+    )
+    hint = face_size_hint(sides, spec.face_px)
+    if hint:
+        log(f"  note: {hint}")
+
+
+def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, weights: Path | None = None) -> list:
+    """Records after the face step: for each kept record of a class in `crop_labels`, its crop(s) as new
+    records (clean_path, box, source_sha256; sha256 of the crop's file), or the record rejected with
+    reason no_face / several_faces. Detections are cached per cleaned image in clean/.faces.json.
+    `weights`: the detector's model file (BlazeFace's, fetched by the dataset stage)."""
+    from PIL import Image
+
+    index = clean_root / ".faces.json"
+    stored, cache = _read_detections(index, _cache_key(spec))
     detector, out, found, sides, examined = None, [], 0, {}, 0
     crop_key = hashlib.sha256(json.dumps([spec.margin, spec.size, spec.face_px, "inside"]).encode()).hexdigest()[:8]
     for r in recs:
@@ -66,52 +123,15 @@ def crop_faces(recs: list, spec, crop_labels: set, clean_root: Path, log=print, 
             detector = detector or get_detector(spec.detector, weights)
             cache[r.sha256] = [[*f.box, f.score] for f in detector(im)]
         faces = usable_faces([Face(tuple(d[:4]), d[4]) for d in cache[r.sha256]], spec.min_score, spec.min_face)
-        if not faces:
-            r.status, r.reason = Status.REJECTED, Reason.NO_FACE
-            r.detail = f"no face of at least {spec.min_face} px with score >= {spec.min_score} ({spec.detector})"
-            out.append(r)
-            continue
-        if len(faces) > 1 and spec.several == "drop":
-            r.status, r.reason = Status.REJECTED, Reason.SEVERAL_FACES
-            r.detail = f'{len(faces)} faces; dataset.faces.several = "drop"'
+        if _no_usable_face(r, faces, spec):
             out.append(r)
             continue
         for k, f in enumerate(faces if spec.several == "each" else faces[:1]):
-            crop, box = crop_face(im, f, spec.margin, spec.size, spec.face_px)
             sides.setdefault(r.label, []).append(f.side)
-            buf = io.BytesIO()
-            crop.save(buf, "JPEG", quality=95)
-            data = buf.getvalue()
-            rel = f"{r.label}/{r.sha256[:16]}-face{k}-{crop_key}.jpg"  # named by the crop settings too
-            if not (clean_root / rel).is_file():
-                atomic_write_bytes(clean_root / rel, data)
-            out.append(
-                replace(
-                    r,
-                    sha256=hashlib.sha256(data).hexdigest(),
-                    source_sha256=r.sha256,
-                    clean_path=rel,
-                    width=spec.size,
-                    height=spec.size,
-                    phash=str(imagehash.phash(crop)),
-                    box=" ".join(str(v) for v in box),
-                    detail=f"face {k + 1} of {len(faces)}, score {f.score:.2f}",
-                )
-            )
+            out.append(_crop_record(r, im, f, k, len(faces), spec, clean_root, crop_key))
             found += 1
     atomic_write_text(index, json.dumps(stored))
-    lost = [
-        f"{n} {what}"
-        for reason, what in ((Reason.NO_FACE, "without a usable face"), (Reason.SEVERAL_FACES, "with several, dropped"))
-        if (n := sum(1 for r in out if r.reason == reason and r.label in crop_labels))
-    ]
-    log(
-        f"  faces ({spec.detector}): {found} crops from the {examined} clean images that reached the face step"
-        + (f" ({', '.join(lost)})" if lost else "")
-    )
-    hint = face_size_hint(sides, spec.face_px)
-    if hint:
-        log(f"  note: {hint}")
+    _say_faces(out, crop_labels, spec, found, examined, sides, log)
     return out
 
 

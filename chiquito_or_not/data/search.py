@@ -303,15 +303,8 @@ def _spki_pin(url: str, verify: str, proxy: str) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
-def _google(query: str, limit: int, opts: dict) -> SearchReport:
-    """Google Images through google-images-download 3.x, which drives headless Chrome with Selenium."""
-    try:
-        from google_images_download import google_images_download
-    except ImportError:
-        raise SourceError("the google backend needs the web extra: pip install 'chiquito-or-not[web]'") from None
-    import tempfile
-
-    rep = SearchReport("google", query, limit)
+def _google_args(query: str, limit: int, opts: dict) -> dict:
+    """google-images-download's arguments for one query."""
     args = {
         "keywords": query,
         "limit": limit,
@@ -325,6 +318,53 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
         args["safe_search"] = True
     if opts.get("size"):
         args["size"] = opts["size"]
+    return args
+
+
+def _chrome_args(args: dict, opts: dict) -> list[str]:
+    """Chrome's command line: quiet, through the proxy when one is set, trusting the CA bundle's key."""
+    chrome_args = list(QUIET_CHROME)
+    proxy, verify = opts.get("proxy", ""), opts.get("verify", True)
+    if proxy:  # every request the browser makes goes through it, loopback included
+        chrome_args += [
+            f"--proxy-server={proxy}",
+            f"--proxy-bypass-list=<-loopback>;{';'.join((NOWHERE.split('//')[1], *SILENCED_HOSTS))}",
+        ]
+    if isinstance(verify, str) and args.get("url", "").startswith("https://"):  # before the profile exists
+        chrome_args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(args['url'], verify, proxy)}")
+    return chrome_args
+
+
+def _add_google_items(rep: SearchReport, items: list, query: str, limit: int) -> None:
+    """The parsed items as candidates, each image URL once, up to `limit`."""
+    seen = set()
+    for obj in items:
+        u = obj["ou"]
+        if u in seen or len(rep.candidates) >= limit:
+            continue
+        seen.add(u)
+        rep.candidates.append(
+            {
+                "backend": "google",
+                "query": query,
+                "rank": len(rep.candidates) + 1,
+                "image_url": u,
+                "source_page": obj.get("ru", ""),
+                "title": obj.get("pt", ""),
+            }
+        )
+
+
+def _google(query: str, limit: int, opts: dict) -> SearchReport:
+    """Google Images through google-images-download 3.x, which drives headless Chrome with Selenium."""
+    try:
+        from google_images_download import google_images_download
+    except ImportError:
+        raise SourceError("the google backend needs the web extra: pip install 'chiquito-or-not[web]'") from None
+    import tempfile
+
+    rep = SearchReport("google", query, limit)
+    args = _google_args(query, limit, opts)
     from selenium.common.exceptions import WebDriverException
 
     class Capturing(google_images_download.googleimagesdownload):
@@ -349,15 +389,7 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
                 self.items.append(obj)
             return obj, end
 
-    chrome_args = list(QUIET_CHROME)
-    proxy, verify = opts.get("proxy", ""), opts.get("verify", True)
-    if proxy:  # every request the browser makes goes through it, loopback included
-        chrome_args += [
-            f"--proxy-server={proxy}",
-            f"--proxy-bypass-list=<-loopback>;{';'.join((NOWHERE.split('//')[1], *SILENCED_HOSTS))}",
-        ]
-    if isinstance(verify, str) and args.get("url", "").startswith("https://"):  # before the profile exists
-        chrome_args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(args['url'], verify, proxy)}")
+    chrome_args = _chrome_args(args, opts)
     work = tempfile.mkdtemp(prefix="chiquito-chrome-")  # profile/ and Chrome's own tmp/, removed after
     os.mkdir(os.path.join(work, "profile"))
     os.mkdir(os.path.join(work, "tmp"))
@@ -385,22 +417,7 @@ def _google(query: str, limit: int, opts: dict) -> SearchReport:
     finally:
         _remove_profile(work)
     rep.pages = 1
-    seen = set()
-    for obj in g.items:
-        u = obj["ou"]
-        if u in seen or len(rep.candidates) >= limit:
-            continue
-        seen.add(u)
-        rep.candidates.append(
-            {
-                "backend": "google",
-                "query": query,
-                "rank": len(rep.candidates) + 1,
-                "image_url": u,
-                "source_page": obj.get("ru", ""),
-                "title": obj.get("pt", ""),
-            }
-        )
+    _add_google_items(rep, g.items, query, limit)
     if len(rep.candidates) >= limit:
         rep.stopped = "limit reached"
     elif rep.candidates:

@@ -108,14 +108,18 @@ def assign_splits(
         else:
             _place_by_count(rs, spec, key_of, split_of)
     rows = _rows(by_label, spec, seed, key_of, split_of, unused)
+    _every_class_in_each_split(rows, list(by_label), spec)
+    return sorted(rows, key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
+
+
+def _every_class_in_each_split(rows: list[dict], labels: list, spec: DatasetSpec) -> None:
     for s in ("train", "valid") + (("test",) if spec.test else ()):
-        missing = [lab for lab in by_label if not any(x["split"] == s and x["label"] == lab for x in rows)]
+        missing = [lab for lab in labels if not any(x["split"] == s and x["label"] == lab for x in rows)]
         if missing:
             raise DataError(
                 f"split '{s}' has no image of class {', '.join(missing)}; add images, "
                 f"or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe"
             )
-    return sorted(rows, key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
 
 
 def split_units(recs: list, distance: int) -> list[str]:

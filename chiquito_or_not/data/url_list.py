@@ -35,6 +35,49 @@ class UrlOutcome:
     detail: str = ""
 
 
+def _txt_urls(path: Path, column: str, where: str) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return [s for s in (line.strip() for line in fh) if s and not s.startswith("#")]
+
+
+def _parquet_urls(path: Path, column: str, where: str) -> list[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SourceError(
+            f"{where}: reading a .parquet URL list needs pyarrow: pip install 'chiquito-or-not[img2dataset]'"
+        ) from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises its own error kinds for a file that is not parquet
+        raise SourceError(f"{where}: {path} is not a readable parquet file ({str(e)[:120]})") from None
+    if column not in table.column_names:
+        raise SourceError(
+            f"{where}: {path} has no column {column!r} (it has {', '.join(table.column_names)}); set 'column'"
+        )
+    return [str(u).strip() for u in table.column(column).to_pylist() if u is not None and str(u).strip()]
+
+
+def _csv_urls(path: Path, column: str, where: str) -> list[str]:
+    # utf-8-sig: a list saved by a spreadsheet starts with a byte-order mark, which is not part of the header
+    csv.field_size_limit(MAX_FIELD)  # process-wide in csv: set here, so the limit is this reader's own
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        try:
+            names = reader.fieldnames or []
+            if column not in names:
+                raise SourceError(
+                    f"{where}: {path} has no column {column!r} (its header: {', '.join(names) or 'none'}); set 'column'"
+                )
+            urls = [(row.get(column) or "").strip() for row in reader]
+        except csv.Error as e:  # a field over csv's size limit, a NUL byte, an unclosed quote at the end
+            raise SourceError(f"{where}: {path} after line {reader.line_num}: not a readable list ({e})") from None
+    return [u for u in urls if u]
+
+
+_READERS = {".txt": _txt_urls, ".parquet": _parquet_urls, ".csv": _csv_urls, ".tsv": _csv_urls}
+
+
 def read_url_list(path: Path, column: str, where: str) -> list[str]:
     """The URLs of the list, in order, each once (blank lines and `#` comments of a .txt skipped)."""
     suffix = path.suffix.lower()
@@ -42,41 +85,7 @@ def read_url_list(path: Path, column: str, where: str) -> list[str]:
         raise SourceError(f"{where}: {path} is not a URL list; give a .txt (one URL per line), .csv, .tsv or .parquet")
     if not path.is_file():
         raise SourceError(f"{where}: URL list {str(path)!r} does not exist or is not a file; fix 'path'")
-    if suffix == ".txt":
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            urls = [s for s in (line.strip() for line in fh) if s and not s.startswith("#")]
-    elif suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise SourceError(
-                f"{where}: reading a .parquet URL list needs pyarrow: pip install 'chiquito-or-not[img2dataset]'"
-            ) from None
-        try:
-            table = pq.read_table(path)
-        except Exception as e:  # pyarrow raises its own error kinds for a file that is not parquet
-            raise SourceError(f"{where}: {path} is not a readable parquet file ({str(e)[:120]})") from None
-        if column not in table.column_names:
-            raise SourceError(
-                f"{where}: {path} has no column {column!r} (it has {', '.join(table.column_names)}); set 'column'"
-            )
-        urls = [str(u).strip() for u in table.column(column).to_pylist() if u is not None and str(u).strip()]
-    else:
-        # utf-8-sig: a list saved by a spreadsheet starts with a byte-order mark, which is not part of the header
-        csv.field_size_limit(MAX_FIELD)  # process-wide in csv: set here, so the limit is this reader's own
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            try:
-                names = reader.fieldnames or []
-                if column not in names:
-                    raise SourceError(
-                        f"{where}: {path} has no column {column!r} (its header: {', '.join(names) or 'none'}); "
-                        "set 'column'"
-                    )
-                urls = [(row.get(column) or "").strip() for row in reader]
-            except csv.Error as e:  # a field over csv's size limit, a NUL byte, an unclosed quote at the end
-                raise SourceError(f"{where}: {path} after line {reader.line_num}: not a readable list ({e})") from None
-            urls = [u for u in urls if u]
+    urls = _READERS[suffix](path, column, where)
     if not urls:
         raise SourceError(f"{where}: {path} lists no URL")
     return list(dict.fromkeys(urls))
@@ -187,35 +196,55 @@ def download_img2dataset(
             pq.write_table(pa.table({"url": todo}), part)
             os.replace(part, listed)
         log(f"  img2dataset: {len(todo)} URLs, {distributor} distributor, {processes} processes x {threads} threads")
-        try:
-            img2dataset.download(
-                url_list=str(listed),
-                input_format="parquet",
-                url_col="url",
-                output_folder=str(out_dir),
-                output_format="files",
-                resize_mode="no",
-                skip_reencode=True,
-                disable_all_reencoding=True,
-                extract_exif=False,
-                compute_hash="sha256",
-                processes_count=processes,
-                thread_count=threads,
-                distributor=distributor,
-                timeout=max(1, round(timeout)),
-                retries=retries,
-                number_sample_per_shard=shard_size,
-                incremental_mode="incremental",
-                enable_wandb=False,
-            )
-        except Exception as e:  # its distributor failing to start, a full disk: one line, the shards done are kept
-            cause = " ".join(short_error(e, 160).split())
-            raise SourceError(
-                f"img2dataset stopped: {cause}; fix that and run `chiquito dataset` again (finished shards in "
-                f"{out_dir} are not fetched again)"
-            ) from None
+        settings = dict(
+            processes_count=processes,
+            thread_count=threads,
+            distributor=distributor,
+            timeout=max(1, round(timeout)),
+            retries=retries,
+            number_sample_per_shard=shard_size,
+        )
+        _run_img2dataset(img2dataset, listed, out_dir, settings)
+    got = _shard_outcomes(out_dir, log) if todo else {}
+    missing = UrlOutcome("", None, "interrupted", "img2dataset did not report it")
+    result = [UrlOutcome(u, None, *refused[u]) if u in refused else got.get(u, replace(missing, url=u)) for u in urls]
+    counts = Counter(o.reason or "ok" for o in result)
+    log("  img2dataset: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    return result
+
+
+def _run_img2dataset(img2dataset, listed: Path, out_dir: Path, settings: dict) -> None:
+    """img2dataset.download over the parquet list; its failure is one line that keeps the finished shards."""
+    try:
+        img2dataset.download(
+            url_list=str(listed),
+            input_format="parquet",
+            url_col="url",
+            output_folder=str(out_dir),
+            output_format="files",
+            resize_mode="no",
+            skip_reencode=True,
+            disable_all_reencoding=True,
+            extract_exif=False,
+            compute_hash="sha256",
+            incremental_mode="incremental",
+            enable_wandb=False,
+            **settings,
+        )
+    except Exception as e:  # its distributor failing to start, a full disk: one line, the shards done are kept
+        cause = " ".join(short_error(e, 160).split())
+        raise SourceError(
+            f"img2dataset stopped: {cause}; fix that and run `chiquito dataset` again (finished shards in "
+            f"{out_dir} are not fetched again)"
+        ) from None
+
+
+def _shard_outcomes(out_dir: Path, log) -> dict[str, UrlOutcome]:
+    """Each URL's outcome as img2dataset's shards report it (a torn shard's URLs are fetched again next run)."""
+    import pyarrow.parquet as pq
+
     got: dict[str, UrlOutcome] = {}
-    for shard in sorted(out_dir.glob("*.parquet")) if todo else []:
+    for shard in sorted(out_dir.glob("*.parquet")):
         try:
             rows = pq.read_table(shard, columns=["url", "key", "status", "error_message"]).to_pylist()
         except Exception as e:  # a shard torn by a kill: its URLs count as not fetched (the next run redoes it)
@@ -229,8 +258,4 @@ def download_img2dataset(
             else:
                 msg = " ".join((r["error_message"] or r["status"] or "").split())  # one line in manifest.csv
                 got[url] = UrlOutcome(url, None, img2dataset_reason(msg), msg[:200])
-    missing = UrlOutcome("", None, "interrupted", "img2dataset did not report it")
-    result = [UrlOutcome(u, None, *refused[u]) if u in refused else got.get(u, replace(missing, url=u)) for u in urls]
-    counts = Counter(o.reason or "ok" for o in result)
-    log("  img2dataset: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
-    return result
+    return got

@@ -469,40 +469,13 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     st = _Stages(recipe, learn, hl, dls_plain, dls_aug, run, world, {}, log)
     st.lr_info = _lr_find(st, state, resume, rank)
 
-    history = _read_history(files.history)
-    for i, (stage, train) in enumerate(SCHEDULE.items(), 1):
-        n_ep = _stage_epochs(recipe, stage)
-        if stage in state["done"] or n_ep == 0:
-            continue
-        t = time.time()
-        st.reseed(i)
-        recorder = train(st, n_ep, i)
-        history += [
-            dict(zip(columns, [stage, len(history) + k + 1, *map(float, v)])) for k, v in enumerate(recorder.values)
-        ]
-        state["done"].append(stage)
-        state["timings"][stage] = round(time.time() - t, 1)
-        if not rank:
-            write_csv(files.history, history, columns)
-            learn.save(f"stage-{stage}", with_opt=True)
-            atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")  # the stage is now finished
-
+    history = _train_stages(st, state, files, columns, rank)
     if world > 1:  # the processes are done training together: the first one exports and evaluates alone
         from ..train.distributed import finish
 
         finish()
     _check_finite(history, final)
-    import torch
-
-    if not all(bool(torch.isfinite(p).all()) for p in learn.model.parameters()):
-        raise RunError(
-            "training diverged: the model's weights are not finite numbers; lower the learning rates; "
-            f"{final} was left as it was"
-        )
-    learn.dls = dls_plain
-    _channels_last(learn.model, False)  # the exported model in PyTorch's default layout, as any user expects
-    if precision != "fp32":
-        learn.to_fp32()  # the exported model is plain fp32: it loads and predicts on any CPU
+    _plain_model(learn, dls_plain, precision, final)
     if rank:
         return FinetuneResult(run=run, learn=learn, timings=state["timings"], lr=st.lr_info)
     if history:
@@ -518,6 +491,44 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     promote(run, final)
     learn.path = final
     return FinetuneResult(run=final, learn=learn, timings=state["timings"], metrics=metrics, lr=st.lr_info)
+
+
+def _train_stages(st, state: dict, files: RunFolder, columns: list, rank: int) -> list[dict]:
+    """The schedule's stages that are not done yet, each saved (history, checkpoint, state) once it finishes."""
+    history = _read_history(files.history)
+    for i, (stage, train) in enumerate(SCHEDULE.items(), 1):
+        n_ep = _stage_epochs(st.recipe, stage)
+        if stage in state["done"] or n_ep == 0:
+            continue
+        t = time.time()
+        st.reseed(i)
+        recorder = train(st, n_ep, i)
+        history += [
+            dict(zip(columns, [stage, len(history) + k + 1, *map(float, v)])) for k, v in enumerate(recorder.values)
+        ]
+        state["done"].append(stage)
+        state["timings"][stage] = round(time.time() - t, 1)
+        if not rank:
+            write_csv(files.history, history, columns)
+            st.learn.save(f"stage-{stage}", with_opt=True)
+            atomic_write_text(files.state, json.dumps(state, indent=1) + "\n")  # the stage is now finished
+    return history
+
+
+def _plain_model(learn, dls_plain, precision: str, final: Path) -> None:
+    """The trained model checked finite and put back as any user expects it: fp32, PyTorch's default layout, the
+    plain DataLoaders."""
+    import torch
+
+    if not all(bool(torch.isfinite(p).all()) for p in learn.model.parameters()):
+        raise RunError(
+            "training diverged: the model's weights are not finite numbers; lower the learning rates; "
+            f"{final} was left as it was"
+        )
+    learn.dls = dls_plain
+    _channels_last(learn.model, False)  # the exported model in PyTorch's default layout, as any user expects
+    if precision != "fp32":
+        learn.to_fp32()  # the exported model is plain fp32: it loads and predicts on any CPU
 
 
 def _load_checkpoint(learn, folder: Path, stage: str) -> None:

@@ -16,7 +16,7 @@ from ..core.model_loader import load_model
 from ..core.paths import dataset_dir, run_dir
 from ..core.recipe import load_recipe
 from ..core.task_registry import get_task
-from .review import local_page_app, read_json_object
+from .page_server import local_page_app, read_json_object
 
 __all__ = ["find_label_items", "create_label_app"]
 

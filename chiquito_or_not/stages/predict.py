@@ -11,7 +11,14 @@ from ..core.errors import ChiquitoError
 from ..core.files import IMAGE_EXTS, ends_with_newline
 from ..core.task_registry import task_of_model
 
-__all__ = ["expand_paths", "predict_paths", "predict_to_jsonl", "done_in_jsonl"]
+__all__ = [
+    "expand_paths",
+    "predict_paths",
+    "predict_to_jsonl",
+    "done_in_jsonl",
+    "predict_model",
+    "predict_model_to_jsonl",
+]
 
 
 def expand_paths(paths: list[str | Path]) -> list[Path]:
@@ -75,3 +82,33 @@ def predict_to_jsonl(
     finally:
         os.close(fd)
     return counts
+
+
+def _files_of(paths: list[str | Path]) -> list[Path]:
+    files = expand_paths(paths)
+    if not files:
+        raise ChiquitoError("no images found in the given paths")
+    return files
+
+
+def predict_model(
+    model_path: Path, paths: list[str | Path], bs: int = 64, threshold: float | None = None, draw: Path | None = None
+) -> tuple[list, int]:
+    """`chiquito predict`: load the model (a .pkl is a pickle: loading it runs the code it holds), predict every
+    image under `paths`, and draw a detector's answers into `draw`: (results, images drawn)."""
+    from ..core.model_loader import load_model
+
+    model = load_model(model_path)
+    results = predict_paths(model, _files_of(paths), bs=bs, threshold=threshold)
+    drawn = task_of_model(model).draw_files(model, results, draw) if draw is not None else 0
+    return results, drawn
+
+
+def predict_model_to_jsonl(
+    model_path: Path, paths: list[str | Path], out: Path, bs: int = 64, threshold: float | None = None, top_k: int = 1
+) -> dict:
+    """`chiquito predict --out`: load the model (a .pkl runs the code it holds) and stream its answers into `out`."""
+    from ..core.model_loader import load_model
+
+    model = load_model(model_path)
+    return predict_to_jsonl(model, _files_of(paths), out, bs=bs, threshold=threshold, top_k=top_k)

@@ -29,6 +29,21 @@ def parse_freeze(spec: str) -> list[float]:
     return values
 
 
+def _within_noise(rows: list[dict], best: dict, valid: dict, scores: tuple, log) -> bool | None:
+    """The choice is made on validation: whether validation cannot tell the winner from the runner-up (None
+    with one run)."""
+    others = sorted((x for x in rows if x is not best), key=lambda x: [-x[f"valid_{k}"] for k in scores])
+    if not others:
+        return None
+    v = versus(valid[best["run"]], valid[others[0]["run"]], scores[0])
+    log(
+        f"  chose keep_frozen {best['keep_frozen']:g} on validation; "
+        + says(f"{best['keep_frozen']:g}", f"{others[0]['keep_frozen']:g}", v, "valid")
+        + ("" if v["distinguishable"] else " (the choice is within noise)")
+    )
+    return not v["distinguishable"]
+
+
 def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
     """Fine-tune once per amount frozen in the unfrozen stage; the best on validation gets its test score."""
     data = dataset_dir(recipe.name)
@@ -66,16 +81,7 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
             (t[first], t[f"{first}_low"], t[f"{first}_high"]) if x is best else ("", "", "")
         )
         x["chosen"] = x is best
-    others = sorted((x for x in rows if x is not best), key=lambda x: [-x[f"valid_{k}"] for k in task.scores])
-    noise = None
-    if others:  # the choice is made on validation: can validation tell the winner from the runner-up?
-        v = versus(valid[best["run"]], valid[others[0]["run"]], first)
-        noise = not v["distinguishable"]
-        log(
-            f"  chose keep_frozen {best['keep_frozen']:g} on validation; "
-            + says(f"{best['keep_frozen']:g}", f"{others[0]['keep_frozen']:g}", v, "valid")
-            + ("" if v["distinguishable"] else " (the choice is within noise)")
-        )
+    noise = _within_noise(rows, best, valid, task.scores, log)
     for x in rows:
         x["choice_within_noise"] = noise if x is best and noise is not None else ""
     out = RunFolder(run_dir(recipe.name))

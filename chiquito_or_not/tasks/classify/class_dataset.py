@@ -96,17 +96,7 @@ class ClassDataset:
         kept = Counter(r.label for r in recs if r.status == Status.KEPT)
         n = max(kept.values(), default=0)
         if not n:  # say what the other classes lack first: that is what to fix, not the lfw count
-            others = sorted({lab for lab in self.specs} - {lab for lab, _, _ in self.deferred})
-            got = Counter(label for label, _ in raw)
-            why = ", ".join(
-                f"{lab}: {got[lab]} input file(s), none clean" if got[lab] else f"{lab}: no input file"
-                for lab in others
-            )
-            raise DataError(
-                f"{self.recipe.path}: no clean image in the other classes ({why}), so the lfw source with "
-                "count = 0 has nothing to match; fix those sources (a failed download says why above and is "
-                "retried by `--retry-failed`, or by itself once a changed `proxy`/`verify` fixes it)"
-            )
+            self._nothing_to_match(raw)
         fetched = Counter()
         for label, where, src in self.deferred:
             more = _fetch(label, replace(src, count=n), where, self.recipe.seed, self.log)
@@ -116,14 +106,29 @@ class ClassDataset:
         for label, _, _ in self.deferred:
             got = sum(1 for r in recs if r.label == label and r.status == Status.KEPT)
             if got < n:
-                short = [f"{n - fetched[label]} more than the source holds"] if fetched[label] < n else []
-                rejected = fetched[label] - got
-                why = short + ([f"cleaning rejected {rejected}, see manifest.csv"] if rejected > 0 else [])
-                self.log(
-                    f"  {label}: {got} clean of the {n} asked for (count = 0: as many as the largest other "
-                    f"class); {', '.join(why) or 'see manifest.csv'}"
-                )
+                self._say_short(label, got, n, fetched[label])
         return recs
+
+    def _nothing_to_match(self, raw: list) -> None:
+        others = sorted({lab for lab in self.specs} - {lab for lab, _, _ in self.deferred})
+        got = Counter(label for label, _ in raw)
+        why = ", ".join(
+            f"{lab}: {got[lab]} input file(s), none clean" if got[lab] else f"{lab}: no input file" for lab in others
+        )
+        raise DataError(
+            f"{self.recipe.path}: no clean image in the other classes ({why}), so the lfw source with "
+            "count = 0 has nothing to match; fix those sources (a failed download says why above and is "
+            "retried by `--retry-failed`, or by itself once a changed `proxy`/`verify` fixes it)"
+        )
+
+    def _say_short(self, label: str, got: int, n: int, fetched: int) -> None:
+        short = [f"{n - fetched} more than the source holds"] if fetched < n else []
+        rejected = fetched - got
+        why = short + ([f"cleaning rejected {rejected}, see manifest.csv"] if rejected > 0 else [])
+        self.log(
+            f"  {label}: {got} clean of the {n} asked for (count = 0: as many as the largest other "
+            f"class); {', '.join(why) or 'see manifest.csv'}"
+        )
 
     def clean(self, raw: list) -> list:
         spec, specs = self.recipe.dataset, self.specs
@@ -143,10 +148,16 @@ class ClassDataset:
                 weights=self.face_weights or fetch_face_detector(spec.faces.detector, log=self.log),
             )
             drop_near_duplicates([r for r in recs if r.box], spec.near_duplicate_distance)
+        self._keep_classes(recs)
+        return recs
+
+    def _keep_classes(self, recs: list) -> None:
+        """The classes with enough clean images (min_images_per_class); refused when fewer than two are left."""
+        spec = self.recipe.dataset
         dropped = _drop_small_classes(recs, spec.min_images_per_class)
         for label, n in dropped.items():
             self.log(f"  dropped class {label!r}: {n} clean images < min_images_per_class {spec.min_images_per_class}")
-        self.classes = sorted(set(specs) - set(dropped))
+        self.classes = sorted(set(self.specs) - set(dropped))
         if len(self.classes) < 2:
             raise DataError(
                 f"only {len(self.classes)} class(es) left after dropping small ones; lower "
@@ -159,7 +170,6 @@ class ClassDataset:
                 raise DataError(
                     f"class {label!r} has no usable image after cleaning; see the reasons in {self.folder.manifest}"
                 )
-        return recs
 
     def split(self, recs: list) -> list[dict]:
         spec = self.recipe.dataset

@@ -123,9 +123,6 @@ def _read_annotated(rec: DetRecord, rf, ann: Annotation | None) -> bytes | None:
 
 def _clean(pair, recipe, clean_root: Path, problems: list) -> DetRecord:
     """Decode one image, check its boxes against its real size, move them through cleaning."""
-
-    import imagehash
-
     d, spec, rf, ann = recipe.detect, recipe.dataset, pair.image, pair.ann
     rec = DetRecord(
         source=rf.source, raw_path=str(rf.path), annotation=pair.ann_path, group=rf.group, given_split=pair.split
@@ -154,6 +151,14 @@ def _clean(pair, recipe, clean_root: Path, problems: list) -> DetRecord:
     if not kept and not d.background_images:
         rec.reason, rec.detail = Reason.NO_BOXES, "no box, and detect.background_images is false"
         return rec
+    _keep(rec, data, im, kept, clean_root)
+    return rec
+
+
+def _keep(rec: DetRecord, data: bytes, im, kept: list, clean_root: Path) -> None:
+    """Record `rec` kept: its cleaned image written once (named by the raw bytes' hash), its boxes and hash."""
+    import imagehash
+
     rec.sha256 = hashlib.sha256(data).hexdigest()
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=95)
@@ -165,7 +170,6 @@ def _clean(pair, recipe, clean_root: Path, problems: list) -> DetRecord:
     rec.detail = rec.detail or (
         f"{rec.boxes_dropped} box(es) dropped, see box_problems.csv" if rec.boxes_dropped else ""
     )
-    return rec
 
 
 def _units(kept: list[DetRecord], distance: int) -> dict[int, str]:
@@ -192,15 +196,20 @@ def _assign(kept: list[DetRecord], spec, seed: int) -> dict[int, str]:
     return {id(r): split_of[unit[id(r)]] for r in kept}
 
 
-def _given(kept: list[DetRecord], spec, seed: int) -> tuple[dict[int, str], list[str]]:
-    """split = "given": each image in the split its layout names; one the layout does not name is unused.
-    A split the layout lacks (valid; test when dataset.test asks for one) is cut from its train by the
-    content-hash rule. Returns (id(record) -> split, the splits so cut)."""
+def _named_splits(kept: list[DetRecord]) -> list[DetRecord]:
+    """The records whose layout names their split; the others are unused, with the reason."""
     for r in kept:
         if not r.given_split:
             r.status, r.reason = Status.UNUSED, Reason.NOT_IN_GIVEN_SPLIT
             r.detail = 'split = "given", and the dataset\'s layout puts this image in no split'
-    named = [r for r in kept if r.given_split]
+    return [r for r in kept if r.given_split]
+
+
+def _given(kept: list[DetRecord], spec, seed: int) -> tuple[dict[int, str], list[str]]:
+    """split = "given": each image in the split its layout names; one the layout does not name is unused.
+    A split the layout lacks (valid; test when dataset.test asks for one) is cut from its train by the
+    content-hash rule. Returns (id(record) -> split, the splits so cut)."""
+    named = _named_splits(kept)
     have = {r.given_split for r in named}
     cut = [s for s in ("valid", "test") if s not in have and (s == "valid" or spec.test)]
     split_of = {id(r): r.given_split for r in named}
@@ -346,22 +355,22 @@ class BoxDataset:
         have = Counter(b[0] for r in records for b in r.kept_boxes)
         return [lab for lab in labels if not have[lab]] if split == "train" else ([] if have else labels)
 
-    def split(self, records: list) -> list[dict]:
-        kept, spec = [r for r in records if r.status == Status.KEPT], self.recipe.dataset
-        if spec.split == "given":
-            split_of, self.cut = _given(kept, spec, self.recipe.seed)
-            kept = [r for r in kept if id(r) in split_of]
-            if not kept:
-                self.write_manifest(records)
-                raise DataError(
-                    f'split = "given", but the dataset\'s layout names no split for any image; set '
-                    f'dataset.split = "hash" (see {self.folder.manifest})'
-                )
-        else:
-            split_of = _assign(kept, spec, self.recipe.seed)
-        by_split = self.by_split = {s: [r for r in kept if split_of[id(r)] == s] for s in SPLITS}
-        if spec.split == "given":
-            self.leaks = _leaks(by_split, self.dups, spec.near_duplicate_distance)
+    def _split_of(self, records: list, kept: list) -> tuple[dict, list]:
+        """({id(record): split}, the records that have one): the layout's own splits, or by content hash."""
+        spec = self.recipe.dataset
+        if spec.split != "given":
+            return _assign(kept, spec, self.recipe.seed), kept
+        split_of, self.cut = _given(kept, spec, self.recipe.seed)
+        kept = [r for r in kept if id(r) in split_of]
+        if not kept:
+            self.write_manifest(records)
+            raise DataError(
+                f'split = "given", but the dataset\'s layout names no split for any image; set '
+                f'dataset.split = "hash" (see {self.folder.manifest})'
+            )
+        return split_of, kept
+
+    def _every_label_in_each_split(self, records: list, by_split: dict) -> None:
         for s in ("train", "valid") + (("test",) if self.recipe.dataset.test else ()):
             if missing := self._missing(s, by_split[s]):
                 self.write_manifest(records)
@@ -369,6 +378,14 @@ class BoxDataset:
                     f"split '{s}' has no box of label {', '.join(missing)} ({len(by_split[s])} images); "
                     f"add images, or change 'dataset.{s if s != 'train' else 'valid'}' in the recipe"
                 )
+
+    def split(self, records: list) -> list[dict]:
+        spec = self.recipe.dataset
+        split_of, kept = self._split_of(records, [r for r in records if r.status == Status.KEPT])
+        by_split = self.by_split = {s: [r for r in kept if split_of[id(r)] == s] for s in SPLITS}
+        if spec.split == "given":
+            self.leaks = _leaks(by_split, self.dups, spec.near_duplicate_distance)
+        self._every_label_in_each_split(records, by_split)
         return [
             dict(
                 split=s,

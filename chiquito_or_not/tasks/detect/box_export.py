@@ -92,26 +92,34 @@ def _compare_lists(
     SCORE_ATOL of the score threshold may be on one side only (it sits on the line)."""
     same, dbox, dscore, first = 0, 0.0, 0.0, ""
     for f, x, y in zip(files, a, b):
-        left, ok = list(y), True
-        for p in x:
-            twin = min(
-                (q for q in left if q["label"] == p["label"]),
-                key=lambda q: max(abs(u - v) for u, v in zip(p["box"], q["box"])),
-                default=None,
-            )
-            db = max(abs(u - v) for u, v in zip(p["box"], twin["box"])) if twin else float("inf")
-            if twin is not None and db <= BOX_ATOL and abs(p["score"] - twin["score"]) <= SCORE_ATOL:
-                left.remove(twin)
-                dbox, dscore = max(dbox, db), max(dscore, abs(p["score"] - twin["score"]))
-            elif p["score"] - threshold > SCORE_ATOL:
-                ok = False
-        if any(q["score"] - threshold > SCORE_ATOL for q in left):
-            ok = False
+        ok, db, ds = _twins(x, y, threshold)
+        dbox, dscore = max(dbox, db), max(dscore, ds)
         if ok:
             same += 1
         elif not first:
             first = f"{Path(f).name}: {len(x)} vs {len(y)} detections, not all with a twin"
     return same, dbox, dscore, first
+
+
+def _twins(x: list[dict], y: list[dict], threshold: float) -> tuple[bool, float, float]:
+    """(whether every detection of one image in `x` and `y` has its twin in the other, max |Δbox| and max |Δscore|
+    over the twins)."""
+    left, ok, dbox, dscore = list(y), True, 0.0, 0.0
+    for p in x:
+        twin = min(
+            (q for q in left if q["label"] == p["label"]),
+            key=lambda q: max(abs(u - v) for u, v in zip(p["box"], q["box"])),
+            default=None,
+        )
+        db = max(abs(u - v) for u, v in zip(p["box"], twin["box"])) if twin else float("inf")
+        if twin is not None and db <= BOX_ATOL and abs(p["score"] - twin["score"]) <= SCORE_ATOL:
+            left.remove(twin)
+            dbox, dscore = max(dbox, db), max(dscore, abs(p["score"] - twin["score"]))
+        elif p["score"] - threshold > SCORE_ATOL:
+            ok = False
+    if any(q["score"] - threshold > SCORE_ATOL for q in left):
+        ok = False
+    return ok, dbox, dscore
 
 
 def parity(model, exported, files: list[Path], what: str) -> dict:

@@ -174,17 +174,21 @@ def read_csv(path: Path) -> tuple[dict[str, Annotation], tuple[str, str] | None]
         if ann.problem:
             continue
         try:
-            w, h = int(_number(row["width"], "width")), int(_number(row["height"], "height"))
-            if ann.width is not None and (ann.width, ann.height) != (w, h):
-                raise ValueError(f"width/height {w}x{h} differ from an earlier row's {ann.width}x{ann.height}")
-            ann.width, ann.height = w, h
-            label = (row["class"] or "").strip()
-            if not label:  # a row with no class: an image with no boxes (how some tools write negatives)
-                continue
-            ann.boxes.append(Box(label, *(_number(row[k], k) for k in ("xmin", "ymin", "xmax", "ymax"))))
+            _add_csv_row(ann, row)
         except ValueError as e:
             out[name] = Annotation(problem=(Reason.BAD_ANNOTATION, f"{Path(path).name} line {n}: {e}"))
     return out, None
+
+
+def _add_csv_row(ann: Annotation, row: dict) -> None:
+    """One CSV row into its image's annotation: the size (the same on every row) and the box, if it has one."""
+    w, h = int(_number(row["width"], "width")), int(_number(row["height"], "height"))
+    if ann.width is not None and (ann.width, ann.height) != (w, h):
+        raise ValueError(f"width/height {w}x{h} differ from an earlier row's {ann.width}x{ann.height}")
+    ann.width, ann.height = w, h
+    label = (row["class"] or "").strip()
+    if label:  # a row with no class: an image with no boxes (how some tools write negatives)
+        ann.boxes.append(Box(label, *(_number(row[k], k) for k in ("xmin", "ymin", "xmax", "ymax"))))
 
 
 def _coco_box(a: dict, i: int) -> tuple[float, float, float, float]:
@@ -348,25 +352,35 @@ def sniff(path: Path) -> str:
     data, problem = _read(path)
     if problem or not data:
         return ""
-    ext = Path(path).suffix.lower()
-    if ext == ".xml":
-        import re
+    sniffer = _SNIFFERS.get(Path(path).suffix.lower())
+    return sniffer(data) if sniffer else ""
 
-        m = re.search(rb"<\s*([A-Za-z_][\w.-]*)", re.sub(rb"<[?!][^>]*>", b"", data[:4096]))
-        return {b"annotation": "voc", b"annotations": "cvat"}.get(m.group(1) if m else b"", "")
-    if ext == ".csv":
-        head = data[:4096].decode("utf-8-sig", "replace").splitlines()[:1]
-        return "csv" if head and set(CSV_COLUMNS) <= {c.strip() for c in head[0].split(",")} else ""
-    if ext == ".json":
-        try:
-            doc = json.loads(data)
-        except (ValueError, RecursionError):
-            return ""
-        if isinstance(doc, dict) and "images" in doc and "categories" in doc:
-            return "coco"
-        if isinstance(doc, list) and doc and isinstance(doc[0], dict) and "data" in doc[0]:
-            return "labelstudio"
+
+def _sniff_xml(data: bytes) -> str:
+    import re
+
+    m = re.search(rb"<\s*([A-Za-z_][\w.-]*)", re.sub(rb"<[?!][^>]*>", b"", data[:4096]))
+    return {b"annotation": "voc", b"annotations": "cvat"}.get(m.group(1) if m else b"", "")
+
+
+def _sniff_csv(data: bytes) -> str:
+    head = data[:4096].decode("utf-8-sig", "replace").splitlines()[:1]
+    return "csv" if head and set(CSV_COLUMNS) <= {c.strip() for c in head[0].split(",")} else ""
+
+
+def _sniff_json(data: bytes) -> str:
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return ""
+    if isinstance(doc, dict) and "images" in doc and "categories" in doc:
+        return "coco"
+    if isinstance(doc, list) and doc and isinstance(doc[0], dict) and "data" in doc[0]:
+        return "labelstudio"
     return ""
+
+
+_SNIFFERS = {".xml": _sniff_xml, ".csv": _sniff_csv, ".json": _sniff_json}
 
 
 def check_boxes(

@@ -175,6 +175,17 @@ def _voc_match(f, beside: dict, by_stem: dict, by_filename: dict, anns: dict) ->
     return cands or by_filename.get(f.path.name, [])
 
 
+def _voc_pair(pair: Pair, cands: list, anns: dict, used: dict, root: Path) -> None:
+    """Give `pair` its one candidate XML file, or the reason it has none (several, or another image's)."""
+    if len(cands) > 1:
+        pair.problem = (Reason.AMBIGUOUS_ANNOTATION, "several XML files: " + ", ".join(_rel(p, root) for p in cands))
+    elif cands and cands[0] in used:
+        pair.problem = (Reason.AMBIGUOUS_ANNOTATION, f"{_rel(cands[0], root)} is {used[cands[0]].name}'s already")
+    elif cands:
+        used[cands[0]] = pair.image.path
+        pair.ann, pair.ann_path = anns[cands[0]], str(cands[0])
+
+
 def _pair_voc(files: list, images: list, root: Path) -> Paired:
     xmls = sorted(f.path for f in files if f.path.suffix.lower() == ".xml")
     anns = {p: read_voc(p) for p in xmls}
@@ -189,18 +200,8 @@ def _pair_voc(files: list, images: list, root: Path) -> Paired:
         split = (
             sets.get((os.path.normpath(f.path.parent.parent), f.path.stem), "") if sets else _folder_split(f.path, root)
         )
-        cands = _voc_match(f, beside, by_stem, by_filename, anns)
         pair = Pair(f, None, "", split)
-        if len(cands) > 1:
-            pair.problem = (
-                Reason.AMBIGUOUS_ANNOTATION,
-                "several XML files: " + ", ".join(_rel(p, root) for p in cands),
-            )
-        elif cands and cands[0] in used:
-            pair.problem = (Reason.AMBIGUOUS_ANNOTATION, f"{_rel(cands[0], root)} is {used[cands[0]].name}'s already")
-        elif cands:
-            used[cands[0]] = f.path
-            pair.ann, pair.ann_path = anns[cands[0]], str(cands[0])
+        _voc_pair(pair, _voc_match(f, beside, by_stem, by_filename, anns), anns, used, root)
         pairs.append(pair)
     strays = [
         (str(p), str(p), f"no image named {p.stem}.* or {anns[p].filename or '-'}") for p in xmls if p not in used
@@ -324,15 +325,20 @@ def _yaml_split(p: Path, splits: dict) -> str:
     return next((s for d, s in splits.items() if d.endswith(os.sep) and norm.startswith(d)), "")
 
 
-def _pair_yolo(asrc, files: list, images: list, labels: list[str], root: Path, where: str) -> Paired:
-    names, splits, special = _yolo_config(files, root, where)
-    names = list(asrc.names or names or labels)
+def _yolo_label_files(files: list, special: set) -> set:
+    """The .txt files that may be YOLO labels: not the dataset's config, not a VOC ImageSets list."""
     txts = {
         f.path
         for f in files
         if f.path.suffix.lower() == ".txt" and f.path not in special and not NOT_LABELS.match(f.path.name)
     }
-    txts -= {f.path for f in files if f.path.parent.name == "Main" and f.path.parent.parent.name == "ImageSets"}
+    return txts - {f.path for f in files if f.path.parent.name == "Main" and f.path.parent.parent.name == "ImageSets"}
+
+
+def _pair_yolo(asrc, files: list, images: list, labels: list[str], root: Path, where: str) -> Paired:
+    names, splits, special = _yolo_config(files, root, where)
+    names = list(asrc.names or names or labels)
+    txts = _yolo_label_files(files, special)
     used, pairs = set(), []
     for f in images:
         split = _yaml_split(f.path, splits) if splits else _folder_split(f.path, root)

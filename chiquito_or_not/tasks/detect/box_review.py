@@ -230,17 +230,9 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
-    """Every image of the dataset's splits, worst first, with its given boxes, its out-of-fold detections
-    and cleanlab's scores; in the shape the label page shows (boxes and suggestions per image)."""
-    from PIL import Image
-
-    folder = DatasetFolder(Path(root))
-    if not folder.split_csv.is_file():
-        raise DataError(f"{folder.root}: no split.csv; run `chiquito dataset {recipe.path}` first")
-    labels = list(recipe.detect.labels)
+def _split_images(folder: DatasetFolder, labels: list) -> tuple[list, list, list]:
+    """(split.csv rows, image paths, boxes) of every image in the dataset's splits, in split order."""
     by_file = {r["file"]: r for r in _read_csv(folder.split_csv)}
-    raw = {r["sha256"]: r["raw_path"] for r in _read_csv(folder.manifest)} if folder.manifest.is_file() else {}
     rows, paths, boxes = [], [], []
     for split in ("train", "valid", "test"):
         if not (folder.root / split).is_dir():
@@ -252,6 +244,49 @@ def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, 
                 rows.append(by_file[rel])
                 paths.append(p)
                 boxes.append(b)
+    return rows, paths, boxes
+
+
+def _item(rank: int, i: int, r: dict, size: tuple, given: list, dets: list, res: dict, raw: dict) -> dict:
+    """One image as the label page shows it: its boxes, the detections worth showing, cleanlab's scores."""
+    w, h = size
+    kinds = {n: round(float(res["kind"][n][i]), 4) for n in KINDS}
+    worst = min(kinds, key=kinds.get)
+    return {
+        "rank": rank,
+        "sha256": r["sha256"],
+        "file": r["file"],
+        "split": r["split"],
+        "path": raw.get(r["sha256"], r["file"]),
+        "width": w,
+        "height": h,
+        "boxes": [[b[0], *(round(float(v), 1) for v in b[1:])] for b in given],
+        "predicted": [
+            [d["label"], *(round(float(v), 1) for v in d["box"]), round(d["score"], 3)]
+            for d in dets
+            if d["score"] >= SHOWN_SCORE
+        ],
+        "quality": round(float(res["quality"][i]), 4),
+        "issue": bool(res["issue"][i]),
+        "kinds": kinds,
+        "likely": worst,
+        "reason": (f"box issue: {worst}?" if res["issue"][i] else ""),
+        "detail": ", ".join(f"{n} {v:.2f}" for n, v in kinds.items()),
+        "saved": False,
+    }
+
+
+def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
+    """Every image of the dataset's splits, worst first, with its given boxes, its out-of-fold detections
+    and cleanlab's scores; in the shape the label page shows (boxes and suggestions per image)."""
+    from PIL import Image
+
+    folder = DatasetFolder(Path(root))
+    if not folder.split_csv.is_file():
+        raise DataError(f"{folder.root}: no split.csv; run `chiquito dataset {recipe.path}` first")
+    labels = list(recipe.detect.labels)
+    raw = {r["sha256"]: r["raw_path"] for r in _read_csv(folder.manifest)} if folder.manifest.is_file() else {}
+    rows, paths, boxes = _split_images(folder, labels)
     k = min(folds, len(paths))
     if k < 2 or not any(boxes):
         raise DataError(f"{folder.root}: review needs at least 2 images with boxes; add images first")
@@ -261,35 +296,9 @@ def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, 
             sizes.append(im.size)
     dets = oof_detections(recipe, task, paths, boxes, sizes, k, log)
     res = rank_boxes(boxes, dets, labels)
-    items = []
-    for rank, i in enumerate(res["order"], start=1):
-        r, (w, h) = rows[i], sizes[i]
-        kinds = {n: round(float(res["kind"][n][i]), 4) for n in KINDS}
-        worst = min(kinds, key=kinds.get)
-        items.append(
-            {
-                "rank": rank,
-                "sha256": r["sha256"],
-                "file": r["file"],
-                "split": r["split"],
-                "path": raw.get(r["sha256"], r["file"]),
-                "width": w,
-                "height": h,
-                "boxes": [[b[0], *(round(float(v), 1) for v in b[1:])] for b in boxes[i]],
-                "predicted": [
-                    [d["label"], *(round(float(v), 1) for v in d["box"]), round(d["score"], 3)]
-                    for d in dets[i]
-                    if d["score"] >= SHOWN_SCORE
-                ],
-                "quality": round(float(res["quality"][i]), 4),
-                "issue": bool(res["issue"][i]),
-                "kinds": kinds,
-                "likely": worst,
-                "reason": (f"box issue: {worst}?" if res["issue"][i] else ""),
-                "detail": ", ".join(f"{n} {v:.2f}" for n, v in kinds.items()),
-                "saved": False,
-            }
-        )
+    items = [
+        _item(rank, i, rows[i], sizes[i], boxes[i], dets[i], res, raw) for rank, i in enumerate(res["order"], start=1)
+    ]
     return {
         "labels": labels,
         "items": items,
