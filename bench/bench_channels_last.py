@@ -28,8 +28,8 @@ def detector(size: int):
 
     recipe = load_recipe(ROOT / "recipes" / "objects.toml")
     task = get_task("detect")
-    body = task.adapt_body(recipe, create_body("efficientnet_lite0", ""))
-    head, loss, _ = task.model_parts(recipe, body, num_features(body), None, None)
+    body = task.model.adapt_body(recipe, create_body("efficientnet_lite0", ""))
+    head, loss, _ = task.model.model_parts(recipe, body, num_features(body), None, None)
     return nn.Sequential(body, head), loss
 
 

@@ -41,7 +41,7 @@ def main():
         for cached in (False, True):
             set_seed(recipe.seed, reproducible=True)
             task = get_task(recipe.task)
-            dls = task.dataloaders(recipe, None, augment=False)
+            dls = task.data.dataloaders(recipe, None, augment=False)
             with tempfile.TemporaryDirectory() as tmp:
                 learn = make_learner(
                     recipe, task, dls, Path(tmp), dataset_dir(recipe.name)

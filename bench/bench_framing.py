@@ -210,7 +210,7 @@ def main():
             learn = load_model(res.run / "model.pkl", notice=quiet)
             task, cells = get_task("classify"), []
             for k in ("same", "swapped"):
-                m = task.evaluate_set(learn, k, tmp / k, tmp / f"eval-{tag}-{k}", "", 4, quiet)
+                m = task.evaluation.evaluate_set(learn, k, tmp / k, tmp / f"eval-{tag}-{k}", "", 4, quiet)
                 n, refused = m["counts"]["n"], m["no_face"]
                 right = round(m["accuracy"] * n)  # a picture refused for want of a face counts as wrong
                 cells.append(f"{right / (n + refused):.3f} ({right}/{n + refused})")

@@ -122,7 +122,7 @@ def main():
         task = task_of_model(model)
         cells = []
         for kind, ims in sets.items():
-            labels = [task.predict_image(model, im)["label"] for im in ims]
+            labels = [task.inference.predict_image(model, im)["label"] for im in ims]
             cells.append(f"{kind}: {labels.count('face')}/{len(ims)}")
         total = sum(int(c.split(": ")[1].split("/")[0]) for c in cells)
         n = sum(len(v) for v in sets.values())

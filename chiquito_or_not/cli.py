@@ -21,7 +21,7 @@ from .core.task_registry import get_task
 from .stages.dataset import build_dataset
 from .stages.predict import done_in_jsonl, expand_paths, predict_model, predict_model_to_jsonl
 from .stages.predict_ray import predict_ray
-from .stages.review import find_suspects, review_page
+from .stages.review import find_suspects, review_page, shown_on_label_page
 
 app = typer.Typer(
     add_completion=False,
@@ -226,7 +226,7 @@ def finetune(
     task = get_task(r.task)
     for split in ("valid", "test"):
         if split in res.metrics:
-            say(f"{split} {task.headline(res.metrics[split])}")
+            say(f"{split} {task.evaluation.headline(res.metrics[split])}")
     say(f"wrote {res.run}/ (model.pkl, metrics.json, loss_curve.png, lr_find.png and the task's figures)")
 
 
@@ -391,7 +391,7 @@ def compare(
 
     r = load_recipe(recipe)
     rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
-    scores = get_task(r.task).scores
+    scores = get_task(r.task).evaluation.scores
     typer.echo(
         f"{'backbone':<22} {'split':<6} "
         + " ".join(f"{k[:21] + ' (95 % CI)':>31}" for k in scores)
@@ -425,7 +425,7 @@ def sweep(
 
     r = load_recipe(recipe)
     res = run_sweep(r, parse_freeze(freeze), log=typer.echo)
-    score = get_task(r.task).scores[0]
+    score = get_task(r.task).evaluation.scores[0]
     for x in res["rows"]:
         v, t = f"valid_{score}", f"test_{score}"
         typer.echo(
@@ -515,7 +515,7 @@ def review(
     any code it holds. Review only runs you made or trust."""
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     res = find_suspects(target, folds=folds, log=log)
-    boxes = res.get("page") == "label"
+    boxes = shown_on_label_page(res)
     if list_n is not None:
         top = res["items"][:list_n]
         if as_json:

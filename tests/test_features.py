@@ -18,7 +18,7 @@ def _learner(recipe, size=None):
     if size:
         recipe = replace(recipe, finetune=replace(recipe.finetune, size=size))
     task = get_task(recipe.task)
-    return make_learner(recipe, task, task.dataloaders(recipe, None, augment=False), Path("unused"))
+    return make_learner(recipe, task, task.data.dataloaders(recipe, None, augment=False), Path("unused"))
 
 
 def _key(learn, backbone="efficientnet_lite0"):

@@ -139,7 +139,7 @@ def test_cli_help_answers_without_importing_torch():
 def test_sgdr_schedule_restarts_at_each_cycle(lens):
     import numpy as np
 
-    from chiquito_or_not.stages.finetune import sgdr_schedule
+    from chiquito_or_not.train.fit import sgdr_schedule
 
     f = sgdr_schedule(np.array([1e-4, 1e-3, 1e-2]), lens)
     n = sum(lens)

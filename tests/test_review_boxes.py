@@ -101,14 +101,14 @@ def test_review_finds_planted_box_errors_and_saves_to_the_box_journal(noisy):
     from fastapi.testclient import TestClient
 
     from chiquito_or_not.stages.label import create_label_app
-    from chiquito_or_not.stages.review import find_suspects
+    from chiquito_or_not.stages.review import find_suspects, shown_on_label_page
 
     recipe, planted, truth, folder = noisy
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     res = find_suspects(recipe.path, folds=4, log=lambda *_: None)
     items = res["items"]
     name = {it["sha256"]: it["path"].rsplit("/", 1)[-1] for it in items}  # the user's file, not the stored copy
-    assert len(items) == len(truth) and res["page"] == "label"
+    assert len(items) == len(truth) and shown_on_label_page(res)
     assert all(set(it["kinds"]) == {"overlooked", "swap", "badloc"} for it in items)
 
     # the held-out heads learned: on the unplanted images, most true boxes are found with their label

@@ -75,15 +75,15 @@ def test_uint8_input_and_a_lone_file_without_its_json(tiny_run, tmp_path):
 
 
 def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monkeypatch):
-    from chiquito_or_not.tasks.classify import Classify
+    from chiquito_or_not.tasks.classify.class_task import ClassExport
 
-    real = Classify.input_spec
+    real = ClassExport.input_spec
 
     def wrong_mean(self, learn):  # a graph that normalises differently from training: the check must catch it
         spec = real(self, learn)
         return {**spec, "mean": [m + 0.5 for m in spec["mean"]], "std": [s * 0.5 for s in spec["std"]]}
 
-    monkeypatch.setattr(Classify, "input_spec", wrong_mean)
+    monkeypatch.setattr(ClassExport, "input_spec", wrong_mean)
     with pytest.raises(ExportError, match="LiteRT parity check failed"):
         export_tflite(tiny_run[1].run, out=tmp_path / "bad.tflite", log=lambda *_: None)
     assert list(tmp_path.iterdir()) == []

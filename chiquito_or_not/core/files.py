@@ -24,6 +24,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "bytes_written",
     "write_csv",
+    "read_csv_rows",
     "ends_with_newline",
 ]
 
@@ -144,6 +145,14 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    """The rows of a CSV file this project wrote (write_csv), as dicts keyed by its header."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _lower_ext(s: str) -> str:

@@ -113,15 +113,15 @@ def load_model(path: str | Path, notice=None, threads: int = 0) -> RuntimeModel:
     if p.suffix.lower() == ".onnx":
         session = onnx_session(p, threads)
         task = _task_named(session.get_modelmeta().custom_metadata_map.get("task", DEFAULT_TASK), p)
-        return task.onnx_model(p, session)
+        return task.inference.onnx_model(p, session)
     if p.suffix.lower() == ".tflite":
         session = LiteSession(p, threads)
-        return _task_named(session.metadata.get("task", DEFAULT_TASK), p).lite_model(p, session)
+        return _task_named(session.metadata.get("task", DEFAULT_TASK), p).inference.lite_model(p, session)
     learn = _load_pickle(p, notice)
     task = _task_named(
         getattr(learn, "chiquito_task", None) or DEFAULT_TASK,
         p,
         "; it was written by another version of chiquito_or_not",
     )
-    task.check_model(learn, p)
-    return task.learner_model(learn, p)
+    task.inference.check_model(learn, p)
+    return task.inference.learner_model(learn, p)

@@ -1,9 +1,10 @@
-"""The task registry: what differs between kinds of model, behind one interface (Task).
+"""The task registry: what differs between kinds of model, as a few typed roles (Task).
 
 The stages never ask "is this classification?": they ask the recipe's task (`get_task(recipe.task)`) or
 the loaded model's (`task_of_model`) for the parts below. A task is a package under tasks/ with two modules
 registered here by one line in TASKS and imported by name when first asked for (this module imports nothing
-of the package above core): its `TASK` object, with these members, and its recipe section (the top-level
+of the package above core): its `TASK` (a Task of role objects: data, model, evaluation, inference, export,
+and the optional capabilities review, label and draw), and its recipe section (the top-level
 keys it adds to the recipe schema, the labels it answers with, and the checks the schema cannot say).
 Classification (tasks/classify) is the first; detection (tasks/detect) the second.
 """
@@ -19,6 +20,16 @@ __all__ = [
     "DEFAULT_TASK",
     "TaskModules",
     "Task",
+    "ROLES",
+    "CAPABILITIES",
+    "DataRole",
+    "ModelRole",
+    "EvaluationRole",
+    "InferenceRole",
+    "ExportRole",
+    "ReviewRole",
+    "LabelRole",
+    "DrawRole",
     "get_task",
     "task_section",
     "task_of_model",
@@ -42,81 +53,85 @@ TASKS = {
 DEFAULT_TASK = "classify"
 
 
-class Task(Protocol):
-    name: str
-    history_metrics: tuple[str, ...]  # the metric columns of history.csv, after the losses
-    scores: tuple[str, ...]  # the metrics.json keys of a split that compare and sweep report, in order
-    rank: tuple[str, ...]  # the keys compare ranks backbones by, best first
-    feature_cache: bool  # whether the frozen stage may train the head on cached body features
-    channels_last: bool  # whether finetune trains in channels-last memory layout (faster on a CPU)
-    onnx_outputs: tuple[str, ...]  # the exported graph's output names
+class DataRole(Protocol):
+    """How a task's labels are read, checked and split, and fed to training."""
 
     def dataset_parts(self, recipe, folder, log, use_review: bool):
         """This task's side of one dataset build into `folder` (a data.dataset_parts.DatasetParts): how the
         sources become labelled records, how they are split, what is written per split; `use_review`:
-        apply folder/review.csv."""
+        apply the dataset's review decisions."""
 
-    def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        """`chiquito review`: the dataset's images worst first ({"classes", "items", "issues",
-        "duplicates", ...}); ChiquitoError where the task has no ranking."""
-
-    def label_items(self, recipe, root, log, everything: bool) -> dict:
-        """`chiquito label`: the images whose boxes to draw or fix ({"labels", "items", "files", "journal"
-        (unopened), "check" (the boxes a page sends → checked boxes), "problems"}); ChiquitoError where
-        the task has no boxes."""
-
-    # data: how labels are read and split
     def check_dataset(self, recipe, root) -> None:
         """DataError (naming `chiquito dataset`) unless `root` holds usable train and valid splits."""
 
-    # training
     def dataloaders(self, recipe, root, augment: bool):
         """fastai DataLoaders over root's train and valid splits."""
 
     def memorise_dls(self, recipe, root, n_images: int) -> tuple:
         """(DataLoaders, items) for `sanity`: a few training images validated on themselves."""
 
+
+class ModelRole(Protocol):
+    """What the shared Learner is built from, and how this task's model trains."""
+
+    history_metrics: tuple[str, ...]  # the metric columns of history.csv, after the losses
+    feature_cache: bool  # whether the frozen stage may train the head on cached body features
+    channels_last: bool  # whether finetune trains in channels-last memory layout (faster on a CPU)
+
     def adapt_body(self, recipe, body):
         """The backbone's body as this task's model uses it (a detector taps two feature maps)."""
 
     def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
-        """(head, loss_func, metrics) for the body: what the shared Learner is built from."""
+        """(head, loss_func, metrics) for the body."""
+
+
+class EvaluationRole(Protocol):
+    """How a trained model is scored."""
+
+    scores: tuple[str, ...]  # the metrics.json keys of a split that compare and sweep report, in order
+    rank: tuple[str, ...]  # the keys compare ranks backbones by, best first
 
     def headline(self, metrics: dict) -> str:
         """One split's metrics in one line, for the command summaries."""
-
-    # using a trained model
-    def check_model(self, model, path) -> None:
-        """ChiquitoError unless `model` (a loaded learner or ONNX model) is this task's."""
 
     def evaluate_set(self, model, name: str, folder, out, suffix: str, top_k: int, log, split: bool = False) -> dict:
         """Metrics (and the task's figures, written under `out`) on one labelled folder; `split`: one of
         the dataset's own splits, whose pictures are already what the model takes (face crops included)."""
 
-    def predict_files(self, model, paths, bs: int, workers: int, threshold: float | None = None) -> list:
-        """One result per path (with .error when the file is not a usable image; .to_json(top_k) and
-        .lines(top_k) for the CLI); `threshold`: a detector's score threshold."""
 
-    def draw_files(self, model, results, folder) -> int:
-        """Write each predicted file with its answer drawn on it into `folder` (a detector's boxes)."""
+class InferenceRole(Protocol):
+    """A trained model in use, whatever its file: loading it as this task's runtime model and predicting."""
 
-    def predict_image(self, model, image, threshold: float | None = None) -> dict:
-        """The web app's JSON payload for one decoded image."""
+    def check_model(self, model, path) -> None:
+        """ChiquitoError unless `model` (a loaded learner or ONNX model) is this task's."""
 
     def learner_model(self, learn, path):
         """A loaded model.pkl's Learner as this task's runtime model (core.model_loader.RuntimeModel)."""
 
     def onnx_model(self, path, session):
-        """The task's runtime model over an opened onnxruntime session (what predict and serve use)."""
+        """The task's runtime model over an opened onnxruntime session."""
+
+    def lite_model(self, path, session):
+        """The task's runtime model over an opened .tflite file (core.litefile.LiteSession)."""
+
+    def predict_files(self, model, paths, bs: int, workers: int, threshold: float | None = None) -> list:
+        """One result per path (with .error when the file is not a usable image; .to_json(top_k) and
+        .lines(top_k) for the CLI); `threshold`: a detector's score threshold."""
+
+    def predict_image(self, model, image, threshold: float | None = None) -> dict:
+        """The web app's JSON payload for one decoded image."""
+
+
+class ExportRole(Protocol):
+    """What an exported file of this task holds, and how it is checked against the .pkl."""
+
+    onnx_outputs: tuple[str, ...]  # the exported graph's output names
 
     def onnx_graph(self, model) -> tuple:
         """(module, example input): what ONNX export traces (the model with its output post-processing)."""
 
     def onnx_metadata(self, model) -> dict:
         """What the ONNX file must carry for a runtime without this package to use it."""
-
-    def lite_model(self, path, session):
-        """The task's runtime model over an opened .tflite file (core.litefile.LiteSession)."""
 
     def input_spec(self, model) -> dict:
         """The model's input: size_wh, mean, std, scale (what a phone-ready graph normalises inside)."""
@@ -127,6 +142,53 @@ class Task(Protocol):
 
     def compare(self, reference, other, files) -> dict:
         """How runtime model `other` (a quantised copy) differs from `reference` on `files`, with a "summary"."""
+
+
+class ReviewRole(Protocol):
+    """Optional: `chiquito review` ranks the dataset's images by how likely their labels are wrong."""
+
+    def suspects(self, recipe, root, run, folds: int, log) -> dict:
+        """The dataset's images worst first, as plain data for the page ({"items": [...], ...})."""
+
+
+class LabelRole(Protocol):
+    """Optional: `chiquito label` draws and fixes boxes; a task that has it also shows its review suspects on
+    the label page."""
+
+    def items(self, recipe, root, log, everything: bool) -> dict:
+        """The images whose boxes to draw or fix, as plain data ({"labels", "items", "files", "problems"})."""
+
+    def journal(self, root):
+        """The dataset's journal of drawn boxes (unopened)."""
+
+    def check_boxes(self, boxes, labels, width: int, height: int) -> list:
+        """The boxes a page sends, checked (ValueError names what is wrong)."""
+
+
+class DrawRole(Protocol):
+    """Optional: `predict --draw` writes each image with its answer drawn on it."""
+
+    def draw_files(self, model, results, folder) -> int:
+        """Write each predicted file with its answer drawn on it into `folder`; the number written."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One kind of model as a few roles; a capability a task lacks is None, never a member that raises."""
+
+    name: str
+    data: DataRole
+    model: ModelRole
+    evaluation: EvaluationRole
+    inference: InferenceRole
+    export: ExportRole
+    review: ReviewRole | None = None
+    label: LabelRole | None = None
+    draw: DrawRole | None = None
+
+
+ROLES = ("data", "model", "evaluation", "inference", "export")
+CAPABILITIES = ("review", "label", "draw")
 
 
 def get_task(name: str) -> Task:

@@ -27,7 +27,7 @@ def columns(task) -> list[str]:
         "backbone",
         "weights",
         "split",
-        *score_columns(task.scores),
+        *score_columns(task.evaluation.scores),
         "vs_next_p",
         "distinguishable_from_next",
         "train_seconds",
@@ -87,24 +87,24 @@ def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list
                 backbone=name,
                 weights=weights or "default",
                 split=split,
-                **score_cells(m, task.scores),
+                **score_cells(m, task.evaluation.scores),
                 train_seconds=res.timings.get("train_total", 0.0),
                 params=sum(p.numel() for p in res.learn.model.parameters()),
                 cpu_ms_per_image=round(cpu_ms_per_image(res.learn.model, r.finetune.size), 2),
                 run=str(res.run),
             )
         )
-    rows.sort(key=lambda x: (*(-x[k] for k in task.rank), x["train_seconds"]))
+    rows.sort(key=lambda x: (*(-x[k] for k in task.evaluation.rank), x["train_seconds"]))
     for a, b in zip(rows, rows[1:] + [None]):  # each entry against the next one down, on the same images
         if b is None:
             a["vs_next_p"], a["distinguishable_from_next"] = "", ""
             continue
-        v = versus(metrics[a["run"]], metrics[b["run"]], task.rank[0])
+        v = versus(metrics[a["run"]], metrics[b["run"]], task.evaluation.rank[0])
         a["vs_next_p"] = round(v["p"], 4) if v["p"] == v["p"] else ""
         a["distinguishable_from_next"] = v["distinguishable"]
         if a is rows[0]:
             log("  best " + says(_label(a), _label(b), v, a["split"]))
     out = RunFolder(run_dir(recipe.name))
     write_csv(out.leaderboard_csv, rows, columns(task))
-    plot_leaderboard(rows, out.leaderboard_png, f"{recipe.name}: {rows[0]['split']} split", task.scores)
+    plot_leaderboard(rows, out.leaderboard_png, f"{recipe.name}: {rows[0]['split']} split", task.evaluation.scores)
     return rows

@@ -28,7 +28,7 @@ def build_dataset(
     `use_review` applies the decisions in `root/review.csv` (chiquito review)."""
     root = Path(root) if root else dataset_dir(recipe.name)
     folder = DatasetFolder(root)
-    parts = get_task(recipe.task).dataset_parts(recipe, folder, log, use_review)
+    parts = get_task(recipe.task).data.dataset_parts(recipe, folder, log, use_review)
     records = parts.clean(parts.gather(retry_failed))
     rows = parts.split(records)
     parts.write_manifest(records)

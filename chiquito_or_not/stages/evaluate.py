@@ -57,16 +57,18 @@ def evaluate(
     if data is not None:
         data = Path(data)
         out = Path(out) if out else files.eval_dir(data)
-        res = {"data": task.evaluate_set(model, data.name, data, out, "", top_k, log)}
+        res = {"data": task.evaluation.evaluate_set(model, data.name, data, out, "", top_k, log)}
     else:
         state = json.loads(files.state.read_text()) if files.state.is_file() else {}
         root = Path(state.get("dataset", ""))
         if not (root / "valid").is_dir():
             raise RunError(f"{run}: its dataset folder {root} has no valid/ split; pass --data FOLDER")
         out = Path(out) if out else run
-        res = {"valid": task.evaluate_set(model, "valid", root / "valid", out, "", top_k, log, split=True)}
+        res = {"valid": task.evaluation.evaluate_set(model, "valid", root / "valid", out, "", top_k, log, split=True)}
         if (root / "test").is_dir():
-            res["test"] = task.evaluate_set(model, "test", root / "test", out, "_test", top_k, log, split=True)
+            res["test"] = task.evaluation.evaluate_set(
+                model, "test", root / "test", out, "_test", top_k, log, split=True
+            )
     res["model"] = str(path)
     atomic_write_text(out / "metrics.json", json.dumps(res, indent=2) + "\n")
     return res

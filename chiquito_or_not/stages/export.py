@@ -110,13 +110,13 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
     folder = RunFolder(run)
     model = load_model(folder.model)
     task = task_of_model(model)
-    meta = task.onnx_metadata(model)
+    meta = task.export.onnx_metadata(model)
     out = Path(out) if out else folder.onnx
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
-    graph, example = task.onnx_graph(model)
+    graph, example = task.export.onnx_graph(model)
     t = time.time()
-    exporter = _torch_export(graph, example, tmp, task.onnx_outputs)
+    exporter = _torch_export(graph, example, tmp, task.export.onnx_outputs)
     _set_metadata(
         tmp, {**meta, "source": str(folder.model.resolve()), "producer": "chiquito_or_not", "exporter": exporter}
     )
@@ -124,7 +124,7 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
 
     files = _split_files(run, "valid", parity_limit)
     with _kept_if_checked(tmp, out):
-        check = task.parity(model, task.onnx_model(tmp, onnx_session(tmp)), files, "ONNX")
+        check = task.export.parity(model, task.inference.onnx_model(tmp, onnx_session(tmp)), files, "ONNX")
     summary = check.pop("summary")
     report = {
         "onnx": str(out),
@@ -156,8 +156,10 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
                     "quantization": "dynamic int8 (onnxruntime)",
                 },
             )
-            diff = task.compare(
-                task.onnx_model(out, onnx_session(out)), task.onnx_model(qtmp, onnx_session(qtmp)), files
+            diff = task.export.compare(
+                task.inference.onnx_model(out, onnx_session(out)),
+                task.inference.onnx_model(qtmp, onnx_session(qtmp)),
+                files,
             )
         summary = diff.pop("summary")
         report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}

@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cloudpickle
-import numpy as np
-from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.torch_core import set_seed
 
 from ..core.errors import RecipeError, RunError
-from ..core.files import atomic_write_text, write_csv
+from ..core.files import atomic_write_text, read_csv_rows, write_csv
 from ..core.layout import RunFolder
 from ..core.paths import cache_dir, dataset_dir, partial_run_dir, run_dir
 from ..core.plots import plot_history
 from ..core.recipe import Recipe, recipe_to_dict, write_resolved
 from ..core.task_registry import get_task
-from ..train import portable
 from ..train.backbones import get_backbone
 from ..train.features import head_learner
+from ..train.fit import (
+    accelerate_available,
+    apply_deterministic,
+    apply_precision,
+    channels_last,
+    environment,
+    export_learner,
+    fit_ctx,
+    fit_sgdr,
+    load_checkpoint,
+    reseed,
+    tensorboard_available,
+    tensorboard_cb,
+    world_and_rank,
+)
 from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_learner
 from ..train.lr_find import find_lr
 from ..train.runs import STAGES, promote, read_json, refuse_files_in_place, resumable_state
@@ -36,9 +45,6 @@ __all__ = [
     "STAGES",
     "finetune",
     "lr_find_only",
-    "fit_sgdr",
-    "sgdr_schedule",
-    "export_learner",
     "FinetuneResult",
     "history_columns",
 ]
@@ -46,7 +52,7 @@ __all__ = [
 
 def history_columns(task) -> list[str]:
     """history.csv's columns: the losses, then the task's metrics."""
-    return ["stage", "epoch", "train_loss", "valid_loss", *task.history_metrics]
+    return ["stage", "epoch", "train_loss", "valid_loss", *task.model.history_metrics]
 
 
 @dataclass
@@ -58,110 +64,6 @@ class FinetuneResult:
     lr: dict = field(default_factory=dict)
 
 
-def sgdr_schedule(lr_max, lens: list[int]):
-    """lr at training position pos in [0, 1]: a cosine from lr_max to 0 in each cycle, cycles of `lens` epochs."""
-    bounds = np.cumsum([0, *lens]) / sum(lens)
-    cos = SchedCos(lr_max, 0)
-
-    def sched(pos):
-        i = min(int(np.searchsorted(bounds, pos, side="right")) - 1, len(lens) - 1)
-        return cos((pos - bounds[i]) / (bounds[i + 1] - bounds[i]))
-
-    return sched
-
-
-def fit_sgdr(learn, n_cycles: int, cycle_len: int, lr_max, cycle_mult: int = 1, cbs=None) -> None:
-    """SGDR: restart the learning rate each cycle; cycles grow by cycle_mult. fastai's own fit_sgdr
-    divides by cycle_mult - 1, so it cannot restart every epoch (cycle_mult = 1)."""
-    lens = [cycle_len * cycle_mult**i for i in range(n_cycles)]
-    lr_max = np.array(lr_max) if np.ndim(lr_max) else lr_max
-    learn.fit(sum(lens), cbs=[ParamScheduler({"lr": sgdr_schedule(lr_max, lens)}), *(cbs or [])])
-
-
-def export_learner(learn, path: Path) -> Path:
-    """fastai export with our splitter embedded by value: the file loads without chiquito_or_not."""
-    cloudpickle.register_pickle_by_value(portable)
-    try:
-        learn.export(path.resolve())
-    finally:
-        cloudpickle.unregister_pickle_by_value(portable)
-    return path
-
-
-def _tensorboard_available() -> None:
-    try:
-        import fastai.callback.tensorboard  # noqa: F401
-        import torch.utils.tensorboard  # noqa: F401
-    except ImportError:
-        raise RecipeError(
-            "'finetune.tensorboard' needs the tensorboard package: pip install 'chiquito-or-not[tensorboard]'"
-        ) from None
-
-
-def _tensorboard(run: Path, stage: str | None, dls=None):
-    """fastai's TensorBoard callback for one stage (its own folder), or, with `dls`, a batch of inputs."""
-    _tensorboard_available()
-    from fastai.callback.tensorboard import TensorBoardCallback
-    from torch.utils.tensorboard import SummaryWriter
-
-    if dls is None:
-        return TensorBoardCallback(log_dir=RunFolder(run).tensorboard / stage, trace_model=False, log_preds=False)
-    x = dls.train.decode((dls.train.one_batch()[0],))[0][:16].float()
-    with SummaryWriter(RunFolder(run).tensorboard / "inputs") as w:
-        w.add_images("train inputs (augmented)", x / 255 if x.max() > 1 else x, 0)
-
-
-def _precision(learn, precision: str) -> str:
-    """Apply the recipe's precision: "auto" is mixed fp16 on a CUDA GPU and fp32 on a CPU."""
-    import torch
-
-    mode = precision if precision != "auto" else ("fp16" if torch.cuda.is_available() else "fp32")
-    if mode == "fp16":
-        learn.to_fp16()
-    elif mode == "bf16":
-        learn.to_bf16()
-    return mode
-
-
-def _channels_last(model, on: bool) -> None:
-    """Train convolutions in channels-last memory layout when the task asks for it (detection): a faster
-    training step on a CPU (bench/bench_channels_last.py). Same weights; the arithmetic differs by more than
-    float rounding in the backward pass (see the classify task). The model goes back to the default layout
-    before it is saved or exported."""
-    import torch
-
-    model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
-
-
-def _distributed() -> tuple[int, int]:
-    """(world size, rank) under `accelerate launch` / torchrun, else (1, 0)."""
-    from fastai.torch_core import num_distrib, rank_distrib
-
-    return max(num_distrib(), 1), rank_distrib()
-
-
-def _accelerate_available() -> None:
-    try:
-        import accelerate  # noqa: F401
-    except ImportError:
-        raise RecipeError(
-            "training in several processes (torchrun, accelerate launch) needs accelerate: "
-            "pip install 'chiquito-or-not[distributed]'"
-        ) from None
-
-
-def _fit_ctx(learn, world: int):
-    """DistributedDataParallel through fastai and accelerate (NCCL on GPUs, gloo on CPUs) when several
-    processes train, else nothing."""
-    from contextlib import nullcontext
-
-    if world <= 1:
-        return nullcontext()
-    from ..train.distributed import ddp_ctx
-
-    return ddp_ctx(learn)
-
-
 def _fingerprint(recipe: Recipe) -> str:
     d = recipe_to_dict(recipe)
     d.pop("path", None)
@@ -169,10 +71,7 @@ def _fingerprint(recipe: Recipe) -> str:
 
 
 def _read_history(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_csv_rows(path) if path.is_file() else []
 
 
 def _stage_epochs(recipe: Recipe, stage: str) -> int:
@@ -183,75 +82,27 @@ def _stage_epochs(recipe: Recipe, stage: str) -> int:
     return sum(s.cycle_len * s.cycle_mult**i for i in range(s.cycles))
 
 
-def reseed(seed: int, *dls) -> None:
-    """Seed python, numpy and torch, and the shuffling of each DataLoaders' own generator: each step of a
-    run (LR finder, every stage) starts from its own seed, so what ran before it (a cold feature cache
-    computing vectors, a resumed run skipping stages) cannot change what it draws."""
-    import random
-
-    set_seed(seed, reproducible=True)
-    for d in dls:
-        for dl in d.loaders:
-            dl.rng = random.Random(seed)
-
-
-def environment(recipe: Recipe) -> dict:
-    """What a run's numbers depend on beyond the recipe and data: library versions, threads, device."""
-    import platform
-
-    import fastai
-    import timm
-    import torch
-    import torchvision
-
-    device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "fastai": fastai.__version__,
-        "timm": timm.__version__,
-        "numpy": np.__version__,
-        "threads": torch.get_num_threads(),
-        "device": device,
-        "machine": platform.machine(),
-        "deterministic": recipe.finetune.deterministic,
-    }
-
-
-def _deterministic(recipe: Recipe) -> None:
-    """finetune.deterministic: PyTorch's deterministic kernels (an error names any op that has none)."""
-    import os
-
-    import torch
-
-    if recipe.finetune.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for repeatable GEMMs
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-
-
 def _learner(recipe: Recipe, task, root: Path, run: Path):
     """(learn, dls_plain, dls_aug), seeded: the one way finetune and lr-find build their learner.
     Raises DataError when `chiquito dataset` has not run, WeightsError for missing or bad weights."""
-    _deterministic(recipe)
+    apply_deterministic(recipe)
     set_seed(recipe.seed, reproducible=True)
-    dls_plain = task.dataloaders(recipe, root, augment=False)
-    dls_aug = task.dataloaders(recipe, root, augment=True)
+    dls_plain = task.data.dataloaders(recipe, root, augment=False)
+    dls_aug = task.data.dataloaders(recipe, root, augment=True)
     return make_learner(recipe, task, dls_plain, run, root), dls_plain, dls_aug
 
 
 def _cached_head(learn, recipe: Recipe, task, precision: str, world: int, log):
     """The head learner on cached body features (frozen stage and LR finder), or None when off."""
     f = recipe.finetune
-    if not (f.frozen.feature_cache and task.feature_cache) or get_backbone(f.backbone).family == "scratch":
+    if not (f.frozen.feature_cache and task.model.feature_cache) or get_backbone(f.backbone).family == "scratch":
         return None
     if world > 1:
         log("  feature cache off: several processes train (each would compute every image)")
         return None
     hl = head_learner(learn, f.backbone, cache_dir() / "features", log=log)
     if precision != "fp32":
-        _precision(hl, precision)
+        apply_precision(hl, precision)
     return hl
 
 
@@ -262,7 +113,7 @@ def lr_find_only(recipe: Recipe, log=print, data_root: Path | None = None) -> di
     out = run_dir(recipe.name)
     task = get_task(recipe.task)
     learn, dls_plain, dls_aug = _learner(recipe, task, root, out)
-    hl = _cached_head(learn, recipe, task, _precision(learn, recipe.finetune.precision), 1, log)
+    hl = _cached_head(learn, recipe, task, apply_precision(learn, recipe.finetune.precision), 1, log)
     reseed(recipe.seed, dls_plain, dls_aug, *([hl.dls] if hl else []))  # as finetune does before it
     return find_lr(hl or learn, out, num_it=recipe.finetune.lr_find_iters)
 
@@ -292,7 +143,7 @@ class _Stages:
     def cbs(self, stage: str, body: bool = True) -> list:
         """Progress (and tensorboard) callbacks; for `learn`, also the body's BatchNorm kept in eval mode."""
         f = self.recipe.finetune
-        cbs = [LogProgress(stage)] + ([_tensorboard(self.run, stage)] if f.tensorboard else [])
+        cbs = [LogProgress(stage)] + ([tensorboard_cb(self.run, stage)] if f.tensorboard else [])
         return cbs + ([BodyBatchNormEval()] if body and f.batchnorm == "frozen" else [])
 
     def freeze(self):
@@ -313,7 +164,7 @@ def _frozen(st: _Stages, n_ep: int, i: int):
     if st.hl:
         st.hl.fit_one_cycle(n_ep, lr, cbs=st.cbs("frozen", body=False))
         return st.hl.recorder
-    with _fit_ctx(st.learn, st.world):
+    with fit_ctx(st.learn, st.world):
         st.learn.fit_one_cycle(n_ep, lr, cbs=st.cbs("frozen"))
     return st.learn.recorder
 
@@ -326,7 +177,7 @@ def _augmented(st: _Stages, n_ep: int, i: int):
     )
     st.learn.dls = st.dls_aug
     st.freeze()
-    with _fit_ctx(st.learn, st.world):
+    with fit_ctx(st.learn, st.world):
         fit_sgdr(st.learn, s.cycles, s.cycle_len, st.lr(s.lr), s.cycle_mult, cbs=st.cbs("augmented"))
     return st.learn.recorder
 
@@ -340,7 +191,7 @@ def _unfrozen(st: _Stages, n_ep: int, i: int):
     )
     st.learn.dls = st.dls_aug
     st.log(f"  {keep_frozen(st.learn, s.keep_frozen)}")
-    with _fit_ctx(st.learn, st.world):
+    with fit_ctx(st.learn, st.world):
         fit_sgdr(st.learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=st.cbs("unfrozen"))
     return st.learn.recorder
 
@@ -359,11 +210,11 @@ def _check_before_writing(recipe: Recipe) -> tuple[int, int]:
             f'{recipe.path}: finetune.precision = "{recipe.finetune.precision}" needs a CUDA GPU; '
             'use "auto" (fp32 on a CPU) or "fp32"'
         )
-    world, rank = _distributed()
+    world, rank = world_and_rank()
     if world > 1:
-        _accelerate_available()
+        accelerate_available()
     if recipe.finetune.tensorboard:
-        _tensorboard_available()
+        tensorboard_available()
     return world, rank
 
 
@@ -445,16 +296,16 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
     t0 = time.time()
     learn, dls_plain, dls_aug = _learner(recipe, task, root, run)  # DataError, WeightsError: nothing written yet
     if state["done"]:
-        _load_checkpoint(learn, ckpt, state["done"][-1])
+        load_checkpoint(learn, ckpt, state["done"][-1])
         log(f"  resumed after stage '{state['done'][-1]}' from {ckpt}")
     if not rank:
         if not resume:  # an interrupted earlier attempt is started over; the finished run in `final` stays
             shutil.rmtree(run, ignore_errors=True)
         write_resolved(recipe, run)
-    precision = _precision(learn, recipe.finetune.precision)
-    _channels_last(learn.model, task.channels_last)
+    precision = apply_precision(learn, recipe.finetune.precision)
+    channels_last(learn.model, task.model.channels_last)
     if recipe.finetune.tensorboard and not rank:
-        _tensorboard(run, None, dls_aug)
+        tensorboard_cb(run, None, dls_aug)
     log(
         f"  data: {len(dls_plain.train_ds)} train / {len(dls_plain.valid_ds)} valid images, "
         f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px, "
@@ -526,43 +377,6 @@ def _plain_model(learn, dls_plain, precision: str, final: Path) -> None:
             f"{final} was left as it was"
         )
     learn.dls = dls_plain
-    _channels_last(learn.model, False)  # the exported model in PyTorch's default layout, as any user expects
+    channels_last(learn.model, False)  # the exported model in PyTorch's default layout, as any user expects
     if precision != "fp32":
         learn.to_fp32()  # the exported model is plain fp32: it loads and predicts on any CPU
-
-
-def _load_checkpoint(learn, folder: Path, stage: str) -> None:
-    """Load a finished stage's weights and optimizer state (tensors only: weights_only, never a pickle)."""
-    import pickle
-    import struct
-    import zipfile
-
-    path = RunFolder(folder.parent).checkpoint(stage)
-    fix = (
-        f"run without --resume to start over (the previous finished run in "
-        f"{folder.parent.name.removesuffix('.partial')} is kept until the new one succeeds)"
-    )
-    if not path.is_file():
-        raise RunError(f"{path} is missing, but state.json says stage '{stage}' finished; {fix}")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="Could not load the optimizer state")
-            learn.load(f"stage-{stage}", with_opt=True, weights_only=True)
-    except (
-        OSError,
-        RuntimeError,
-        EOFError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        AttributeError,
-        UserWarning,
-        pickle.UnpicklingError,
-        struct.error,
-        zipfile.BadZipFile,
-    ) as e:
-        raise RunError(
-            f"{path} is damaged or belongs to another model ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); {fix}"
-        ) from None

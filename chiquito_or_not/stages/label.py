@@ -11,6 +11,7 @@ import io
 import secrets
 from pathlib import Path
 
+from ..core.errors import ChiquitoError
 from ..core.layout import RunFolder
 from ..core.model_loader import load_model
 from ..core.paths import dataset_dir, run_dir
@@ -27,8 +28,14 @@ def find_label_items(recipe_path: Path, everything: bool = False, log=print, use
     """The images to label for a recipe, and its run's model.pkl (loaded: a pickle runs the code it holds)
     when one exists and `use_run`."""
     recipe = load_recipe(Path(recipe_path))
-    res = get_task(recipe.task).label_items(recipe, dataset_dir(recipe.name), log, everything)
-    res.update(name=recipe.name, model=None, threshold=recipe.detect.score_threshold)
+    task = get_task(recipe.task)
+    if task.label is None:
+        raise ChiquitoError(
+            f"{recipe.path}: label draws boxes for detection recipes; a {task.name} recipe's labels are not "
+            "boxes: fix them with `chiquito review`"
+        )
+    res = task.label.items(recipe, dataset_dir(recipe.name), log, everything)
+    res.update(name=recipe.name, model=None, threshold=recipe.detect.score_threshold, task=task.name)
     model_file = RunFolder(run_dir(recipe.name)).model
     if use_run and model_file.is_file():
         res["model"] = load_model(model_file)
@@ -53,7 +60,7 @@ def _suggestions(res: dict, it: dict) -> list:
         return it["predicted"]
     model = res["model"]
     with Image.open(res["files"][it["sha256"]]) as im:
-        out = get_task(model.task).predict_image(model, im.convert("RGB"), threshold=res["threshold"])
+        out = get_task(model.task).inference.predict_image(model, im.convert("RGB"), threshold=res["threshold"])
     return [[b["label"], *(round(float(v), 1) for v in b["box"]), round(float(b["score"]), 3)] for b in out["boxes"]]
 
 
@@ -65,7 +72,8 @@ def create_label_app(res: dict):
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
-    journal = res["journal"].open()
+    label = get_task(res["task"]).label
+    journal = label.journal(Path(res["root"])).open()
     by_sha = {it["sha256"]: it for it in res["items"]}
     app, token = local_page_app("label", "label.html", res["name"])
     app.state.journal = journal
@@ -110,7 +118,7 @@ def create_label_app(res: dict):
         if it is None:
             return JSONResponse({"error": "send {sha256 of a listed image, boxes}"}, status_code=400)
         try:
-            boxes = res["check"](body.get("boxes"), res["labels"], it["width"], it["height"])
+            boxes = label.check_boxes(body.get("boxes"), res["labels"], it["width"], it["height"])
         except ValueError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
         try:

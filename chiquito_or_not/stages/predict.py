@@ -35,7 +35,7 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
 def predict_paths(model, paths: list[Path], bs: int = 64, workers: int = 2, threshold: float | None = None) -> list:
     """The model's task's predictions for every file; a file that is not a usable image gets an error
     and the others go on. `threshold`: a detector's lowest score."""
-    return task_of_model(model).predict_files(model, paths, bs=bs, workers=workers, threshold=threshold)
+    return task_of_model(model).inference.predict_files(model, paths, bs=bs, workers=workers, threshold=threshold)
 
 
 def done_in_jsonl(out: Path) -> set[str]:
@@ -99,8 +99,11 @@ def predict_model(
     from ..core.model_loader import load_model
 
     model = load_model(model_path)
+    drawing = task_of_model(model).draw
+    if draw is not None and drawing is None:
+        raise ChiquitoError("--draw applies to detectors: a classifier has no boxes to draw")
     results = predict_paths(model, _files_of(paths), bs=bs, threshold=threshold)
-    drawn = task_of_model(model).draw_files(model, results, draw) if draw is not None else 0
+    drawn = drawing.draw_files(model, results, draw) if draw is not None else 0
     return results, drawn
 
 

@@ -42,7 +42,7 @@ class _Predictor:
 
     def __call__(self, batch: dict) -> dict:
         paths = [Path(str(p)) for p in batch["file"]]
-        results = self.task.predict_files(self.model, paths, bs=self.bs, workers=1, threshold=self.threshold)
+        results = self.task.inference.predict_files(self.model, paths, bs=self.bs, workers=1, threshold=self.threshold)
         for r, shown in zip(results, batch["path"]):
             r.path = str(shown)  # the path as the user gave it, as a single process writes it
         return {

@@ -20,6 +20,7 @@ __all__ = [
     "find_suspects",
     "create_review_app",
     "review_page",
+    "shown_on_label_page",
 ]
 
 
@@ -44,9 +45,12 @@ def find_suspects(target: str | Path, folds: int = 5, log=print) -> dict:
     """The task's suspects for the target's dataset (a run's model.pkl, a pickle, is loaded when given),
     with each image's current decision from review.csv."""
     recipe, root, run = resolve_target(target)
-    res = get_task(recipe.task).review_suspects(recipe, root, run, folds, log)
-    res.update(name=recipe.name, recipe=str(recipe.path), run=str(run) if run else "")
-    if res.get("page") == "label":  # boxes: the label page shows them, its journal has the decisions
+    task = get_task(recipe.task)
+    if task.review is None:
+        raise RunError(f"{recipe.path}: the {task.name} task has no review; its labels are checked another way")
+    res = task.review.suspects(recipe, root, run, folds, log)
+    res.update(name=recipe.name, recipe=str(recipe.path), run=str(run) if run else "", task=task.name)
+    if task.label is not None:  # boxes: the label page shows them, its journal has the decisions
         return res | {"model": None, "threshold": recipe.detect.score_threshold}
     last, problems = last_decisions(DatasetFolder(root).review)
     for it in res["items"]:
@@ -56,10 +60,15 @@ def find_suspects(target: str | Path, folds: int = 5, log=print) -> dict:
     return res
 
 
+def shown_on_label_page(res: dict) -> bool:
+    """Whether find_suspects' result is a task's that labels boxes (its suspects go to the label page)."""
+    return get_task(res["task"]).label is not None
+
+
 def review_page(res: dict, show: int) -> tuple:
-    """(the page app, its journal) for find_suspects' result: the label page for boxes (it shows the first
-    `show` images), else the review page."""
-    if res.get("page") == "label":
+    """(the page app, its journal) for find_suspects' result: the label page for a task that labels boxes
+    (it shows the first `show` images), else the review page."""
+    if shown_on_label_page(res):
         app = create_label_app(res | {"items": res["items"][:show]})
         return app, app.state.journal
     app = create_review_app(res, show=show)

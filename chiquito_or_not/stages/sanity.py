@@ -23,7 +23,7 @@ def sanity_check(
     metric (a classifier's accuracy) got to `target`."""
     set_seed(recipe.seed, reproducible=True)
     task = get_task(recipe.task)
-    dls, items = task.memorise_dls(recipe, dataset_dir(recipe.name), n_images)
+    dls, items = task.data.memorise_dls(recipe, dataset_dir(recipe.name), n_images)
     with tempfile.TemporaryDirectory() as tmp:
         learn = make_learner(recipe, task, dls, Path(tmp))
         learn.unfreeze()

@@ -36,7 +36,7 @@ def seed_spread(recipe: Recipe, n: int, log=print) -> dict:
         row = {"seed": seed}
         for split in ("valid", "test"):
             if split in res.metrics:
-                row.update({f"{split}_{k}": res.metrics[split][k] for k in task.scores})
+                row.update({f"{split}_{k}": res.metrics[split][k] for k in task.evaluation.scores})
         row["train_seconds"] = res.timings.get("train_total", 0.0)
         rows.append({**row, "run": str(res.run)})
     figures = [c for c in rows[0] if c not in ("seed", "run")]

@@ -150,7 +150,7 @@ class _Service:
 
         def infer():
             with self.lock:
-                return self.task.predict_image(self.model, im)
+                return self.task.inference.predict_image(self.model, im)
 
         try:
             payload = await _in_thread(infer)

@@ -53,7 +53,7 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
             f"run `chiquito dataset {recipe.path}` again"
         )
     task = get_task(recipe.task)
-    first = task.scores[0]
+    first = task.evaluation.scores[0]
     test = f"test_{first}"  # the chosen run's test score
     rows, valid, tests = [], {}, {}
     for a in amounts:
@@ -65,7 +65,7 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
         )
         res = finetune(r, log=log, data_root=data)
         valid[str(res.run)], tests[str(res.run)] = res.metrics["valid"], res.metrics["test"]
-        cells = score_cells(res.metrics["valid"], task.scores)
+        cells = score_cells(res.metrics["valid"], task.evaluation.scores)
         rows.append(
             dict(
                 keep_frozen=a,
@@ -74,14 +74,14 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
                 run=str(res.run),
             )
         )
-    best = max(rows, key=lambda x: (*(x[f"valid_{k}"] for k in task.scores), -x["train_seconds"]))
+    best = max(rows, key=lambda x: (*(x[f"valid_{k}"] for k in task.evaluation.scores), -x["train_seconds"]))
     for x in rows:  # only the winner's test score is reported: choosing on test would leak it
         t = score_cells(tests[x["run"]], (first,))
         x[test], x[f"{test}_low"], x[f"{test}_high"] = (
             (t[first], t[f"{first}_low"], t[f"{first}_high"]) if x is best else ("", "", "")
         )
         x["chosen"] = x is best
-    noise = _within_noise(rows, best, valid, task.scores, log)
+    noise = _within_noise(rows, best, valid, task.evaluation.scores, log)
     for x in rows:
         x["choice_within_noise"] = noise if x is best and noise is not None else ""
     out = RunFolder(run_dir(recipe.name))
@@ -90,7 +90,7 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
         rows,
         [
             "keep_frozen",
-            *(f"valid_{c}" for c in score_columns(task.scores)),
+            *(f"valid_{c}" for c in score_columns(task.evaluation.scores)),
             "train_seconds",
             "chosen",
             "choice_within_noise",

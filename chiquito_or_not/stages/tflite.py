@@ -158,10 +158,10 @@ def export_tflite(
     folder = RunFolder(run)
     model = load_model(folder.model)
     task = task_of_model(model)
-    spec = task.input_spec(model)
+    spec = task.export.input_spec(model)
     w, h = spec["size_wh"]
     meta = {
-        **task.onnx_metadata(model),
+        **task.export.onnx_metadata(model),
         "format": "tflite",
         "producer": "chiquito_or_not",
         "source": str(folder.model.resolve()),
@@ -175,7 +175,7 @@ def export_tflite(
             "resize": "as the preprocess/size entries say (the normalisation is inside the graph)",
             "normalisation_inside": {"mean": spec["mean"], "std": spec["std"], "scale": spec["scale"]},
         },
-        "outputs": list(task.onnx_outputs),
+        "outputs": list(task.export.onnx_outputs),
     }
     out = Path(out) if out else run / "model.tflite"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +186,7 @@ def export_tflite(
     def one(path: Path, calibration=None, reference=None) -> dict:
         tmp, tmp_json = path.with_name(f".{path.name}.part"), sidecar(path.with_name(f".{path.name}.part"))
         m = {**meta, "quantization": "static int8 (PT2E), calibrated on training images" if calibration else "none"}
-        module, example = _phone_graph(task.onnx_graph(model)[0], spec, task.onnx_outputs, uint8)
+        module, example = _phone_graph(task.export.onnx_graph(model)[0], spec, task.export.onnx_outputs, uint8)
         t = time.time()
         try:
             edge = _convert(module, example, calibration)
@@ -205,11 +205,11 @@ def export_tflite(
                     raise ExportError(
                         f"the LiteRT interpreter cannot run the converted file ({e}); no file was kept"
                     ) from None
-                exported = task.lite_model(tmp, session)
+                exported = task.inference.lite_model(tmp, session)
                 check = (
-                    task.parity(model, exported, files, "LiteRT")
+                    task.export.parity(model, exported, files, "LiteRT")
                     if calibration is None
-                    else task.compare(reference, exported, files)
+                    else task.export.compare(reference, exported, files)
                 )
                 os.replace(tmp_json, sidecar(path))  # the JSON first: the model never stands without it
         finally:
@@ -225,7 +225,7 @@ def export_tflite(
     report = one(out)
     log(f"wrote {out} ({report['bytes'] / 1e6:.1f} MB) and {sidecar(out).name}; {report.pop('summary')}")
     if int8:
-        reference = task.lite_model(out, LiteSession(out))
+        reference = task.inference.lite_model(out, LiteSession(out))
         q = out.with_name(out.stem + ".int8.tflite")
         rep = one(q, _calibration(run, reference, CALIBRATION_IMAGES, uint8), reference)
         log(f"wrote {q} ({rep['bytes'] / 1e6:.1f} MB); {rep.pop('summary')}")

@@ -28,8 +28,8 @@ def make_learner(recipe: Recipe, task, dls, path: Path, root: Path | None = None
     the recipe's (core.task_registry.get_task); `root` is the dataset folder the task reads training
     statistics from (a classifier's class weights)."""
     f = recipe.finetune
-    body = task.adapt_body(recipe, create_body(f.backbone, f.weights))
-    head, loss, metrics = task.model_parts(recipe, body, num_features(body), dls, root)
+    body = task.model.adapt_body(recipe, create_body(f.backbone, f.weights))
+    head, loss, metrics = task.model.model_parts(recipe, body, num_features(body), dls, root)
     # the tutorial (fastai 0.7) trained with SGD and momentum 0.9; fastai 2 defaults to Adam
     opt_func = partial(SGD, mom=0.9) if f.opt == "sgd" else Adam
     # batchnorm "frozen": BatchNorm in frozen layer groups does not train either (BodyBatchNormEval keeps

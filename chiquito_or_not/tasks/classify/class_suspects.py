@@ -12,7 +12,6 @@ the dataset stage left out.
 
 from __future__ import annotations
 
-import csv
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import DataError
+from ...core.files import read_csv_rows
 from ...core.layout import DatasetFolder
 from ...core.model_loader import load_model
 from ...core.paths import cache_dir
@@ -105,7 +105,7 @@ def _features(task, recipe, root: Path, files: list[Path], log) -> np.ndarray:
         log(f"  {f.backbone} starts untrained: features from {FEATURE_BACKBONE} (ImageNet) instead")
         recipe = replace(recipe, finetune=replace(f, backbone=FEATURE_BACKBONE, weights=""))
     with tempfile.TemporaryDirectory() as tmp:  # the learner's path: nothing is saved there
-        learn = make_learner(recipe, task, task.dataloaders(recipe, root, augment=False), Path(tmp), root)
+        learn = make_learner(recipe, task, task.data.dataloaders(recipe, root, augment=False), Path(tmp), root)
         cache = FeatureCache(cache_dir() / "features", learner_key(learn, recipe.finetune.backbone))
         x, counts = cached_features(learn, files, cache)
     log(f"  features ({recipe.finetune.backbone}): {counts['hit']} cached, {counts['computed']} computed")
@@ -119,11 +119,6 @@ def _losses(run: Path, files: list[Path], labels: list[str], log) -> np.ndarray:
     return np.array(
         [-np.log(max(r.probabilities.get(lab, 0.0), 1e-12)) if r.probabilities else 0.0 for r, lab in zip(out, labels)]
     )
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def cross_class_duplicates(folder: DatasetFolder) -> list[dict]:
@@ -140,7 +135,7 @@ def cross_class_duplicates(folder: DatasetFolder) -> list[dict]:
             "detail": r["detail"],
             "clean_path": r["clean_path"],
         }
-        for r in _read_csv(folder.manifest)
+        for r in read_csv_rows(folder.manifest)
         if r["reason"] in why
     ]
 
@@ -152,8 +147,8 @@ def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, 
     if not folder.split_csv.is_file():
         raise DataError(f"{folder.root}: no split.csv; run `chiquito dataset {recipe.path}` first")
     classes = dataset_classes(recipe, folder.root)
-    rows = [r for r in _read_csv(folder.split_csv) if r["label"] in classes]
-    raw = {r["sha256"]: r["raw_path"] for r in _read_csv(folder.manifest)} if folder.manifest.is_file() else {}
+    rows = [r for r in read_csv_rows(folder.split_csv) if r["label"] in classes]
+    raw = {r["sha256"]: r["raw_path"] for r in read_csv_rows(folder.manifest)} if folder.manifest.is_file() else {}
     files = [folder.root / r["file"] for r in rows]
     missing = [f for f in files if not f.is_file()]
     if missing:

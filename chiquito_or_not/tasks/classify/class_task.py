@@ -1,8 +1,9 @@
-"""The classify task's TASK: its parts behind the interface the shared stages use (core.task_registry.Task)."""
+"""The classify task's TASK: its parts as the roles the shared stages use (core.task_registry.Task)."""
 
 from __future__ import annotations
 
 from ...core.errors import ChiquitoError
+from ...core.task_registry import Task
 from .class_data import check_dataset, class_weights, make_dls, memorise_dls
 from .class_dataset import ClassDataset
 from .class_export import compare, onnx_graph, onnx_metadata, parity
@@ -11,42 +12,33 @@ from .class_inference import LearnerClassifier, predict_paths
 from .class_runtime import LiteClassifier, OnnxClassifier
 from .class_suspects import suspects
 
-__all__ = ["TASK", "Classify"]
+__all__ = ["TASK"]
 
 
-class Classify:
-    name = "classify"
-    history_metrics = ("accuracy",)
-    scores = ("accuracy", "balanced_accuracy")
-    rank = ("balanced_accuracy", "accuracy")
-    feature_cache = True  # the frozen stage may train the head on cached body features
-    # not channels-last: faster per step (bench/bench_channels_last.py), but its backward pass is less exact
-    # on a CPU (the README's "Speed on a CPU"), and a classifier trains exactly as it always has
-    channels_last = False
-    onnx_outputs = ("probabilities",)
+class ClassData:
+    """A label is a folder: classes, their splits, DataLoaders with class weights."""
 
-    # data
     def dataset_parts(self, recipe, folder, log, use_review: bool):
         return ClassDataset(recipe, folder, log, use_review)
-
-    def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        return suspects(self, recipe, root, run, folds, log)
-
-    def label_items(self, recipe, root, log, everything: bool) -> dict:
-        raise ChiquitoError(
-            f"{recipe.path}: label draws boxes for detection recipes; a classifier's labels are its "
-            "classes: fix them with `chiquito review`"
-        )
 
     def check_dataset(self, recipe, root) -> None:
         check_dataset(recipe, root)
 
-    # training
     def dataloaders(self, recipe, root, augment: bool):
         return make_dls(recipe, augment=augment, root=root)
 
     def memorise_dls(self, recipe, root, n_images: int) -> tuple:
         return memorise_dls(recipe, root, n_images)
+
+
+class ClassModel:
+    """A classification head on the body, cross-entropy (class-weighted when the dataset asks), accuracy."""
+
+    history_metrics = ("accuracy",)
+    feature_cache = True  # the frozen stage may train the head on cached body features
+    # not channels-last: faster per step (bench/bench_channels_last.py), but its backward pass is less exact
+    # on a CPU (the README's "Speed on a CPU"), and a classifier trains exactly as it always has
+    channels_last = False
 
     def adapt_body(self, recipe, body):
         return body
@@ -55,12 +47,27 @@ class Classify:
         weights = class_weights(recipe, root) if root is not None else None
         return model_parts(recipe, body, n_features, dls.c, weights)
 
+
+class ClassEvaluation:
+    """Accuracy and balanced accuracy with their intervals, the confusion matrix, the worst mistakes."""
+
+    scores = ("accuracy", "balanced_accuracy")
+    rank = ("balanced_accuracy", "accuracy")
+
     def headline(self, metrics: dict) -> str:
         from .class_metrics import headline
 
         return headline(metrics)
 
-    # using a trained model
+    def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
+        from .class_metrics import evaluate_set
+
+        return evaluate_set(model, name, folder, out, suffix, top_k, log, split=split)
+
+
+class ClassInference:
+    """A classifier in use: its label and probabilities for each image."""
+
     def check_model(self, model, path) -> None:
         if not hasattr(model, "dls") or not hasattr(model.dls, "vocab"):
             raise ChiquitoError(f"{path}: not an exported image classifier (no vocab)")
@@ -68,18 +75,16 @@ class Classify:
     def learner_model(self, learn, path):
         return LearnerClassifier(learn, path)
 
-    def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
-        from .class_metrics import evaluate_set
+    def onnx_model(self, path, session):
+        return OnnxClassifier(path, session=session)
 
-        return evaluate_set(model, name, folder, out, suffix, top_k, log, split=split)
+    def lite_model(self, path, session):
+        return LiteClassifier(path, session)
 
     def predict_files(self, model, paths, bs: int = 64, workers: int = 2, threshold: float | None = None) -> list:
         if threshold is not None:
             raise ChiquitoError("--threshold applies to detectors; a classifier answers with its most likely class")
         return predict_paths(model, paths, bs=bs, workers=workers)
-
-    def draw_files(self, model, results, folder) -> int:
-        raise ChiquitoError("--draw applies to detectors: a classifier has no boxes to draw")
 
     def predict_image(self, model, image, threshold: float | None = None) -> dict:
         face = {}
@@ -92,17 +97,17 @@ class Classify:
         k = max(range(len(probs)), key=probs.__getitem__)
         return {"label": vocab[k], "probability": probs[k], "probabilities": dict(zip(vocab, probs)), **face}
 
-    def onnx_model(self, path, session):
-        return OnnxClassifier(path, session=session)
+
+class ClassExport:
+    """The exported graph answers with probabilities; parity is the top class and probabilities within bounds."""
+
+    onnx_outputs = ("probabilities",)
 
     def onnx_graph(self, model):
         return onnx_graph(model)
 
     def onnx_metadata(self, model) -> dict:
         return onnx_metadata(model)
-
-    def lite_model(self, path, session):
-        return LiteClassifier(path, session)
 
     def input_spec(self, model) -> dict:
         s = model.spec
@@ -115,4 +120,19 @@ class Classify:
         return compare(reference, other, files)
 
 
-TASK = Classify()
+class ClassReview:
+    """Review: out-of-fold predictions on cached features ranked by cleanlab (and a run's top losses)."""
+
+    def suspects(self, recipe, root, run, folds: int, log) -> dict:
+        return suspects(TASK, recipe, root, run, folds, log)
+
+
+TASK = Task(
+    name="classify",
+    data=ClassData(),
+    model=ClassModel(),
+    evaluation=ClassEvaluation(),
+    inference=ClassInference(),
+    export=ClassExport(),
+    review=ClassReview(),
+)

@@ -3,12 +3,11 @@ last drawn) boxes; the journal they are saved to is box_journal.py's."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 
 from ...core.errors import DataError
-from ...core.files import NotRegular, read_regular
+from ...core.files import NotRegular, read_csv_rows, read_regular
 from ...core.layout import DatasetFolder
 from ...core.reasons import Reason, Status
 from .box_dataset import BoxDataset, _stored_size
@@ -52,8 +51,7 @@ def label_items(recipe, root: Path, log, everything: bool = False) -> dict:
     folder = DatasetFolder(root)
     if not folder.manifest.is_file():
         raise DataError(f"{root}: no manifest.csv; run `chiquito dataset {recipe.path}` first")
-    with open(folder.manifest, newline="", encoding="utf-8") as f:
-        manifest = {r["raw_path"]: r for r in csv.DictReader(f)}
+    manifest = {r["raw_path"]: r for r in read_csv_rows(folder.manifest)}
     saved, problems = read_box_journal(folder.box_labels)
     items, files = [], {}
     for pair in BoxDataset(recipe, folder, log, use_review=False).gather(retry_failed=False):
@@ -79,4 +77,10 @@ def label_items(recipe, root: Path, log, everything: bool = False) -> dict:
             )
         )
         files[sha] = pair.image.path
-    return {"labels": list(recipe.detect.labels), "items": items, "files": files, "problems": problems}
+    return {
+        "labels": list(recipe.detect.labels),
+        "items": items,
+        "files": files,
+        "problems": problems,
+        "root": str(folder.root),
+    }

@@ -15,13 +15,13 @@ which kind of error each image most probably has.
 
 from __future__ import annotations
 
-import csv
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ...core.errors import DataError
+from ...core.files import read_csv_rows
 from ...core.layout import DatasetFolder
 from ...data.dedup import unit_hash
 from ...train.backbones import create_body, get_backbone, num_features
@@ -119,7 +119,7 @@ def oof_detections(recipe, task, paths: list[Path], boxes: list[list], sizes: li
 
     f, labels = recipe.finetune, list(recipe.detect.labels)
     b = get_backbone(f.backbone)
-    body = task.adapt_body(recipe, create_body(f.backbone, f.weights))
+    body = task.model.adapt_body(recipe, create_body(f.backbone, f.weights))
     maps = _maps(body, paths, f.size, b.mean, b.std)
     log(f"  feature maps of {len(paths)} images and their mirrors ({f.backbone} at {f.size} px, frozen)")
     scaled = [
@@ -140,7 +140,7 @@ def oof_detections(recipe, task, paths: list[Path], boxes: list[list], sizes: li
     for k in range(folds):
         tr, te = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
         set_seed(recipe.seed + k, reproducible=True)
-        head, loss, _ = task.model_parts(recipe, body, num_features(body), None, None)
+        head, loss, _ = task.model.model_parts(recipe, body, num_features(body), None, None)
         ds = _MapSet([maps[i] for i in tr], [scaled[i] for i in tr], f.size, mirror=f.augment.flip)
         bs = min(f.bs, len(ds))
         train = DataLoader(ds, bs=bs, shuffle=True, drop_last=len(ds) > bs, create_batch=_collate)
@@ -225,14 +225,9 @@ def rank_boxes(boxes: list[list], dets: list[list], labels: list[str], high_scor
     return {"order": order, "quality": quality, "issue": flagged, "kind": kind, "per_box": per_box}
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _split_images(folder: DatasetFolder, labels: list) -> tuple[list, list, list]:
     """(split.csv rows, image paths, boxes) of every image in the dataset's splits, in split order."""
-    by_file = {r["file"]: r for r in _read_csv(folder.split_csv)}
+    by_file = {r["file"]: r for r in read_csv_rows(folder.split_csv)}
     rows, paths, boxes = [], [], []
     for split in ("train", "valid", "test"):
         if not (folder.root / split).is_dir():
@@ -285,7 +280,7 @@ def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, 
     if not folder.split_csv.is_file():
         raise DataError(f"{folder.root}: no split.csv; run `chiquito dataset {recipe.path}` first")
     labels = list(recipe.detect.labels)
-    raw = {r["sha256"]: r["raw_path"] for r in _read_csv(folder.manifest)} if folder.manifest.is_file() else {}
+    raw = {r["sha256"]: r["raw_path"] for r in read_csv_rows(folder.manifest)} if folder.manifest.is_file() else {}
     rows, paths, boxes = _split_images(folder, labels)
     k = min(folds, len(paths))
     if k < 2 or not any(boxes):

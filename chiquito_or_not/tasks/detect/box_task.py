@@ -1,9 +1,10 @@
-"""The detect task's TASK: its parts behind the interface the shared stages use (core.task_registry.Task)."""
+"""The detect task's TASK: its parts as the roles the shared stages use (core.task_registry.Task)."""
 
 from __future__ import annotations
 
 from ...core.errors import ChiquitoError
 from ...core.layout import DatasetFolder
+from ...core.task_registry import Task
 from .box_dataset import BoxDataset
 from .box_export import compare, onnx_graph, onnx_metadata, parity
 from .box_head import adapt_body, model_parts
@@ -13,47 +14,20 @@ from .box_label import label_items
 from .box_metrics import evaluate_set, headline
 from .box_runtime import LiteDetector, OnnxDetector
 
-__all__ = ["TASK", "Detect"]
+__all__ = ["TASK"]
 
 
-class Detect:
-    name = "detect"
-    history_metrics = ("map_50",)
-    scores = ("map_50", "map")
-    rank = ("map_50", "map")
-    feature_cache = False  # augmentation moves the boxes: the body must see every augmented image
-    channels_last = True  # a training step is faster in this layout on a CPU (bench/bench_channels_last.py)
-    onnx_outputs = ("boxes", "scores")
+class BoxData:
+    """Boxes with labels from an annotation layout; splits that keep near-duplicates and layouts' own splits."""
 
-    # data
     def dataset_parts(self, recipe, folder, log, use_review: bool):
         return BoxDataset(recipe, folder, log, use_review)
-
-    def review_suspects(self, recipe, root, run, folds: int, log) -> dict:
-        """Ranked by cleanlab's box scores on out-of-fold detections; shown on the label page, whose
-        journal (box_labels.csv) takes the decisions. `run` is not used: its model saw every box."""
-        from .box_review import suspects
-
-        folder = DatasetFolder(root)
-        res = suspects(self, recipe, root, folds=folds, log=log)
-        saved, problems = read_box_journal(folder.box_labels)
-        for it in res["items"]:
-            if it["sha256"] in saved:
-                it["boxes"] = [[b.label, b.x0, b.y0, b.x1, b.y1] for b in saved[it["sha256"]].boxes]
-                it["saved"] = True
-        journal = BoxJournal(folder.box_labels)
-        return res | {"page": "label", "journal": journal, "check": check_boxes_json, "problems": problems}
-
-    def label_items(self, recipe, root, log, everything: bool) -> dict:
-        res = label_items(recipe, root, log, everything)
-        return res | {"journal": BoxJournal(DatasetFolder(root).box_labels), "check": check_boxes_json}
 
     def check_dataset(self, recipe, root) -> None:
         from .box_data import check_dataset
 
         check_dataset(recipe, root)
 
-    # training
     def dataloaders(self, recipe, root, augment: bool):
         from .box_data import make_dls
 
@@ -64,16 +38,37 @@ class Detect:
 
         return memorise_dls(recipe, root, n_images)
 
+
+class BoxModel:
+    """An SSDLite head on two of the body's feature maps."""
+
+    history_metrics = ("map_50",)
+    feature_cache = False  # augmentation moves the boxes: the body must see every augmented image
+    channels_last = True  # a training step is faster in this layout on a CPU (bench/bench_channels_last.py)
+
     def adapt_body(self, recipe, body):
         return adapt_body(recipe, body)
 
     def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
         return model_parts(recipe, body, n_features, dls, root)
 
+
+class BoxEvaluation:
+    """mAP (COCO's reference implementation) with bootstrap intervals, PR curves, a detection confusion matrix."""
+
+    scores = ("map_50", "map")
+    rank = ("map_50", "map")
+
     def headline(self, metrics: dict) -> str:
         return headline(metrics)
 
-    # using a trained model
+    def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
+        return evaluate_set(model, name, folder, out, suffix, top_k, log)
+
+
+class BoxInference:
+    """A detector in use: labelled, scored boxes in each image's pixels."""
+
     def check_model(self, model, path) -> None:
         try:
             head = model.model[1]
@@ -85,30 +80,30 @@ class Detect:
     def learner_model(self, learn, path):
         return LearnerDetector(learn, path)
 
-    def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
-        return evaluate_set(model, name, folder, out, suffix, top_k, log)
+    def onnx_model(self, path, session):
+        return OnnxDetector(path, session)
+
+    def lite_model(self, path, session):
+        return LiteDetector(path, session)
 
     def predict_files(self, model, paths, bs: int = 16, workers: int = 2, threshold: float | None = None) -> list:
         return predict_paths(model, paths, bs=bs, workers=workers, threshold=threshold)
-
-    def draw_files(self, model, results, folder) -> int:
-        return draw_files(model, results, folder)
 
     def predict_image(self, model, image, threshold: float | None = None) -> dict:
         boxes = detect_images(model, [image], threshold=threshold)[0]
         return {"boxes": boxes, "width": image.width, "height": image.height}
 
-    def onnx_model(self, path, session):
-        return OnnxDetector(path, session)
+
+class BoxExport:
+    """The exported graph answers with boxes and scores; parity is every detection's twin within bounds."""
+
+    onnx_outputs = ("boxes", "scores")
 
     def onnx_graph(self, model):
         return onnx_graph(model)
 
     def onnx_metadata(self, model) -> dict:
         return onnx_metadata(model)
-
-    def lite_model(self, path, session):
-        return LiteDetector(path, session)
 
     def input_spec(self, model) -> dict:
         s = model.spec
@@ -121,4 +116,49 @@ class Detect:
         return compare(reference, other, files)
 
 
-TASK = Detect()
+class BoxReview:
+    """Review: cleanlab's box scores on out-of-fold detections; the suspects are shown on the label page, whose
+    journal (box_labels.csv) takes the decisions."""
+
+    def suspects(self, recipe, root, run, folds: int, log) -> dict:
+        """`run` is not used: its model saw every box."""
+        from .box_review import suspects
+
+        res = suspects(TASK, recipe, root, folds=folds, log=log)
+        saved, problems = read_box_journal(DatasetFolder(root).box_labels)
+        for it in res["items"]:
+            if it["sha256"] in saved:
+                it["boxes"] = [[b.label, b.x0, b.y0, b.x1, b.y1] for b in saved[it["sha256"]].boxes]
+                it["saved"] = True
+        return res | {"problems": problems}
+
+
+class BoxLabel:
+    """`chiquito label`: the images whose boxes are missing or had problems, drawn and fixed on a page."""
+
+    def items(self, recipe, root, log, everything: bool) -> dict:
+        return label_items(recipe, root, log, everything)
+
+    def journal(self, root):
+        return BoxJournal(DatasetFolder(root).box_labels)
+
+    def check_boxes(self, boxes, labels, width: int, height: int) -> list:
+        return check_boxes_json(boxes, labels, width, height)
+
+
+class BoxDraw:
+    def draw_files(self, model, results, folder) -> int:
+        return draw_files(model, results, folder)
+
+
+TASK = Task(
+    name="detect",
+    data=BoxData(),
+    model=BoxModel(),
+    evaluation=BoxEvaluation(),
+    inference=BoxInference(),
+    export=BoxExport(),
+    review=BoxReview(),
+    label=BoxLabel(),
+    draw=BoxDraw(),
+)
