@@ -59,7 +59,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from chiquito_or_not.core.paths import dataset_dir
+    from chiquito_or_not.core.paths import Roots
     from chiquito_or_not.core.recipe import load_recipe
     from chiquito_or_not.core.task_registry import get_task
     from chiquito_or_not.stages.dataset import build_dataset
@@ -67,7 +67,7 @@ def main() -> None:
     from chiquito_or_not.tasks.detect.box_splits import read_split
 
     recipe = load_recipe(a.recipe)
-    src = dataset_dir(recipe.name)
+    src = Roots.from_env().dataset(recipe.name)
     if not (src / "split.csv").is_file():
         build_dataset(recipe, log=print)
     labels = list(recipe.detect.labels)
@@ -137,7 +137,7 @@ def main() -> None:
         nr = load_recipe(noisy)
         build_dataset(nr, log=lambda *_: None)
         t = time.time()
-        res = suspects(get_task("detect"), nr, dataset_dir(nr.name), folds=a.folds, log=print)
+        res = suspects(get_task("detect"), nr, Roots.from_env().dataset(nr.name), folds=a.folds, log=print)
         took = time.time() - t
         items = res["items"]
         name = {it["sha256"]: Path(it["path"]).name for it in items}  # the file as given (planted names)

@@ -44,14 +44,15 @@ def candidates(opencv: str | None) -> dict:
     import tarfile
 
     from chiquito_or_not.core import face_detectors as faces
+    from chiquito_or_not.core.paths import Roots
     from chiquito_or_not.data.sources import fetch_face_detector
 
-    out = {name: faces.get_detector(name, fetch_face_detector(name)) for name in faces.DETECTORS}
-    short = fetch_face_detector("blazeface").parent / "face_detection_short_range.tflite"  # same tarball
+    out = {name: faces.get_detector(name, fetch_face_detector(name, Roots.from_env())) for name in faces.DETECTORS}
+    short = (
+        fetch_face_detector("blazeface", Roots.from_env()).parent / "face_detection_short_range.tflite"
+    )  # same tarball
     if not short.is_file():
-        from chiquito_or_not.core.paths import cache_dir
-
-        with tarfile.open(next((cache_dir() / "npm").glob("mediapipe-face_detection-*.tgz"))) as t:
+        with tarfile.open(next((Roots.from_env().cache / "npm").glob("mediapipe-face_detection-*.tgz"))) as t:
             short.write_bytes(t.extractfile("package/face_detection_short_range.tflite").read())
     out["blazeface-short"] = faces._blazeface(short, full=False)
     if opencv:

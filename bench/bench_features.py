@@ -27,7 +27,7 @@ def main():
     os.chdir(ROOT)
     from fastai.torch_core import set_seed
 
-    from chiquito_or_not.core.paths import dataset_dir
+    from chiquito_or_not.core.paths import Roots
     from chiquito_or_not.core.recipe import load_recipe
     from chiquito_or_not.core.task_registry import get_task
     from chiquito_or_not.train.features import head_learner
@@ -41,10 +41,10 @@ def main():
         for cached in (False, True):
             set_seed(recipe.seed, reproducible=True)
             task = get_task(recipe.task)
-            dls = task.data.dataloaders(recipe, None, augment=False)
+            dls = task.data.dataloaders(recipe, Roots.from_env().dataset(recipe.name), augment=False)
             with tempfile.TemporaryDirectory() as tmp:
                 learn = make_learner(
-                    recipe, task, dls, Path(tmp), dataset_dir(recipe.name)
+                    recipe, task, dls, Path(tmp), Roots.from_env().dataset(recipe.name)
                 )  # class weights as finetune
                 t = time.time()
                 if cached:

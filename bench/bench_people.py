@@ -52,21 +52,23 @@ def people_set(seed: int = 0) -> dict[str, list]:
     from PIL import Image
 
     from chiquito_or_not.core.recipe import DebSource
-    from chiquito_or_not.data.sources import fetch_deb
+    from chiquito_or_not.data.sources import fetch_source
 
     quiet = lambda *_: None  # noqa: E731
     base = "usr/share/scratch/Media"
     costumes = {
         f.path.stem: f.path
-        for f in fetch_deb(DebSource(*SCRATCH, include=(f"{base}/Costumes/People/*.{{gif,png}}",)), "bench", log=quiet)
+        for f in fetch_source(
+            DebSource(*SCRATCH, include=(f"{base}/Costumes/People/*.{{gif,png}}",)), "bench", log=quiet
+        )
     }
     scenes = sorted(
         f.path
-        for f in fetch_deb(
+        for f in fetch_source(
             DebSource(*SCRATCH, include=(f"{base}/Backgrounds/{{Indoors,Nature,Outdoors}}/*.jpg",)), "bench", log=quiet
         )
     )
-    messi = fetch_deb(
+    messi = fetch_source(
         DebSource(*OPENCV, include=("usr/share/doc/opencv-doc/examples/data/messi5.jpg",)), "bench", log=quiet
     )[0].path
     rng = random.Random(seed)

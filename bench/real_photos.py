@@ -30,7 +30,7 @@ def fetch_photos(dest: Path, log=print) -> tuple[list[Path], list[list]]:
     from PIL import Image
 
     from chiquito_or_not.core.recipe import DebSource, PythonSource
-    from chiquito_or_not.data.sources import fetch_deb, fetch_python
+    from chiquito_or_not.data.sources import fetch_source
 
     spec = json.loads(SPEC.read_text())
     files = {}
@@ -40,10 +40,10 @@ def fetch_photos(dest: Path, log=print) -> tuple[list[Path], list[list]]:
             src = DebSource(
                 s["package"], s["version"], s["sha256"], include=tuple(f"{s['folder']}/{f}" for f in wanted)
             )
-            for raw in fetch_deb(src, f"real photos: {name}", log=log):
+            for raw in fetch_source(src, f"real photos: {name}", log=log):
                 files[(name, raw.path.name)] = raw.path
         else:
-            for raw in fetch_python(PythonSource(images=tuple(wanted)), f"real photos: {name}", log=log):
+            for raw in fetch_source(PythonSource(images=tuple(wanted)), f"real photos: {name}", log=log):
                 files[(name, raw.path.stem)] = raw.path
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -112,13 +112,13 @@ def main() -> None:
     from PIL import Image
 
     from chiquito_or_not.core.model_loader import load_model
-    from chiquito_or_not.core.paths import dataset_dir
+    from chiquito_or_not.core.paths import Roots
     from chiquito_or_not.tasks.detect.box_inference import draw_boxes, predict_paths
     from chiquito_or_not.tasks.detect.box_metrics import coco_map, detection_confusion
 
     out = a.out or a.run / "real-photos"
     out.mkdir(parents=True, exist_ok=True)
-    paths, truth = fetch_photos(dataset_dir("real-photos"), log=lambda *_: None)
+    paths, truth = fetch_photos(Roots.from_env().dataset("real-photos"), log=lambda *_: None)
     model = load_model(a.run / "model.pkl", notice=print)  # a pickle: only runs you made
     spec = model.spec
     labels, thr = spec["labels"], spec["score_threshold"]

@@ -15,7 +15,7 @@ import typer
 from .core.errors import ChiquitoError
 from .core.files import bytes_written
 from .core.layout import RunFolder
-from .core.paths import run_dir
+from .core.paths import Roots
 from .core.recipe import load_recipe, recipe_json_schema, recipe_to_dict, recipe_toml
 from .core.task_registry import get_task
 from .stages.dataset import build_dataset
@@ -100,10 +100,16 @@ def main(
 ):
     # a library deep in the stack calls torch.jit.script at import; users cannot act on that warning
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    if data_root:
-        os.environ["CHIQUITO_DATA"] = str(data_root)
-    if runs_root:
-        os.environ["CHIQUITO_RUNS"] = str(runs_root)
+    global _ROOTS
+    _ROOTS = Roots.from_env(data_root, runs_root)  # resolved once here; every stage gets it as a parameter
+
+
+_ROOTS = Roots()
+
+
+def roots() -> Roots:
+    """The data and runs roots of this command (the options, else the environment, else ./datasets, ./runs)."""
+    return _ROOTS
 
 
 recipe_app = typer.Typer(no_args_is_help=True, help="The recipe's schema, and a recipe as it resolves.")
@@ -145,7 +151,7 @@ def dataset(
     applies the decisions of `chiquito review` (datasets/NAME/review.csv) unless --no-review."""
     r = load_recipe(recipe)
     typer.echo(f"dataset {r.name}: sources")
-    s = build_dataset(r, log=typer.echo, retry_failed=retry_failed, use_review=not no_review)
+    s = build_dataset(r, log=typer.echo, retry_failed=retry_failed, use_review=not no_review, roots=roots())
     if s.review:
         typer.echo(
             f"  review.csv: {s.review['excluded']} excluded, {s.review['relabelled']} relabelled "
@@ -179,8 +185,8 @@ def lr_find(recipe: Path = RecipeArg):
     from .stages.finetune import lr_find_only
 
     r = load_recipe(recipe)
-    run = run_dir(r.name)
-    info = lr_find_only(r, log=typer.echo)
+    run = roots().run(r.name)
+    info = lr_find_only(r, log=typer.echo, roots=roots())
     for name, lr in info["suggestions"].items():
         typer.echo(f"  {name:<8} {lr:.2e}")
     for name, err in info["errors"].items():
@@ -215,12 +221,12 @@ def finetune(
         from .stages.seeds import seed_spread
 
         typer.echo(f"finetune {r.name} with {seeds} seeds")
-        seed_spread(r, seeds, log=typer.echo)
-        out = RunFolder(run_dir(r.name))
+        seed_spread(r, seeds, log=typer.echo, roots=roots())
+        out = RunFolder(roots().run(r.name))
         typer.echo(f"wrote {out.seeds_csv} and {out.seeds_json.name}")
         return
     say(f"finetune {r.name}")
-    res = run_finetune(r, resume=resume, log=typer.echo)
+    res = run_finetune(r, resume=resume, log=typer.echo, roots=roots())
     t = "  ".join(f"{k} {v:.0f}s" for k, v in res.timings.items())
     say(f"timings: {t}")
     task = get_task(r.task)
@@ -245,7 +251,7 @@ def evaluate(
     model.pkl is a pickle: loading it runs any code it holds. Evaluate only runs you made or trust."""
     from .stages.evaluate import evaluate as run_evaluate
 
-    res = run_evaluate(target, data=data, out=out, log=typer.echo, model_file=model)
+    res = run_evaluate(target, data=data, out=out, log=typer.echo, model_file=model, roots=roots())
     typer.echo(f"wrote metrics.json beside the figures for {res['model']}")
 
 
@@ -300,9 +306,9 @@ def predict(
             _fail("no images found in the given paths")
         c = predict_ray(model, files, out, ray, ray_workers, bs=bs, threshold=threshold, top_k=top_k)
     elif out is not None:
-        c = predict_model_to_jsonl(model, paths, out, bs=bs, threshold=threshold, top_k=top_k)
+        c = predict_model_to_jsonl(model, paths, out, bs=bs, threshold=threshold, top_k=top_k, roots=roots())
     else:
-        results, drawn = predict_model(model, paths, bs=bs, threshold=threshold, draw=draw)
+        results, drawn = predict_model(model, paths, bs=bs, threshold=threshold, draw=draw, roots=roots())
         if draw is not None:
             typer.echo(f"wrote {drawn} image(s) with their boxes into {draw}", err=True)
         _say_predictions(results, as_json, top_k)
@@ -372,11 +378,11 @@ def export(
     if fmt == "tflite":
         from .stages.tflite import export_tflite
 
-        export_tflite(run, int8=int8, uint8=uint8, out=out, log=typer.echo)
+        export_tflite(run, int8=int8, uint8=uint8, out=out, log=typer.echo, roots=roots())
         return
     from .stages.export import export_onnx
 
-    export_onnx(run, int8=int8, out=out, log=typer.echo)
+    export_onnx(run, int8=int8, out=out, log=typer.echo, roots=roots())
 
 
 @app.command()
@@ -390,7 +396,7 @@ def compare(
     from .stages.compare import parse_backbones
 
     r = load_recipe(recipe)
-    rows = run_compare(r, parse_backbones(backbones), log=typer.echo)
+    rows = run_compare(r, parse_backbones(backbones), log=typer.echo, roots=roots())
     scores = get_task(r.task).evaluation.scores
     typer.echo(
         f"{'backbone':<22} {'split':<6} "
@@ -405,7 +411,7 @@ def compare(
             + " ".join(f"{c:>31}" for c in cells)
             + f" {x['train_seconds']:>8.0f} {x['params']:>10,} {x['cpu_ms_per_image']:>7.1f}"
         )
-    out = RunFolder(run_dir(r.name))
+    out = RunFolder(roots().run(r.name))
     typer.echo(f"wrote {out.leaderboard_csv} and {out.leaderboard_png.name}")
 
 
@@ -424,7 +430,7 @@ def sweep(
     from .stages.sweep import sweep as run_sweep
 
     r = load_recipe(recipe)
-    res = run_sweep(r, parse_freeze(freeze), log=typer.echo)
+    res = run_sweep(r, parse_freeze(freeze), log=typer.echo, roots=roots())
     score = get_task(r.task).evaluation.scores[0]
     for x in res["rows"]:
         v, t = f"valid_{score}", f"test_{score}"
@@ -448,7 +454,9 @@ def sanity(
     """Check that the model can learn at all: memorise a couple of batches; exit 0 on pass, 1 on fail."""
     from .stages.sanity import sanity_check
 
-    res = sanity_check(load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target, log=typer.echo)
+    res = sanity_check(
+        load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target, log=typer.echo, roots=roots()
+    )
     raise typer.Exit(0 if res["passed"] else 1)
 
 
@@ -488,6 +496,7 @@ def serve(
         max_bytes=int(max_upload_mb * 2**20),
         allow_private_urls=allow_private_urls,
         allow_networks=tuple(allow_network),
+        roots=roots(),
     )
     typer.echo(f"serving {model} on http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
@@ -514,7 +523,7 @@ def review(
     Given a classification run folder, its model.pkl ranks too (top losses): a pickle, loading it runs
     any code it holds. Review only runs you made or trust."""
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
-    res = find_suspects(target, folds=folds, log=log)
+    res = find_suspects(target, folds=folds, log=log, roots=roots())
     boxes = shown_on_label_page(res)
     if list_n is not None:
         top = res["items"][:list_n]
@@ -608,7 +617,7 @@ def label(
     uvicorn = _uvicorn("the label page")
     from .stages.label import create_label_app, find_label_items
 
-    res = find_label_items(recipe, everything=everything, log=typer.echo, use_run=not no_suggest)
+    res = find_label_items(recipe, everything=everything, log=typer.echo, use_run=not no_suggest, roots=roots())
     app_ = create_label_app(res)
     typer.echo(
         f"labelling {res['name']}: {len(res['items'])} images on http://127.0.0.1:{port}/  "

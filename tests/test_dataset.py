@@ -200,7 +200,7 @@ def test_class_folders_and_small_classes_dropped(roots, tmp_path):
     s = build_dataset(recipe, log=logs.append)
     assert any("dropped class 'maggie': 3 clean images < min_images_per_class 5" in ln for ln in logs)
     assert s.rejected["class_below_min_images"] == 3 and set(s.counts["train"]) == {"homer", "marge"}
-    assert dataset_classes(recipe) == ["homer", "marge"]
+    assert dataset_classes(recipe, s.root) == ["homer", "marge"]
     with pytest.raises(SourceError, match="class_folders.path .* does not exist"):
         build_dataset(
             load_recipe(write_recipe(tmp_path / "r2", text.replace(str(top), str(tmp_path / "no")))),
@@ -210,14 +210,14 @@ def test_class_folders_and_small_classes_dropped(roots, tmp_path):
 
 def test_globs_braces_classes_any_case_extension_and_unmatched_patterns_warned(roots, tmp_path):
     from chiquito_or_not.core.recipe import FolderSource
-    from chiquito_or_not.data.sources import fetch_folder
+    from chiquito_or_not.data.sources import fetch_source
 
     src_dir = tmp_path / "src"
     for name in ("a.jpg", "b.PNG", "c.JPG", "d.gif", "sub/e.jpeg"):
         (src_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (src_dir / name).write_bytes(b"x")
     logs = []
-    got = fetch_folder(
+    got = fetch_source(
         FolderSource(path=str(src_dir), include=("{*.jpg,*.png}", "[c].jpg", "**/*.jpeg", "*.tiff"), exclude=("zz/*",)),
         "r.toml: classes.x.sources[0]",
         log=logs.append,

@@ -11,7 +11,7 @@ pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'chiquito-
 
 from chiquito_or_not.core.errors import ChiquitoError
 from chiquito_or_not.core.model_loader import load_model
-from chiquito_or_not.core.paths import dataset_dir
+from chiquito_or_not.core.paths import Roots
 from chiquito_or_not.stages.export import ExportError, export_onnx
 from chiquito_or_not.stages.predict import expand_paths, predict_paths
 from chiquito_or_not.tasks.classify.class_runtime import OnnxClassifier
@@ -95,7 +95,7 @@ def test_a_mismatch_fails_the_export_and_leaves_nothing(tiny_run, tmp_path, monk
 
 
 def test_predict_onnx_runs_without_torch(tiny_run, exported, env_roots):
-    valid = dataset_dir(tiny_run[0].name) / "valid"
+    valid = Roots.from_env().dataset(tiny_run[0].name) / "valid"
     files = expand_paths([valid])
     r = subprocess.run(
         [sys.executable, "-c", NO_TORCH, "predict", str(exported[0]), str(valid), "--json"],

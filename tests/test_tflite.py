@@ -14,7 +14,7 @@ pytest.importorskip("ai_edge_litert", reason="needs the tflite extra: pip instal
 from chiquito_or_not.core.errors import ChiquitoError, ExportError
 from chiquito_or_not.core.litefile import LiteSession, read_embedded_metadata, sidecar
 from chiquito_or_not.core.model_loader import load_model
-from chiquito_or_not.core.paths import dataset_dir
+from chiquito_or_not.core.paths import Roots
 from chiquito_or_not.stages.predict import expand_paths, predict_paths
 from chiquito_or_not.stages.tflite import export_tflite
 
@@ -101,7 +101,7 @@ def test_a_conversion_error_is_one_line_and_leaves_nothing(tiny_run, tmp_path, m
 
 
 def test_predict_tflite_runs_without_torch(tiny_run, lite, env_roots):
-    valid = dataset_dir(tiny_run[0].name) / "valid"
+    valid = Roots.from_env().dataset(tiny_run[0].name) / "valid"
     files = expand_paths([valid])
     r = subprocess.run(
         [sys.executable, "-c", NO_TORCH, "predict", str(lite[0]), str(valid), "--json"],

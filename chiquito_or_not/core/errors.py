@@ -1,6 +1,10 @@
 """Errors the CLI turns into one line and exit code 2."""
 
+import struct
+import zipfile
+
 __all__ = [
+    "DAMAGED_FILE",
     "ChiquitoError",
     "RecipeError",
     "SourceError",
@@ -42,3 +46,19 @@ class ExportError(ChiquitoError):
 
 class ImageRefused(ChiquitoError):
     """One input cannot be answered (a model trained on face crops finds no face in it): that file's error."""
+
+
+# what reading a damaged or foreign weights/checkpoint file raises (torch.load, Learner.load, a zip or pickle
+# cut short): caught where such a file is read, to name the file and the fix instead of a traceback
+DAMAGED_FILE = (
+    OSError,
+    RuntimeError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    struct.error,
+    zipfile.BadZipFile,
+)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .boxes import box_iou
 from .errors import ChiquitoError, ImageRefused
 from .files import sha256_file
 from .litefile import quiet
-from .paths import npm_artifact, raw_dir
+from .paths import npm_artifact
 
 __all__ = [
     "Face",
@@ -139,12 +140,7 @@ def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[tup
     order, out = list(np.argsort(-scores)), []
     while order:
         i = order[0]
-        b = boxes[order]
-        xx0, yy0 = np.maximum(b[:, 0], b[0, 0]), np.maximum(b[:, 1], b[0, 1])
-        xx1, yy1 = np.minimum(b[:, 2], b[0, 2]), np.minimum(b[:, 3], b[0, 3])
-        inter = np.clip(xx1 - xx0, 0, None) * np.clip(yy1 - yy0, 0, None)
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        ov = inter / np.maximum(area + area[0] - inter, 1e-9)
+        ov = box_iou(boxes[order[:1]], boxes[order], eps=1e-9)[0]
         group = [order[k] for k in np.nonzero(ov > iou)[0]]
         w = scores[group]
         out.append((tuple((boxes[group] * w[:, None]).sum(0) / w.sum()), float(scores[i])))
@@ -239,11 +235,15 @@ def crop_face(im, face: Face, margin: float, size: int, face_px: int = 0):
     return crop.resize((size, size), Image.BILINEAR), box
 
 
-def find_weights(meta: dict, beside: Path | None = None) -> Path:
+def find_weights(meta: dict, beside: Path | None = None, raw: Path | None = None) -> Path:
     """The BlazeFace file a model trained on crops needs: beside the model (export puts it there), or
-    where `chiquito dataset` fetched it in the data root; checked by sha256. Never downloaded here."""
-    fetched = raw_dir() / npm_artifact(BLAZEFACE["package"], BLAZEFACE["version"]).removesuffix(".tgz")
-    for p in ([beside / DETECTOR_FILE] if beside else []) + [fetched / BLAZEFACE["member"]]:
+    where `chiquito dataset` fetched it under the data root's `raw` folder; checked by sha256. Never
+    downloaded here."""
+    places = [beside / DETECTOR_FILE] if beside else []
+    if raw is not None:
+        fetched = raw / npm_artifact(BLAZEFACE["package"], BLAZEFACE["version"]).removesuffix(".tgz")
+        places.append(fetched / BLAZEFACE["member"])
+    for p in places:
         if p.is_file() and sha256_file(p) == meta.get("weights_sha256", BLAZEFACE["member_sha256"]):
             return p
     raise ChiquitoError(
@@ -253,13 +253,14 @@ def find_weights(meta: dict, beside: Path | None = None) -> Path:
     )
 
 
-def face_step(meta: dict, beside: Path | None = None):
+def face_step(meta: dict, beside: Path | None = None, raw: Path | None = None):
     """For a model trained on crops (its `meta`): image → (crop, box, faces found), the same detector
     and crop as the dataset stage (the largest face). Without a face: the whole picture (box None) when
     some classes were trained on whole pictures, else ImageRefused."""
     import threading
 
-    detector = get_detector(meta["detector"], find_weights(meta, beside) if meta["detector"] == "blazeface" else None)
+    weights = find_weights(meta, beside, raw) if meta["detector"] == "blazeface" else None
+    detector = get_detector(meta["detector"], weights)
     lock = threading.Lock()  # one interpreter, many threads
 
     def step(im):

@@ -15,6 +15,7 @@ from .errors import ChiquitoError
 from .face_detectors import face_step
 from .litefile import LiteSession
 from .onnxfile import onnx_session
+from .paths import Roots
 from .task_registry import DEFAULT_TASK, get_task, task_name_problem
 
 __all__ = ["PICKLE_NOTICE", "RuntimeModel", "load_model", "MOVED_MODULES"]
@@ -43,6 +44,7 @@ class RuntimeModel:
     task = DEFAULT_TASK
     learn = None
     faces = None
+    raw = None  # the data root's raw folder, where `chiquito dataset` fetched a face detector (load_model sets it)
     path: Path
     vocab: list
 
@@ -60,7 +62,7 @@ class RuntimeModel:
         if not self.faces:
             return None
 
-        return face_step(self.faces, self.path.parent)
+        return face_step(self.faces, self.path.parent, self.raw)
 
 
 class _RenamingUnpickler(pickle.Unpickler):
@@ -105,11 +107,18 @@ def _load_pickle(p: Path, notice):
         ) from None
 
 
-def load_model(path: str | Path, notice=None, threads: int = 0) -> RuntimeModel:
+def load_model(path: str | Path, notice=None, threads: int = 0, roots: Roots | None = None) -> RuntimeModel:
     """The model in `path` as its task's RuntimeModel: a .pkl learner on the CPU, an .onnx file on
     onnxruntime, a .tflite file in LiteRT; a one-line error if it is missing or not a model. A .pkl runs
-    code when loaded: `notice` (default: one line on stderr) says so every time one is loaded."""
-    p = Path(path)
+    code when loaded: `notice` (default: one line on stderr) says so every time one is loaded. A model
+    trained on face crops finds its face detector beside it, or where `chiquito dataset` fetched it under
+    `roots` (default Roots.from_env())."""
+    model = _load(Path(path), notice, threads)
+    model.raw = (roots or Roots.from_env()).raw
+    return model
+
+
+def _load(p: Path, notice, threads: int) -> RuntimeModel:
     if p.suffix.lower() == ".onnx":
         session = onnx_session(p, threads)
         task = _task_named(session.get_modelmeta().custom_metadata_map.get("task", DEFAULT_TASK), p)

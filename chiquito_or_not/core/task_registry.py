@@ -56,10 +56,10 @@ DEFAULT_TASK = "classify"
 class DataRole(Protocol):
     """How a task's labels are read, checked and split, and fed to training."""
 
-    def dataset_parts(self, recipe, folder, log, use_review: bool):
+    def dataset_parts(self, recipe, folder, roots, log, use_review: bool):
         """This task's side of one dataset build into `folder` (a data.dataset_parts.DatasetParts): how the
-        sources become labelled records, how they are split, what is written per split; `use_review`:
-        apply the dataset's review decisions."""
+        sources become labelled records (fetched under `roots`, a core.paths.Roots), how they are split, what
+        is written per split; `use_review`: apply the dataset's review decisions."""
 
     def check_dataset(self, recipe, root) -> None:
         """DataError (naming `chiquito dataset`) unless `root` holds usable train and valid splits."""
@@ -147,15 +147,16 @@ class ExportRole(Protocol):
 class ReviewRole(Protocol):
     """Optional: `chiquito review` ranks the dataset's images by how likely their labels are wrong."""
 
-    def suspects(self, recipe, root, run, folds: int, log) -> dict:
-        """The dataset's images worst first, as plain data for the page ({"items": [...], ...})."""
+    def suspects(self, recipe, roots, root, run, folds: int, log) -> dict:
+        """The dataset's images (of dataset folder `root`; caches under `roots`) worst first, as plain data
+        for the page ({"items": [...], ...})."""
 
 
 class LabelRole(Protocol):
     """Optional: `chiquito label` draws and fixes boxes; a task that has it also shows its review suspects on
     the label page."""
 
-    def items(self, recipe, root, log, everything: bool) -> dict:
+    def items(self, recipe, roots, root, log, everything: bool) -> dict:
         """The images whose boxes to draw or fix, as plain data ({"labels", "items", "files", "problems"})."""
 
     def journal(self, root):

@@ -16,6 +16,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from ..core.boxes import areas, intersections
 from ..core.errors import SourceError
 from ..core.files import sha256_file
 from ..core.images import DecodePolicy, decoded
@@ -50,7 +53,6 @@ def load_cutouts(
 ) -> list[Cutout]:
     """Decode every label's PNG cut-outs; a file without real transparency (no pixel below the threshold,
     or too little above it) is not a cut-out and is skipped with a count. `identity`: see _identity."""
-    import numpy as np
 
     out, skipped = [], 0
     for label in sorted(files):
@@ -108,12 +110,9 @@ def _background(path: Path, side: int):
 
 def _overlap(a, b) -> float:
     """The share of the smaller box that the two boxes have in common."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / small
+    pair = np.asarray([a, b], dtype=np.float64)
+    inter = float(intersections(pair[:1], pair[1:])[0, 0])
+    return inter / float(areas(pair).min()) if inter > 0 else 0.0
 
 
 def _paste(rng, bg, c, src, placed: list, limit: float | None = None):

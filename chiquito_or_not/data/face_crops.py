@@ -160,14 +160,14 @@ def face_size_hint(sides: dict[str, list[float]], face_px: int, ratio: float = 1
     )
 
 
-def copy_detector(meta: dict | None, folder: Path) -> Path | None:
+def copy_detector(meta: dict | None, folder: Path, raw: Path | None = None) -> Path | None:
     """Put the face detector's weights beside an exported model, so the model works where it is copied."""
     import shutil
 
     if not meta or meta["detector"] != "blazeface":
         return None
     dst = Path(folder) / DETECTOR_FILE
-    src = find_weights(meta, Path(folder))
+    src = find_weights(meta, Path(folder), raw)
     if src != dst:
         shutil.copyfile(src, dst)
     return dst

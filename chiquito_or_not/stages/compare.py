@@ -11,7 +11,7 @@ from ..core.backbone_table import backbone_name_problem
 from ..core.errors import RecipeError
 from ..core.files import write_csv
 from ..core.layout import RunFolder
-from ..core.paths import dataset_dir, run_dir
+from ..core.paths import Roots
 from ..core.plots import plot_leaderboard
 from ..core.recipe import Recipe
 from ..core.stats import says, score_cells, score_columns, versus
@@ -66,9 +66,10 @@ def _label(row: dict) -> str:
     return row["backbone"] + ("" if row["weights"] == "default" else f":{row['weights']}")
 
 
-def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list[dict]:
+def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print, roots: Roots | None = None) -> list[dict]:
     """Fine-tune each backbone into runs/NAME--BACKBONE; write runs/NAME/leaderboard.{csv,png}."""
-    data = dataset_dir(recipe.name)
+    roots = roots or Roots.from_env()
+    data = roots.dataset(recipe.name)
     task = get_task(recipe.task)
     rows, metrics = [], {}
     for name, weights in backbones:
@@ -78,7 +79,7 @@ def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list
             name=f"{recipe.name}--{name.replace('/', '-')}{'-' + weights if weights else ''}",
             finetune=replace(recipe.finetune, backbone=name, weights=weights),
         )
-        res = finetune(r, log=log, data_root=data)
+        res = finetune(r, log=log, data_root=data, roots=roots)
         split = "test" if "test" in res.metrics else "valid"
         m = res.metrics[split]
         metrics[str(res.run)] = m
@@ -104,7 +105,7 @@ def compare(recipe: Recipe, backbones: list[tuple[str, str]], log=print) -> list
         a["distinguishable_from_next"] = v["distinguishable"]
         if a is rows[0]:
             log("  best " + says(_label(a), _label(b), v, a["split"]))
-    out = RunFolder(run_dir(recipe.name))
+    out = RunFolder(roots.run(recipe.name))
     write_csv(out.leaderboard_csv, rows, columns(task))
     plot_leaderboard(rows, out.leaderboard_png, f"{recipe.name}: {rows[0]['split']} split", task.evaluation.scores)
     return rows

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..core.files import atomic_write_text, write_csv
 from ..core.layout import DatasetFolder
-from ..core.paths import dataset_dir
+from ..core.paths import Roots
 from ..core.recipe import Recipe, write_resolved
 from ..core.task_registry import get_task
 from ..data.dataset_parts import SPLIT_COLUMNS, DatasetSummary
@@ -21,14 +21,21 @@ __all__ = ["build_dataset"]
 
 
 def build_dataset(
-    recipe: Recipe, root: Path | None = None, log=print, retry_failed: bool = False, use_review: bool = True
+    recipe: Recipe,
+    root: Path | None = None,
+    log=print,
+    retry_failed: bool = False,
+    use_review: bool = True,
+    roots: Roots | None = None,
 ) -> DatasetSummary:
-    """Fetch, clean and split the recipe's images into `root` (default: the data root) the way its task
-    reads them; `retry_failed` fetches again the downloads that failed for reasons that may pass;
-    `use_review` applies the decisions in `root/review.csv` (chiquito review)."""
-    root = Path(root) if root else dataset_dir(recipe.name)
+    """Fetch, clean and split the recipe's images into `root` (default: its folder in the data root of
+    `roots`, itself by default Roots.from_env()) the way its task reads them; `retry_failed` fetches again
+    the downloads that failed for reasons that may pass; `use_review` applies the decisions in
+    `root/review.csv` (chiquito review)."""
+    roots = roots or Roots.from_env()
+    root = Path(root) if root else roots.dataset(recipe.name)
     folder = DatasetFolder(root)
-    parts = get_task(recipe.task).data.dataset_parts(recipe, folder, log, use_review)
+    parts = get_task(recipe.task).data.dataset_parts(recipe, folder, roots, log, use_review)
     records = parts.clean(parts.gather(retry_failed))
     rows = parts.split(records)
     parts.write_manifest(records)

@@ -10,18 +10,19 @@ from ..core.errors import RunError
 from ..core.files import atomic_write_text
 from ..core.layout import RunFolder
 from ..core.model_loader import load_model
-from ..core.paths import run_dir
+from ..core.paths import Roots
 from ..core.recipe import load_recipe
 from ..core.task_registry import task_of_model
 
 __all__ = ["evaluate", "resolve_run"]
 
 
-def resolve_run(target: str | Path) -> Path:
-    """A run folder from a recipe file (its run folder) or a run folder itself."""
+def resolve_run(target: str | Path, roots: Roots | None = None) -> Path:
+    """A run folder from a recipe file (its run folder under `roots`, default Roots.from_env()) or a run
+    folder itself."""
     p = Path(target)
     if p.is_file() and p.suffix == ".toml":
-        return run_dir(load_recipe(p).name)
+        return (roots or Roots.from_env()).run(load_recipe(p).name)
     if p.is_dir():
         return p
     raise RunError(f"{p}: neither a recipe file nor a run folder; pass recipes/NAME.toml or runs/NAME")
@@ -35,12 +36,13 @@ def evaluate(
     log=print,
     notice=None,
     model_file: Path | None = None,
+    roots: Roots | None = None,
 ) -> dict:
     """Metrics and figures of the run's exported model.pkl on its valid (and test) split, or on `data`;
     `model_file` (a model.onnx or model.tflite export) is scored itself instead, the figure a phone gives,
     into runs/NAME/eval-FILE/ unless `out` says otherwise. `notice` is load_model's pickle warning
     (finetune silences it for the file it has just written)."""
-    run = resolve_run(target)
+    run = resolve_run(target, roots)
     files = RunFolder(run)
     path = Path(model_file) if model_file else files.model
     if not path.is_file():
@@ -50,7 +52,7 @@ def evaluate(
             else "run `chiquito finetune RECIPE` first"
         )
         raise RunError(f"{path}: no such model file; {fix}")
-    model = load_model(path, notice=notice)  # a .pkl is a pickle: loading it runs the code it holds
+    model = load_model(path, notice=notice, roots=roots)  # a .pkl is a pickle: loading it runs the code it holds
     task = task_of_model(model)
     if model_file and out is None and data is None:
         out = run / f"eval-{path.name}"

@@ -21,6 +21,7 @@ from ..core.images import IMAGE_EXTS
 from ..core.layout import RunFolder
 from ..core.model_loader import load_model
 from ..core.onnxfile import onnx_session
+from ..core.paths import Roots
 from ..core.task_registry import task_of_model
 from ..data.face_crops import copy_detector
 
@@ -98,7 +99,14 @@ def _kept_if_checked(tmp: Path, out: Path):
     os.replace(tmp, out)
 
 
-def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, parity_limit: int = 0, log=print) -> dict:
+def export_onnx(
+    run: str | Path,
+    int8: bool = False,
+    out: Path | None = None,
+    parity_limit: int = 0,
+    log=print,
+    roots: Roots | None = None,
+) -> dict:
     """Write RUN/model.onnx (and model.int8.onnx); returns the report also written as export.json."""
     try:
         import onnx  # noqa: F401
@@ -108,7 +116,7 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
 
     run = Path(run)
     folder = RunFolder(run)
-    model = load_model(folder.model)
+    model = load_model(folder.model, roots=roots)
     task = task_of_model(model)
     meta = task.export.onnx_metadata(model)
     out = Path(out) if out else folder.onnx
@@ -165,7 +173,7 @@ def export_onnx(run: str | Path, int8: bool = False, out: Path | None = None, pa
         report["int8"] = {"onnx": str(q), "bytes": q.stat().st_size, **diff}
         log(f"wrote {q} ({report['int8']['bytes'] / 1e6:.1f} MB); {summary}")
 
-    if det := copy_detector(model.faces, out.parent):
+    if det := copy_detector(model.faces, out.parent, model.raw):
         report["face_detector"] = str(det)  # a model trained on face crops travels with its detector
         log(f"wrote {det} (the face detector predict and serve crop with)")
     atomic_write_text(out.with_name(folder.export_report.name), json.dumps(report, indent=1) + "\n")

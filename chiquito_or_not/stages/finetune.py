@@ -15,7 +15,7 @@ from fastai.torch_core import set_seed
 from ..core.errors import RecipeError, RunError
 from ..core.files import atomic_write_text, read_csv_rows, write_csv
 from ..core.layout import RunFolder
-from ..core.paths import cache_dir, dataset_dir, partial_run_dir, run_dir
+from ..core.paths import Roots
 from ..core.plots import plot_history
 from ..core.recipe import Recipe, recipe_to_dict, write_resolved
 from ..core.task_registry import get_task
@@ -92,7 +92,7 @@ def _learner(recipe: Recipe, task, root: Path, run: Path):
     return make_learner(recipe, task, dls_plain, run, root), dls_plain, dls_aug
 
 
-def _cached_head(learn, recipe: Recipe, task, precision: str, world: int, log):
+def _cached_head(learn, recipe: Recipe, task, precision: str, world: int, cache: Path, log):
     """The head learner on cached body features (frozen stage and LR finder), or None when off."""
     f = recipe.finetune
     if not (f.frozen.feature_cache and task.model.feature_cache) or get_backbone(f.backbone).family == "scratch":
@@ -100,20 +100,21 @@ def _cached_head(learn, recipe: Recipe, task, precision: str, world: int, log):
     if world > 1:
         log("  feature cache off: several processes train (each would compute every image)")
         return None
-    hl = head_learner(learn, f.backbone, cache_dir() / "features", log=log)
+    hl = head_learner(learn, f.backbone, cache / "features", log=log)
     if precision != "fp32":
         apply_precision(hl, precision)
     return hl
 
 
-def lr_find_only(recipe: Recipe, log=print, data_root: Path | None = None) -> dict:
+def lr_find_only(recipe: Recipe, log=print, data_root: Path | None = None, roots: Roots | None = None) -> dict:
     """The LR finder exactly as `finetune` runs it (same seed, data, class weights, feature cache and
     precision), so the rate it prints is the one `finetune` would choose; writes runs/NAME/lr_find.*."""
-    root = Path(data_root) if data_root else dataset_dir(recipe.name)
-    out = run_dir(recipe.name)
+    roots = roots or Roots.from_env()
+    root = Path(data_root) if data_root else roots.dataset(recipe.name)
+    out = roots.run(recipe.name)
     task = get_task(recipe.task)
     learn, dls_plain, dls_aug = _learner(recipe, task, root, out)
-    hl = _cached_head(learn, recipe, task, apply_precision(learn, recipe.finetune.precision), 1, log)
+    hl = _cached_head(learn, recipe, task, apply_precision(learn, recipe.finetune.precision), 1, roots.cache, log)
     reseed(recipe.seed, dls_plain, dls_aug, *([hl.dls] if hl else []))  # as finetune does before it
     return find_lr(hl or learn, out, num_it=recipe.finetune.lr_find_iters)
 
@@ -270,19 +271,9 @@ def _check_finite(history: list[dict], final: Path) -> None:
             )
 
 
-def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None) -> FinetuneResult:
-    """Train the recipe's model in three stages into its run folder, export model.pkl, evaluate it.
-
-    The run is built in runs/NAME.partial/ and replaces runs/NAME/ only when it has succeeded; everything
-    that can be checked (recipe, dataset, weights, resume state) is checked before anything is written."""
-    final, run = run_dir(recipe.name), partial_run_dir(recipe.name)
-    root = Path(data_root) if data_root else dataset_dir(recipe.name)
-    world, rank = _check_before_writing(recipe)
-    refuse_files_in_place(final, run)
-    if rank:  # under `accelerate launch` only the first process writes files and prints
-        log = lambda *_: None  # noqa: E731
-    files, task = RunFolder(run), get_task(recipe.task)
-    state_path, ckpt, columns = files.state, files.checkpoints, history_columns(task)
+def _start_state(recipe: Recipe, root: Path, run: Path, final: Path, resume: bool) -> dict:
+    """state.json's start: the recipe's fingerprint, no stage done, the dataset and the environment; or, with
+    `resume`, the state of the interrupted run (checked to be this recipe's)."""
     state = {
         "fingerprint": _fingerprint(recipe),
         "done": [],
@@ -291,8 +282,27 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
         "task": recipe.task,
         "environment": environment(recipe),
     }
-    if resume:
-        state = resumable_state(run, final, state["fingerprint"])
+    return resumable_state(run, final, state["fingerprint"]) if resume else state
+
+
+def finetune(
+    recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None, roots: Roots | None = None
+) -> FinetuneResult:
+    """Train the recipe's model in three stages into its run folder, export model.pkl, evaluate it. `roots`
+    (default Roots.from_env()) holds the dataset (unless `data_root` names it), the run and the feature cache.
+
+    The run is built in runs/NAME.partial/ and replaces runs/NAME/ only when it has succeeded; everything
+    that can be checked (recipe, dataset, weights, resume state) is checked before anything is written."""
+    roots = roots or Roots.from_env()
+    final, run = roots.run(recipe.name), roots.partial_run(recipe.name)
+    root = Path(data_root) if data_root else roots.dataset(recipe.name)
+    world, rank = _check_before_writing(recipe)
+    refuse_files_in_place(final, run)
+    if rank:  # under `accelerate launch` only the first process writes files and prints
+        log = lambda *_: None  # noqa: E731
+    files, task = RunFolder(run), get_task(recipe.task)
+    state_path, ckpt, columns = files.state, files.checkpoints, history_columns(task)
+    state = _start_state(recipe, root, run, final, resume)
     t0 = time.time()
     learn, dls_plain, dls_aug = _learner(recipe, task, root, run)  # DataError, WeightsError: nothing written yet
     if state["done"]:
@@ -314,7 +324,7 @@ def finetune(recipe: Recipe, resume: bool = False, log=print, data_root: Path | 
 
     hl, t = None, time.time()
     if "frozen" not in state["done"]:
-        hl = _cached_head(learn, recipe, task, precision, world, log)
+        hl = _cached_head(learn, recipe, task, precision, world, roots.cache, log)
         if hl:
             state["timings"]["features"] = round(time.time() - t, 1)
     st = _Stages(recipe, learn, hl, dls_plain, dls_aug, run, world, {}, log)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..core.errors import ChiquitoError
 from ..core.layout import RunFolder
 from ..core.model_loader import load_model
-from ..core.paths import dataset_dir, run_dir
+from ..core.paths import Roots
 from ..core.recipe import load_recipe
 from ..core.task_registry import get_task
 from .page_server import local_page_app, read_json_object
@@ -24,9 +24,12 @@ __all__ = ["find_label_items", "create_label_app"]
 MAX_BODY = 2**20  # a page of boxes is a few kB
 
 
-def find_label_items(recipe_path: Path, everything: bool = False, log=print, use_run: bool = True) -> dict:
+def find_label_items(
+    recipe_path: Path, everything: bool = False, log=print, use_run: bool = True, roots: Roots | None = None
+) -> dict:
     """The images to label for a recipe, and its run's model.pkl (loaded: a pickle runs the code it holds)
-    when one exists and `use_run`."""
+    when one exists and `use_run`; its dataset and run under `roots` (default Roots.from_env())."""
+    roots = roots or Roots.from_env()
     recipe = load_recipe(Path(recipe_path))
     task = get_task(recipe.task)
     if task.label is None:
@@ -34,11 +37,11 @@ def find_label_items(recipe_path: Path, everything: bool = False, log=print, use
             f"{recipe.path}: label draws boxes for detection recipes; a {task.name} recipe's labels are not "
             "boxes: fix them with `chiquito review`"
         )
-    res = task.label.items(recipe, dataset_dir(recipe.name), log, everything)
+    res = task.label.items(recipe, roots, roots.dataset(recipe.name), log, everything)
     res.update(name=recipe.name, model=None, threshold=recipe.detect.score_threshold, task=task.name)
-    model_file = RunFolder(run_dir(recipe.name)).model
+    model_file = RunFolder(roots.run(recipe.name)).model
     if use_run and model_file.is_file():
-        res["model"] = load_model(model_file)
+        res["model"] = load_model(model_file, roots=roots)
     return res
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..core.errors import ChiquitoError
 from ..core.files import IMAGE_EXTS, ends_with_newline
+from ..core.paths import Roots
 from ..core.task_registry import task_of_model
 
 __all__ = [
@@ -92,13 +93,18 @@ def _files_of(paths: list[str | Path]) -> list[Path]:
 
 
 def predict_model(
-    model_path: Path, paths: list[str | Path], bs: int = 64, threshold: float | None = None, draw: Path | None = None
+    model_path: Path,
+    paths: list[str | Path],
+    bs: int = 64,
+    threshold: float | None = None,
+    draw: Path | None = None,
+    roots: Roots | None = None,
 ) -> tuple[list, int]:
     """`chiquito predict`: load the model (a .pkl is a pickle: loading it runs the code it holds), predict every
     image under `paths`, and draw a detector's answers into `draw`: (results, images drawn)."""
     from ..core.model_loader import load_model
 
-    model = load_model(model_path)
+    model = load_model(model_path, roots=roots)
     drawing = task_of_model(model).draw
     if draw is not None and drawing is None:
         raise ChiquitoError("--draw applies to detectors: a classifier has no boxes to draw")
@@ -108,10 +114,16 @@ def predict_model(
 
 
 def predict_model_to_jsonl(
-    model_path: Path, paths: list[str | Path], out: Path, bs: int = 64, threshold: float | None = None, top_k: int = 1
+    model_path: Path,
+    paths: list[str | Path],
+    out: Path,
+    bs: int = 64,
+    threshold: float | None = None,
+    top_k: int = 1,
+    roots: Roots | None = None,
 ) -> dict:
     """`chiquito predict --out`: load the model (a .pkl runs the code it holds) and stream its answers into `out`."""
     from ..core.model_loader import load_model
 
-    model = load_model(model_path)
+    model = load_model(model_path, roots=roots)
     return predict_to_jsonl(model, _files_of(paths), out, bs=bs, threshold=threshold, top_k=top_k)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..core.errors import RunError
 from ..core.layout import DatasetFolder, RunFolder
-from ..core.paths import dataset_dir
+from ..core.paths import Roots
 from ..core.recipe import load_recipe, load_resolved
 from ..core.task_registry import get_task
 from ..data.review_log import DECISIONS, ReviewLog, last_decisions
@@ -24,31 +24,32 @@ __all__ = [
 ]
 
 
-def resolve_target(target: str | Path) -> tuple:
+def resolve_target(target: str | Path, roots: Roots) -> tuple:
     """(recipe, dataset folder, run folder or None) from a recipe file or a run folder."""
     p = Path(target)
     if p.is_file() and p.suffix == ".toml":
         recipe = load_recipe(p)
-        return recipe, dataset_dir(recipe.name), None
+        return recipe, roots.dataset(recipe.name), None
     if p.is_dir():
         run = RunFolder(p)
         if not run.recipe.is_file():
             raise RunError(f"{p}: not a run folder (no recipe.json); pass recipes/NAME.toml or runs/NAME")
         recipe = load_resolved(run.recipe)
         state = json.loads(run.state.read_text()) if run.state.is_file() else {}
-        root = Path(state["dataset"]) if state.get("dataset") else dataset_dir(recipe.name)
+        root = Path(state["dataset"]) if state.get("dataset") else roots.dataset(recipe.name)
         return recipe, root, (p if run.model.is_file() else None)
     raise RunError(f"{p}: neither a recipe file nor a run folder; pass recipes/NAME.toml or runs/NAME")
 
 
-def find_suspects(target: str | Path, folds: int = 5, log=print) -> dict:
+def find_suspects(target: str | Path, folds: int = 5, log=print, roots: Roots | None = None) -> dict:
     """The task's suspects for the target's dataset (a run's model.pkl, a pickle, is loaded when given),
-    with each image's current decision from review.csv."""
-    recipe, root, run = resolve_target(target)
+    with each image's current decision from review.csv; `roots` default Roots.from_env()."""
+    roots = roots or Roots.from_env()
+    recipe, root, run = resolve_target(target, roots)
     task = get_task(recipe.task)
     if task.review is None:
         raise RunError(f"{recipe.path}: the {task.name} task has no review; its labels are checked another way")
-    res = task.review.suspects(recipe, root, run, folds, log)
+    res = task.review.suspects(recipe, roots, root, run, folds, log)
     res.update(name=recipe.name, recipe=str(recipe.path), run=str(run) if run else "", task=task.name)
     if task.label is not None:  # boxes: the label page shows them, its journal has the decisions
         return res | {"model": None, "threshold": recipe.detect.score_threshold}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastai.torch_core import set_seed
 
-from ..core.paths import dataset_dir
+from ..core.paths import Roots
 from ..core.recipe import Recipe
 from ..core.task_registry import get_task
 from ..train.learner import LogProgress, make_learner
@@ -16,14 +16,20 @@ __all__ = ["sanity_check"]
 
 
 def sanity_check(
-    recipe: Recipe, n_images: int = 16, max_epochs: int = 60, target: float = 0.99, lr: float = 3e-3, log=print
+    recipe: Recipe,
+    n_images: int = 16,
+    max_epochs: int = 60,
+    target: float = 0.99,
+    lr: float = 3e-3,
+    log=print,
+    roots: Roots | None = None,
 ) -> dict:
     """Train the recipe's model, unfrozen and without augmentation, on n_images training images (two
     batches, validated on themselves) until it has memorised them; `passed` says whether its first
     metric (a classifier's accuracy) got to `target`."""
     set_seed(recipe.seed, reproducible=True)
     task = get_task(recipe.task)
-    dls, items = task.data.memorise_dls(recipe, dataset_dir(recipe.name), n_images)
+    dls, items = task.data.memorise_dls(recipe, (roots or Roots.from_env()).dataset(recipe.name), n_images)
     with tempfile.TemporaryDirectory() as tmp:
         learn = make_learner(recipe, task, dls, Path(tmp))
         learn.unfreeze()

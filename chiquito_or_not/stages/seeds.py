@@ -8,7 +8,7 @@ from dataclasses import replace
 from ..core.errors import RecipeError
 from ..core.files import atomic_write_text, write_csv
 from ..core.layout import RunFolder
-from ..core.paths import dataset_dir, run_dir
+from ..core.paths import Roots
 from ..core.recipe import Recipe
 from ..core.stats import mean_spread
 from ..core.task_registry import get_task
@@ -18,21 +18,23 @@ from .finetune import finetune
 __all__ = ["seed_spread"]
 
 
-def seed_spread(recipe: Recipe, n: int, log=print) -> dict:
+def seed_spread(recipe: Recipe, n: int, log=print, roots: Roots | None = None) -> dict:
     """Fine-tune with seeds recipe.seed .. recipe.seed + n - 1 into runs/NAME--seed-S (the split stays the
     dataset's: only training changes); write runs/NAME/seeds.csv (one row per seed) and seeds.json (mean,
     sample standard deviation, min, max of each figure). The run with the recipe's own seed repeats
     what `chiquito finetune` gives exactly."""
     if n < 2:
         raise RecipeError(f"--seeds {n}: give 2 or more (one seed is a plain `chiquito finetune`)")
-    task = get_task(recipe.task)
-    data = dataset_dir(recipe.name)
+    task, roots = get_task(recipe.task), roots or Roots.from_env()
+    data = roots.dataset(recipe.name)
     names = [recipe.name] + [f"{recipe.name}--seed-{s}" for s in range(recipe.seed, recipe.seed + n)]
-    refuse_files_in_place(*map(run_dir, names))
+    refuse_files_in_place(*map(roots.run, names))
     rows = []
     for seed in range(recipe.seed, recipe.seed + n):
         log(f"== seed {seed}")
-        res = finetune(replace(recipe, seed=seed, name=f"{recipe.name}--seed-{seed}"), log=log, data_root=data)
+        res = finetune(
+            replace(recipe, seed=seed, name=f"{recipe.name}--seed-{seed}"), log=log, data_root=data, roots=roots
+        )
         row = {"seed": seed}
         for split in ("valid", "test"):
             if split in res.metrics:
@@ -41,7 +43,7 @@ def seed_spread(recipe: Recipe, n: int, log=print) -> dict:
         rows.append({**row, "run": str(res.run)})
     figures = [c for c in rows[0] if c not in ("seed", "run")]
     summary = {c: mean_spread([r[c] for r in rows]) for c in figures}
-    out = RunFolder(run_dir(recipe.name))
+    out = RunFolder(roots.run(recipe.name))
     write_csv(out.seeds_csv, rows, list(rows[0]))
     atomic_write_text(
         out.seeds_json,

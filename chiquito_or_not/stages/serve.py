@@ -17,6 +17,7 @@ from ..core.errors import ImageRefused
 from ..core.http_fetch import FetchError, FetchPolicy, fetch_image
 from ..core.images import ACCEPT, clean_one
 from ..core.model_loader import load_model
+from ..core.paths import Roots
 from ..core.reasons import Reason
 from ..core.task_registry import task_of_model
 
@@ -186,6 +187,7 @@ def create_app(
     allow_private_urls: bool = False,
     fetch_timeout: float = 10.0,
     allow_networks: tuple[str, ...] = (),
+    roots: Roots | None = None,
 ) -> FastAPI:
     """The app; the model is loaded here, once, from the operator's file and never from a request
     (a .pkl is a pickle: loading it runs code it contains)."""
@@ -200,7 +202,7 @@ def create_app(
         allow_private=allow_private_urls,
         allow_networks=tuple(allow_networks),
     )
-    svc = _Service(load_model(model_path), max_bytes, policy)
+    svc = _Service(load_model(model_path, roots=roots), max_bytes, policy)
     vocab = svc.model.vocab
     page = resources.files("chiquito_or_not").joinpath("static/index.html").read_text(encoding="utf-8")
     app = FastAPI(title="chiquito_or_not", description=f"A {svc.task.name} model: {', '.join(vocab)}.")

@@ -7,7 +7,7 @@ from dataclasses import replace
 from ..core.errors import RecipeError
 from ..core.files import write_csv
 from ..core.layout import RunFolder
-from ..core.paths import dataset_dir, run_dir
+from ..core.paths import Roots
 from ..core.plots import plot_sweep
 from ..core.recipe import Recipe, keep_frozen_problem
 from ..core.stats import says, score_cells, score_columns, versus
@@ -44,9 +44,10 @@ def _within_noise(rows: list[dict], best: dict, valid: dict, scores: tuple, log)
     return not v["distinguishable"]
 
 
-def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
+def sweep(recipe: Recipe, amounts: list[float], log=print, roots: Roots | None = None) -> dict:
     """Fine-tune once per amount frozen in the unfrozen stage; the best on validation gets its test score."""
-    data = dataset_dir(recipe.name)
+    roots = roots or Roots.from_env()
+    data = roots.dataset(recipe.name)
     if not (data / "test").is_dir():
         raise RecipeError(
             f"{recipe.path}: sweep reports a test score; set 'dataset.test' (e.g. 0.1) and "
@@ -63,7 +64,7 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
             name=f"{recipe.name}--frozen-{a:g}",
             finetune=replace(recipe.finetune, unfrozen=replace(recipe.finetune.unfrozen, keep_frozen=a)),
         )
-        res = finetune(r, log=log, data_root=data)
+        res = finetune(r, log=log, data_root=data, roots=roots)
         valid[str(res.run)], tests[str(res.run)] = res.metrics["valid"], res.metrics["test"]
         cells = score_cells(res.metrics["valid"], task.evaluation.scores)
         rows.append(
@@ -84,7 +85,7 @@ def sweep(recipe: Recipe, amounts: list[float], log=print) -> dict:
     noise = _within_noise(rows, best, valid, task.evaluation.scores, log)
     for x in rows:
         x["choice_within_noise"] = noise if x is best and noise is not None else ""
-    out = RunFolder(run_dir(recipe.name))
+    out = RunFolder(roots.run(recipe.name))
     write_csv(
         out.sweep_csv,
         rows,

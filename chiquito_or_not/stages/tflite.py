@@ -22,6 +22,7 @@ from ..core.files import atomic_write_text
 from ..core.layout import RunFolder
 from ..core.litefile import META_NAME, LiteSession, quiet, sidecar
 from ..core.model_loader import load_model
+from ..core.paths import Roots
 from ..core.task_registry import task_of_model
 from ..data.face_crops import copy_detector
 from .export import _kept_if_checked, _split_files
@@ -143,7 +144,13 @@ def _calibration(run: Path, model, limit: int, uint8: bool):
 
 
 def export_tflite(
-    run: str | Path, int8: bool = False, uint8: bool = False, out: Path | None = None, parity_limit: int = 0, log=print
+    run: str | Path,
+    int8: bool = False,
+    uint8: bool = False,
+    out: Path | None = None,
+    parity_limit: int = 0,
+    log=print,
+    roots: Roots | None = None,
 ) -> dict:
     """Write RUN/model.tflite (+ .json beside it; and model.int8.tflite); returns the report also
     written beside it as export_tflite.json."""
@@ -156,7 +163,7 @@ def export_tflite(
 
     run = Path(run)
     folder = RunFolder(run)
-    model = load_model(folder.model)
+    model = load_model(folder.model, roots=roots)
     task = task_of_model(model)
     spec = task.export.input_spec(model)
     w, h = spec["size_wh"]
@@ -231,7 +238,7 @@ def export_tflite(
         log(f"wrote {q} ({rep['bytes'] / 1e6:.1f} MB); {rep.pop('summary')}")
         report["int8"] = rep
 
-    if det := copy_detector(model.faces, out.parent):
+    if det := copy_detector(model.faces, out.parent, model.raw):
         report["face_detector"] = str(det)  # a model trained on face crops travels with its detector
         log(f"wrote {det} (the face detector predict and serve crop with)")
     atomic_write_text(out.with_name("export_tflite.json"), json.dumps(report, indent=1) + "\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import struct
 from pathlib import Path
 
 from ..core.backbone_table import (
@@ -17,7 +16,7 @@ from ..core.backbone_table import (
     Backbone,
     backbone_name_problem,
 )
-from ..core.errors import RecipeError, WeightsError
+from ..core.errors import DAMAGED_FILE, RecipeError, WeightsError
 from ..core.http_fetch import FetchError, open_url
 
 __all__ = ["get_backbone", "create_body", "body_splitter", "num_features"]
@@ -210,7 +209,6 @@ def _simple_cnn():
 def _torch_load(path: Path, name: str) -> dict:
     """A state_dict from a weights file, tensors only (weights_only: a file cannot run code when loaded)."""
     import warnings
-    import zipfile
 
     import torch
 
@@ -224,19 +222,7 @@ def _torch_load(path: Path, name: str) -> dict:
             "a Git LFS pointer, or a pickle with code in it, which is never loaded); replace it "
             "with the real .pth file"
         ) from None
-    except (
-        OSError,
-        RuntimeError,
-        EOFError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        AttributeError,
-        UnicodeDecodeError,
-        struct.error,
-        zipfile.BadZipFile,
-    ) as e:
+    except DAMAGED_FILE as e:
         raise WeightsError(
             f"{name}: cannot read weights file {path} ({type(e).__name__}: "
             f"{(str(e).splitlines() or [''])[0][:120]}); replace it with a good copy"

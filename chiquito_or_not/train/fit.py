@@ -11,7 +11,7 @@ import numpy as np
 from fastai.callback.schedule import ParamScheduler, SchedCos
 from fastai.torch_core import set_seed
 
-from ..core.errors import RecipeError, RunError
+from ..core.errors import DAMAGED_FILE, RecipeError, RunError
 from ..core.layout import RunFolder
 from . import portable
 
@@ -188,8 +188,6 @@ def apply_deterministic(recipe) -> None:
 def load_checkpoint(learn, folder: Path, stage: str) -> None:
     """Load a finished stage's weights and optimizer state (tensors only: weights_only, never a pickle)."""
     import pickle
-    import struct
-    import zipfile
 
     path = RunFolder(folder.parent).checkpoint(stage)
     fix = (
@@ -202,20 +200,7 @@ def load_checkpoint(learn, folder: Path, stage: str) -> None:
         with warnings.catch_warnings():
             warnings.filterwarnings("error", message="Could not load the optimizer state")
             learn.load(f"stage-{stage}", with_opt=True, weights_only=True)
-    except (
-        OSError,
-        RuntimeError,
-        EOFError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        AttributeError,
-        UserWarning,
-        pickle.UnpicklingError,
-        struct.error,
-        zipfile.BadZipFile,
-    ) as e:
+    except (*DAMAGED_FILE, UserWarning, pickle.UnpicklingError) as e:
         raise RunError(
             f"{path} is damaged or belongs to another model ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:100] if str(e) else 'unreadable'}); {fix}"

@@ -9,7 +9,6 @@ from pathlib import Path
 from ...core.errors import DataError
 from ...core.images import IMAGE_EXTS
 from ...core.layout import DatasetFolder
-from ...core.paths import dataset_dir
 from ...data.dedup import unit_hash
 from ...train.backbones import get_backbone
 
@@ -17,7 +16,10 @@ __all__ = ["dataset_classes", "check_dataset", "make_dls", "class_weights", "lab
 
 
 def _root(recipe, root) -> Path:
-    return Path(root) if root else dataset_dir(recipe.name)
+    """The dataset folder the caller resolved (core.paths.Roots.dataset): a task never guesses it."""
+    if root is None:
+        raise TypeError(f"{recipe.name}: the dataset folder must be given (Roots.dataset(name))")
+    return Path(root)
 
 
 def _count(root: Path, split: str, classes: list[str]) -> Counter:

@@ -52,8 +52,8 @@ def _drop_small_classes(recs: list, minimum: int) -> dict[str, int]:
     return small
 
 
-def _fetch(label: str, src, where: str, seed: int, log, retry_failed: bool = False) -> list:
-    files = fetch_source(src, where, seed, log, retry_failed)
+def _fetch(label: str, src, where: str, seed: int, log, roots, retry_failed: bool = False) -> list:
+    files = fetch_source(src, where, seed, log, retry_failed, roots=roots)
     if src.kind == "composite":  # a class of composites: the images; the boxes beside them are detection's
         files = [f for f in files if f.path.suffix.lower() != ".xml"]
     log(f"  {label:<12} {src.kind:<7} {len(files):>5} files  ({files[0].source if files else 'none'})")
@@ -63,8 +63,8 @@ def _fetch(label: str, src, where: str, seed: int, log, retry_failed: bool = Fal
 class ClassDataset:
     """One classification dataset build (data.dataset_parts.DatasetParts)."""
 
-    def __init__(self, recipe: Recipe, folder, log, use_review: bool):
-        self.recipe, self.folder, self.log = recipe, folder, log
+    def __init__(self, recipe: Recipe, folder, roots, log, use_review: bool):
+        self.recipe, self.folder, self.roots, self.log = recipe, folder, roots, log
         self.decisions, self.problems = {}, []
         if use_review:  # read first: a review file that is not one stops the stage before anything is written
             self.decisions, self.problems = read_decisions(folder.review)
@@ -78,14 +78,14 @@ class ClassDataset:
     def gather(self, retry_failed: bool) -> list:
         r, raw = self.recipe, []
         if r.dataset.faces.detector:  # before the long downloads: a missing face detector is found first
-            self.face_weights = fetch_face_detector(r.dataset.faces.detector, log=self.log)
+            self.face_weights = fetch_face_detector(r.dataset.faces.detector, self.roots, log=self.log)
         for label in sorted(self.specs):
             for i, src in enumerate(self.specs[label].sources):
                 where = f"{r.path}: classes.{label}.sources[{i}]"
                 if src.kind == "lfw" and src.count == 0:  # "as many as the positives": known after cleaning
                     self.deferred.append((label, where, src))
                     continue
-                raw += _fetch(label, src, where, r.seed, self.log, retry_failed)
+                raw += _fetch(label, src, where, r.seed, self.log, self.roots, retry_failed)
         if r.dataset.sample:
             raw = sample_per_label(raw, r.dataset.sample, r.seed)
             self.log(f"  sample: at most {r.dataset.sample} input files per class ({len(raw)} in all)")
@@ -99,7 +99,7 @@ class ClassDataset:
             self._nothing_to_match(raw)
         fetched = Counter()
         for label, where, src in self.deferred:
-            more = _fetch(label, replace(src, count=n), where, self.recipe.seed, self.log)
+            more = _fetch(label, replace(src, count=n), where, self.recipe.seed, self.log, self.roots)
             fetched[label] += len(more)
             raw += more
         recs = clean_files(raw, self.recipe.dataset, self.folder.clean)  # cached: the first files are not decoded again
@@ -145,7 +145,7 @@ class ClassDataset:
                 {lab for lab in specs if specs[lab].faces},
                 self.folder.clean,
                 self.log,
-                weights=self.face_weights or fetch_face_detector(spec.faces.detector, log=self.log),
+                weights=self.face_weights or fetch_face_detector(spec.faces.detector, self.roots, log=self.log),
             )
             drop_near_duplicates([r for r in recs if r.box], spec.near_duplicate_distance)
         self._keep_classes(recs)

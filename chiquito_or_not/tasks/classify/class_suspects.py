@@ -22,7 +22,6 @@ from ...core.errors import DataError
 from ...core.files import read_csv_rows
 from ...core.layout import DatasetFolder
 from ...core.model_loader import load_model
-from ...core.paths import cache_dir
 from ...core.reasons import Reason
 from ...train.backbones import get_backbone
 from ...train.features import FeatureCache, cached_features, learner_key
@@ -94,7 +93,7 @@ def rank_items(
     return {"order": order, "probs": probs, "quality": quality, "issue": issue, "ood": ood, "why": why, "C": c}
 
 
-def _features(task, recipe, root: Path, files: list[Path], log) -> np.ndarray:
+def _features(task, recipe, root: Path, files: list[Path], log, cache_root: Path) -> np.ndarray:
     """The pretrained body's pooled features of `files`, through the feature cache."""
     import tempfile
 
@@ -106,7 +105,7 @@ def _features(task, recipe, root: Path, files: list[Path], log) -> np.ndarray:
         recipe = replace(recipe, finetune=replace(f, backbone=FEATURE_BACKBONE, weights=""))
     with tempfile.TemporaryDirectory() as tmp:  # the learner's path: nothing is saved there
         learn = make_learner(recipe, task, task.data.dataloaders(recipe, root, augment=False), Path(tmp), root)
-        cache = FeatureCache(cache_dir() / "features", learner_key(learn, recipe.finetune.backbone))
+        cache = FeatureCache(cache_root / "features", learner_key(learn, recipe.finetune.backbone))
         x, counts = cached_features(learn, files, cache)
     log(f"  features ({recipe.finetune.backbone}): {counts['hit']} cached, {counts['computed']} computed")
     return x.numpy().astype(np.float64)
@@ -140,7 +139,7 @@ def cross_class_duplicates(folder: DatasetFolder) -> list[dict]:
     ]
 
 
-def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
+def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print, *, cache: Path) -> dict:
     """Every image of the dataset's splits, worst first, with its label, the suggested label, scores and
     why; plus the cross-class duplicates. `run`: also rank by that run's losses."""
     folder = DatasetFolder(Path(root))
@@ -154,7 +153,7 @@ def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, 
     if missing:
         raise DataError(f"{missing[0]}: listed in split.csv but not there; run `chiquito dataset {recipe.path}` again")
     y = np.array([classes.index(r["label"]) for r in rows])
-    x = _features(task, recipe, folder.root, files, log)
+    x = _features(task, recipe, folder.root, files, log, cache)
     losses = _losses(run, files, [r["label"] for r in rows], log) if run else None
     res = rank_items(x, y, len(classes), folds=folds, seed=recipe.seed, losses=losses)
     items = []

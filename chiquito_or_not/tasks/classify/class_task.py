@@ -18,8 +18,8 @@ __all__ = ["TASK"]
 class ClassData:
     """A label is a folder: classes, their splits, DataLoaders with class weights."""
 
-    def dataset_parts(self, recipe, folder, log, use_review: bool):
-        return ClassDataset(recipe, folder, log, use_review)
+    def dataset_parts(self, recipe, folder, roots, log, use_review: bool):
+        return ClassDataset(recipe, folder, roots, log, use_review)
 
     def check_dataset(self, recipe, root) -> None:
         check_dataset(recipe, root)
@@ -123,8 +123,8 @@ class ClassExport:
 class ClassReview:
     """Review: out-of-fold predictions on cached features ranked by cleanlab (and a run's top losses)."""
 
-    def suspects(self, recipe, root, run, folds: int, log) -> dict:
-        return suspects(TASK, recipe, root, run, folds, log)
+    def suspects(self, recipe, roots, root, run, folds: int, log) -> dict:
+        return suspects(TASK, recipe, root, run, folds, log, cache=roots.cache)
 
 
 TASK = Task(

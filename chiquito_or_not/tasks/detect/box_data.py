@@ -9,7 +9,6 @@ import torch
 
 from ...core.errors import DataError
 from ...core.layout import DatasetFolder
-from ...core.paths import dataset_dir
 from ...data.dedup import unit_hash
 from ...train.backbones import get_backbone
 from .box_postprocess import preprocess, require_detect_extra
@@ -19,7 +18,10 @@ __all__ = ["DetSet", "collate", "make_dls", "check_dataset", "memorise_dls", "au
 
 
 def _root(recipe, root) -> Path:
-    return Path(root) if root else dataset_dir(recipe.name)
+    """The dataset folder the caller resolved (core.paths.Roots.dataset): a task never guesses it."""
+    if root is None:
+        raise TypeError(f"{recipe.name}: the dataset folder must be given (Roots.dataset(name))")
+    return Path(root)
 
 
 def augmentation(a, size: int, mean):

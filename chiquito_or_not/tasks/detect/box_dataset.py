@@ -274,9 +274,9 @@ class BoxDataset:
     clean images, split by unit, one COCO annotations.json per split. review.csv is classification's:
     a detection review's decisions go to box_labels.csv (box_journal), applied with the label page's."""
 
-    def __init__(self, recipe, folder: DatasetFolder, log, use_review: bool):
+    def __init__(self, recipe, folder: DatasetFolder, roots, log, use_review: bool):
         require_detect_extra()
-        self.recipe, self.folder, self.log = recipe, folder, log
+        self.recipe, self.folder, self.roots, self.log = recipe, folder, roots, log
         self.strays: list[DetRecord] = []  # annotations without an image
         self.problems: list[dict] = []  # box_problems.csv
         self.records: list[DetRecord] = []
@@ -295,7 +295,7 @@ class BoxDataset:
         r, labels, pairs = self.recipe, list(self.recipe.detect.labels), []
         for i, asrc in enumerate(r.detect.sources):
             where = f"{r.path}: detect.sources[{i}]"
-            files = fetch_source(asrc.images, f"{where}.images", r.seed, self.log, retry_failed)
+            files = fetch_source(asrc.images, f"{where}.images", r.seed, self.log, retry_failed, roots=self.roots)
             paired = pair_source(asrc, files, labels, where)
             strays = [_stray(files[0].source, *s) for s in paired.strays]
             self.log(

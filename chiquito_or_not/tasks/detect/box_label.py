@@ -44,7 +44,7 @@ def _listed(row: dict, everything: bool, saved: bool) -> bool:
     return row.get("reason") in LISTED
 
 
-def label_items(recipe, root: Path, log, everything: bool = False) -> dict:
+def label_items(recipe, roots, root: Path, log, everything: bool = False) -> dict:
     """What `chiquito label` lists: every image of the recipe's sources whose boxes are missing or have
     problems in the last `chiquito dataset` (with `everything`, all of them), its given (or last saved)
     boxes in stored pixels and why it is listed."""
@@ -54,7 +54,7 @@ def label_items(recipe, root: Path, log, everything: bool = False) -> dict:
     manifest = {r["raw_path"]: r for r in read_csv_rows(folder.manifest)}
     saved, problems = read_box_journal(folder.box_labels)
     items, files = [], {}
-    for pair in BoxDataset(recipe, folder, log, use_review=False).gather(retry_failed=False):
+    for pair in BoxDataset(recipe, folder, roots, log, use_review=False).gather(retry_failed=False):
         try:
             data = read_regular(pair.image.path)
         except (NotRegular, OSError):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...core.boxes import box_iou
 from ...core.errors import DataError
 from .box_inference import draw_boxes, predict_paths
 from .box_postprocess import mean_average_precision
@@ -79,28 +80,30 @@ def coco_map(dets: list[list[dict]], truth: list[list], labels: list[str], curve
     return out
 
 
-def _iou(a, b) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def _ious(dets: list[dict], truth: list) -> np.ndarray:
+    """len(dets) x len(truth) IoU of each detection's box with each true box (label first in a true box)."""
+    a = np.asarray([d["box"] for d in dets], dtype=np.float64).reshape(-1, 4)
+    return box_iou(a, np.asarray([t[1:] for t in truth], dtype=np.float64).reshape(-1, 4))
+
+
+def _above(dets: list[dict], threshold: float) -> list[dict]:
+    return sorted((d for d in dets if d["score"] >= threshold), key=lambda d: -d["score"])
 
 
 def image_errors(dets: list[dict], truth: list, threshold: float, iou: float = 0.5) -> int:
     """Missed true boxes + false detections (score >= threshold, greedy matching at IoU >= `iou`, same label)."""
-    used, hits = set(), 0
-    for d in sorted((d for d in dets if d["score"] >= threshold), key=lambda d: -d["score"]):
+    shown = _above(dets, threshold)
+    ious, used, hits = _ious(shown, truth), set(), 0
+    for n, d in enumerate(shown):
         best = max(
-            ((k, _iou(d["box"], t[1:])) for k, t in enumerate(truth) if k not in used and t[0] == d["label"]),
+            ((k, ious[n, k]) for k, t in enumerate(truth) if k not in used and t[0] == d["label"]),
             key=lambda kv: kv[1],
             default=(None, 0.0),
         )
         if best[0] is not None and best[1] >= iou:
             used.add(best[0])
             hits += 1
-    n_det = sum(1 for d in dets if d["score"] >= threshold)
-    return (len(truth) - hits) + (n_det - hits)
+    return (len(truth) - hits) + (len(shown) - hits)
 
 
 def detection_confusion(dets: list[list[dict]], truth: list[list], labels: list[str], threshold: float, iou=0.5):
@@ -111,9 +114,10 @@ def detection_confusion(dets: list[list[dict]], truth: list[list], labels: list[
     k = len(labels)
     cm = np.zeros((k + 1, k + 1), dtype=int)
     for ds, ts in zip(dets, truth):
-        free = set(range(len(ts)))
-        for d in sorted((d for d in ds if d["score"] >= threshold), key=lambda d: -d["score"]):
-            best = max(((j, _iou(d["box"], ts[j][1:])) for j in free), key=lambda kv: kv[1], default=(None, 0.0))
+        shown = _above(ds, threshold)
+        ious, free = _ious(shown, ts), set(range(len(ts)))
+        for n, d in enumerate(shown):
+            best = max(((j, ious[n, j]) for j in free), key=lambda kv: kv[1], default=(None, 0.0))
             if best[0] is not None and best[1] >= iou:
                 free.discard(best[0])
                 cm[labels.index(ts[best[0]][0]), labels.index(d["label"])] += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...core.boxes import box_iou
 from ...core.errors import ChiquitoError
 
 __all__ = ["nms", "postprocess", "preprocess", "resized", "POST_DEFAULTS"]
@@ -21,17 +22,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, best score first (ties: the lower index first,
     as torchvision's stable sort)."""
     order = np.argsort(-scores, kind="stable")
-    x0, y0, x1, y1 = boxes.T
-    area = (x1 - x0) * (y1 - y0)
     keep = []
     while order.size:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        w = np.clip(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), 0, None)
-        h = np.clip(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), 0, None)
-        inter = w * h
-        order = rest[inter / np.maximum(area[i] + area[rest] - inter, 1e-12) <= iou]
+        order = rest[box_iou(boxes[i : i + 1], boxes[rest])[0] <= iou]
     return np.asarray(keep, dtype=np.int64)
 
 

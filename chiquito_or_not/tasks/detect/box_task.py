@@ -20,8 +20,8 @@ __all__ = ["TASK"]
 class BoxData:
     """Boxes with labels from an annotation layout; splits that keep near-duplicates and layouts' own splits."""
 
-    def dataset_parts(self, recipe, folder, log, use_review: bool):
-        return BoxDataset(recipe, folder, log, use_review)
+    def dataset_parts(self, recipe, folder, roots, log, use_review: bool):
+        return BoxDataset(recipe, folder, roots, log, use_review)
 
     def check_dataset(self, recipe, root) -> None:
         from .box_data import check_dataset
@@ -120,7 +120,7 @@ class BoxReview:
     """Review: cleanlab's box scores on out-of-fold detections; the suspects are shown on the label page, whose
     journal (box_labels.csv) takes the decisions."""
 
-    def suspects(self, recipe, root, run, folds: int, log) -> dict:
+    def suspects(self, recipe, roots, root, run, folds: int, log) -> dict:
         """`run` is not used: its model saw every box."""
         from .box_review import suspects
 
@@ -136,8 +136,8 @@ class BoxReview:
 class BoxLabel:
     """`chiquito label`: the images whose boxes are missing or had problems, drawn and fixed on a page."""
 
-    def items(self, recipe, root, log, everything: bool) -> dict:
-        return label_items(recipe, root, log, everything)
+    def items(self, recipe, roots, root, log, everything: bool) -> dict:
+        return label_items(recipe, roots, root, log, everything)
 
     def journal(self, root):
         return BoxJournal(DatasetFolder(root).box_labels)
