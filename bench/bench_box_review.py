@@ -139,14 +139,14 @@ def main() -> None:
         t = time.time()
         res = suspects(get_task("detect"), nr, Roots.from_env().dataset(nr.name), folds=a.folds, log=print)
         took = time.time() - t
-        items = res["items"]
+        items = res.items
         name = {it["sha256"]: Path(it["path"]).name for it in items}  # the file as given (planted names)
         kind_of = {it["sha256"]: planted.get(name[it["sha256"]], "") for it in items}
         n_planted = sum(1 for v in kind_of.values() if v)
         print(
             f"{len(items)} images, {sum(len(it['boxes']) for it in items)} boxes; planted {n_planted} errors "
             f"({', '.join(f'{k} {sum(1 for v in kind_of.values() if v == k)}' for k in KIND_OF_PLANT)}); "
-            f"ranked in {took:.0f} s, {res['folds']} folds"
+            f"ranked in {took:.0f} s, {res.folds} folds"
         )
         for plant_kind, kind in KIND_OF_PLANT.items():
             truth = {s for s, v in kind_of.items() if v == plant_kind}

@@ -101,10 +101,11 @@ def main():
     res = find_suspects(recipe.path, log=quiet)
     t_rank = time.perf_counter() - t0
     k = len(noisy)
-    top = {it["sha256"] for it in res["items"][:k]}
-    flagged = {it["sha256"] for it in res["items"] if "label issue" in it["why"]}
+    top = {it["sha256"] for it in res.suspects.items[:k]}
+    flagged = {it["sha256"] for it in res.suspects.items if "label issue" in it["why"]}
     hit = len(top & noisy)
-    print(f"ranking: {t_rank:.1f} s ({len(res['items'])} images, {res['folds']} folds, C {res['C']:.0e})")
+    found = res.suspects
+    print(f"ranking: {t_rank:.1f} s ({len(found.items)} images, {found.folds} folds, C {found.C:.0e})")
     print(f"  top-{k} suspects: precision {hit / k:.3f}  recall {hit / k:.3f}  (k = the number flipped)")
     fh = len(flagged & noisy)
     print(f"  cleanlab flagged {len(flagged)}: precision {fh / max(1, len(flagged)):.3f}  recall {fh / k:.3f}")
@@ -118,7 +119,7 @@ def main():
         return right, n, time.perf_counter() - t
 
     before = train("noisy")
-    fixes = [it for it in res["items"] if "label issue" in it["why"] and it["suggested"] != it["label"]]
+    fixes = [it for it in res.suspects.items if "label issue" in it["why"] and it["suggested"] != it["label"]]
     with ReviewLog(ds.root / "review.csv") as log:
         for it in fixes:
             log.write(it["sha256"], it["path"], "relabel", it["suggested"])

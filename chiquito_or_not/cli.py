@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from .core.errors import ChiquitoError
-from .core.files import bytes_written
+from .core.files import bytes_written, shown_path
 from .core.layout import RunFolder
 from .core.paths import Roots
 from .core.recipe import load_recipe, recipe_json_schema, recipe_to_dict, recipe_toml
@@ -21,7 +21,7 @@ from .core.task_registry import get_task
 from .stages.dataset import build_dataset
 from .stages.predict import done_in_jsonl, expand_paths, predict_model, predict_model_to_jsonl
 from .stages.predict_ray import predict_ray
-from .stages.review import find_suspects, review_page, shown_on_label_page
+from .stages.review import find_suspects, review_page
 
 app = typer.Typer(
     add_completion=False,
@@ -31,14 +31,6 @@ app = typer.Typer(
 )
 
 RecipeArg = typer.Argument(..., help="Recipe file, e.g. recipes/face-or-not.toml", show_default=False)
-
-
-def shown_path(path: str) -> str:
-    """A path as one unambiguous field: as it is, or JSON-quoted with escapes when it holds a control
-    character, a backslash, a quote at the start, or bytes that are not UTF-8."""
-    if not path.isprintable() or "\\" in path or path.startswith('"'):  # surrogates are not printable
-        return json.dumps(path)
-    return path
 
 
 def _fail(msg: str, code: int = 2):
@@ -524,64 +516,21 @@ def review(
     any code it holds. Review only runs you made or trust."""
     log = (lambda m: typer.echo(m, err=True)) if as_json else typer.echo
     res = find_suspects(target, folds=folds, log=log, roots=roots())
-    boxes = shown_on_label_page(res)
+    found = res.suspects
     if list_n is not None:
-        top = res["items"][:list_n]
+        top = found.items[:list_n]
         if as_json:
-            _say_suspects_json(res, top, boxes)
-        elif boxes:
-            _list_box_suspects(res, top)
+            typer.echo(json.dumps(found.to_json(res.name, top), indent=1))
         else:
-            _list_class_suspects(res, top)
+            typer.echo("\n".join(found.lines(res.name, top)))
         return
     uvicorn = _uvicorn("the review page")
     app_, journal = review_page(res, show)
     typer.echo(
-        f"reviewing {res['name']}: {min(show, len(res['items']))} of {len(res['items'])} images on "
+        f"reviewing {res.name}: {min(show, len(found.items))} of {len(found.items)} images on "
         f"http://127.0.0.1:{port}/  (decisions: {journal.path}; Ctrl-C to stop)"
     )
     _serve_page(uvicorn, app_, port, journal)
-
-
-def _say_suspects_json(res: dict, top: list, boxes: bool) -> None:
-    keys = ("name", "labels", "issues", "folds") if boxes else ("name", "classes", "issues", "C", "folds", "duplicates")
-    top = [{k: v for k, v in it.items() if k != "saved"} for it in top]
-    typer.echo(json.dumps({k: res[k] for k in keys} | {"items": top}, indent=1))
-
-
-def _list_class_suspects(res: dict, top: list) -> None:
-    typer.echo(
-        f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged as likely label issues "
-        f"(out-of-fold, {res['folds']} folds, C {res['C']:.0e}); the {len(top)} worst:"
-    )
-    for it in top:
-        sug = f" -> {it['suggested']}?" if it["suggested"] != it["label"] else ""
-        dec = (
-            f"  [{it['decision']}{' ' + it['decided_label'] if it['decision'] == 'relabel' else ''}]"
-            if it["decision"]
-            else ""
-        )
-        typer.echo(
-            f"{it['rank']:>5}  p({it['label']}) {it['quality']:.3f}  {it['label']}{sug}  "
-            f"{', '.join(it['why']) or '-'}  {shown_path(it['path'])}{dec}"
-        )
-    for d in res["duplicates"]:
-        typer.echo(f"  left out, {d['reason']}: {d['label']} {shown_path(d['path'])}")
-
-
-def _list_box_suspects(res: dict, top: list) -> None:
-    typer.echo(
-        f"{res['name']}: {len(res['items'])} images, {res['issues']} flagged by cleanlab as likely box issues "
-        f"(out-of-fold detections, {res['folds']} folds); the {len(top)} worst (lower: more likely that error):"
-    )
-    for it in top:
-        k = it["kinds"]
-        typer.echo(
-            f"{it['rank']:>5}  quality {it['quality']:.3f}  {'ISSUE ' + it['likely'] if it['issue'] else '-':<16}"
-            f"  overlooked {k['overlooked']:.2f}  swap {k['swap']:.2f}  badloc {k['badloc']:.2f}  "
-            f"{len(it['boxes'])} given / {len(it['predicted'])} predicted  {shown_path(it['path'])}"
-            + ("  [boxes saved]" if it["saved"] else "")
-        )
 
 
 def _uvicorn(what: str):
@@ -617,10 +566,12 @@ def label(
     uvicorn = _uvicorn("the label page")
     from .stages.label import create_label_app, find_label_items
 
-    res = find_label_items(recipe, everything=everything, log=typer.echo, use_run=not no_suggest, roots=roots())
-    app_ = create_label_app(res)
+    page = find_label_items(
+        load_recipe(recipe), everything=everything, log=typer.echo, use_run=not no_suggest, roots=roots()
+    )
+    app_ = create_label_app(page)
     typer.echo(
-        f"labelling {res['name']}: {len(res['items'])} images on http://127.0.0.1:{port}/  "
+        f"labelling {page.name}: {len(page.listing.items)} images on http://127.0.0.1:{port}/  "
         f"(boxes: {app_.state.journal.path}; Ctrl-C to stop)"
     )
     _serve_page(uvicorn, app_, port, app_.state.journal)

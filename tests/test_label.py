@@ -28,7 +28,7 @@ def unlabelled(tmp_path, roots):
 def _app(recipe):
     from chiquito_or_not.stages.label import create_label_app, find_label_items
 
-    return create_label_app(find_label_items(recipe.path, log=lambda *_: None))
+    return create_label_app(find_label_items(recipe, log=lambda *_: None))
 
 
 def test_label_api_lists_checks_and_journals(unlabelled):

@@ -78,11 +78,11 @@ def test_ranking_finds_the_planted_mistakes(planted):
     in_splits = set(_split(root)) & wrong
     assert len(in_splits) == 3  # none removed as a duplicate: the test is about ranking
     res = find_suspects(recipe.path, log=lambda *_: None)
-    top = res["items"][:3]
+    top = res.suspects.items[:3]
     assert {it["sha256"] for it in top} == wrong
     assert all(it["label"] == "cat" and it["suggested"] == "coffee" and "label issue" in it["why"] for it in top)
-    assert all(it["quality"] < 0.5 for it in top) and res["items"][5]["quality"] > 0.5
-    assert res["issues"] >= 3 and len(res["items"]) == len(_split(root))
+    assert all(it["quality"] < 0.5 for it in top) and res.suspects.items[5]["quality"] > 0.5
+    assert res.suspects.issues >= 3 and len(res.suspects.items) == len(_split(root))
 
 
 def test_review_list_json_and_refusals(planted, tmp_path):
@@ -296,11 +296,11 @@ def test_review_of_a_run_ranks_by_its_losses_too(tiny_run, env_roots):
     notices = []
     res = find_suspects(result.run, log=notices.append)
     assert any("pickle" in str(n) for n in notices)  # model.pkl is loaded: the user is told it runs code
-    losses = [it["loss"] for it in res["items"]]
+    losses = [it["loss"] for it in res.suspects.items]
     assert all(v is not None and v >= 0 for v in losses)
-    tops = [it for it in res["items"] if "top loss" in it["why"]]
-    assert tops and min(it["loss"] for it in tops) >= max(it["loss"] for it in res["items"] if it not in tops)
+    tops = [it for it in res.suspects.items if "top loss" in it["why"]]
+    assert tops and min(it["loss"] for it in tops) >= max(it["loss"] for it in res.suspects.items if it not in tops)
     assert (
-        res["run"] == str(result.run)
-        and len(res["items"]) == sum(1 for _ in open(env_roots[0] / recipe.name / "split.csv")) - 1
+        res.run == result.run
+        and len(res.suspects.items) == sum(1 for _ in open(env_roots[0] / recipe.name / "split.csv")) - 1
     )

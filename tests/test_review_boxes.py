@@ -100,13 +100,12 @@ def _iou(a, b) -> float:
 def test_review_finds_planted_box_errors_and_saves_to_the_box_journal(noisy):
     from fastapi.testclient import TestClient
 
-    from chiquito_or_not.stages.label import create_label_app
-    from chiquito_or_not.stages.review import find_suspects, shown_on_label_page
+    from chiquito_or_not.stages.review import find_suspects, review_page, shown_on_label_page
 
     recipe, planted, truth, folder = noisy
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     res = find_suspects(recipe.path, folds=4, log=lambda *_: None)
-    items = res["items"]
+    items = res.suspects.items
     name = {it["sha256"]: it["path"].rsplit("/", 1)[-1] for it in items}  # the user's file, not the stored copy
     assert len(items) == len(truth) and shown_on_label_page(res)
     assert all(set(it["kinds"]) == {"overlooked", "swap", "badloc"} for it in items)
@@ -132,7 +131,7 @@ def test_review_finds_planted_box_errors_and_saves_to_the_box_journal(noisy):
     assert len(worst & set(planted)) >= 5, worst & set(planted)
 
     # the label page shows each suspect with its given and predicted boxes; a save goes to box_labels.csv
-    app_ = create_label_app(res | {"items": items[:10]})
+    app_, _ = review_page(res, 10)
     try:
         c = TestClient(app_, base_url="http://127.0.0.1:8001")
         token = c.get("/").text.split('const TOKEN = "')[1].split('"')[0]
@@ -145,9 +144,9 @@ def test_review_finds_planted_box_errors_and_saves_to_the_box_journal(noisy):
         assert r.status_code == 200, r.text
     finally:
         app_.state.journal.close()
-    journal = (res["root"] + "/box_labels.csv").replace("//", "/")
+    journal = res.suspects.root / "box_labels.csv"
     assert first["sha256"] in open(journal).read()
     again = find_suspects(recipe.path, folds=4, log=lambda *_: None)
-    saved = next(it for it in again["items"] if it["sha256"] == first["sha256"])
+    saved = next(it for it in again.suspects.items if it["sha256"] == first["sha256"])
     assert saved["saved"] and len(saved["boxes"]) == len(fixed)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the user's files untouched

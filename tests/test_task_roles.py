@@ -106,3 +106,18 @@ def test_each_role_runs_on_tiny_data(name, roots, tmp_path):
         outputs = module(example)
     assert len(outputs if isinstance(outputs, (tuple, list)) else [outputs]) == len(task.export.onnx_outputs)
     assert task.export.onnx_metadata(model) and set(task.export.input_spec(model)) >= {"size_wh", "mean", "std"}
+
+    roots = Roots.from_env()
+    n_images = sum(1 for _ in (root / "train").rglob("*.jpg")) + len(valid)
+    if task.review is not None:  # capabilities: typed results, each image once
+        found = task.review.suspects(recipe, roots, root, None, 2, lambda *_: None)
+        assert isinstance(found, reg.Suspects) and len(found.items) == n_images and found.folds == 2
+        assert len({it["sha256"] for it in found.items}) == n_images and found.root == root
+        assert len(found.lines(recipe.name, found.items[:3])) >= 4
+        assert found.to_json(recipe.name, found.items[:3])["items"] == found.items[:3]
+    if task.label is not None:
+        listing = task.label.items(recipe, roots, root, lambda *_: None, True)
+        assert isinstance(listing, reg.LabelItems) and len(listing.items) == n_images
+        assert set(listing.files) == {it["sha256"] for it in listing.items}
+        page = task.label.suspects_page(found, 5)
+        assert isinstance(page, reg.LabelItems) and page.items == found.items[:5]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "bytes_written",
     "write_csv",
     "read_csv_rows",
+    "shown_path",
     "ends_with_newline",
 ]
 
@@ -178,3 +180,11 @@ def glob_match(rel_path: str, include: tuple[str, ...], exclude: tuple[str, ...]
         and _compiled(tuple(include)).match(path)
         and not (exclude and _compiled(tuple(exclude)).match(path))
     )
+
+
+def shown_path(path: str) -> str:
+    """A path as one unambiguous field: as it is, or JSON-quoted with escapes when it holds a control
+    character, a backslash, a quote at the start, or bytes that are not UTF-8."""
+    if not path.isprintable() or "\\" in path or path.startswith('"'):  # surrogates are not printable
+        return json.dumps(path)
+    return path

@@ -23,7 +23,7 @@ RESOLVED_RECIPE = "recipe.json"  # the recipe with every default spelled out, in
 
 @dataclass(frozen=True)
 class DatasetFolder:
-    """One recipe's dataset folder (paths.dataset_dir)."""
+    """One recipe's dataset folder (Roots.dataset)."""
 
     root: Path
 
@@ -64,7 +64,7 @@ class DatasetFolder:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """One run folder (paths.run_dir, or its .partial twin while it is built)."""
+    """One run folder (Roots.run, or its .partial twin while it is built)."""
 
     root: Path
 

@@ -11,8 +11,10 @@ Classification (tasks/classify) is the first; detection (tasks/detect) the secon
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib import import_module
+from pathlib import Path
 from typing import Protocol
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "ReviewRole",
     "LabelRole",
     "DrawRole",
+    "Suspects",
+    "LabelItems",
     "get_task",
     "task_section",
     "task_of_model",
@@ -144,20 +148,54 @@ class ExportRole(Protocol):
         """How runtime model `other` (a quantised copy) differs from `reference` on `files`, with a "summary"."""
 
 
+@dataclass(frozen=True)
+class Suspects(ABC):
+    """What a review role finds: every image of the dataset's splits, worst first, as plain data for the
+    pages (one JSON-ready dict per image); each task's subclass says how it is listed."""
+
+    root: Path  # the dataset folder
+    labels: tuple[str, ...]  # the classes, or the detector's box labels
+    items: list  # one dict per image, worst first
+    issues: int  # how many are flagged as likely label issues
+    folds: int  # the out-of-fold predictions' folds
+
+    @abstractmethod
+    def lines(self, name: str, top: list) -> list[str]:
+        """`chiquito review --list`: a header and one line per image of `top`."""
+
+    @abstractmethod
+    def to_json(self, name: str, top: list) -> dict:
+        """`chiquito review --list --json`: the summary and the images of `top`."""
+
+
+@dataclass(frozen=True)
+class LabelItems:
+    """What the label page shows: images with their boxes, as plain data (one JSON-ready dict per image)."""
+
+    root: Path  # the dataset folder, whose journal the page writes
+    labels: tuple[str, ...]  # the box labels
+    items: list  # one dict per image
+    files: dict  # sha256 → the stored image shown
+    problems: list  # the journal's lines that could not be used, said on the page
+
+
 class ReviewRole(Protocol):
     """Optional: `chiquito review` ranks the dataset's images by how likely their labels are wrong."""
 
-    def suspects(self, recipe, roots, root, run, folds: int, log) -> dict:
-        """The dataset's images (of dataset folder `root`; caches under `roots`) worst first, as plain data
-        for the page ({"items": [...], ...})."""
+    def suspects(self, recipe, roots, root, run, folds: int, log) -> Suspects:
+        """The dataset's images (of dataset folder `root`; caches under `roots`) worst first; `run`: a run
+        folder whose model may rank them too, or None."""
 
 
 class LabelRole(Protocol):
     """Optional: `chiquito label` draws and fixes boxes; a task that has it also shows its review suspects on
     the label page."""
 
-    def items(self, recipe, roots, root, log, everything: bool) -> dict:
-        """The images whose boxes to draw or fix, as plain data ({"labels", "items", "files", "problems"})."""
+    def items(self, recipe, roots, root, log, everything: bool) -> LabelItems:
+        """The images whose boxes to draw or fix (all of them with `everything`)."""
+
+    def suspects_page(self, suspects: Suspects, show: int) -> LabelItems:
+        """This task's review suspects as the label page lists them (the first `show`)."""
 
     def journal(self, root):
         """The dataset's journal of drawn boxes (unopened)."""

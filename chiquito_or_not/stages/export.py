@@ -25,7 +25,7 @@ from ..core.paths import Roots
 from ..core.task_registry import task_of_model
 from ..data.face_crops import copy_detector
 
-__all__ = ["export_onnx", "ExportError"]
+__all__ = ["export_onnx", "run_model", "ExportError"]
 
 
 def _split_files(run: Path, split: str, limit: int) -> list[Path]:
@@ -48,30 +48,21 @@ def _torch_export(model, x, path: Path, outputs=("probabilities",)) -> str:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        names = {"input_names": ["input"], "output_names": list(outputs), "opset_version": 18}
         try:
             torch.onnx.export(
                 model,
                 (x,),
                 str(path),
-                input_names=["input"],
-                output_names=list(outputs),
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
-                opset_version=18,
                 dynamo=True,
                 verbose=False,
+                **names,
             )
             return "torch.export"
         except Exception:  # noqa: BLE001 - fall back to the TorchScript exporter on any failure
-            torch.onnx.export(
-                model,
-                (x,),
-                str(path),
-                input_names=["input"],
-                output_names=list(outputs),
-                dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
-                opset_version=18,
-                dynamo=False,
-            )
+            batch = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+            torch.onnx.export(model, (x,), str(path), dynamic_axes=batch, dynamo=False, **names)
             return "torchscript"
 
 
@@ -99,6 +90,13 @@ def _kept_if_checked(tmp: Path, out: Path):
     os.replace(tmp, out)
 
 
+def run_model(run, roots: Roots | None) -> tuple:
+    """(run folder path, its RunFolder, its model.pkl loaded, the model's task): what each export starts from."""
+    folder = RunFolder(Path(run))
+    model = load_model(folder.model, roots=roots)
+    return folder.root, folder, model, task_of_model(model)
+
+
 def export_onnx(
     run: str | Path,
     int8: bool = False,
@@ -114,10 +112,7 @@ def export_onnx(
     except ImportError:
         raise ChiquitoError("ONNX export needs onnx and onnxruntime: pip install 'chiquito-or-not[onnx]'") from None
 
-    run = Path(run)
-    folder = RunFolder(run)
-    model = load_model(folder.model, roots=roots)
-    task = task_of_model(model)
+    run, folder, model, task = run_model(run, roots)
     meta = task.export.onnx_metadata(model)
     out = Path(out) if out else folder.onnx
     out.parent.mkdir(parents=True, exist_ok=True)

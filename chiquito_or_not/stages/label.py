@@ -9,40 +9,49 @@ The review page's stack: a token on every write, a Host check, a strict CSP, one
 
 import io
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import ChiquitoError
 from ..core.layout import RunFolder
 from ..core.model_loader import load_model
 from ..core.paths import Roots
-from ..core.recipe import load_recipe
-from ..core.task_registry import get_task
+from ..core.recipe import Recipe
+from ..core.task_registry import LabelItems, Task, get_task
 from .page_server import local_page_app, read_json_object
 
-__all__ = ["find_label_items", "create_label_app"]
+__all__ = ["LabelPage", "find_label_items", "create_label_app"]
 
 MAX_BODY = 2**20  # a page of boxes is a few kB
 
 
+@dataclass(frozen=True)
+class LabelPage:
+    """What one label page shows: the images and their boxes, and the model whose detections it suggests."""
+
+    name: str  # the recipe's name
+    task: Task
+    listing: LabelItems
+    model: object | None = None  # a RuntimeModel, or None: no suggestions but the listing's own
+    threshold: float | None = None  # the model's score threshold for suggestions
+
+
 def find_label_items(
-    recipe_path: Path, everything: bool = False, log=print, use_run: bool = True, roots: Roots | None = None
-) -> dict:
+    recipe: Recipe, everything: bool = False, log=print, use_run: bool = True, roots: Roots | None = None
+) -> LabelPage:
     """The images to label for a recipe, and its run's model.pkl (loaded: a pickle runs the code it holds)
     when one exists and `use_run`; its dataset and run under `roots` (default Roots.from_env())."""
     roots = roots or Roots.from_env()
-    recipe = load_recipe(Path(recipe_path))
     task = get_task(recipe.task)
     if task.label is None:
         raise ChiquitoError(
             f"{recipe.path}: label draws boxes for detection recipes; a {task.name} recipe's labels are not "
             "boxes: fix them with `chiquito review`"
         )
-    res = task.label.items(recipe, roots, roots.dataset(recipe.name), log, everything)
-    res.update(name=recipe.name, model=None, threshold=recipe.detect.score_threshold, task=task.name)
+    listing = task.label.items(recipe, roots, roots.dataset(recipe.name), log, everything)
     model_file = RunFolder(roots.run(recipe.name)).model
-    if use_run and model_file.is_file():
-        res["model"] = load_model(model_file, roots=roots)
-    return res
+    model = load_model(model_file, roots=roots) if use_run and model_file.is_file() else None
+    return LabelPage(recipe.name, task, listing, model, recipe.detect.score_threshold)
 
 
 def _stored_jpeg(path: Path) -> bytes:
@@ -55,41 +64,41 @@ def _stored_jpeg(path: Path) -> bytes:
     return buf.getvalue()
 
 
-def _suggestions(res: dict, it: dict) -> list:
+def _suggestions(page: LabelPage, it: dict) -> list:
     """The run's detections of the item's image, or the ones it came with (review: out-of-fold)."""
     from PIL import Image
 
     if "predicted" in it:
         return it["predicted"]
-    model = res["model"]
-    with Image.open(res["files"][it["sha256"]]) as im:
-        out = get_task(model.task).inference.predict_image(model, im.convert("RGB"), threshold=res["threshold"])
+    model = page.model
+    with Image.open(page.listing.files[it["sha256"]]) as im:
+        out = get_task(model.task).inference.predict_image(model, im.convert("RGB"), threshold=page.threshold)
     return [[b["label"], *(round(float(v), 1) for v in b["box"]), round(float(b["score"]), 3)] for b in out["boxes"]]
 
 
-def create_label_app(res: dict):
-    """The label page and its JSON API over `res` (find_label_items' result); holds the journal's lock for
+def create_label_app(page: LabelPage):
+    """The label page and its JSON API over `page` (find_label_items' result); holds the journal's lock for
     the app's life (a second page on the dataset is refused): close it with app.state.journal.close()."""
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
-    label = get_task(res["task"]).label
-    journal = label.journal(Path(res["root"])).open()
-    by_sha = {it["sha256"]: it for it in res["items"]}
-    app, token = local_page_app("label", "label.html", res["name"])
+    label, listing = page.task.label, page.listing
+    journal = label.journal(listing.root).open()
+    by_sha = {it["sha256"]: it for it in listing.items}
+    app, token = local_page_app("label", "label.html", page.name)
     app.state.journal = journal
 
     @app.get("/api/items")
     def items():
         return {
-            "name": res["name"],
-            "labels": res["labels"],
-            "items": res["items"],
+            "name": page.name,
+            "labels": list(listing.labels),
+            "items": listing.items,
             "journal": str(journal.path),
-            "suggestions": res["model"] is not None or any("predicted" in it for it in res["items"]),
-            "journal_problems": res["problems"],
+            "suggestions": page.model is not None or any("predicted" in it for it in listing.items),
+            "journal_problems": listing.problems,
         }
 
     def item(sha: str) -> dict:
@@ -100,15 +109,15 @@ def create_label_app(res: dict):
 
     @app.get("/image/{sha}")
     async def image(sha: str):
-        data = await run_in_threadpool(_stored_jpeg, res["files"][item(sha)["sha256"]])
+        data = await run_in_threadpool(_stored_jpeg, listing.files[item(sha)["sha256"]])
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/api/suggest/{sha}")
     async def suggest(sha: str):
         it = item(sha)
-        if res["model"] is None and "predicted" not in it:
+        if page.model is None and "predicted" not in it:
             return {"boxes": []}
-        return {"boxes": await run_in_threadpool(_suggestions, res, it)}
+        return {"boxes": await run_in_threadpool(_suggestions, page, it)}
 
     @app.post("/api/boxes")
     async def save(request: Request):
@@ -121,7 +130,7 @@ def create_label_app(res: dict):
         if it is None:
             return JSONResponse({"error": "send {sha256 of a listed image, boxes}"}, status_code=400)
         try:
-            boxes = label.check_boxes(body.get("boxes"), res["labels"], it["width"], it["height"])
+            boxes = label.check_boxes(body.get("boxes"), list(listing.labels), it["width"], it["height"])
         except ValueError as e:
             return JSONResponse({"error": str(e)}, status_code=400)
         try:

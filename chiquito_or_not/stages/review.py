@@ -4,18 +4,20 @@ datasets/NAME/review.csv as it is made, and `chiquito dataset` applies them. No 
 
 import json
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import RunError
 from ..core.layout import DatasetFolder, RunFolder
 from ..core.paths import Roots
 from ..core.recipe import load_recipe, load_resolved
-from ..core.task_registry import get_task
+from ..core.task_registry import Suspects, Task, get_task
 from ..data.review_log import DECISIONS, ReviewLog, last_decisions
-from .label import create_label_app
+from .label import LabelPage, create_label_app
 from .page_server import local_page_app, read_json_object
 
 __all__ = [
+    "Review",
     "resolve_target",
     "find_suspects",
     "create_review_app",
@@ -41,7 +43,20 @@ def resolve_target(target: str | Path, roots: Roots) -> tuple:
     raise RunError(f"{p}: neither a recipe file nor a run folder; pass recipes/NAME.toml or runs/NAME")
 
 
-def find_suspects(target: str | Path, folds: int = 5, log=print, roots: Roots | None = None) -> dict:
+@dataclass(frozen=True)
+class Review:
+    """find_suspects' result: a task's suspects for one dataset, and what they were found for."""
+
+    name: str  # the recipe's name
+    recipe: Path
+    run: Path | None  # the run whose model ranked them too
+    task: Task
+    suspects: Suspects
+    threshold: float | None = None  # a detector's score threshold, for the label page's suggestions
+    review_problems: tuple = ()  # review.csv's lines that could not be used
+
+
+def find_suspects(target: str | Path, folds: int = 5, log=print, roots: Roots | None = None) -> Review:
     """The task's suspects for the target's dataset (a run's model.pkl, a pickle, is loaded when given),
     with each image's current decision from review.csv; `roots` default Roots.from_env()."""
     roots = roots or Roots.from_env()
@@ -49,60 +64,61 @@ def find_suspects(target: str | Path, folds: int = 5, log=print, roots: Roots | 
     task = get_task(recipe.task)
     if task.review is None:
         raise RunError(f"{recipe.path}: the {task.name} task has no review; its labels are checked another way")
-    res = task.review.suspects(recipe, roots, root, run, folds, log)
-    res.update(name=recipe.name, recipe=str(recipe.path), run=str(run) if run else "", task=task.name)
+    found = task.review.suspects(recipe, roots, root, run, folds, log)
+    run = Path(run) if run else None
     if task.label is not None:  # boxes: the label page shows them, its journal has the decisions
-        return res | {"model": None, "threshold": recipe.detect.score_threshold}
+        return Review(recipe.name, recipe.path, run, task, found, threshold=recipe.detect.score_threshold)
     last, problems = last_decisions(DatasetFolder(root).review)
-    for it in res["items"]:
+    for it in found.items:
         d = last.get(it["sha256"])
         it["decision"], it["decided_label"] = (d.decision, d.label) if d else ("", "")
-    res.update(review_problems=problems)
-    return res
+    return Review(recipe.name, recipe.path, run, task, found, review_problems=tuple(problems))
 
 
-def shown_on_label_page(res: dict) -> bool:
-    """Whether find_suspects' result is a task's that labels boxes (its suspects go to the label page)."""
-    return get_task(res["task"]).label is not None
+def shown_on_label_page(res: Review) -> bool:
+    """Whether the suspects are a task's that labels boxes (they go to the label page)."""
+    return res.task.label is not None
 
 
-def review_page(res: dict, show: int) -> tuple:
+def review_page(res: Review, show: int) -> tuple:
     """(the page app, its journal) for find_suspects' result: the label page for a task that labels boxes
     (it shows the first `show` images), else the review page."""
     if shown_on_label_page(res):
-        app = create_label_app(res | {"items": res["items"][:show]})
+        items = res.task.label.suspects_page(res.suspects, show)
+        app = create_label_app(LabelPage(res.name, res.task, items, model=None, threshold=res.threshold))
         return app, app.state.journal
     app = create_review_app(res, show=show)
     return app, app.state.log
 
 
-def create_review_app(res: dict, show: int = 200):
+def create_review_app(res: Review, show: int = 200):
     """The review page and its JSON API over `res` (find_suspects' result); holds review.csv's lock
     (ReviewLog) for the app's life: close it with app.state.log.close()."""
     from fastapi import Request
     from fastapi.responses import FileResponse, JSONResponse
     from starlette.exceptions import HTTPException
 
-    folder = DatasetFolder(Path(res["root"]))
+    found = res.suspects
+    folder = DatasetFolder(found.root)
     log = ReviewLog(folder.review).open()
-    items = res["items"][:show]
+    items = found.items[:show]
     by_sha = {it["sha256"]: it for it in items}
     files = {it["sha256"]: folder.root / it["file"] for it in items}
-    for d in res["duplicates"]:  # shown, not decided: the dataset stage already leaves them out
+    for d in found.duplicates:  # shown, not decided: the dataset stage already leaves them out
         if d["clean_path"]:
             files.setdefault(d["sha256"], folder.clean / d["clean_path"])
-    app, token = local_page_app("review", "review.html", res["name"])
+    app, token = local_page_app("review", "review.html", res.name)
     app.state.log = log
 
     @app.get("/api/suspects")
     def suspects():
         return {
-            "name": res["name"],
-            "classes": res["classes"],
+            "name": res.name,
+            "classes": list(found.labels),
             "items": items,
-            "total": len(res["items"]),
-            "issues": res["issues"],
-            "duplicates": res["duplicates"],
+            "total": len(found.items),
+            "issues": found.issues,
+            "duplicates": found.duplicates,
             "review_csv": str(folder.review),
         }
 
@@ -127,12 +143,8 @@ def create_review_app(res: dict, show: int = 200):
                 {"error": f"send {{sha256 of a listed image, decision: {'|'.join(DECISIONS)}}}"}, status_code=400
             )
         label = body.get("label") if decision == "relabel" else it["label"]
-        if (
-            not isinstance(label, str)
-            or label not in res["classes"]
-            or (decision == "relabel" and label == it["label"])
-        ):
-            return JSONResponse({"error": f"relabel to another class: {', '.join(res['classes'])}"}, status_code=400)
+        if not isinstance(label, str) or label not in found.labels or (decision == "relabel" and label == it["label"]):
+            return JSONResponse({"error": f"relabel to another class: {', '.join(found.labels)}"}, status_code=400)
         from starlette.concurrency import run_in_threadpool
 
         try:

@@ -19,13 +19,10 @@ from pathlib import Path
 
 from ..core.errors import ChiquitoError, ExportError
 from ..core.files import atomic_write_text
-from ..core.layout import RunFolder
 from ..core.litefile import META_NAME, LiteSession, quiet, sidecar
-from ..core.model_loader import load_model
 from ..core.paths import Roots
-from ..core.task_registry import task_of_model
 from ..data.face_crops import copy_detector
-from .export import _kept_if_checked, _split_files
+from .export import _kept_if_checked, _split_files, run_model
 
 __all__ = ["export_tflite", "embed_metadata"]
 
@@ -161,10 +158,7 @@ def export_tflite(
     except ImportError:
         raise ChiquitoError("TFLite export needs litert-torch: pip install 'chiquito-or-not[tflite]'") from None
 
-    run = Path(run)
-    folder = RunFolder(run)
-    model = load_model(folder.model, roots=roots)
-    task = task_of_model(model)
+    run, folder, model, task = run_model(run, roots)
     spec = task.export.input_spec(model)
     w, h = spec["size_wh"]
     meta = {

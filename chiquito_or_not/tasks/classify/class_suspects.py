@@ -13,22 +13,23 @@ the dataset stage left out.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ...core.errors import DataError
-from ...core.files import read_csv_rows
+from ...core.files import read_csv_rows, shown_path
 from ...core.layout import DatasetFolder
 from ...core.model_loader import load_model
 from ...core.reasons import Reason
+from ...core.task_registry import Suspects
 from ...train.backbones import get_backbone
 from ...train.features import FeatureCache, cached_features, learner_key
 from .class_data import dataset_classes
 from .class_inference import predict_paths
 
-__all__ = ["oof_probabilities", "rank_items", "suspects", "FEATURE_BACKBONE"]
+__all__ = ["oof_probabilities", "rank_items", "suspects", "ClassSuspects", "FEATURE_BACKBONE"]
 
 FEATURE_BACKBONE = "efficientnet_lite0"  # when the recipe's own body is untrained (a scratch CNN)
 OUTLIER_SHARE = 0.02  # the lowest out-of-distribution scores listed as "unlike the rest"
@@ -139,7 +140,39 @@ def cross_class_duplicates(folder: DatasetFolder) -> list[dict]:
     ]
 
 
-def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print, *, cache: Path) -> dict:
+@dataclass(frozen=True)
+class ClassSuspects(Suspects):
+    """Review's ranking of a class dataset: each image's label, the suggested label, scores and why; and the
+    images left out because they (nearly) appear in two classes (shown, not decided)."""
+
+    C: float  # the regularisation the out-of-fold logistic regressions chose
+    duplicates: list
+
+    def to_json(self, name: str, top: list) -> dict:
+        top = [{k: v for k, v in it.items() if k != "saved"} for it in top]
+        keep = {"classes": list(self.labels), "issues": self.issues, "C": self.C, "folds": self.folds}
+        return {"name": name, **keep, "duplicates": self.duplicates, "items": top}
+
+    def lines(self, name: str, top: list) -> list[str]:
+        out = [
+            f"{name}: {len(self.items)} images, {self.issues} flagged as likely label issues "
+            f"(out-of-fold, {self.folds} folds, C {self.C:.0e}); the {len(top)} worst:"
+        ]
+        for it in top:
+            sug = f" -> {it['suggested']}?" if it["suggested"] != it["label"] else ""
+            relabel = " " + it["decided_label"] if it["decision"] == "relabel" else ""
+            dec = f"  [{it['decision']}{relabel}]" if it["decision"] else ""
+            out.append(
+                f"{it['rank']:>5}  p({it['label']}) {it['quality']:.3f}  {it['label']}{sug}  "
+                f"{', '.join(it['why']) or '-'}  {shown_path(it['path'])}{dec}"
+            )
+        out += [f"  left out, {d['reason']}: {d['label']} {shown_path(d['path'])}" for d in self.duplicates]
+        return out
+
+
+def suspects(
+    task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print, *, cache: Path
+) -> ClassSuspects:
     """Every image of the dataset's splits, worst first, with its label, the suggested label, scores and
     why; plus the cross-class duplicates. `run`: also rank by that run's losses."""
     folder = DatasetFolder(Path(root))
@@ -176,12 +209,12 @@ def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, 
                 "why": res["why"][i],
             }
         )
-    return {
-        "classes": classes,
-        "items": items,
-        "issues": int(res["issue"].sum()),
-        "duplicates": cross_class_duplicates(folder),
-        "folds": folds,
-        "C": res["C"],
-        "root": str(folder.root),
-    }
+    return ClassSuspects(
+        root=folder.root,
+        labels=tuple(classes),
+        items=items,
+        issues=int(res["issue"].sum()),
+        folds=folds,
+        C=res["C"],
+        duplicates=cross_class_duplicates(folder),
+    )

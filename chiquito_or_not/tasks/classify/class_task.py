@@ -21,14 +21,12 @@ class ClassData:
     def dataset_parts(self, recipe, folder, roots, log, use_review: bool):
         return ClassDataset(recipe, folder, roots, log, use_review)
 
-    def check_dataset(self, recipe, root) -> None:
-        check_dataset(recipe, root)
+    check_dataset = staticmethod(check_dataset)
 
     def dataloaders(self, recipe, root, augment: bool):
         return make_dls(recipe, augment=augment, root=root)
 
-    def memorise_dls(self, recipe, root, n_images: int) -> tuple:
-        return memorise_dls(recipe, root, n_images)
+    memorise_dls = staticmethod(memorise_dls)
 
 
 class ClassModel:
@@ -103,21 +101,15 @@ class ClassExport:
 
     onnx_outputs = ("probabilities",)
 
-    def onnx_graph(self, model):
-        return onnx_graph(model)
-
-    def onnx_metadata(self, model) -> dict:
-        return onnx_metadata(model)
+    onnx_graph = staticmethod(onnx_graph)
+    onnx_metadata = staticmethod(onnx_metadata)
 
     def input_spec(self, model) -> dict:
         s = model.spec
         return {"size_wh": s["size_wh"], "mean": s["mean"], "std": s["std"], "scale": s["scale"]}
 
-    def parity(self, model, exported, files, what: str) -> dict:
-        return parity(model, exported, files, what)
-
-    def compare(self, reference, other, files) -> dict:
-        return compare(reference, other, files)
+    parity = staticmethod(parity)
+    compare = staticmethod(compare)
 
 
 class ClassReview:

@@ -10,6 +10,7 @@ from ...core.errors import DataError
 from ...core.files import NotRegular, read_csv_rows, read_regular
 from ...core.layout import DatasetFolder
 from ...core.reasons import Reason, Status
+from ...core.task_registry import LabelItems
 from .box_dataset import BoxDataset, _stored_size
 from .box_journal import read_box_journal
 
@@ -44,7 +45,7 @@ def _listed(row: dict, everything: bool, saved: bool) -> bool:
     return row.get("reason") in LISTED
 
 
-def label_items(recipe, roots, root: Path, log, everything: bool = False) -> dict:
+def label_items(recipe, roots, root: Path, log, everything: bool = False) -> LabelItems:
     """What `chiquito label` lists: every image of the recipe's sources whose boxes are missing or have
     problems in the last `chiquito dataset` (with `everything`, all of them), its given (or last saved)
     boxes in stored pixels and why it is listed."""
@@ -77,10 +78,4 @@ def label_items(recipe, roots, root: Path, log, everything: bool = False) -> dic
             )
         )
         files[sha] = pair.image.path
-    return {
-        "labels": list(recipe.detect.labels),
-        "items": items,
-        "files": files,
-        "problems": problems,
-        "root": str(folder.root),
-    }
+    return LabelItems(folder.root, tuple(recipe.detect.labels), items, files, problems)

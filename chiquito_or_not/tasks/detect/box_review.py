@@ -16,18 +16,20 @@ which kind of error each image most probably has.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...core.errors import DataError
-from ...core.files import read_csv_rows
+from ...core.files import read_csv_rows, shown_path
 from ...core.layout import DatasetFolder
+from ...core.task_registry import LabelItems, Suspects
 from ...data.dedup import unit_hash
 from ...train.backbones import create_body, get_backbone, num_features
 from .box_splits import read_split
 
-__all__ = ["KINDS", "oof_detections", "rank_boxes", "suspects"]
+__all__ = ["KINDS", "oof_detections", "rank_boxes", "suspects", "BoxSuspects"]
 
 KINDS = ("overlooked", "swap", "badloc")  # cleanlab's three kinds of box error
 HIGH_SCORE = 0.4  # a detection this sure counts as seen (overlooked, swap): see rank_boxes
@@ -271,7 +273,39 @@ def _item(rank: int, i: int, r: dict, size: tuple, given: list, dets: list, res:
     }
 
 
-def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> dict:
+@dataclass(frozen=True)
+class BoxSuspects(Suspects):
+    """Review's ranking of a detection dataset, shown on the label page: each image's given boxes, its
+    out-of-fold detections and cleanlab's scores."""
+
+    files: dict  # sha256 → the stored image
+    problems: list  # the box journal's lines that could not be used
+
+    def on_label_page(self, show: int) -> LabelItems:
+        """The first `show` images as the label page lists them."""
+        return LabelItems(self.root, self.labels, self.items[:show], self.files, self.problems)
+
+    def to_json(self, name: str, top: list) -> dict:
+        top = [{k: v for k, v in it.items() if k != "saved"} for it in top]
+        return {"name": name, "labels": list(self.labels), "issues": self.issues, "folds": self.folds, "items": top}
+
+    def lines(self, name: str, top: list) -> list[str]:
+        out = [
+            f"{name}: {len(self.items)} images, {self.issues} flagged by cleanlab as likely box issues "
+            f"(out-of-fold detections, {self.folds} folds); the {len(top)} worst (lower: more likely that error):"
+        ]
+        for it in top:
+            k = it["kinds"]
+            out.append(
+                f"{it['rank']:>5}  quality {it['quality']:.3f}  {'ISSUE ' + it['likely'] if it['issue'] else '-':<16}"
+                f"  overlooked {k['overlooked']:.2f}  swap {k['swap']:.2f}  badloc {k['badloc']:.2f}  "
+                f"{len(it['boxes'])} given / {len(it['predicted'])} predicted  {shown_path(it['path'])}"
+                + ("  [boxes saved]" if it["saved"] else "")
+            )
+        return out
+
+
+def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, log=print) -> BoxSuspects:
     """Every image of the dataset's splits, worst first, with its given boxes, its out-of-fold detections
     and cleanlab's scores; in the shape the label page shows (boxes and suggestions per image)."""
     from PIL import Image
@@ -294,11 +328,12 @@ def suspects(task, recipe, root: Path, run: Path | None = None, folds: int = 5, 
     items = [
         _item(rank, i, rows[i], sizes[i], boxes[i], dets[i], res, raw) for rank, i in enumerate(res["order"], start=1)
     ]
-    return {
-        "labels": labels,
-        "items": items,
-        "issues": int(res["issue"].sum()),
-        "folds": k,
-        "root": str(folder.root),
-        "files": {r["sha256"]: p for r, p in zip(rows, paths)},
-    }
+    return BoxSuspects(
+        root=folder.root,
+        labels=tuple(labels),
+        items=items,
+        issues=int(res["issue"].sum()),
+        folds=k,
+        files={r["sha256"]: p for r, p in zip(rows, paths)},
+        problems=[],
+    )

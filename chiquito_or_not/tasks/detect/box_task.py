@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ...core.errors import ChiquitoError
 from ...core.layout import DatasetFolder
 from ...core.task_registry import Task
@@ -46,11 +48,8 @@ class BoxModel:
     feature_cache = False  # augmentation moves the boxes: the body must see every augmented image
     channels_last = True  # a training step is faster in this layout on a CPU (bench/bench_channels_last.py)
 
-    def adapt_body(self, recipe, body):
-        return adapt_body(recipe, body)
-
-    def model_parts(self, recipe, body, n_features: int, dls, root) -> tuple:
-        return model_parts(recipe, body, n_features, dls, root)
+    adapt_body = staticmethod(adapt_body)
+    model_parts = staticmethod(model_parts)
 
 
 class BoxEvaluation:
@@ -59,8 +58,7 @@ class BoxEvaluation:
     scores = ("map_50", "map")
     rank = ("map_50", "map")
 
-    def headline(self, metrics: dict) -> str:
-        return headline(metrics)
+    headline = staticmethod(headline)
 
     def evaluate_set(self, model, name, folder, out, suffix, top_k, log, split: bool = False) -> dict:
         return evaluate_set(model, name, folder, out, suffix, top_k, log)
@@ -99,45 +97,41 @@ class BoxExport:
 
     onnx_outputs = ("boxes", "scores")
 
-    def onnx_graph(self, model):
-        return onnx_graph(model)
-
-    def onnx_metadata(self, model) -> dict:
-        return onnx_metadata(model)
+    onnx_graph = staticmethod(onnx_graph)
+    onnx_metadata = staticmethod(onnx_metadata)
 
     def input_spec(self, model) -> dict:
         s = model.spec
         return {"size_wh": [s["size"], s["size"]], "mean": s["mean"], "std": s["std"], "scale": 1 / 255}
 
-    def parity(self, model, exported, files, what: str) -> dict:
-        return parity(model, exported, files, what)
-
-    def compare(self, reference, other, files) -> dict:
-        return compare(reference, other, files)
+    parity = staticmethod(parity)
+    compare = staticmethod(compare)
 
 
 class BoxReview:
     """Review: cleanlab's box scores on out-of-fold detections; the suspects are shown on the label page, whose
     journal (box_labels.csv) takes the decisions."""
 
-    def suspects(self, recipe, roots, root, run, folds: int, log) -> dict:
+    def suspects(self, recipe, roots, root, run, folds: int, log):
         """`run` is not used: its model saw every box."""
         from .box_review import suspects
 
         res = suspects(TASK, recipe, root, folds=folds, log=log)
         saved, problems = read_box_journal(DatasetFolder(root).box_labels)
-        for it in res["items"]:
+        for it in res.items:
             if it["sha256"] in saved:
                 it["boxes"] = [[b.label, b.x0, b.y0, b.x1, b.y1] for b in saved[it["sha256"]].boxes]
                 it["saved"] = True
-        return res | {"problems": problems}
+        return replace(res, problems=problems)
 
 
 class BoxLabel:
     """`chiquito label`: the images whose boxes are missing or had problems, drawn and fixed on a page."""
 
-    def items(self, recipe, roots, root, log, everything: bool) -> dict:
-        return label_items(recipe, roots, root, log, everything)
+    items = staticmethod(label_items)
+
+    def suspects_page(self, suspects, show: int):
+        return suspects.on_label_page(show)
 
     def journal(self, root):
         return BoxJournal(DatasetFolder(root).box_labels)
@@ -147,8 +141,7 @@ class BoxLabel:
 
 
 class BoxDraw:
-    def draw_files(self, model, results, folder) -> int:
-        return draw_files(model, results, folder)
+    draw_files = staticmethod(draw_files)
 
 
 TASK = Task(
