@@ -114,7 +114,9 @@ def test_each_role_runs_on_tiny_data(name, roots, tmp_path):
         assert isinstance(found, reg.Suspects) and len(found.items) == n_images and found.folds == 2
         assert len({it["sha256"] for it in found.items}) == n_images and found.root == root
         assert len(found.lines(recipe.name, found.items[:3])) >= 4
-        assert found.to_json(recipe.name, found.items[:3])["items"] == found.items[:3]
+        said = found.to_json(recipe.name, found.items[:3])
+        assert [it["sha256"] for it in said["items"]] == [it["sha256"] for it in found.items[:3]]
+        assert said["name"] == recipe.name and said["issues"] == found.issues
     if task.label is not None:
         listing = task.label.items(recipe, roots, root, lambda *_: None, True)
         assert isinstance(listing, reg.LabelItems) and len(listing.items) == n_images

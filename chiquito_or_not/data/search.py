@@ -8,6 +8,7 @@ import json
 import os
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def _ddgs(query: str, limit: int, opts: dict) -> SearchReport:
 
 
 NOWHERE = "http://127.0.0.1:9"
-SILENCED_HOSTS = ("start.duckduckgo.com",)
+# the default search engines' start pages (DuckDuckGo in Debian's older builds, Google in its newer ones), asked
+# for at start-up by no setting that could turn it off; silenced unless the results page is on that host
+SILENCED_HOSTS = ("start.duckduckgo.com", "www.google.com")
 # Chromium's own traffic off: no component or safe-browsing updates, no sync, metrics, translation,
 # search-engine or default-app fetches, no DNS prefetch; the browser asks for the results page only
 QUIET_CHROME = (
@@ -123,9 +126,6 @@ QUIET_CHROME = (
     f"--google-apis-url={NOWHERE}",
     f"--lso-url={NOWHERE}",
     f"--component-updater=url-source={NOWHERE}",
-    # the default search engine's start page (DuckDuckGo in Debian's build), asked for at start-up by no
-    # setting this could turn off: it does not resolve, and never goes through a proxy (bypass list)
-    f"--host-resolver-rules=MAP {' , MAP '.join(f'{h} ~NOTFOUND' for h in SILENCED_HOSTS)}",
 )
 
 
@@ -323,12 +323,16 @@ def _google_args(query: str, limit: int, opts: dict) -> dict:
 
 def _chrome_args(args: dict, opts: dict) -> list[str]:
     """Chrome's command line: quiet, through the proxy when one is set, trusting the CA bundle's key."""
-    chrome_args = list(QUIET_CHROME)
+    # the search engines' start pages, but the results page's host: they do not resolve, and never go
+    # through a proxy (bypass list)
+    results = urllib.parse.urlsplit(args.get("url") or "https://www.google.com/").hostname or ""
+    silenced = [h for h in SILENCED_HOSTS if h != results]
+    chrome_args = [*QUIET_CHROME, f"--host-resolver-rules=MAP {' , MAP '.join(f'{h} ~NOTFOUND' for h in silenced)}"]
     proxy, verify = opts.get("proxy", ""), opts.get("verify", True)
     if proxy:  # every request the browser makes goes through it, loopback included
         chrome_args += [
             f"--proxy-server={proxy}",
-            f"--proxy-bypass-list=<-loopback>;{';'.join((NOWHERE.split('//')[1], *SILENCED_HOSTS))}",
+            f"--proxy-bypass-list=<-loopback>;{';'.join((NOWHERE.split('//')[1], *silenced))}",
         ]
     if isinstance(verify, str) and args.get("url", "").startswith("https://"):  # before the profile exists
         chrome_args.append(f"--ignore-certificate-errors-spki-list={_spki_pin(args['url'], verify, proxy)}")

@@ -160,8 +160,9 @@ class ClassSuspects(Suspects):
         ]
         for it in top:
             sug = f" -> {it['suggested']}?" if it["suggested"] != it["label"] else ""
-            relabel = " " + it["decided_label"] if it["decision"] == "relabel" else ""
-            dec = f"  [{it['decision']}{relabel}]" if it["decision"] else ""
+            decision = it.get("decision", "")  # the review stage adds review.csv's decisions
+            relabel = " " + it.get("decided_label", "") if decision == "relabel" else ""
+            dec = f"  [{decision}{relabel}]" if decision else ""
             out.append(
                 f"{it['rank']:>5}  p({it['label']}) {it['quality']:.3f}  {it['label']}{sug}  "
                 f"{', '.join(it['why']) or '-'}  {shown_path(it['path'])}{dec}"
