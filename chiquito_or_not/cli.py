@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ from .core.layout import RunFolder
 from .core.paths import Roots
 from .core.recipe import load_recipe, recipe_json_schema, recipe_to_dict, recipe_toml
 from .core.task_registry import get_task
-from .stages.dataset import build_dataset
+from .stages.dataset import build_dataset, dataset_lines
 from .stages.predict import done_in_jsonl, expand_paths, predict_model, predict_model_to_jsonl
 from .stages.predict_ray import predict_ray
 from .stages.review import find_suspects, review_page
@@ -99,6 +100,15 @@ def main(
 _ROOTS = Roots()
 
 
+def _recipe(path: Path, overrides=()):
+    """The recipe file, loaded and checked, its notes (paths found from the current folder) said on stderr."""
+    notes: list[str] = []
+    r = load_recipe(path, overrides, notes)
+    for n in notes:
+        typer.echo(f"note: {n}", err=True)
+    return r
+
+
 def roots() -> Roots:
     """The data and runs roots of this command (the options, else the environment, else ./datasets, ./runs)."""
     return _ROOTS
@@ -124,8 +134,65 @@ def recipe_show(
     as_json: bool = typer.Option(False, "--json", help="JSON (as runs/NAME/recipe.json) instead of TOML"),
 ):
     """Print the recipe with every default filled in, after KEY=VALUE overrides; checked as a recipe file is."""
-    r = load_recipe(recipe, overrides or ())
+    r = _recipe(recipe, overrides or ())
     typer.echo(json.dumps(recipe_to_dict(r), indent=2) if as_json else recipe_toml(r).rstrip("\n"))
+
+
+OverridesArg = typer.Argument(
+    None,
+    help="KEY=VALUE with the recipe's dotted keys (finetune.size=160, dataset.test=0.1), or epochs=N for the whole "
+    "schedule",
+    show_default=False,
+)
+
+
+@app.command()
+@_friendly
+def train(
+    path: Path = typer.Argument(
+        ...,
+        help="A folder of your pictures (one sub-folder per class; train/ valid/ split folders; or images with "
+        "box annotations), or a recipe file",
+        show_default=False,
+    ),
+    overrides: Optional[list[str]] = OverridesArg,
+):
+    """Your pictures to a trained, evaluated, exported model in one command: infers the task and classes from
+    the folder, then runs dataset, finetune (LR finder rates, the best epoch kept, evaluation) and ONNX export;
+    the resolved recipe is written into the run folder as recipe.toml."""
+    from .stages.train import plan_training
+    from .stages.train import train as run_train
+
+    plan = plan_training(path, overrides or (), roots())
+    typer.echo(f"train {plan.recipe.name} from {path}")
+    for line in plan.said:
+        typer.echo(f"  {line}")
+    res = run_train(plan, log=typer.echo, roots=roots())
+    typer.echo(f"recipe: {res.recipe_file} (train it again: chiquito train {res.recipe_file})")
+    opened = RunFolder(res.run).metrics
+    typer.echo(f"open: {opened}" + (f"; the model: {res.onnx} and {RunFolder(res.run).model}" if res.onnx else ""))
+
+
+@app.command()
+@_friendly
+def new(
+    name: str = typer.Argument(..., help="The recipe's name: writes NAME.toml here", show_default=False),
+    folders: Optional[list[Path]] = typer.Argument(
+        None, help="One folder per class, or one folder holding class sub-folders (or boxes)", show_default=False
+    ),
+    search: Optional[list[str]] = typer.Option(None, "--search", help="A web image search query, one per class"),
+):
+    """Write NAME.toml, a commented recipe for your folders or web searches, to edit and `chiquito train`."""
+    from .stages.train import new_recipe_text
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}", name):
+        _fail(f"{name!r}: a recipe name is letters, digits, '-', '_' or '.', e.g. birds")
+    out = Path(f"{name}.toml")
+    if out.exists():
+        _fail(f"{out} exists; choose another NAME or remove it (it is not overwritten)")
+    text = new_recipe_text(name, out, folders or (), search or ())
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {out}; train it with: chiquito train {out}")
 
 
 @app.command()
@@ -141,33 +208,10 @@ def dataset(
 ):
     """Fetch, clean, de-duplicate, balance and split the recipe's images into datasets/NAME/;
     applies the decisions of `chiquito review` (datasets/NAME/review.csv) unless --no-review."""
-    r = load_recipe(recipe)
+    r = _recipe(recipe)
     typer.echo(f"dataset {r.name}: sources")
     s = build_dataset(r, log=typer.echo, retry_failed=retry_failed, use_review=not no_review, roots=roots())
-    if s.review:
-        typer.echo(
-            f"  review.csv: {s.review['excluded']} excluded, {s.review['relabelled']} relabelled "
-            "(--no-review ignores it)"
-        )
-        for p in s.review["problems"]:
-            typer.echo(f"  review.csv: ignored {p}")
-    used = s.kept - sum(s.unused.values())
-    typer.echo(
-        f"cleaned {s.inputs} inputs: {s.kept} kept, {s.inputs - s.kept} rejected; "
-        f"{used} in the splits" + (f", {sum(s.unused.values())} left out" if s.unused else "")
-    )
-    for reason, n in s.rejected.most_common():
-        typer.echo(f"  rejected {n:>5}  {reason}")
-    for reason, n in s.unused.most_common():
-        typer.echo(f"  left out {n:>5}  {reason}")
-    for note in s.notes:
-        typer.echo(f"  {note}")
-    for split, counts in s.counts.items():
-        typer.echo(f"  {split:<6} " + "  ".join(f"{lab} {n}" for lab, n in sorted(counts.items())))
-    typer.echo(
-        f"wrote {s.root}/{{train,valid{',test' if 'test' in s.counts else ''}}}/, manifest.csv, split.csv "
-        f"({s.changes['added']} files added, {s.changes['removed']} removed)"
-    )
+    typer.echo("\n".join(dataset_lines(s)))
 
 
 @app.command("lr-find")
@@ -176,7 +220,7 @@ def lr_find(recipe: Path = RecipeArg):
     """Run the LR finder on the frozen learner, as finetune does; writes runs/NAME/lr_find.png and .json."""
     from .stages.finetune import lr_find_only
 
-    r = load_recipe(recipe)
+    r = _recipe(recipe)
     run = roots().run(r.name)
     info = lr_find_only(r, log=typer.echo, roots=roots())
     for name, lr in info["suggestions"].items():
@@ -201,8 +245,9 @@ def finetune(
 ):
     """LR finder, then frozen head, augmented, unfrozen stages; exports and evaluates runs/NAME/model.pkl."""
     from .stages.finetune import finetune as run_finetune
+    from .stages.finetune import finetune_lines
 
-    r = load_recipe(recipe)
+    r = _recipe(recipe)
     # under torchrun / accelerate launch every process runs this command: only the first one speaks
     say = typer.echo if os.environ.get("RANK", "0") in ("", "0") else (lambda *_: None)
     if seeds > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
@@ -219,13 +264,7 @@ def finetune(
         return
     say(f"finetune {r.name}")
     res = run_finetune(r, resume=resume, log=typer.echo, roots=roots())
-    t = "  ".join(f"{k} {v:.0f}s" for k, v in res.timings.items())
-    say(f"timings: {t}")
-    task = get_task(r.task)
-    for split in ("valid", "test"):
-        if split in res.metrics:
-            say(f"{split} {task.evaluation.headline(res.metrics[split])}")
-    say(f"wrote {res.run}/ (model.pkl, metrics.json, loss_curve.png, lr_find.png and the task's figures)")
+    say("\n".join(finetune_lines(res, r)))
 
 
 @app.command()
@@ -387,7 +426,7 @@ def compare(
     from .stages.compare import compare as run_compare
     from .stages.compare import parse_backbones
 
-    r = load_recipe(recipe)
+    r = _recipe(recipe)
     rows = run_compare(r, parse_backbones(backbones), log=typer.echo, roots=roots())
     scores = get_task(r.task).evaluation.scores
     typer.echo(
@@ -421,7 +460,7 @@ def sweep(
     from .stages.sweep import parse_freeze
     from .stages.sweep import sweep as run_sweep
 
-    r = load_recipe(recipe)
+    r = _recipe(recipe)
     res = run_sweep(r, parse_freeze(freeze), log=typer.echo, roots=roots())
     score = get_task(r.task).evaluation.scores[0]
     for x in res["rows"]:
@@ -447,7 +486,7 @@ def sanity(
     from .stages.sanity import sanity_check
 
     res = sanity_check(
-        load_recipe(recipe), n_images=images, max_epochs=max_epochs, target=target, log=typer.echo, roots=roots()
+        _recipe(recipe), n_images=images, max_epochs=max_epochs, target=target, log=typer.echo, roots=roots()
     )
     raise typer.Exit(0 if res["passed"] else 1)
 
@@ -567,7 +606,7 @@ def label(
     from .stages.label import create_label_app, find_label_items
 
     page = find_label_items(
-        load_recipe(recipe), everything=everything, log=typer.echo, use_run=not no_suggest, roots=roots()
+        _recipe(recipe), everything=everything, log=typer.echo, use_run=not no_suggest, roots=roots()
     )
     app_ = create_label_app(page)
     typer.echo(

@@ -48,12 +48,13 @@ def test_tutorial_recipe_keeps_its_numbers():
     assert r.classes["chiquito"].sources[0].limit == 800
 
 
-def test_defaults_follow_the_tutorial(tmp_path):
+def test_defaults_follow_the_tutorial_schedule_with_the_finders_rates(tmp_path):
     r = load_recipe(write_recipe(tmp_path, GOOD))
     f = r.finetune
-    assert (f.frozen.epochs, f.frozen.lr) == (2, 1e-2)
-    assert (f.augmented.cycles, f.augmented.cycle_len, f.augmented.cycle_mult, f.augmented.lr) == (4, 1, 1, 1e-2)
-    assert (f.unfrozen.cycles, f.unfrozen.cycle_len, f.unfrozen.cycle_mult) == (3, 1, 2)
+    assert (f.frozen.epochs, f.frozen.lr) == (2, "auto")
+    assert (f.augmented.cycles, f.augmented.cycle_len, f.augmented.cycle_mult, f.augmented.lr) == (4, 1, 1, "auto")
+    assert (f.unfrozen.cycles, f.unfrozen.cycle_len, f.unfrozen.cycle_mult, f.unfrozen.lrs) == (3, 1, 2, "auto")
+    assert f.keep == "best" and f.patience == 0 and r.dataset.balance == "weights"
     assert f.augment.max_zoom == 1.3 and f.augment.flip
     assert isinstance(r.classes["a"].sources[0], FolderSource)
 
@@ -114,7 +115,7 @@ def test_resolved_recipe_spells_out_defaults(tmp_path):
     r = load_recipe(write_recipe(tmp_path, GOOD))
     out = write_resolved(r, tmp_path / "run")
     d = recipe_to_dict(r)
-    assert '"max_zoom": 1.3' in out.read_text() and d["finetune"]["unfrozen"]["lrs"] == [1e-4, 1e-3, 1e-2]
+    assert '"max_zoom": 1.3' in out.read_text() and d["finetune"]["unfrozen"]["lrs"] == "auto"
 
 
 def test_cli_bad_recipe_is_one_line_and_exit_2(tmp_path):

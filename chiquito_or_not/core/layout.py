@@ -4,7 +4,7 @@ datasets/NAME/                       runs/NAME/
   recipe.json   the resolved recipe    recipe.json     the resolved recipe
   manifest.csv  every input, its fate  state.json      stages done, timings, dataset, task
   split.csv     split/label/file/hash  history.csv     loss and metrics per epoch
-  classes.json  the classes kept       checkpoints/    stage-*.pth (weights + optimizer)
+  classes.json  the classes kept       checkpoints/    stage-*.pth (weights + optimizer), best.pth
   clean/        decoded RGB images     lr_find.json/.png, loss_curve.png
   train/ valid/ test/  the splits      model.pkl       the exported fastai learner
                                        metrics.json    evaluate's numbers (+ the task's figures)
@@ -77,6 +77,7 @@ class RunFolder:
     history = property(lambda self: self.root / "history.csv")
     checkpoints = property(lambda self: self.root / "checkpoints")
     lr_find_json = property(lambda self: self.root / "lr_find.json")
+    best_weights = property(lambda self: self.checkpoints / "best.pth")  # the kept epoch's weights (keep = "best")
     lr_find_png = property(lambda self: self.root / "lr_find.png")
     loss_curve = property(lambda self: self.root / "loss_curve.png")
     tensorboard = property(lambda self: self.root / "tensorboard")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tomllib
 from pathlib import Path
 
@@ -67,6 +68,9 @@ __all__ = [
     "load_resolved",
     "recipe_from_data",
     "parse_overrides",
+    "recipe_with_overrides",
+    "with_epochs",
+    "resolve_paths",
     "recipe_json_schema",
     "recipe_to_dict",
     "recipe_toml",
@@ -131,16 +135,93 @@ def _read_toml(p: Path) -> dict:
     return data
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read and validate a recipe file, with `KEY=VALUE` overrides applied first (see parse_overrides)."""
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), notes: list | None = None) -> Recipe:
+    """Read and validate a recipe file, with `KEY=VALUE` overrides applied first (see parse_overrides); its
+    relative paths resolved against the recipe's folder (see resolve_paths; `notes` gets what to say)."""
     p = Path(path)
     data = _read_toml(p)
-    where = f"{p} with {' '.join(overrides)}" if overrides else str(p)
-    for keys, value in parse_overrides(overrides, where):
-        _set(data, keys, value, where)
     data.setdefault("name", p.stem)
     data["path"] = str(p)
-    return recipe_from_data(data, where)
+    recipe = recipe_with_overrides(data, overrides, str(p))
+    resolved, said = resolve_paths(recipe, p.parent)
+    if notes is not None:
+        notes += said
+    return resolved
+
+
+def recipe_with_overrides(data: dict, overrides, where: str) -> Recipe:
+    """A validated Recipe from plain data and `KEY=VALUE` overrides (`epochs=N` among them: with_epochs)."""
+    where = f"{where} with {' '.join(overrides)}" if overrides else where
+    epochs = None
+    for keys, value in parse_overrides(overrides, where):
+        if keys == ["epochs"]:
+            epochs = value
+        else:
+            _set(data, keys, value, where)
+    recipe = recipe_from_data(data, where)
+    return recipe if epochs is None else with_epochs(recipe, epochs, where)
+
+
+def with_epochs(r: Recipe, n, where: str) -> Recipe:
+    """`epochs=N`, the one knob for the whole schedule: about N epochs in all, the frozen stage about 15 % of
+    them, the augmented about 30 %, the unfrozen the rest, as one-epoch SGDR cycles (a restart each epoch)."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 3 <= n <= 3000:
+        raise RecipeError(f"{where}: epochs={n!r}: give a whole number of epochs from 3 to 3000, e.g. epochs=12")
+    frozen, augmented = max(1, round(n * 0.15)), max(1, round(n * 0.3))
+    f = r.finetune
+    return dataclasses.replace(
+        r,
+        finetune=dataclasses.replace(
+            f,
+            frozen=dataclasses.replace(f.frozen, epochs=frozen),
+            augmented=dataclasses.replace(f.augmented, cycles=augmented, cycle_len=1, cycle_mult=1),
+            unfrozen=dataclasses.replace(f.unfrozen, cycles=max(1, n - frozen - augmented), cycle_len=1, cycle_mult=1),
+        ),
+    )
+
+
+# (source class, its fields that name a file or folder) for resolve_paths
+_PATH_FIELDS = ((FolderSource, ("path",)), (UrlListSource, ("path",)), (LfwSource, ("archive", "folder")))
+
+
+def resolve_paths(r: Recipe, base: Path) -> tuple[Recipe, list[str]]:
+    """The recipe with each relative source path resolved against `base` (the recipe's folder) where it
+    exists there; one that exists only from the current folder is kept as it is, with a note saying so, and
+    one that exists in neither is kept as written (its source's error names it). The task's section names
+    its own path fields (PATHS)."""
+    notes: list[str] = []
+    kinds = _PATH_FIELDS + tuple(getattr(task_section(r.task), "PATHS", ()))
+
+    def fix(obj):
+        if isinstance(obj, tuple):
+            return tuple(fix(x) for x in obj)
+        if isinstance(obj, dict):
+            return {k: fix(v) for k, v in obj.items()}
+        if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+            return obj
+        changes = {f.name: fix(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        for kind, names in kinds:
+            if isinstance(obj, kind):
+                changes |= {n: _resolved(getattr(obj, n), base, notes) for n in names}
+        changes = {k: v for k, v in changes.items() if v is not getattr(obj, k)}
+        return dataclasses.replace(obj, **changes) if changes else obj
+
+    return fix(r), notes
+
+
+def _resolved(value: str, base: Path, notes: list) -> str:
+    p = Path(value)
+    if not value or p.is_absolute() or base in (Path(""), Path(".")) or "://" in value:
+        return value
+    if (base / p).exists():
+        return str(base / p)
+    if p.exists():  # the current folder's
+        notes.append(
+            f"{value} found from the current folder, not from the recipe's folder {base}: write it relative "
+            f"to the recipe ({os.path.relpath(p.resolve(), base.resolve())}) so the recipe works from anywhere"
+        )
+        return value
+    return value
 
 
 def load_resolved(path: str | Path) -> Recipe:
@@ -261,7 +342,8 @@ def _check_composite(s: CompositeSource, where: str, key: str) -> None:
 
 def _check_rates(f: FinetuneSpec, where: str) -> None:
     rates = [("finetune.frozen.lr", f.frozen.lr), ("finetune.augmented.lr", f.augmented.lr)]
-    rates += [(f"finetune.unfrozen.lrs[{i}]", v) for i, v in enumerate(f.unfrozen.lrs)]
+    if f.unfrozen.lrs != "auto":
+        rates += [(f"finetune.unfrozen.lrs[{i}]", v) for i, v in enumerate(f.unfrozen.lrs)]
     for key, v in rates:
         if v != "auto" and not 0 < v <= 10:
             raise RecipeError(f"{where}: '{key}' = {v}: a learning rate is above 0 and at most 10, e.g. 1e-3")

@@ -73,6 +73,8 @@ class FolderSource:
     kind: Literal["folder"] = "folder"
     include: tuple[Str, ...] = ("**/*",)
     exclude: tuple[Str, ...] = ()
+    # with dataset.split = "given" (a classification recipe): the split every image of the folder goes to
+    split: Literal["", "train", "valid", "test"] = ""
 
 
 @schema
@@ -269,7 +271,9 @@ class DatasetSpec:
     center_crop: Float = bounded(0.1, 1.0, default=1.0)  # keep this share of the shorter side, centred
     near_duplicate_distance: Int = bounded(0, 64, default=4)
     group_distance: Int = bounded(0, 64, default=10)
-    balance: Literal["downsample", "weights", "none"] = "downsample"
+    # "weights": keep every image, the loss weighs classes by n / (classes x count); "downsample": cut every
+    # class to the smallest; "none": keep every image, no weights
+    balance: Literal["downsample", "weights", "none"] = "weights"
     per_class: Int = bounded(0, None, default=0)
     sample: Int = bounded(0, None, default=0)  # a quick try: at most this many input files per class (0: all)
     min_images_per_class: Int = bounded(0, None, default=0)  # a class with fewer clean images is dropped
@@ -302,7 +306,7 @@ class FrozenStage:
     """Stage 1: train the new head on the frozen body, one cycle."""
 
     epochs: Int = bounded(0, 1000, default=2)
-    lr: Float | Literal["auto"] = 1e-2
+    lr: Float | Literal["auto"] = "auto"  # "auto": the LR finder's rate
     # train the head on the body's activations, computed once per image and cached on disk
     # (fastai 0.7's precompute=True); the body's BatchNorm statistics then stay as pretrained
     feature_cache: Bool = True
@@ -315,7 +319,7 @@ class AugmentedStage:
     cycles: Int = bounded(0, 1000, default=4)
     cycle_len: Int = bounded(1, 1000, default=1)
     cycle_mult: Int = bounded(1, 10, default=1)
-    lr: Float | Literal["auto"] = 1e-2
+    lr: Float | Literal["auto"] = "auto"  # "auto": the LR finder's rate
 
 
 @schema
@@ -325,7 +329,9 @@ class UnfrozenStage:
     cycles: Int = bounded(0, 1000, default=3)
     cycle_len: Int = bounded(1, 1000, default=1)
     cycle_mult: Int = bounded(1, 10, default=2)
-    lrs: tuple[Float, Float, Float] = (1e-4, 1e-3, 1e-2)
+    # one rate per layer group, input side first; "auto": from the LR finder's rate by fastai's fine_tune rule
+    # (half of it, at most 1e-3, on the head; a tenth of that per group towards the input)
+    lrs: tuple[Float, Float, Float] | Literal["auto"] = "auto"
     # what stays frozen in this stage: 0 nothing; 1 or 2 whole layer groups; a fraction in (0, 1) that
     # share of the body's blocks, from the input side
     keep_frozen: Float = bounded(0.0, 2.0, default=0.0)
@@ -354,6 +360,11 @@ class FinetuneSpec:
     deterministic: Bool = False
     lr_find: Bool = True
     lr_find_iters: Int = bounded(10, 1000, default=100)
+    # "best": the model exported is the one of the epoch with the best validation metric (the task's first
+    # history metric; ties: the lower validation loss), from any stage; "last": the last epoch's
+    keep: Literal["best", "last"] = "best"
+    # > 0: a stage (after the first) ends early when this many epochs in a row did not beat the run's best
+    patience: Int = bounded(0, 1000, default=0)
     frozen: FrozenStage = FrozenStage()
     augmented: AugmentedStage = AugmentedStage()
     unfrozen: UnfrozenStage = UnfrozenStage()

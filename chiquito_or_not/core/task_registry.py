@@ -34,6 +34,7 @@ __all__ = [
     "DrawRole",
     "Suspects",
     "LabelItems",
+    "FolderRecipe",
     "get_task",
     "task_section",
     "task_of_model",
@@ -57,6 +58,15 @@ TASKS = {
 DEFAULT_TASK = "classify"
 
 
+@dataclass(frozen=True)
+class FolderRecipe:
+    """A folder of pictures read as one task's recipe (`chiquito train FOLDER`)."""
+
+    task: str
+    data: dict  # the recipe as plain data (what a TOML file would hold), before name and path
+    said: list  # what was inferred, a few lines for the user
+
+
 class DataRole(Protocol):
     """How a task's labels are read, checked and split, and fed to training."""
 
@@ -73,6 +83,10 @@ class DataRole(Protocol):
 
     def memorise_dls(self, recipe, root, n_images: int) -> tuple:
         """(DataLoaders, items) for `sanity`: a few training images validated on themselves."""
+
+    def from_folder(self, folder) -> FolderRecipe | None:
+        """The recipe for a folder of pictures in this task's layouts, None when it is in none of them;
+        DataError (one line) when it is one of this task's but cannot make a recipe."""
 
 
 class ModelRole(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.errors import SourceError
@@ -61,6 +61,7 @@ class RawFile:
     group: str = ""  # the unit the split keeps together, when the source knows it (a composite's group)
     reason: str = ""  # set when the input never arrived (a URL that failed): a rejected row, nothing to read
     detail: str = ""
+    split: str = ""  # the split its source gives it (a folder source's `split`), or ""
 
 
 def _select(root: Path, include, exclude, label: str, where: str, log=print) -> list[RawFile]:
@@ -83,7 +84,8 @@ def fetch_folder(src: FolderSource, where: str, log=print, *, roots: Roots) -> l
             f"{where}: folder {str(root)!r} does not exist or is not a folder; "
             "create it and put images in it, or fix 'path'"
         )
-    return _select(root, src.include, src.exclude, f"folder:{root}", where, log)
+    files = _select(root, src.include, src.exclude, f"folder:{root}", where, log)
+    return [replace(f, split=src.split) for f in files] if src.split else files
 
 
 def _run(cmd: list[str], cwd: Path, what: str, fix: str) -> None:

@@ -90,11 +90,17 @@ def _rows(by_label: dict, spec: DatasetSpec, seed: int, key_of: dict, split_of: 
 
 
 def assign_splits(
-    kept: list[Record], spec: DatasetSpec, seed: int, unused: dict | None = None, key=lambda r: r.label
+    kept: list[Record],
+    spec: DatasetSpec,
+    seed: int,
+    unused: dict | None = None,
+    key=lambda r: r.label,
+    given: dict[str, str] | None = None,
 ) -> list[dict]:
     """Rows (split, label, clean_path, sha256, group) for the images that take part in the dataset;
     `unused` gets clean_path -> reason for each kept image left out (balancing, per_class, train caps).
-    `key` is what is balanced and stratified on (default: the class)."""
+    `key` is what is balanced and stratified on (default: the class); `given`: clean_path → the split its
+    source gives it, kept as it is (dataset.split = "given")."""
     unused = {} if unused is None else unused
     by_label = _balanced(kept, spec, seed, unused, key)
     chosen = [r for rs in by_label.values() for r in rs]
@@ -103,18 +109,26 @@ def assign_splits(
     split_of: dict[int, str] = {}
     for rs in by_label.values():
         rs = sorted(rs, key=lambda r: (unit_hash(seed, "split", key_of[id(r)]), r.sha256))
-        if isinstance(spec.valid, float) and isinstance(spec.test, float):
+        if given is not None:
+            split_of |= {id(r): given.get(r.clean_path) or "train" for r in rs}
+        elif isinstance(spec.valid, float) and isinstance(spec.test, float):
             _place_by_fraction(rs, spec, seed, key_of, split_of)
         else:
             _place_by_count(rs, spec, key_of, split_of)
     rows = _rows(by_label, spec, seed, key_of, split_of, unused)
-    _every_class_in_each_split(rows, list(by_label), spec)
+    _every_class_in_each_split(rows, list(by_label), spec, given is not None)
     return sorted(rows, key=lambda x: (SPLITS.index(x["split"]), x["label"], x["file"]))
 
 
-def _every_class_in_each_split(rows: list[dict], labels: list, spec: DatasetSpec) -> None:
-    for s in ("train", "valid") + (("test",) if spec.test else ()):
+def _every_class_in_each_split(rows: list[dict], labels: list, spec: DatasetSpec, given: bool = False) -> None:
+    has_test = any(x["split"] == "test" for x in rows) if given else spec.test
+    for s in ("train", "valid") + (("test",) if has_test else ()):
         missing = [lab for lab in labels if not any(x["split"] == s and x["label"] == lab for x in rows)]
+        if missing and given:
+            raise DataError(
+                f"the given split '{s}' has no image of class {', '.join(missing)}; add pictures to its "
+                f'{s}/{missing[0]}/ folder, or remove dataset.split = "given" to split by content hash'
+            )
         if missing:
             raise DataError(
                 f"split '{s}' has no image of class {', '.join(missing)}; add images, "

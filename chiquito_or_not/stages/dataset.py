@@ -17,7 +17,7 @@ from ..core.task_registry import get_task
 from ..data.dataset_parts import SPLIT_COLUMNS, DatasetSummary
 from ..data.split import materialize
 
-__all__ = ["build_dataset"]
+__all__ = ["dataset_lines", "build_dataset"]
 
 
 def build_dataset(
@@ -45,3 +45,32 @@ def build_dataset(
     write_resolved(recipe, root)
     atomic_write_text(folder.classes, json.dumps(parts.labels()) + "\n")
     return parts.summary(records, rows, changes)
+
+
+def dataset_lines(s: DatasetSummary) -> list[str]:
+    """What `chiquito dataset` says of a build: review decisions, kept and rejected counts with reasons,
+    notes, the splits' counts per label, and what was written."""
+    out = []
+    if s.review:
+        out.append(
+            f"  review.csv: {s.review['excluded']} excluded, {s.review['relabelled']} relabelled "
+            "(--no-review ignores it)"
+        )
+        out += [f"  review.csv: ignored {p}" for p in s.review["problems"]]
+    used = s.kept - sum(s.unused.values())
+    out.append(
+        f"cleaned {s.inputs} inputs: {s.kept} kept, {s.inputs - s.kept} rejected; "
+        f"{used} in the splits" + (f", {sum(s.unused.values())} left out" if s.unused else "")
+    )
+    out += [f"  rejected {n:>5}  {reason}" for reason, n in s.rejected.most_common()]
+    out += [f"  left out {n:>5}  {reason}" for reason, n in s.unused.most_common()]
+    out += [f"  {note}" for note in s.notes]
+    out += [
+        f"  {split:<6} " + "  ".join(f"{lab} {n}" for lab, n in sorted(counts.items()))
+        for split, counts in s.counts.items()
+    ]
+    out.append(
+        f"wrote {s.root}/{{train,valid{',test' if 'test' in s.counts else ''}}}/, manifest.csv, split.csv "
+        f"({s.changes['added']} files added, {s.changes['removed']} removed)"
+    )
+    return out

@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from fastai.torch_core import set_seed
 
 from ..core.errors import RecipeError, RunError
 from ..core.files import atomic_write_text, read_csv_rows, write_csv
-from ..core.layout import RunFolder
+from ..core.layout import DatasetFolder, RunFolder
 from ..core.paths import Roots
 from ..core.plots import plot_history
 from ..core.recipe import Recipe, recipe_to_dict, write_resolved
+from ..core.stats import wilson
 from ..core.task_registry import get_task
 from ..train.backbones import get_backbone
 from ..train.features import head_learner
@@ -36,6 +38,7 @@ from ..train.fit import (
     tensorboard_cb,
     world_and_rank,
 )
+from ..train.keep_best import BestEpoch, KeepBest
 from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_learner
 from ..train.lr_find import find_lr
 from ..train.runs import STAGES, promote, read_json, refuse_files_in_place, resumable_state
@@ -47,7 +50,12 @@ __all__ = [
     "lr_find_only",
     "FinetuneResult",
     "history_columns",
+    "finetune_lines",
+    "data_size_lines",
 ]
+
+
+UNFROZEN_TOP_LR = 1e-3  # lrs = "auto": the head's rate when unfrozen is at most this (fastai fine_tune's 2e-3 / 2)
 
 
 def history_columns(task) -> list[str]:
@@ -133,9 +141,22 @@ class _Stages:
     world: int
     lr_info: dict
     log: object
+    best: BestEpoch | None = None  # with keep = "best": the run's best epoch so far
+    epochs_done: int = 0  # the run's epochs before the stage that trains now
 
     def lr(self, value):
         return self.lr_info["chosen"] if value == "auto" else value
+
+    def layer_lrs(self) -> tuple[list[float], str]:
+        """The unfrozen stage's rates per layer group, and how they were chosen."""
+        lrs = self.recipe.finetune.unfrozen.lrs
+        if lrs != "auto":
+            return list(lrs), "from the recipe"
+        top = min(self.lr_info["chosen"], UNFROZEN_TOP_LR * 2) / 2
+        return [top / 100, top / 10, top], (
+            f"auto: half the LR finder's {self.lr_info['chosen']:.1e} (at most {UNFROZEN_TOP_LR:.0e}) on the head, "
+            "a tenth of it per group towards the input (fastai's fine_tune)"
+        )
 
     def reseed(self, step: int) -> None:
         """Step 0 is the LR finder, 1..3 the stages: each starts from the recipe's seed and its number."""
@@ -145,6 +166,9 @@ class _Stages:
         """Progress (and tensorboard) callbacks; for `learn`, also the body's BatchNorm kept in eval mode."""
         f = self.recipe.finetune
         cbs = [LogProgress(stage)] + ([tensorboard_cb(self.run, stage)] if f.tensorboard else [])
+        if self.best is not None:
+            patience = f.patience if stage != "frozen" else 0
+            cbs.append(KeepBest(self.best, stage, self.learn.model, self.epochs_done, patience))
         return cbs + ([BodyBatchNormEval()] if body and f.batchnorm == "frozen" else [])
 
     def freeze(self):
@@ -186,14 +210,16 @@ def _augmented(st: _Stages, n_ep: int, i: int):
 def _unfrozen(st: _Stages, n_ep: int, i: int):
     """Stage 3: the whole network (or what keep_frozen leaves), one learning rate per layer group, SGDR."""
     s = st.recipe.finetune.unfrozen
+    lrs, how = st.layer_lrs()
     st.log(
         f"stage {i}/3 unfrozen: {s.cycles} SGDR cycles ({n_ep} epochs), lrs per layer group "
-        + ", ".join(f"{x:.0e}" for x in s.lrs)
+        + ", ".join(f"{x:.0e}" for x in lrs)
+        + ("" if s.lrs != "auto" else f" ({how})")
     )
     st.learn.dls = st.dls_aug
     st.log(f"  {keep_frozen(st.learn, s.keep_frozen)}")
     with fit_ctx(st.learn, st.world):
-        fit_sgdr(st.learn, s.cycles, s.cycle_len, list(s.lrs), s.cycle_mult, cbs=st.cbs("unfrozen"))
+        fit_sgdr(st.learn, s.cycles, s.cycle_len, lrs, s.cycle_mult, cbs=st.cbs("unfrozen"))
     return st.learn.recorder
 
 
@@ -219,10 +245,17 @@ def _check_before_writing(recipe: Recipe) -> tuple[int, int]:
     return world, rank
 
 
+def _auto_stages(recipe: Recipe) -> list[str]:
+    """The stages that train and take their rate from the LR finder ("auto")."""
+    f = recipe.finetune
+    rates = (("frozen", f.frozen.lr), ("augmented", f.augmented.lr), ("unfrozen", f.unfrozen.lrs))
+    return [k for k, v in rates if v == "auto" and _stage_epochs(recipe, k)]
+
+
 def _lr_find(st: _Stages, state: dict, resume: bool, rank: int) -> dict:
     """The LR finder's choice: rerun, or read back on --resume; {} when the recipe needs none."""
     f = st.recipe.finetune
-    if not (f.lr_find or "auto" in (f.frozen.lr, f.augmented.lr)):
+    if not (f.lr_find or _auto_stages(st.recipe)):
         return {}
     if resume and (saved := read_json(RunFolder(st.run).lr_find_json)):
         return saved
@@ -238,11 +271,11 @@ def _lr_find(st: _Stages, state: dict, resume: bool, rank: int) -> dict:
         info = find_lr(st.hl or st.learn, st.run, num_it=f.lr_find_iters, write=write)
     state["timings"]["lr_find"] = round(time.time() - t, 1)
     sug = ", ".join(f"{k} {v:.1e}" for k, v in info["suggestions"].items()) or "none"
-    auto = [k for k, v in (("frozen", f.frozen.lr), ("augmented", f.augmented.lr)) if v == "auto"]
+    auto = _auto_stages(st.recipe)
     use = (
         f"{', '.join(auto)} stage(s) use {info['chosen']:.1e} ({info['chosen_by']})"
         if auto
-        else f"not used: the recipe fixes lr (frozen {f.frozen.lr:.0e}, augmented {f.augmented.lr:.0e})"
+        else "not used: the recipe fixes every rate"
     )
     st.log(f"  lr_find: {info['points']} points; suggestions: {sug}; {use}")
     return info
@@ -285,6 +318,49 @@ def _start_state(recipe: Recipe, root: Path, run: Path, final: Path, resume: boo
     return resumable_state(run, final, state["fingerprint"]) if resume else state
 
 
+FEW_PER_CLASS = 30  # fewer training pictures of a class than this: said before training
+
+
+def data_size_lines(root: Path, n_valid: int) -> list[str]:
+    """What a run of this size can show, said before training: how wide a validation figure's interval is,
+    and which labels have few training pictures (from split.csv), with what to add."""
+    lo, hi = wilson(round(0.9 * n_valid), n_valid) if n_valid else (0.0, 1.0)
+    out = [
+        f"a share near 0.90 (accuracy, recall) on {n_valid} validation images is known to {lo:.2f}-{hi:.2f} "
+        "(95 %); four times the pictures halve that width"
+    ]
+    split = DatasetFolder(root).split_csv
+    counts = (
+        Counter(r["label"] for r in read_csv_rows(split) if r["split"] == "train" and r["label"])
+        if split.is_file()
+        else {}
+    )
+    few = {k: n for k, n in sorted(counts.items()) if n < FEW_PER_CLASS}
+    if few:
+        out.append(
+            "few training pictures: "
+            + ", ".join(f"{k} {n}" for k, n in few.items())
+            + f"; under {FEW_PER_CLASS} per class a model is rarely steady: add pictures of these and run "
+            "`chiquito dataset` again"
+        )
+    return out
+
+
+def _make_stages(recipe: Recipe, task, parts: tuple, run: Path, world: int, state: dict, precision, cache, log):
+    """The stages' shared state: the learner and its data `parts`, the head learner on cached features (when
+    the frozen stage is still to run) and, with keep = "best", the run's best epoch so far."""
+    learn, dls_plain, dls_aug = parts
+    hl, t = None, time.time()
+    if "frozen" not in state["done"]:
+        hl = _cached_head(learn, recipe, task, precision, world, cache, log)
+        if hl:
+            state["timings"]["features"] = round(time.time() - t, 1)
+    st = _Stages(recipe, learn, hl, dls_plain, dls_aug, run, world, {}, log)
+    if recipe.finetune.keep == "best":
+        st.best = BestEpoch.restored(state.get("kept"), RunFolder(run).best_weights, task.model.history_metrics[0])
+    return st
+
+
 def finetune(
     recipe: Recipe, resume: bool = False, log=print, data_root: Path | None = None, roots: Roots | None = None
 ) -> FinetuneResult:
@@ -321,16 +397,14 @@ def finetune(
         f"classes {', '.join(dls_plain.vocab)}; backbone {recipe.finetune.backbone} at {recipe.finetune.size}px, "
         f"{precision} on {dls_plain.device}" + (f", {world} processes" if world > 1 else "")
     )
+    for line in data_size_lines(root, len(dls_plain.valid_ds)):
+        log(f"  {line}")
 
-    hl, t = None, time.time()
-    if "frozen" not in state["done"]:
-        hl = _cached_head(learn, recipe, task, precision, world, roots.cache, log)
-        if hl:
-            state["timings"]["features"] = round(time.time() - t, 1)
-    st = _Stages(recipe, learn, hl, dls_plain, dls_aug, run, world, {}, log)
+    st = _make_stages(recipe, task, (learn, dls_plain, dls_aug), run, world, state, precision, roots.cache, log)
     st.lr_info = _lr_find(st, state, resume, rank)
 
     history = _train_stages(st, state, files, columns, rank)
+    kept = _keep(st, history)
     if world > 1:  # the processes are done training together: the first one exports and evaluates alone
         from ..train.distributed import finish
 
@@ -347,11 +421,67 @@ def finetune(
     metrics = evaluate(run, log=log, notice=lambda _: None)  # our own file, written a moment ago
     _check_finite([{"stage": "evaluate", "epoch": "-", **_numbers(metrics)}], final)
     metrics["model"] = str(RunFolder(final).model)
+    if kept:
+        metrics["kept"] = kept | _kept_note(metrics)
     metrics["environment"] = state["environment"]
     atomic_write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")
     promote(run, final)
     learn.path = final
     return FinetuneResult(run=final, learn=learn, timings=state["timings"], metrics=metrics, lr=st.lr_info)
+
+
+def _keep(st: _Stages, history: list[dict]) -> dict:
+    """Put the kept epoch's weights back into the model (keep = "best") and say which epoch is kept: its stage,
+    epoch, metric and value, and the best value any epoch reached; {} when nothing was trained."""
+    metric = _watched_metric(history)
+    if not metric:
+        return {}
+    rows = [r for r in history if _finite(r.get(metric))]
+    if not rows:
+        return {}
+    best = max(rows, key=lambda r: (float(r[metric]), -float(r["valid_loss"])))
+    row = history[-1]
+    if st.best is not None and st.best.weights is not None:
+        st.best.load_into(st.learn.model)
+        row = next((r for r in rows if int(float(r["epoch"])) == st.best.epoch), best)
+    kept = {
+        "stage": row["stage"],
+        "epoch": int(float(row["epoch"])),
+        "metric": metric,
+        "value": float(row[metric]),
+        "best": float(best[metric]),
+        "last": float(history[-1][metric]) if _finite(history[-1].get(metric)) else None,
+        "of": len(history),
+        "keep": st.recipe.finetune.keep,
+    }
+    return kept
+
+
+def _watched_metric(history: list[dict]) -> str:
+    """The metric history.csv watches: its first column after the losses ("" when there is none)."""
+    cols = list(history[0]) if history else []
+    return cols[4] if len(cols) > 4 else ""
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _kept_note(metrics: dict) -> dict:
+    """How far the kept epoch's validation figure can be trusted: the validation split chose it."""
+    if "test" in metrics:
+        return {
+            "chosen_on": "valid",
+            "note": "the validation split chose this epoch; the test split's figures are not biased by that choice",
+        }
+    return {
+        "chosen_on": "valid",
+        "note": "the validation split chose this epoch, so its figures there are optimistic; "
+        "set dataset.test for figures that did not choose it",
+    }
 
 
 def _train_stages(st, state: dict, files: RunFolder, columns: list, rank: int) -> list[dict]:
@@ -363,15 +493,20 @@ def _train_stages(st, state: dict, files: RunFolder, columns: list, rank: int) -
             continue
         t = time.time()
         st.reseed(i)
+        st.epochs_done = len(history)
         recorder = train(st, n_ep, i)
         history += [
             dict(zip(columns, [stage, len(history) + k + 1, *map(float, v)])) for k, v in enumerate(recorder.values)
         ]
         state["done"].append(stage)
         state["timings"][stage] = round(time.time() - t, 1)
+        if st.best is not None:
+            state["kept"] = st.best.state()
         if not rank:
             write_csv(files.history, history, columns)
             st.learn.save(f"stage-{stage}", with_opt=True)
+            if st.best is not None:
+                st.best.save(files.best_weights)
             atomic_write_text(files.state, json.dumps(state, indent=1) + "\n")  # the stage is now finished
     return history
 
@@ -390,3 +525,20 @@ def _plain_model(learn, dls_plain, precision: str, final: Path) -> None:
     channels_last(learn.model, False)  # the exported model in PyTorch's default layout, as any user expects
     if precision != "fp32":
         learn.to_fp32()  # the exported model is plain fp32: it loads and predicts on any CPU
+
+
+def finetune_lines(res: FinetuneResult, recipe: Recipe) -> list[str]:
+    """What `chiquito finetune` says at the end: timings, the kept epoch, the figures, what was written."""
+    out = ["timings: " + "  ".join(f"{k} {v:.0f}s" for k, v in res.timings.items())]
+    if kept := res.metrics.get("kept"):
+        last = "nan" if kept["last"] is None else f"{kept['last']:.4f}"
+        out.append(
+            f"kept ({kept['keep']}): {kept['stage']} epoch {kept['epoch']} of {kept['of']} ({kept['metric']} "
+            f"{kept['value']:.4f} on valid; the best epoch {kept['best']:.4f}, the last {last}); {kept['note']}"
+        )
+    task = get_task(recipe.task)
+    out += [
+        f"{split} {task.evaluation.headline(res.metrics[split])}" for split in ("valid", "test") if split in res.metrics
+    ]
+    out.append(f"wrote {res.run}/ (model.pkl, metrics.json, loss_curve.png, lr_find.png and the task's figures)")
+    return out

@@ -74,6 +74,7 @@ class ClassDataset:
         self.review: dict = {}
         self.n_kept = 0
         self.face_weights = None  # BlazeFace's file, fetched first thing in gather
+        self.given: dict[str, str] = {}  # raw path → the split its folder source gives (dataset.split = "given")
 
     def gather(self, retry_failed: bool) -> list:
         r, raw = self.recipe, []
@@ -89,6 +90,7 @@ class ClassDataset:
         if r.dataset.sample:
             raw = sample_per_label(raw, r.dataset.sample, r.seed)
             self.log(f"  sample: at most {r.dataset.sample} input files per class ({len(raw)} in all)")
+        self.given = {str(f.path): f.split for _, f in raw if f.split}
         return raw
 
     def _fill_deferred(self, raw: list, recs: list) -> list:
@@ -176,7 +178,8 @@ class ClassDataset:
         kept = [r for r in recs if r.status == Status.KEPT]
         self.n_kept = len(kept)
         unused: dict = {}
-        rows = assign_splits(kept, spec, self.recipe.seed, unused)  # per class (the record's label)
+        given = {r.clean_path: self.given.get(r.raw_path, "") for r in kept} if spec.split == "given" else None
+        rows = assign_splits(kept, spec, self.recipe.seed, unused, given=given)  # per class (the record's label)
         # the review's decisions apply to the split made on the sources' labels: no other image moves
         for d in [d for d in self.decisions.values() if d.decision == "relabel" and d.label not in self.classes]:
             self.problems.append(f"{d.sha256[:12]}: relabel to {d.label!r}, not a class of this dataset")

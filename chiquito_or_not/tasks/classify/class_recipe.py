@@ -7,7 +7,7 @@ from dataclasses import field
 from ...core.errors import RecipeError
 from ...core.recipe_schema import Bool, Source, Str, schema
 
-__all__ = ["ClassSpec", "ClassFolders", "FIELDS", "class_names", "sources", "check"]
+__all__ = ["ClassSpec", "ClassFolders", "FIELDS", "PATHS", "class_names", "sources", "check"]
 
 
 @schema
@@ -27,6 +27,9 @@ class ClassFolders:
     exclude: tuple[Str, ...] = ()
 
 
+# the fields of this section's classes that name a folder, resolved against the recipe's folder (core.recipe)
+PATHS = ((ClassFolders, ("path",)),)
+
 # (key, type, default) of each top-level key this task adds to the recipe
 FIELDS = (
     ("classes", dict[str, ClassSpec], field(default_factory=dict)),
@@ -44,6 +47,12 @@ def sources(recipe) -> list[tuple[str, object]]:
     return [(f"classes.{n}", s) for n, c in recipe.classes.items() for s in c.sources]
 
 
+def _all_given(recipe) -> bool:
+    """Whether every source is a folder that names its split (and no class comes from class_folders)."""
+    srcs = [s for _, s in sources(recipe)]
+    return bool(srcs) and not recipe.class_folders.path and all(getattr(s, "split", "") for s in srcs)
+
+
 def check(recipe, where: str, foreign: list[str]) -> None:
     """What the schema cannot say: at least two classes with plain names and sources, a hash split.
     `foreign`: the keys of other tasks' sections that the recipe sets."""
@@ -53,10 +62,11 @@ def check(recipe, where: str, foreign: list[str]) -> None:
             + " / ".join(f"'{k}'" for k in foreign)
             + ' (or set task = "detect")'
         )
-    if recipe.dataset.split == "given":
+    if recipe.dataset.split == "given" and not _all_given(recipe):
         raise RecipeError(
-            f"{where}: 'dataset.split' = \"given\" keeps the splits of a detection dataset's layout; a "
-            'classification recipe is split by content hash: remove it (or set "hash")'
+            f"{where}: 'dataset.split' = \"given\" keeps the splits the sources give: in a classification recipe "
+            "every source must be a folder with 'split' (train, valid or test); set them, or remove "
+            "'dataset.split' to split by content hash"
         )
     if len(recipe.classes) < 2 and not recipe.class_folders.path:
         raise RecipeError(

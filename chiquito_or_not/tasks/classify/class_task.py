@@ -7,6 +7,7 @@ from ...core.task_registry import Task
 from .class_data import check_dataset, class_weights, make_dls, memorise_dls
 from .class_dataset import ClassDataset
 from .class_export import compare, onnx_graph, onnx_metadata, parity
+from .class_folder import folder_recipe
 from .class_head import model_parts
 from .class_inference import LearnerClassifier, predict_paths
 from .class_runtime import LiteClassifier, OnnxClassifier
@@ -27,6 +28,7 @@ class ClassData:
         return make_dls(recipe, augment=augment, root=root)
 
     memorise_dls = staticmethod(memorise_dls)
+    from_folder = staticmethod(folder_recipe)
 
 
 class ClassModel:

@@ -51,6 +51,7 @@ class Paired:
     pairs: list[Pair]
     strays: list[tuple[str, str, str]] = field(default_factory=list)  # (path, annotation file, detail)
     notes: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # yolo: the class names in id order the boxes were read with
 
 
 def split_word(name: str) -> str:
@@ -352,7 +353,7 @@ def _pair_yolo(asrc, files: list, images: list, labels: list[str], root: Path, w
         pairs.append(pair)
     strays = [(str(p), str(p), f"no image named {p.stem}.* for it") for p in sorted(txts - used)]
     notes = [f"class ids 0..{len(names) - 1} are {', '.join(names)}"]
-    return Paired("yolo", pairs, strays, notes)
+    return Paired("yolo", pairs, strays, notes, names)
 
 
 # ---------------------------------------------------------------- one file for many images

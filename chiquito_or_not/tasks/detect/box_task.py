@@ -40,6 +40,11 @@ class BoxData:
 
         return memorise_dls(recipe, root, n_images)
 
+    def from_folder(self, folder):
+        from .box_folder import folder_recipe
+
+        return folder_recipe(folder)
+
 
 class BoxModel:
     """An SSDLite head on two of the body's feature maps."""
