@@ -175,6 +175,24 @@ def train(
 
 @app.command()
 @_friendly
+def report(
+    run: Path = typer.Argument(..., help="Run folder, e.g. runs/NAME", show_default=False),
+    open_: bool = typer.Option(False, "--open", help="Also open the page in the web browser"),
+):
+    """Write runs/NAME/report.html (one self-contained page: data, training, results, exports) and the model
+    card runs/NAME/README.md from the run's files; print the page's path."""
+    from .stages.report import write_report
+
+    page = write_report(run)
+    typer.echo(str(page))
+    if open_:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+
+
+@app.command()
+@_friendly
 def new(
     name: str = typer.Argument(..., help="The recipe's name: writes NAME.toml here", show_default=False),
     folders: Optional[list[Path]] = typer.Argument(

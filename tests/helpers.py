@@ -21,6 +21,7 @@ seed = 7
 min_size = 64
 max_side = 128
 valid = 0.3
+balance = "downsample"
 
 [finetune]
 backbone = "efficientnet_lite0"

@@ -298,6 +298,29 @@ def app_on_loopback(app, **config):
 
 
 @contextlib.contextmanager
+def chrome_options(profile, window: str = "420,900"):
+    """Headless Debian Chromium on a closed network, with its own profile folder."""
+    import shutil
+
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--window-size={window}",
+    ):
+        opts.add_argument(a)
+    opts.binary_location = shutil.which("chromium")
+    return opts
+
+
 def app_in_chromium(app, profile, window: str = "420,900"):
     """Serve an ASGI app with uvicorn on a free loopback port and open headless Chromium (Debian's
     chromium + chromium-driver) on a closed network: yields (browser, base URL); both stop after."""
@@ -307,21 +330,9 @@ def app_in_chromium(app, profile, window: str = "420,900"):
     from selenium.webdriver.chrome.service import Service
 
     with app_on_loopback(app) as port:
-        opts = webdriver.ChromeOptions()
-        for a in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            f"--window-size={window}",
-        ):
-            opts.add_argument(a)
-        opts.binary_location = shutil.which("chromium")
-        browser = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+        browser = webdriver.Chrome(
+            service=Service(shutil.which("chromedriver")), options=chrome_options(profile, window)
+        )
         try:
             yield browser, f"http://127.0.0.1:{port}"
         finally:

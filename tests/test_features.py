@@ -134,7 +134,9 @@ def test_batchnorm_frozen_keeps_the_pretrained_statistics_train_updates_them(
     f = recipe.finetune
     r = replace(
         recipe,
-        finetune=replace(f, batchnorm=batchnorm, lr_find=False, augmented=replace(f.augmented, cycles=1, lr=1e-3)),
+        finetune=replace(
+            f, batchnorm=batchnorm, lr_find=False, keep="last", augmented=replace(f.augmented, cycles=1, lr=1e-3)
+        ),
     )
     res = finetune(r, log=lambda *_: None, data_root=Roots.from_env().dataset(recipe.name))
     trained, pretrained = res.learn.model[0], create_body(f.backbone)

@@ -54,7 +54,8 @@ def test_three_classes_end_to_end(roots, tmp_path):
     r = runner.invoke(app, ["finetune", str(recipe)])
     assert r.exit_code == 0, r.output
     m = json.loads((roots / "runs" / "three" / "metrics.json").read_text())
-    assert set(m) == {"valid", "test", "model", "environment"}  # the test split is reported apart
+    assert set(m) == {"valid", "test", "model", "kept", "environment"}  # the test split is reported apart
+    assert m["kept"]["chosen_on"] == "valid" and "test split" in m["kept"]["note"]  # which did not choose it
     for split in ("valid", "test"):
         cm = m[split]["confusion_matrix"]["rows_actual_cols_predicted"]
         assert len(cm) == 3 and all(len(row) == 3 for row in cm) and sum(map(sum, cm)) == 12

@@ -273,3 +273,34 @@ def test_keep_best_restores_an_earlier_better_epoch(tmp_path):
     high = BestEpoch("accuracy", value=1.01)  # nothing can beat it
     learn2.fit(10, 0.1, cbs=[KeepBest(high, "s", learn2.model, 0, patience=2)])
     assert len(learn2.recorder.values) == 2
+
+
+def test_a_mosaic_holds_four_images_boxes_in_their_quadrants(tmp_path):
+    import torch
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from chiquito_or_not.tasks.detect.box_data import DetSet
+
+    paths, boxes = [], []
+    for k, colour in enumerate(((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))):
+        p = tmp_path / f"{k}.png"
+        im = Image.new("RGB", (100, 80), (0, 0, 0))
+        im.paste(colour, (20, 10, 60, 50))  # one object, its box below
+        im.save(p)
+        paths.append(p)
+        boxes.append([["thing", 20, 10, 60, 50]])
+    resize = v2.Compose([v2.Resize((64, 64), antialias=True)])
+    plain = DetSet(paths, boxes, ["thing"], 64, [0, 0, 0], [1, 1, 1], resize)
+    ds = DetSet(paths, boxes, ["thing"], 64, [0, 0, 0], [1, 1, 1], resize, mosaic=1.0)
+    torch.manual_seed(0)
+    x, b = ds[0]
+    assert x.shape == (3, 64, 64) and b.shape == (4, 5) and plain[0][1].shape == (1, 5)
+    for k, row in enumerate(b):  # each box in its quadrant, half the size the image alone gives it
+        oy, ox = (k // 2) * 32, (k % 2) * 32
+        assert ox <= row[1] < row[3] <= ox + 32 and oy <= row[2] < row[4] <= oy + 32
+        assert float(row[3] - row[1]) == pytest.approx(40 * 64 / 100 / 2, abs=0.5)
+        # the pixels under the box are its object's (not black)
+        cx, cy = int((row[1] + row[3]) / 2), int((row[2] + row[4]) / 2)
+        assert float(x[:, cy, cx].sum()) > 0.5
+    assert DetSet(paths, boxes, ["thing"], 64, [0, 0, 0], [1, 1, 1], None, mosaic=1.0)[0][1].shape == (1, 5)

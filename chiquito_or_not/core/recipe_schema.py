@@ -299,6 +299,9 @@ class AugmentSpec:
     max_lighting: Float = bounded(0.0, 1.0, default=0.2)
     max_warp: Float = bounded(0.0, 1.0, default=0.2)
     rotate90: Bool = False  # also rotate by multiples of 90 degrees (fastai's Dihedral: with flips)
+    # detection: the share of training samples that are a mosaic of four augmented images, one per quadrant
+    # at half size (YOLOv4's mosaic: more objects and contexts per batch, smaller objects)
+    mosaic: Float = bounded(0.0, 1.0, default=0.0)
 
 
 @schema

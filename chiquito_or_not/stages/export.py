@@ -24,6 +24,7 @@ from ..core.onnxfile import onnx_session
 from ..core.paths import Roots
 from ..core.task_registry import task_of_model
 from ..data.face_crops import copy_detector
+from .report import write_report
 
 __all__ = ["export_onnx", "run_model", "ExportError"]
 
@@ -172,4 +173,6 @@ def export_onnx(
         report["face_detector"] = str(det)  # a model trained on face crops travels with its detector
         log(f"wrote {det} (the face detector predict and serve crop with)")
     atomic_write_text(out.with_name(folder.export_report.name), json.dumps(report, indent=1) + "\n")
+    if out.parent.resolve() == folder.root.resolve():  # the run's own export: its page shows it
+        write_report(folder.root, log=log)
     return report

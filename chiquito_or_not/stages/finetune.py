@@ -43,6 +43,7 @@ from ..train.learner import BodyBatchNormEval, LogProgress, keep_frozen, make_le
 from ..train.lr_find import find_lr
 from ..train.runs import STAGES, promote, read_json, refuse_files_in_place, resumable_state
 from .evaluate import evaluate
+from .report import write_report
 
 __all__ = [
     "STAGES",
@@ -427,6 +428,7 @@ def finetune(
     atomic_write_text(files.metrics, json.dumps(metrics, indent=2) + "\n")
     promote(run, final)
     learn.path = final
+    write_report(final, log=log)
     return FinetuneResult(run=final, learn=learn, timings=state["timings"], metrics=metrics, lr=st.lr_info)
 
 
@@ -540,5 +542,9 @@ def finetune_lines(res: FinetuneResult, recipe: Recipe) -> list[str]:
     out += [
         f"{split} {task.evaluation.headline(res.metrics[split])}" for split in ("valid", "test") if split in res.metrics
     ]
-    out.append(f"wrote {res.run}/ (model.pkl, metrics.json, loss_curve.png, lr_find.png and the task's figures)")
+    lr_png = ", lr_find.png" if (res.run / "lr_find.png").is_file() else ""
+    out.append(
+        f"wrote {res.run}/ (model.pkl, metrics.json, report.html, README.md, loss_curve.png{lr_png} and the "
+        "task's figures)"
+    )
     return out

@@ -23,6 +23,7 @@ from ..core.litefile import META_NAME, LiteSession, quiet, sidecar
 from ..core.paths import Roots
 from ..data.face_crops import copy_detector
 from .export import _kept_if_checked, _split_files, run_model
+from .report import write_report
 
 __all__ = ["export_tflite", "embed_metadata"]
 
@@ -236,4 +237,6 @@ def export_tflite(
         report["face_detector"] = str(det)  # a model trained on face crops travels with its detector
         log(f"wrote {det} (the face detector predict and serve crop with)")
     atomic_write_text(out.with_name("export_tflite.json"), json.dumps(report, indent=1) + "\n")
+    if out.parent.resolve() == folder.root.resolve():  # the run's own export: its page shows it
+        write_report(folder.root, log=log)
     return report

@@ -48,9 +48,10 @@ class DetSet(torch.utils.data.Dataset):
     """Images and their boxes ([label, x0, y0, x1, y1] in image pixels) → (3 x S x S normalised tensor,
     M x 5 tensor of [class index, x0, y0, x1, y1] in input pixels)."""
 
-    def __init__(self, paths, boxes, labels, size, mean, std, augment=None):
+    def __init__(self, paths, boxes, labels, size, mean, std, augment=None, mosaic: float = 0.0):
         self.paths, self.boxes, self.vocab = list(paths), list(boxes), list(labels)
         self.size, self.mean, self.std, self.augment = size, list(mean), list(std), augment
+        self.mosaic = mosaic if augment is not None else 0.0  # never on validation
 
     def __len__(self):
         return len(self.paths)
@@ -59,6 +60,29 @@ class DetSet(torch.utils.data.Dataset):
         return DetSet([], [], self.vocab, self.size, self.mean, self.std)
 
     def __getitem__(self, i):
+        if self.mosaic and len(self) > 1 and float(torch.rand(())) < self.mosaic:
+            return self._mosaic(i)
+        return self._one(i)
+
+    def _mosaic(self, i):
+        """Image i and three others drawn at random, each augmented on its own, at half size in the four
+        quadrants of one input square; their boxes scaled and moved with them (too small ones dropped)."""
+        import torch.nn.functional as F
+
+        half = self.size // 2
+        others = torch.randint(0, len(self), (3,)).tolist()
+        x = torch.zeros(3, self.size, self.size)
+        rows = []
+        for k, j in enumerate([i, *others]):
+            xj, bj = self._one(j)
+            oy, ox = (k // 2) * half, (k % 2) * half
+            x[:, oy : oy + half, ox : ox + half] = F.interpolate(xj[None], size=(half, half), mode="bilinear")[0]
+            b = bj.clone()
+            b[:, 1:] = b[:, 1:] * (half / self.size) + torch.tensor([ox, oy, ox, oy], dtype=b.dtype)
+            rows.append(b[((b[:, 3] - b[:, 1]) >= 2) & ((b[:, 4] - b[:, 2]) >= 2)])
+        return x, torch.cat(rows) if rows else torch.zeros(0, 5)
+
+    def _one(self, i):
         from PIL import Image
 
         with Image.open(self.paths[i]) as im:
@@ -125,7 +149,7 @@ def make_dls(recipe, augment: bool, root=None):
     for split in ("train", "valid"):
         paths, boxes, _ = read_split(root / split, labels)
         aug = augmentation(f.augment, f.size, b.mean) if augment and split == "train" else None
-        sets[split] = DetSet(paths, boxes, labels, f.size, b.mean, b.std, aug)
+        sets[split] = DetSet(paths, boxes, labels, f.size, b.mean, b.std, aug, f.augment.mosaic)
     dls = DataLoaders(
         _loader(sets["train"], f.bs, True, f.workers),
         _loader(sets["valid"], f.bs, False, f.workers),
