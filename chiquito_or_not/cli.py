@@ -22,6 +22,7 @@ from .core.task_registry import get_task
 from .stages.dataset import build_dataset, dataset_lines
 from .stages.predict import done_in_jsonl, expand_paths, predict_model, predict_model_to_jsonl
 from .stages.predict_ray import predict_ray
+from .stages.report import write_report
 from .stages.review import find_suspects, review_page
 
 app = typer.Typer(
@@ -181,8 +182,6 @@ def report(
 ):
     """Write runs/NAME/report.html (one self-contained page: data, training, results, exports) and the model
     card runs/NAME/README.md from the run's files; print the page's path."""
-    from .stages.report import write_report
-
     page = write_report(run)
     typer.echo(str(page))
     if open_:

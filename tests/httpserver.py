@@ -297,7 +297,6 @@ def app_on_loopback(app, **config):
         thread.join(10)
 
 
-@contextlib.contextmanager
 def chrome_options(profile, window: str = "420,900"):
     """Headless Debian Chromium on a closed network, with its own profile folder."""
     import shutil
@@ -321,6 +320,7 @@ def chrome_options(profile, window: str = "420,900"):
     return opts
 
 
+@contextlib.contextmanager
 def app_in_chromium(app, profile, window: str = "420,900"):
     """Serve an ASGI app with uvicorn on a free loopback port and open headless Chromium (Debian's
     chromium + chromium-driver) on a closed network: yields (browser, base URL); both stop after."""
