@@ -53,8 +53,8 @@ def compute_metrics(y: np.ndarray, pred: np.ndarray, vocab: list[str], seed: int
         "interval": {
             "level": LEVEL,
             "accuracy, recall": "Wilson score interval",
-            "balanced_accuracy": f"posterior of the mean recall, each Beta(k + 1, n - k + 1) "
-            f"(Brodersen et al. 2010), {DRAWS} draws, seed {seed}",
+            "balanced_accuracy": f"shortest interval of the mean recall's posterior, each Beta(k + 1/2, n - k + 1/2) "
+            f"(Jeffreys; after Brodersen et al. 2010), {DRAWS} draws, seed {seed}",
         },
         "per_class": {
             vocab[i]: {
