@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from . import __version__
 from .core.errors import ChiquitoError
 from .core.files import bytes_written, shown_path
 from .core.layout import RunFolder
@@ -29,8 +30,16 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Turn 'is this a picture of X?' into a trained, evaluated, exported classifier.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Turn 'is this a picture of X?' into a trained, evaluated, exported model.",
 )
+
+
+def _say_version(value: bool) -> None:
+    if value:
+        typer.echo(f"chiquito_or_not {__version__}")
+        raise typer.Exit()
+
 
 RecipeArg = typer.Argument(..., help="Recipe file, e.g. recipes/face-or-not.toml", show_default=False)
 
@@ -91,6 +100,9 @@ def _friendly(fn):
 def main(
     data_root: Optional[Path] = typer.Option(None, help="Data root (default ./datasets or $CHIQUITO_DATA)"),
     runs_root: Optional[Path] = typer.Option(None, help="Runs root (default ./runs or $CHIQUITO_RUNS)"),
+    version: bool = typer.Option(
+        False, "--version", callback=_say_version, is_eager=True, help="Print the version and exit"
+    ),
 ):
     # a library deep in the stack calls torch.jit.script at import; users cannot act on that warning
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)

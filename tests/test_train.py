@@ -304,3 +304,12 @@ def test_a_mosaic_holds_four_images_boxes_in_their_quadrants(tmp_path):
         cx, cy = int((row[1] + row[3]) / 2), int((row[2] + row[4]) / 2)
         assert float(x[:, cy, cx].sum()) > 0.5
     assert DetSet(paths, boxes, ["thing"], 64, [0, 0, 0], [1, 1, 1], None, mosaic=1.0)[0][1].shape == (1, 5)
+
+
+def test_version_and_short_help():
+    from chiquito_or_not import __version__
+
+    res = _cli("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"chiquito_or_not {__version__}"
+    res = _cli("train", "-h")
+    assert res.exit_code == 0 and "KEY=VALUE" in res.output and "epochs=N" in res.output
