@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import warnings
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -409,11 +410,18 @@ def _say_predictions(results: list, as_json: bool, top_k: int) -> None:
         raise typer.Exit(1)
 
 
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    tflite = "tflite"
+
+
 @app.command()
 @_friendly
 def export(
     run: Path = typer.Argument(..., help="Run folder with model.pkl, e.g. runs/face-or-not", show_default=False),
-    fmt: str = typer.Option("onnx", "--format", help="Export format: onnx, or tflite (LiteRT, for phones)"),
+    fmt: ExportFormat = typer.Option(
+        ExportFormat.onnx, "--format", help="onnx, or tflite (LiteRT, for phones)", case_sensitive=False
+    ),
     int8: bool = typer.Option(
         False,
         "--int8",
@@ -428,8 +436,7 @@ def export(
 
     model.pkl is a pickle: loading it runs any code it holds. Export only runs you made or trust; the
     .onnx and .tflite files this writes cannot run code, so share those."""
-    if fmt not in ("onnx", "tflite"):
-        _fail(f"unknown format {fmt!r}; choose onnx or tflite (model.pkl is already the fastai export)")
+    fmt = fmt.value
     if uint8 and fmt != "tflite":
         _fail("--uint8 applies to --format tflite only")
 

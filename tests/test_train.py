@@ -313,3 +313,19 @@ def test_version_and_short_help():
     assert res.exit_code == 0 and res.output.strip() == f"chiquito_or_not {__version__}"
     res = _cli("train", "-h")
     assert res.exit_code == 0 and "KEY=VALUE" in res.output and "epochs=N" in res.output
+
+
+def test_export_lists_its_formats_and_refuses_another(tmp_path):
+    res = _cli("export", "-h")
+    assert res.exit_code == 0 and "onnx|tflite" in res.output
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "chiquito_or_not", "export", str(tmp_path), "--format", "pdf"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "'pdf' is not one of 'onnx', 'tflite'" in lines[0], r.stderr
