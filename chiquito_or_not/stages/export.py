@@ -26,7 +26,7 @@ from ..core.task_registry import task_of_model
 from ..data.face_crops import copy_detector
 from .report import write_report
 
-__all__ = ["export_onnx", "run_model", "ExportError"]
+__all__ = ["export_onnx", "onnx_missing", "run_model", "ExportError"]
 
 
 def _split_files(run: Path, split: str, limit: int) -> list[Path]:
@@ -91,6 +91,16 @@ def _kept_if_checked(tmp: Path, out: Path):
     os.replace(tmp, out)
 
 
+def onnx_missing() -> str:
+    """What the ONNX export lacks ("" when onnx and onnxruntime are installed)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "ONNX export needs onnx and onnxruntime: pip install 'chiquito-or-not[onnx]'"
+    return ""
+
+
 def run_model(run, roots: Roots | None) -> tuple:
     """(run folder path, its RunFolder, its model.pkl loaded, the model's task): what each export starts from."""
     folder = RunFolder(Path(run))
@@ -107,11 +117,8 @@ def export_onnx(
     roots: Roots | None = None,
 ) -> dict:
     """Write RUN/model.onnx (and model.int8.onnx); returns the report also written as export.json."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise ChiquitoError("ONNX export needs onnx and onnxruntime: pip install 'chiquito-or-not[onnx]'") from None
+    if problem := onnx_missing():
+        raise ChiquitoError(problem)
 
     run, folder, model, task = run_model(run, roots)
     meta = task.export.onnx_metadata(model)

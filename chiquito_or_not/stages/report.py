@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..core.files import atomic_write_text, read_csv_rows
 from ..core.layout import DatasetFolder, RunFolder
 from ..core.recipe import load_resolved, recipe_toml
 from ..core.task_registry import get_task
+from ..train.runs import read_json
 
 __all__ = ["write_report", "report_data", "model_card", "REPORT", "MODEL_CARD"]
 
@@ -31,17 +31,13 @@ FIGURES = ("confusion_matrix.png", "top_losses.png", "pr_curves.png", "detection
 
 
 def _json(path: Path, problems: list) -> dict:
+    """A run file's JSON object ({} when the run did not write it; named in `problems` when unreadable)."""
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        problems.append(f"{path.name}: unreadable ({type(e).__name__})")
-        return {}
-    if not isinstance(data, dict):
-        problems.append(f"{path.name}: not a JSON object")
-        return {}
-    return data
+    data = read_json(path)
+    if data is None:
+        problems.append(f"{path.name}: unreadable, or not a JSON object")
+    return data or {}
 
 
 def _png(path: Path) -> str:

@@ -20,7 +20,7 @@ from ..core.paths import Roots
 from ..core.recipe import Recipe, load_recipe, recipe_from_data, recipe_toml, recipe_with_overrides, resolve_paths
 from ..core.task_registry import TASKS, get_task
 from .dataset import build_dataset, dataset_lines
-from .export import export_onnx
+from .export import export_onnx, onnx_missing
 from .finetune import FinetuneResult, finetune, finetune_lines
 
 __all__ = [
@@ -107,10 +107,8 @@ def train(plan: TrainPlan, log=print, roots: Roots | None = None) -> TrainResult
     recipe_file = res.run / RECIPE_FILE
     atomic_write_text(recipe_file, recipe_toml(r))
     onnx = None
-    try:
-        import onnx as _onnx  # noqa: F401
-    except ImportError:
-        log("  ONNX export skipped: pip install 'chiquito-or-not[onnx]' for model.onnx")
+    if problem := onnx_missing():
+        log(f"  ONNX export skipped: {problem}")
     else:
         log("export onnx")
         export_onnx(res.run, log=log, roots=roots)

@@ -149,7 +149,6 @@ class ClassSuspects(Suspects):
     duplicates: list
 
     def to_json(self, name: str, top: list) -> dict:
-        top = [{k: v for k, v in it.items() if k != "saved"} for it in top]
         keep = {"classes": list(self.labels), "issues": self.issues, "C": self.C, "folds": self.folds}
         return {"name": name, **keep, "duplicates": self.duplicates, "items": top}
 
